@@ -1,0 +1,201 @@
+"""Django settings, read from the environment through ``bifrost_site.env``.
+
+With nothing set the gateway runs in *embedded mode*: SQLite under ``BIFROST_DATA_DIR`` and
+database-backed counters. ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL`` switch on
+*production mode*. ``.env.example`` lists every variable.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from bifrost_site.env import env_bool, env_choice, env_float, env_int, env_list, env_str, env_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("BIFROST_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+
+def _secret_key() -> str:
+    """DJANGO_SECRET_KEY, or a random key kept in DATA_DIR so embedded mode survives restarts."""
+    configured = env_str("DJANGO_SECRET_KEY")
+    if configured:
+        if len(configured) < 32:
+            raise ImproperlyConfigured("DJANGO_SECRET_KEY must be at least 32 characters long")
+        return configured
+    key_file = DATA_DIR / "secret_key"
+    if key_file.exists():
+        return key_file.read_text().strip()
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
+SECRET_KEY = _secret_key()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "governance",
+    "proxy",
+    "consent",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "bifrost_site.middleware.JsonErrorMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "bifrost_site.urls"
+WSGI_APPLICATION = "bifrost_site.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql", "sqlite"))
+if DATABASE_URL is None:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASE_URL = f"sqlite:///{DATA_DIR / 'bifrost.sqlite3'}"
+_db = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))
+_db["CONN_HEALTH_CHECKS"] = True
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + immediate transactions: concurrent writers queue on the lock instead of failing
+    # with "database is locked" halfway through a transaction.
+    _db["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis / counters ------------------------------------------------------------------------
+REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix"))
+# Where budget and rate-limit counters live: "redis" (shared, production), "database"
+# (embedded default and fallback) or "auto" (redis when REDIS_URL is set).
+GOVERNANCE_COUNTERS = env_choice("GOVERNANCE_COUNTERS", "auto", ("auto", "redis", "database"))
+if GOVERNANCE_COUNTERS == "redis" and REDIS_URL is None:
+    raise ImproperlyConfigured("GOVERNANCE_COUNTERS=redis needs REDIS_URL")
+GOVERNANCE_ENFORCE_VIRTUAL_KEYS = env_bool("GOVERNANCE_ENFORCE_VIRTUAL_KEYS", True)
+# Output tokens reserved for a request that sets no max_tokens (worst-case budget reservation).
+GOVERNANCE_DEFAULT_MAX_TOKENS = env_int("GOVERNANCE_DEFAULT_MAX_TOKENS", 4096, minimum=1)
+# Seconds a process caches a virtual key's configuration; changes also invalidate it at once.
+GOVERNANCE_CONFIG_CACHE_SECONDS = env_float("GOVERNANCE_CONFIG_CACHE_SECONDS", 5.0, minimum=0)
+
+# --- Proxy ----------------------------------------------------------------------------------
+PROXY_DEFAULT_TIMEOUT_SECONDS = env_float("PROXY_DEFAULT_TIMEOUT_SECONDS", 60.0, minimum=0.1)
+PROXY_CONNECT_TIMEOUT_SECONDS = env_float("PROXY_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+PROXY_POOL_MAXSIZE = env_int("PROXY_POOL_MAXSIZE", 64, minimum=1)
+
+# --- Request limits -------------------------------------------------------------------------
+MAX_REQUEST_BODY_BYTES = env_int("BIFROST_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
+USAGE_RETENTION_DAYS = env_int("BIFROST_USAGE_RETENTION_DAYS", 400, minimum=1)
+
+# --- Secrets at rest ------------------------------------------------------------------------
+# Fernet key (urlsafe base64, 32 bytes) for provider key values; derived from SECRET_KEY when
+# unset. Rotating SECRET_KEY without setting this makes stored provider keys unreadable.
+BIFROST_ENCRYPTION_KEY = env_str("BIFROST_ENCRYPTION_KEY")
+
+# --- Security -------------------------------------------------------------------------------
+BIFROST_TLS = env_bool("BIFROST_TLS", False)
+SESSION_COOKIE_SECURE = BIFROST_TLS
+CSRF_COOKIE_SECURE = BIFROST_TLS
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+if BIFROST_TLS:
+    SECURE_HSTS_SECONDS = env_int("BIFROST_HSTS_SECONDS", 31536000, minimum=0)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve straight from the app/static folders: no collectstatic step needed to run.
+WHITENOISE_USE_FINDERS = True
+
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "bifrost"}}
+if REDIS_URL:
+    # Shared cache so django-ratelimit counts attempts across all workers and hosts.
+    CACHES["default"] = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+RATELIMIT_USE_CACHE = "default"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "governance.api.authentication.AdminTokenAuthentication",
+        "governance.api.authentication.StaffBasicAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["governance.api.permissions.StaffModelPermissions"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "bifrost_site.exceptions.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Bifrost-compatible gateway management API",
+    "DESCRIPTION": "Virtual keys, teams, customers, budgets, rate limits, providers and provider keys.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOG_LEVEL = env_choice("BIFROST_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "bifrost_site.logging.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+    },
+}

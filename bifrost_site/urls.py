@@ -1,0 +1,9 @@
+"""Top-level URL map: admin, management API, proxy, consent flow, health."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/governance/", include("governance.api.urls")),
+]

@@ -1,0 +1,23 @@
+"""Governance data model: who may call what, and how much."""
+
+from governance.models.entities import ApiToken, Customer, Team, VirtualKey
+from governance.models.limits import Budget, RateLimit
+from governance.models.mcp import McpClient, VirtualKeyMcpConfig
+from governance.models.providers import ModelPrice, Provider, ProviderConfig, ProviderKey
+from governance.models.usage import UsageRecord
+
+__all__ = [
+    "ApiToken",
+    "Budget",
+    "Customer",
+    "McpClient",
+    "ModelPrice",
+    "Provider",
+    "ProviderConfig",
+    "ProviderKey",
+    "RateLimit",
+    "Team",
+    "UsageRecord",
+    "VirtualKey",
+    "VirtualKeyMcpConfig",
+]

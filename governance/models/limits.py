@@ -1,0 +1,147 @@
+"""Budgets (USD per window) and rate limits (tokens and requests per window).
+
+Each belongs to exactly one owner: a virtual key, a provider config, a team or a customer.
+``current_usage`` / ``*_current_usage`` are the durable counters; in production mode Redis holds
+the hot copy and the database catches up within seconds (see ``governance.counters``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from governance.durations import validate_calendar_alignment, validate_duration
+
+MONEY = {"max_digits": 24, "decimal_places": 10}
+OWNER_FIELDS = ("virtual_key", "provider_config", "team", "customer")
+
+
+def _exactly_one_owner(prefix: str) -> models.CheckConstraint:
+    options = []
+    for owner in OWNER_FIELDS:
+        condition = Q(**{f"{owner}__isnull": False})
+        for other in OWNER_FIELDS:
+            if other != owner:
+                condition &= Q(**{f"{other}__isnull": True})
+        options.append(condition)
+    condition = options[0]
+    for option in options[1:]:
+        condition |= option
+    return models.CheckConstraint(condition=condition, name=f"{prefix}_exactly_one_owner")
+
+
+class Budget(models.Model):
+    """A spending cap in USD that resets every ``reset_duration``."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    max_limit = models.DecimalField(**MONEY, validators=[MinValueValidator(Decimal("0.0000000001"))])
+    reset_duration = models.CharField(max_length=16, validators=[validate_duration])
+    calendar_aligned = models.BooleanField(default=False)
+    current_usage = models.DecimalField(**MONEY, default=Decimal("0"))
+    last_reset = models.DateTimeField(default=timezone.now)
+    virtual_key = models.ForeignKey(
+        "governance.VirtualKey", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    provider_config = models.ForeignKey(
+        "governance.ProviderConfig", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    team = models.ForeignKey("governance.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets")
+    customer = models.ForeignKey(
+        "governance.Customer", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            _exactly_one_owner("budget"),
+            models.CheckConstraint(condition=Q(max_limit__gt=0), name="budget_max_limit_positive"),
+            *[
+                models.UniqueConstraint(fields=[owner, "reset_duration"], name=f"budget_one_per_duration_per_{owner}")
+                for owner in OWNER_FIELDS
+            ],
+        ]
+
+    def __str__(self) -> str:
+        return f"${self.max_limit} / {self.reset_duration}"
+
+    def clean(self) -> None:
+        super().clean()
+        if self.reset_duration:
+            try:
+                validate_calendar_alignment(self.reset_duration, self.calendar_aligned)
+            except ValidationError as exc:
+                raise ValidationError({"calendar_aligned": exc.messages}) from None
+
+    @property
+    def owner_id(self):
+        return self.virtual_key_id or self.provider_config_id or self.team_id or self.customer_id
+
+
+class RateLimit(models.Model):
+    """Token and/or request limits per window; each pair (limit, duration) is optional."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    token_max_limit = models.BigIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    token_reset_duration = models.CharField(max_length=16, blank=True, default="", validators=[validate_duration])
+    token_current_usage = models.BigIntegerField(default=0)
+    token_last_reset = models.DateTimeField(default=timezone.now)
+    request_max_limit = models.BigIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    request_reset_duration = models.CharField(max_length=16, blank=True, default="", validators=[validate_duration])
+    request_current_usage = models.BigIntegerField(default=0)
+    request_last_reset = models.DateTimeField(default=timezone.now)
+    virtual_key = models.OneToOneField(
+        "governance.VirtualKey", null=True, blank=True, on_delete=models.CASCADE, related_name="rate_limit"
+    )
+    provider_config = models.OneToOneField(
+        "governance.ProviderConfig", null=True, blank=True, on_delete=models.CASCADE, related_name="rate_limit"
+    )
+    team = models.OneToOneField(
+        "governance.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="rate_limit"
+    )
+    customer = models.OneToOneField(
+        "governance.Customer", null=True, blank=True, on_delete=models.CASCADE, related_name="rate_limit"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            _exactly_one_owner("ratelimit"),
+            models.CheckConstraint(
+                condition=Q(token_max_limit__isnull=True) | Q(token_max_limit__gt=0), name="ratelimit_token_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(request_max_limit__isnull=True) | Q(request_max_limit__gt=0),
+                name="ratelimit_request_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        parts = []
+        if self.token_max_limit:
+            parts.append(f"{self.token_max_limit} tokens/{self.token_reset_duration}")
+        if self.request_max_limit:
+            parts.append(f"{self.request_max_limit} requests/{self.request_reset_duration}")
+        return ", ".join(parts) or "no limits"
+
+    def clean(self) -> None:
+        super().clean()
+        errors = {}
+        for kind in ("token", "request"):
+            limit = getattr(self, f"{kind}_max_limit")
+            duration = getattr(self, f"{kind}_reset_duration")
+            if limit is not None and not duration:
+                errors[f"{kind}_reset_duration"] = f"{kind}_reset_duration is required with {kind}_max_limit"
+            if duration and limit is None:
+                errors[f"{kind}_max_limit"] = f"{kind}_max_limit is required with {kind}_reset_duration"
+        if errors:
+            raise ValidationError(errors)

@@ -1,0 +1,155 @@
+"""Upstream providers, their keys, per-VK provider configs and model prices."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import JSONField
+from django.db.models import Q
+
+from governance import crypto
+from governance.keys import mask_secret
+
+PROVIDER_NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+PRICE = {"max_digits": 24, "decimal_places": 15}
+
+
+class ApiFormat(models.TextChoices):
+    OPENAI = "openai", "OpenAI"
+    ANTHROPIC = "anthropic", "Anthropic"
+
+
+def default_api_format(name: str) -> str:
+    return ApiFormat.ANTHROPIC if name == "anthropic" else ApiFormat.OPENAI
+
+
+def validate_model_list(value) -> None:
+    """``["*"]`` = all, ``[]`` = none, otherwise distinct non-empty names; ``*`` stands alone."""
+    if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
+        raise ValidationError("must be a list of non-empty strings")
+    if "*" in value and len(value) > 1:
+        raise ValidationError("'*' cannot be combined with other entries")
+    if len(set(value)) != len(value):
+        raise ValidationError("duplicate entries are not allowed")
+
+
+class Provider(models.Model):
+    """An upstream API (OpenAI-compatible or Anthropic-compatible) the proxy forwards to."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(
+        max_length=63,
+        unique=True,
+        validators=[RegexValidator(PROVIDER_NAME_RE, "lower-case letters, digits, '.', '_' or '-' (no '/')")],
+    )
+    api_format = models.CharField(max_length=16, choices=ApiFormat.choices, default=ApiFormat.OPENAI)
+    base_url = models.URLField(max_length=500)
+    timeout_seconds = models.FloatField(default=60.0, validators=[MinValueValidator(0.1)])
+    extra_headers = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.CheckConstraint(condition=Q(timeout_seconds__gt=0), name="provider_timeout_positive")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        super().clean()
+        headers = self.extra_headers
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise ValidationError({"extra_headers": "must be an object of header name to string value"})
+
+
+class ProviderKey(models.Model):
+    """An upstream API key. The value is encrypted at rest and never returned by any API."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="keys")
+    name = models.CharField(max_length=255)
+    value_encrypted = models.TextField(editable=False)
+    value_last4 = models.CharField(max_length=4, editable=False, default="")
+    # Named like Bifrost's field; it shadows ``django.db.models`` below this line in the class body.
+    weight = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)])
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    models = JSONField(default=list, blank=True, validators=[validate_model_list])
+
+    class Meta:
+        ordering = ["provider__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "name"], name="provider_key_unique_name"),
+            models.CheckConstraint(condition=Q(weight__gte=0), name="provider_key_weight_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider_id and self.provider.name}/{self.name}"
+
+    def set_value(self, value: str) -> None:
+        self.value_encrypted = crypto.encrypt(value)
+        self.value_last4 = value[-4:]
+
+    @property
+    def value(self) -> str:
+        return crypto.decrypt(self.value_encrypted)
+
+    @property
+    def masked_value(self) -> str:
+        return mask_secret(self.value_last4)
+
+    def allows_model(self, model: str) -> bool:
+        # An empty list on a provider key means "no restriction" (Bifrost's behaviour for keys).
+        return not self.models or "*" in self.models or model in self.models
+
+
+class ProviderConfig(models.Model):
+    """What one virtual key may do with one provider: weight, models, keys, own limits."""
+
+    virtual_key = models.ForeignKey("governance.VirtualKey", on_delete=models.CASCADE, related_name="provider_configs")
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="virtual_key_configs")
+    weight = models.FloatField(null=True, blank=True, validators=[MinValueValidator(0.0)])
+    allowed_models = models.JSONField(default=list, blank=True, validators=[validate_model_list])
+    allow_all_keys = models.BooleanField(default=False)
+    keys = models.ManyToManyField(ProviderKey, blank=True, related_name="virtual_key_configs")
+
+    class Meta:
+        ordering = ["id"]
+        verbose_name = "VK provider config"
+        constraints = [
+            models.UniqueConstraint(fields=["virtual_key", "provider"], name="provider_config_unique_provider"),
+            models.CheckConstraint(
+                condition=Q(weight__isnull=True) | Q(weight__gte=0), name="provider_config_weight_non_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.provider_id and self.provider.name}"
+
+    def allows_model(self, model: str) -> bool:
+        return "*" in self.allowed_models or model in self.allowed_models
+
+
+class ModelPrice(models.Model):
+    """USD per token for one provider/model; seeded for common models, editable in the admin."""
+
+    provider = models.CharField(max_length=63)
+    model = models.CharField(max_length=255)
+    input_cost_per_token = models.DecimalField(**PRICE, validators=[MinValueValidator(0)])
+    output_cost_per_token = models.DecimalField(**PRICE, validators=[MinValueValidator(0)])
+    cached_input_cost_per_token = models.DecimalField(**PRICE, null=True, blank=True, validators=[MinValueValidator(0)])
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["provider", "model"]
+        constraints = [models.UniqueConstraint(fields=["provider", "model"], name="model_price_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model}"

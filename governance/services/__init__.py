@@ -1,0 +1,51 @@
+"""Every write to the governance data goes through a function here (API, admin, import)."""
+
+from governance.services.entities import (
+    customer_create,
+    customer_delete,
+    customer_update,
+    team_create,
+    team_delete,
+    team_update,
+)
+from governance.services.limits import budget_reset_usage, budgets_reconcile, rate_limit_apply
+from governance.services.providers import (
+    provider_create,
+    provider_delete,
+    provider_key_create,
+    provider_key_delete,
+    provider_key_update,
+    provider_update,
+)
+from governance.services.tokens import api_token_create
+from governance.services.virtual_keys import (
+    virtual_key_create,
+    virtual_key_delete,
+    virtual_key_rotate,
+    virtual_key_set_active,
+    virtual_key_update,
+)
+
+__all__ = [
+    "api_token_create",
+    "budget_reset_usage",
+    "budgets_reconcile",
+    "customer_create",
+    "customer_delete",
+    "customer_update",
+    "provider_create",
+    "provider_delete",
+    "provider_key_create",
+    "provider_key_delete",
+    "provider_key_update",
+    "provider_update",
+    "rate_limit_apply",
+    "team_create",
+    "team_delete",
+    "team_update",
+    "virtual_key_create",
+    "virtual_key_delete",
+    "virtual_key_rotate",
+    "virtual_key_set_active",
+    "virtual_key_update",
+]

@@ -1,0 +1,85 @@
+"""Customers and teams."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from governance.models import Customer, Team
+from governance.services.limits import budgets_reconcile, rate_limit_apply
+from governance.services.validation import check
+
+
+@transaction.atomic
+def customer_create(
+    *, name: str, budgets: list[dict[str, Any]] | None = None, rate_limit: dict[str, Any] | None = None
+) -> Customer:
+    customer = Customer(name=name)
+    check(customer)
+    customer.save()
+    budgets_reconcile(customer, budgets or [])
+    rate_limit_apply(customer, rate_limit)
+    return customer
+
+
+@transaction.atomic
+def customer_update(customer: Customer, **changes: Any) -> Customer:
+    """Patch semantics: only the keys given change; ``budgets`` present -> reconciled."""
+    if "name" in changes:
+        customer.name = changes["name"]
+    check(customer)
+    customer.save()
+    if changes.get("budgets") is not None:
+        budgets_reconcile(customer, changes["budgets"])
+    rate_limit_apply(customer, changes.get("rate_limit"))
+    return customer
+
+
+@transaction.atomic
+def customer_delete(customer: Customer) -> None:
+    """Teams and virtual keys of the customer are detached (ON DELETE SET NULL), not deleted."""
+    customer.delete()
+
+
+@transaction.atomic
+def team_create(
+    *,
+    name: str,
+    customer: Customer | None = None,
+    budgets: list[dict[str, Any]] | None = None,
+    rate_limit: dict[str, Any] | None = None,
+    profile: dict | None = None,
+    config: dict | None = None,
+    claims: dict | None = None,
+) -> Team:
+    team = Team(name=name, customer=customer, profile=profile or {}, config=config or {}, claims=claims or {})
+    check(team)
+    team.save()
+    budgets_reconcile(team, budgets or [])
+    rate_limit_apply(team, rate_limit)
+    return team
+
+
+@transaction.atomic
+def team_update(team: Team, *, detach_missing_customer: bool = True, **changes: Any) -> Team:
+    """PUT semantics: ``customer`` absent detaches the team (Bifrost), unless told otherwise."""
+    if "name" in changes:
+        team.name = changes["name"]
+    if "customer" in changes or detach_missing_customer:
+        team.customer = changes.get("customer")
+    for field in ("profile", "config", "claims"):
+        if field in changes:
+            setattr(team, field, changes[field] or {})
+    check(team)
+    team.save()
+    if changes.get("budgets") is not None:
+        budgets_reconcile(team, changes["budgets"])
+    rate_limit_apply(team, changes.get("rate_limit"))
+    return team
+
+
+@transaction.atomic
+def team_delete(team: Team) -> None:
+    """Virtual keys of the team are detached (ON DELETE SET NULL), not deleted."""
+    team.delete()

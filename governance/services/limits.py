@@ -1,0 +1,83 @@
+"""Budgets and rate limits attached to an owner (VK, provider config, team or customer)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.db import models, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from governance.models import Budget, RateLimit
+from governance.services.validation import check, field_error
+
+RATE_LIMIT_FIELDS = ("token_max_limit", "token_reset_duration", "request_max_limit", "request_reset_duration")
+
+
+def _owner_field(owner: models.Model) -> str:
+    from governance.models import Customer, ProviderConfig, Team, VirtualKey
+
+    return {VirtualKey: "virtual_key", ProviderConfig: "provider_config", Team: "team", Customer: "customer"}[
+        type(owner)
+    ]
+
+
+def budgets_reconcile(owner: models.Model, budgets: list[dict[str, Any]], *, prefix: str = "budgets") -> None:
+    """Make the owner's budgets match ``budgets``, matched by ``reset_duration``.
+
+    A matching duration keeps its usage and window and takes the new limit; new durations are
+    created; durations not listed are deleted (Bifrost's PUT semantics).
+    """
+    seen: set[str] = set()
+    for index, spec in enumerate(budgets):
+        duration = spec.get("reset_duration")
+        if duration in seen:
+            raise field_error(f"{prefix}[{index}].reset_duration", f"duplicate reset_duration {duration!r}")
+        seen.add(duration)
+    field = _owner_field(owner)
+    existing = {b.reset_duration: b for b in Budget.objects.filter(**{field: owner})}
+    for index, spec in enumerate(budgets):
+        budget = existing.get(spec["reset_duration"]) or Budget(**{field: owner}, reset_duration=spec["reset_duration"])
+        budget.max_limit = spec["max_limit"]
+        if "calendar_aligned" in spec:
+            if budget.pk and bool(spec["calendar_aligned"]) != budget.calendar_aligned:
+                budget.last_reset = timezone.now()
+            budget.calendar_aligned = bool(spec["calendar_aligned"])
+        check(budget, f"{prefix}[{index}]")
+        budget.save()
+    stale = [b.pk for duration, b in existing.items() if duration not in seen]
+    if stale:
+        Budget.objects.filter(pk__in=stale).delete()
+
+
+def rate_limit_apply(owner: models.Model, spec: dict[str, Any] | None, *, prefix: str = "rate_limit") -> None:
+    """Create, patch (field by field, counters kept) or remove (``{}``) the owner's rate limit."""
+    if spec is None:
+        return
+    field = _owner_field(owner)
+    current = RateLimit.objects.filter(**{field: owner}).first()
+    if not spec:
+        if current:
+            current.delete()
+        return
+    rate_limit = current or RateLimit(**{field: owner})
+    for name in RATE_LIMIT_FIELDS:
+        if name in spec:
+            value = spec[name]
+            setattr(rate_limit, name, "" if value is None and name.endswith("duration") else value)
+    check(rate_limit, prefix)
+    rate_limit.save()
+
+
+@transaction.atomic
+def budget_reset_usage(budget: Budget) -> Budget:
+    """Set the budget's usage to zero and start a new window now (manual reset)."""
+    Budget.objects.filter(pk=budget.pk).update(current_usage=Decimal("0"), last_reset=timezone.now())
+    budget.refresh_from_db()
+    return budget
+
+
+def add_budget_usage(budget_ids: list, amount: Decimal) -> None:
+    """Atomic increment used by accounting; never read-modify-write in Python."""
+    Budget.objects.filter(pk__in=budget_ids).update(current_usage=F("current_usage") + amount)

@@ -1,0 +1,27 @@
+"""Helpers to validate models and report errors under the input path that caused them."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+
+def prefixed(exc: ValidationError, prefix: str) -> ValidationError:
+    """Re-key a ValidationError: ``{"max_limit": [...]}`` under ``budgets[0]`` -> ``budgets[0].max_limit``."""
+    if hasattr(exc, "error_dict"):
+        return ValidationError(
+            {f"{prefix}.{field}" if prefix else field: errors for field, errors in exc.error_dict.items()}
+        )
+    return ValidationError({prefix: exc.messages}) if prefix else exc
+
+
+def check(instance: models.Model, prefix: str = "", *, exclude: list[str] | None = None) -> None:
+    """``full_clean()`` with errors re-keyed under ``prefix``."""
+    try:
+        instance.full_clean(exclude=exclude)
+    except ValidationError as exc:
+        raise prefixed(exc, prefix) from None
+
+
+def field_error(field: str, message: str) -> ValidationError:
+    return ValidationError({field: [message]})

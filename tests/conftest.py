@@ -1,0 +1,52 @@
+"""The fixed cast of actors shared by every test module.
+
+- ``alice``: superuser, the platform admin; ``alice_api`` calls the management API with her token.
+- ``bob``: staff in the view-only group; ``bob_api`` can read but not write.
+- ``anon_api``: no credentials at all.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import Group, Permission
+from rest_framework.test import APIClient
+
+from governance.services import api_token_create
+
+
+@pytest.fixture
+def alice(django_user_model):
+    return django_user_model.objects.create_superuser("alice", "alice@example.com", "alice-password-123")
+
+
+@pytest.fixture
+def alice_token(alice) -> str:
+    return api_token_create(user=alice, name="tests")[1]
+
+
+@pytest.fixture
+def alice_api(alice_token) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {alice_token}")
+    return client
+
+
+@pytest.fixture
+def bob(django_user_model):
+    user = django_user_model.objects.create_user("bob", "bob@example.com", "bob-password-123", is_staff=True)
+    viewers, _ = Group.objects.get_or_create(name="viewers")
+    viewers.permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    user.groups.add(viewers)
+    return user
+
+
+@pytest.fixture
+def bob_api(bob) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=bob, name='tests')[1]}")
+    return client
+
+
+@pytest.fixture
+def anon_api() -> APIClient:
+    return APIClient()
