@@ -6,4 +6,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/governance/", include("governance.api.urls")),
+    path("api/", include("governance.api.provider_urls")),
+    path("", include("consent.urls")),
+    path("", include("proxy.urls")),
 ]
