@@ -18,7 +18,8 @@ def _fernet() -> Fernet:
         try:
             return Fernet(configured.encode())
         except ValueError:
-            raise ImproperlyConfigured("BIFROST_ENCRYPTION_KEY must be a Fernet key (32 url-safe base64 bytes)") from None
+            message = "BIFROST_ENCRYPTION_KEY must be a Fernet key (32 url-safe base64 bytes)"
+            raise ImproperlyConfigured(message) from None
     derived = hashlib.sha256(b"bifrost-provider-keys:" + settings.SECRET_KEY.encode()).digest()
     return Fernet(base64.urlsafe_b64encode(derived))
 

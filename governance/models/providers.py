@@ -7,8 +7,7 @@ import uuid
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import JSONField
-from django.db.models import Q
+from django.db.models import JSONField, Q
 
 from governance import crypto
 from governance.keys import mask_secret
