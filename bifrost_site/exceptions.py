@@ -24,6 +24,8 @@ def flatten_errors(detail: Any, path: str = "") -> list[str]:
         for key, value in detail.items():
             if key in ("non_field_errors", "__all__"):
                 out += flatten_errors(value, path)
+            elif isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+                out += flatten_errors(value, f"{path}[{key}]")  # a list item (DRF reports them by index)
             else:
                 out += flatten_errors(value, f"{path}.{key}" if path else str(key))
         return out

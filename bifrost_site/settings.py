@@ -7,6 +7,7 @@ database-backed counters. ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL`` switch
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 
@@ -157,6 +158,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the app/static folders: no collectstatic step needed to run.
 WHITENOISE_USE_FINDERS = True
@@ -166,6 +168,24 @@ if REDIS_URL:
     # Shared cache so django-ratelimit counts attempts across all workers and hosts.
     CACHES["default"] = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
 RATELIMIT_USE_CACHE = "default"
+
+# --- Consent flow ---------------------------------------------------------------------------
+_RATE_RE = re.compile(r"^[1-9][0-9]*/([1-9][0-9]*)?[smhd]$")
+
+
+def _rate(name: str, default: str) -> str:
+    """A django-ratelimit rate such as ``10/15m`` (count / optional multiplier + s, m, h or d)."""
+    value = env_str(name, default)
+    if not _RATE_RE.match(value):
+        raise ImproperlyConfigured(f"{name} must look like 10/m or 10/15m (count/period, period in s, m, h or d)")
+    return value
+
+
+# Brute-force limits of the consent Virtual Key form: attempts per flow and per client address.
+CONSENT_VK_RATE_PER_FLOW = _rate("CONSENT_VK_RATE_PER_FLOW", "10/15m")
+CONSENT_VK_RATE_PER_IP = _rate("CONSENT_VK_RATE_PER_IP", "30/10m")
+# CSRF refusals in the project's shapes (JSON on API paths, a plain page elsewhere).
+CSRF_FAILURE_VIEW = "consent.views.csrf_failure"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -185,6 +205,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Virtual keys, teams, customers, budgets, rate limits, providers and provider keys.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "COMPONENT_SPLIT_REQUEST": True,
 }
 

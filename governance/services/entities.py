@@ -62,12 +62,12 @@ def team_create(
 
 
 @transaction.atomic
-def team_update(team: Team, *, detach_missing_customer: bool = True, **changes: Any) -> Team:
-    """PUT semantics: ``customer`` absent detaches the team (Bifrost), unless told otherwise."""
+def team_update(team: Team, **changes: Any) -> Team:
+    """Patch semantics: only the keys given change; ``customer=None`` detaches the team."""
     if "name" in changes:
         team.name = changes["name"]
-    if "customer" in changes or detach_missing_customer:
-        team.customer = changes.get("customer")
+    if "customer" in changes:
+        team.customer = changes["customer"]
     for field in ("profile", "config", "claims"):
         if field in changes:
             setattr(team, field, changes[field] or {})

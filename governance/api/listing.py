@@ -1,0 +1,67 @@
+"""Query-string handling shared by list endpoints: limit/offset pagination, search, sort."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import QuerySet
+from rest_framework.exceptions import ValidationError
+
+DEFAULT_LIMIT = 25
+MAX_LIMIT = 100
+
+
+def _int_param(params, name: str, default: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit():
+        raise ValidationError({name: [f"{name} must be a non-negative integer"]})
+    if len(raw) > 9:
+        raise ValidationError({name: [f"{name} is too large"]})
+    return int(raw)
+
+
+def page_params(params) -> tuple[int, int]:
+    """``(limit, offset)``; limit defaults to 25 and is capped at 100, 0 is refused."""
+    limit = _int_param(params, "limit", DEFAULT_LIMIT)
+    offset = _int_param(params, "offset", 0)
+    if limit == 0:
+        raise ValidationError({"limit": ["limit must be between 1 and 100"]})
+    return min(limit, MAX_LIMIT), offset
+
+
+def uuid_param(params, name: str) -> uuid.UUID | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise ValidationError({name: [f"{name} must be a UUID"]}) from None
+
+
+def search(queryset: QuerySet, params) -> QuerySet:
+    term = params.get("search", "").strip()
+    if len(term) > 255:
+        raise ValidationError({"search": ["search is too long (max 255 characters)"]})
+    return queryset.filter(name__icontains=term) if term else queryset
+
+
+def sort(queryset: QuerySet, params, fields: dict[str, str]) -> QuerySet:
+    """Order by ``sort_by`` (one of ``fields``) and ``order`` (asc|desc); ties broken by id."""
+    sort_by = params.get("sort_by") or "name"
+    order = (params.get("order") or "asc").lower()
+    if sort_by not in fields:
+        raise ValidationError({"sort_by": [f"sort_by must be one of {', '.join(fields)}"]})
+    if order not in ("asc", "desc"):
+        raise ValidationError({"order": ["order must be asc or desc"]})
+    prefix = "-" if order == "desc" else ""
+    return queryset.order_by(f"{prefix}{fields[sort_by]}", f"{prefix}pk")
+
+
+def paginate(queryset: QuerySet, params) -> tuple[list, dict]:
+    limit, offset = page_params(params)
+    total = queryset.count()
+    rows = list(queryset[offset : offset + limit])
+    return rows, {"count": len(rows), "total_count": total, "limit": limit, "offset": offset}
