@@ -1,0 +1,220 @@
+"""Pieces shared by the governance admin pages: service-backed saving, the one-time secret page,
+usage bars.
+
+Every admin save goes through ``governance.services``. The stock admin validates the form and the
+inline formsets first (the same ``full_clean()`` the services run), so a service rejection at save
+time is rare (a race, or a rule only the service knows). When it happens the whole save is rolled
+back and the page is shown again with the service's messages as form errors, never as a 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.db import IntegrityError
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+
+SECRETS_SESSION_KEY = "governance_one_time_secrets"
+ADMIN_MEDIA_CSS = {"all": ("governance/admin.css",)}
+CONFLICT_MESSAGE = "The change conflicts with data saved at the same time (for example a duplicate name). Try again."
+
+
+class ServiceRejected(Exception):
+    """Raised inside a save to abort the admin transaction and show ``error`` on the form."""
+
+    def __init__(self, error: ValidationError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def error_items(error: ValidationError) -> list[tuple[str | None, list[str]]]:
+    """``(field or None, messages)`` pairs of a ValidationError, whatever its shape."""
+    if hasattr(error, "error_dict"):
+        return [
+            (None if field == NON_FIELD_ERRORS else field, ValidationError(errors).messages)
+            for field, errors in error.error_dict.items()
+        ]
+    return [(None, error.messages)]
+
+
+class ServiceSaveMixin:
+    """Turns service ``ValidationError``/``IntegrityError`` at save time into form errors.
+
+    ``changeform_view`` runs in one transaction; raising out of it rolls back everything the
+    services wrote. The view then runs again on the same POST with the errors attached to the
+    form's ``clean()``, so the user sees their input with the messages, and nothing was written.
+    """
+
+    def run_service(self, func, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ValidationError as exc:
+            raise ServiceRejected(exc) from None
+        except IntegrityError:
+            raise ServiceRejected(ValidationError(CONFLICT_MESSAGE)) from None
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ServiceRejected as exc:
+            request._governance_service_errors = exc.error
+            request._governance_pending_secrets = []
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form_class = super().get_form(request, obj, change, **kwargs)
+        errors = getattr(request, "_governance_service_errors", None)
+        if errors is None:
+            return form_class
+
+        class RejectedForm(form_class):
+            def clean(self):
+                cleaned = super().clean()
+                for field, messages in error_items(errors):
+                    target = field if field in self.fields else None
+                    prefix = "" if target or field is None else f"{field}: "
+                    self.add_error(target, [f"{prefix}{message}" for message in messages])
+                return cleaned
+
+        return RejectedForm
+
+
+def adopt(target, created) -> None:
+    """Make the admin's unsaved ``target`` instance become the row a service just created.
+
+    The admin keeps using the instance it built from the form (for inlines, the log entry and
+    the redirect), while the service built and saved its own.
+    """
+    for key, value in created.__dict__.items():
+        if key != "_state":
+            target.__dict__[key] = value
+    target._state.adding = False
+    target._state.db = created._state.db
+
+
+# --- one-time secrets ---------------------------------------------------------------------------
+
+
+def hold_secret(request: HttpRequest, *, label: str, value: str, kind: str, url: str = "") -> None:
+    """Keep a freshly generated secret on the request until the whole save has succeeded.
+
+    It reaches the session only in ``response_add``, so a save rolled back after the secret was
+    generated never shows a value for a row that does not exist.
+    """
+    pending = getattr(request, "_governance_pending_secrets", None)
+    if pending is None:
+        pending = request._governance_pending_secrets = []
+    pending.append({"label": label, "value": value, "kind": kind, "url": url})
+
+
+def stash_secrets(request: HttpRequest, secrets: list[dict[str, str]] | None = None) -> bool:
+    """Move the held secrets into the session for exactly one read by the one-time page.
+
+    The session (server-side storage) is used rather than ``messages`` (a cookie) or the URL, so
+    the value never travels anywhere but the one page that shows it.
+    """
+    secrets = secrets if secrets is not None else getattr(request, "_governance_pending_secrets", None)
+    if not secrets:
+        return False
+    request.session[SECRETS_SESSION_KEY] = [*request.session.get(SECRETS_SESSION_KEY, []), *secrets]
+    request._governance_pending_secrets = []
+    return True
+
+
+def take_secrets(request: HttpRequest) -> list[dict[str, str]]:
+    """Read and delete the stashed secrets: a second read returns nothing."""
+    return request.session.pop(SECRETS_SESSION_KEY, [])
+
+
+# --- usage bars ---------------------------------------------------------------------------------
+
+
+def usage_level(fraction: float) -> str:
+    """Colour class by level: green below 70 %, amber below 90 %, red from 90 %."""
+    if fraction < 0.7:
+        return "ok"
+    if fraction < 0.9:
+        return "warn"
+    return "over"
+
+
+def money(value: Decimal) -> str:
+    """USD with cents; more digits only for amounts below a cent."""
+    value = Decimal(value)
+    if value and abs(value) < Decimal("0.01"):
+        return f"${value.normalize():f}"
+    return f"${value:,.2f}"
+
+
+def usage_bar(used: Decimal | int, limit: Decimal | int | None, label: str, fmt: Callable[[Any], str] = str) -> str:
+    """One bar: ``label``, a fill coloured by level, and ``used / limit`` (escaped HTML)."""
+    if not limit:
+        return ""
+    fraction = float(used) / float(limit)
+    return format_html(
+        '<div class="gov-usage" title="{pct} % used">'
+        '<span class="gov-usage-label">{label}</span>'
+        '<span class="gov-bar"><span class="gov-bar-fill gov-{level}" style="width: {width}%"></span></span>'
+        '<span class="gov-usage-text">{used} / {limit}</span></div>',
+        pct=f"{fraction * 100:.0f}",
+        label=label,
+        level=usage_level(fraction),
+        width=f"{max(0.0, min(fraction, 1.0)) * 100:.1f}",
+        used=fmt(used),
+        limit=fmt(limit),
+    )
+
+
+def budget_bars(budgets) -> str:
+    """A bar per budget (already fetched), or an em dash when there are none."""
+    rows = [
+        usage_bar(b.current_usage, b.max_limit, b.reset_duration + (" cal." if b.calendar_aligned else ""), money)
+        for b in budgets
+    ]
+    return format_html_join("", "{}", ((row,) for row in rows)) if rows else "—"
+
+
+def rate_limit_bars(rate_limit) -> str:
+    """Token and request use of a rate limit (already fetched), or an em dash."""
+    if rate_limit is None:
+        return "—"
+    rows = []
+    if rate_limit.token_max_limit:
+        rows.append(
+            usage_bar(
+                rate_limit.token_current_usage,
+                rate_limit.token_max_limit,
+                f"tok/{rate_limit.token_reset_duration}",
+            )
+        )
+    if rate_limit.request_max_limit:
+        rows.append(
+            usage_bar(
+                rate_limit.request_current_usage,
+                rate_limit.request_max_limit,
+                f"req/{rate_limit.request_reset_duration}",
+            )
+        )
+    return format_html_join("", "{}", ((row,) for row in rows)) if rows else "—"
+
+
+def related_rate_limit(obj):
+    """The owner's rate limit if it has one (reverse one-to-one access raises otherwise)."""
+    try:
+        return obj.rate_limit
+    except obj.__class__.rate_limit.RelatedObjectDoesNotExist:
+        return None
+
+
+class GovernanceModelAdmin(admin.ModelAdmin):
+    """Base for the governance pages: shared CSS, sensible page size."""
+
+    list_per_page = 50
+
+    class Media:
+        css = ADMIN_MEDIA_CSS

@@ -1,0 +1,124 @@
+"""Customers and teams, with their budgets and rate limit inline."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from governance.admin.common import GovernanceModelAdmin, adopt, budget_bars, rate_limit_bars, related_rate_limit
+from governance.admin.inlines import BudgetInline, LimitsOwnerAdminMixin, RateLimitInline
+from governance.admin.virtual_keys import reset_budgets
+from governance.models import Budget, Customer, Team
+from governance.services import customer_create, customer_delete, customer_update, team_create, team_delete, team_update
+
+
+def _keys_link(count: int, filter_field: str, pk) -> str:
+    url = reverse("admin:governance_virtualkey_changelist") + f"?{filter_field}__id__exact={pk}"
+    return format_html('<a href="{}">{}</a>', url, count)
+
+
+class _OwnerDisplays:
+    """Columns shared by the customer and team lists (budgets and rate limit already fetched)."""
+
+    @admin.display(description="budgets (spent / limit)")
+    def budgets_used(self, owner) -> str:
+        return budget_bars(owner.budgets.all())
+
+    @admin.display(description="rate limit")
+    def rate_limit_used(self, owner) -> str:
+        return rate_limit_bars(related_rate_limit(owner))
+
+
+@admin.register(Customer)
+class CustomerAdmin(LimitsOwnerAdminMixin, _OwnerDisplays, GovernanceModelAdmin):
+    list_display = ["name", "teams", "keys", "budgets_used", "rate_limit_used", "created_at"]
+    search_fields = ["name"]
+    list_select_related = ["rate_limit"]
+    fields = ["name", "created_at", "updated_at"]
+    readonly_fields = ["created_at", "updated_at"]
+    inlines = [BudgetInline, RateLimitInline]
+    actions = ["reset_budget_usage"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related("budgets")
+            .annotate(team_count=Count("teams", distinct=True), key_count=Count("virtual_keys", distinct=True))
+        )
+
+    @admin.display(description="teams", ordering="team_count")
+    def teams(self, customer: Customer) -> str:
+        url = reverse("admin:governance_team_changelist") + f"?customer__id__exact={customer.pk}"
+        return format_html('<a href="{}">{}</a>', url, customer.team_count)
+
+    @admin.display(description="virtual keys", ordering="key_count")
+    def keys(self, customer: Customer) -> str:
+        return _keys_link(customer.key_count, "customer", customer.pk)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            self.run_service(customer_update, obj, name=form.cleaned_data["name"])
+        else:
+            adopt(obj, self.run_service(customer_create, name=form.cleaned_data["name"]))
+
+    def delete_model(self, request, obj):
+        customer_delete(obj)
+
+    def delete_queryset(self, request, queryset):
+        for customer in queryset:
+            customer_delete(customer)
+
+    @admin.action(description="Reset budget usage of selected customers", permissions=["change"])
+    def reset_budget_usage(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
+        reset_budgets(self, request, Budget.objects.filter(customer__in=queryset))
+
+
+@admin.register(Team)
+class TeamAdmin(LimitsOwnerAdminMixin, _OwnerDisplays, GovernanceModelAdmin):
+    list_display = ["name", "customer", "keys", "budgets_used", "rate_limit_used", "created_at"]
+    list_filter = ["customer"]
+    search_fields = ["name", "customer__name"]
+    list_select_related = ["customer", "rate_limit"]
+    autocomplete_fields = ["customer"]
+    fieldsets = [
+        (None, {"fields": ["name", "customer"]}),
+        ("Free-form data", {"fields": ["profile", "config", "claims"], "classes": ["collapse"]}),
+        ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+    ]
+    readonly_fields = ["created_at", "updated_at"]
+    inlines = [BudgetInline, RateLimitInline]
+    actions = ["reset_budget_usage"]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related("budgets")
+            .annotate(key_count=Count("virtual_keys", distinct=True))
+        )
+
+    @admin.display(description="virtual keys", ordering="key_count")
+    def keys(self, team: Team) -> str:
+        return _keys_link(team.key_count, "team", team.pk)
+
+    def save_model(self, request, obj, form, change):
+        data = {field: form.cleaned_data[field] for field in ("name", "customer", "profile", "config", "claims")}
+        if change:
+            self.run_service(team_update, obj, **data)
+        else:
+            adopt(obj, self.run_service(team_create, **data))
+
+    def delete_model(self, request, obj):
+        team_delete(obj)
+
+    def delete_queryset(self, request, queryset):
+        for team in queryset:
+            team_delete(team)
+
+    @admin.action(description="Reset budget usage of selected teams", permissions=["change"])
+    def reset_budget_usage(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:
+        reset_budgets(self, request, Budget.objects.filter(team__in=queryset))

@@ -1,0 +1,107 @@
+"""Budget and rate-limit inlines shared by every owner (VK, team, customer, provider config).
+
+Inline formsets are validated by the stock admin (``full_clean()`` on each row, uniqueness of
+``reset_duration`` per owner across rows), then saved through the services by turning the rows
+into the same specs the API sends: ``budgets_reconcile`` (matched by duration, usage kept) and
+``rate_limit_apply`` (patched field by field, counters kept; ``{}`` removes it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.forms.models import BaseInlineFormSet
+
+from governance.admin.common import ServiceSaveMixin, budget_bars, rate_limit_bars
+from governance.forms import BudgetInlineForm, RateLimitInlineForm
+from governance.models import Budget, RateLimit
+from governance.services import budgets_reconcile, rate_limit_apply
+
+
+class BudgetInline(admin.TabularInline):
+    model = Budget
+    form = BudgetInlineForm
+    extra = 0
+    fields = ["max_limit", "reset_duration", "calendar_aligned", "usage", "last_reset"]
+    readonly_fields = ["usage", "last_reset"]
+    verbose_name = "budget"
+    verbose_name_plural = "budgets (one per reset duration; a changed duration starts a new budget)"
+
+    @admin.display(description="usage")
+    def usage(self, budget: Budget) -> str:
+        return budget_bars([budget]) if budget.pk else "—"
+
+
+class RateLimitInline(admin.StackedInline):
+    model = RateLimit
+    form = RateLimitInlineForm
+    extra = 0
+    max_num = 1
+    fieldsets = [
+        (
+            None,
+            {"fields": [("token_max_limit", "token_reset_duration"), ("request_max_limit", "request_reset_duration")]},
+        ),
+        ("Current use", {"fields": ["usage", ("token_last_reset", "request_last_reset")]}),
+    ]
+    readonly_fields = ["usage", "token_last_reset", "request_last_reset"]
+    verbose_name = "rate limit"
+    verbose_name_plural = "rate limit"
+
+    @admin.display(description="usage")
+    def usage(self, rate_limit: RateLimit) -> str:
+        return rate_limit_bars(rate_limit) if rate_limit.pk else "—"
+
+
+def live_forms(formset: BaseInlineFormSet):
+    """Rows that should exist after the save: kept existing rows and filled-in new rows."""
+    for form in formset.forms:
+        if form in formset.extra_forms and not form.has_changed():
+            continue
+        if formset.can_delete and formset._should_delete_form(form):
+            continue
+        yield form
+
+
+def record_changes(formset: BaseInlineFormSet) -> None:
+    """Fill the attributes ``formset.save()`` would set; the admin's history message reads them."""
+    formset.new_objects = [f.instance for f in live_forms(formset) if f in formset.extra_forms]
+    formset.changed_objects = [
+        (f.instance, f.changed_data) for f in live_forms(formset) if f in formset.initial_forms and f.has_changed()
+    ]
+    formset.deleted_objects = [
+        f.instance for f in formset.initial_forms if formset.can_delete and formset._should_delete_form(f)
+    ]
+
+
+def budget_specs(formset: BaseInlineFormSet) -> list[dict[str, Any]]:
+    return [
+        {key: form.cleaned_data[key] for key in ("max_limit", "reset_duration", "calendar_aligned")}
+        for form in live_forms(formset)
+    ]
+
+
+def rate_limit_spec(formset: BaseInlineFormSet) -> dict[str, Any]:
+    """The single rate-limit row as a spec, or ``{}`` (remove) when it was deleted or never filled."""
+    for form in live_forms(formset):
+        return {
+            key: form.cleaned_data.get(key)
+            for key in ("token_max_limit", "token_reset_duration", "request_max_limit", "request_reset_duration")
+        }
+    return {}
+
+
+class LimitsOwnerAdminMixin(ServiceSaveMixin):
+    """Saves the budget and rate-limit inlines of an owner through the services."""
+
+    def save_formset(self, request, form, formset, change):
+        owner = form.instance
+        if formset.model is Budget:
+            self.run_service(budgets_reconcile, owner, budget_specs(formset))
+        elif formset.model is RateLimit:
+            self.run_service(rate_limit_apply, owner, rate_limit_spec(formset))
+        else:
+            return super().save_formset(request, form, formset, change)
+        record_changes(formset)
+        return None

@@ -1,0 +1,80 @@
+"""MCP clients and the virtual keys allowed to use them."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count
+
+from governance.admin.common import GovernanceModelAdmin, ServiceSaveMixin, adopt
+from governance.forms import McpConfigInlineForm
+from governance.models import McpClient, VirtualKeyMcpConfig
+from governance.services.virtual_keys import mcp_configs_replace
+
+
+@admin.register(McpClient)
+class McpClientAdmin(GovernanceModelAdmin):
+    """MCP clients are plain records (no invariants beyond the model's), edited as rows."""
+
+    list_display = ["name", "per_user_oauth", "allow_on_all_virtual_keys", "keys", "created_at"]
+    list_filter = ["per_user_oauth", "allow_on_all_virtual_keys"]
+    search_fields = ["name"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(key_count=Count("virtual_key_configs"))
+
+    @admin.display(description="virtual keys", ordering="key_count")
+    def keys(self, client: McpClient) -> int:
+        return client.key_count
+
+
+class VirtualKeyMcpConfigForm(McpConfigInlineForm):
+    class Meta(McpConfigInlineForm.Meta):
+        fields = ["virtual_key", "mcp_client", "tools_to_execute"]
+
+
+@admin.register(VirtualKeyMcpConfig)
+class VirtualKeyMcpConfigAdmin(ServiceSaveMixin, GovernanceModelAdmin):
+    """Each save replaces the key's whole MCP list through the service, this row changed."""
+
+    form = VirtualKeyMcpConfigForm
+    list_display = ["virtual_key", "mcp_client", "tools"]
+    list_filter = ["mcp_client"]
+    search_fields = ["virtual_key__name", "mcp_client__name"]
+    list_select_related = ["virtual_key", "mcp_client"]
+    autocomplete_fields = ["virtual_key", "mcp_client"]
+
+    @admin.display(description="tools to execute")
+    def tools(self, config: VirtualKeyMcpConfig) -> str:
+        return ", ".join(config.tools_to_execute) or "none"
+
+    def save_model(self, request, obj, form, change):
+        vk = form.cleaned_data["virtual_key"]
+        specs = [
+            {"mcp_client_name": c.mcp_client.name, "tools_to_execute": c.tools_to_execute}
+            for c in VirtualKeyMcpConfig.objects.filter(virtual_key=vk).select_related("mcp_client")
+            if c.pk != obj.pk and c.mcp_client_id != obj.mcp_client_id
+        ]
+        specs.append({"mcp_client_name": obj.mcp_client.name, "tools_to_execute": obj.tools_to_execute})
+        if change and vk.pk != form.initial.get("virtual_key"):
+            # Moved to another key: take it off the old one too.
+            self._replace_without(obj.pk, form.initial.get("virtual_key"))
+        self.run_service(mcp_configs_replace, vk, specs)
+        adopt(obj, VirtualKeyMcpConfig.objects.get(virtual_key=vk, mcp_client=obj.mcp_client))
+
+    def _replace_without(self, pk, vk_id) -> None:
+        rows = VirtualKeyMcpConfig.objects.filter(virtual_key_id=vk_id).select_related("mcp_client", "virtual_key")
+        rows = list(rows)
+        if rows:
+            specs = [
+                {"mcp_client_name": c.mcp_client.name, "tools_to_execute": c.tools_to_execute}
+                for c in rows
+                if c.pk != pk
+            ]
+            self.run_service(mcp_configs_replace, rows[0].virtual_key, specs)
+
+    def delete_model(self, request, obj):
+        self._replace_without(obj.pk, obj.virtual_key_id)
+
+    def delete_queryset(self, request, queryset):
+        for config in queryset:
+            self.delete_model(request, config)

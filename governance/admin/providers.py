@@ -1,0 +1,200 @@
+"""Providers, provider keys (values write-only and masked), VK provider configs, model prices."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html
+
+from governance.admin.common import (
+    GovernanceModelAdmin,
+    ServiceSaveMixin,
+    adopt,
+    budget_bars,
+    rate_limit_bars,
+    related_rate_limit,
+)
+from governance.admin.inlines import BudgetInline, LimitsOwnerAdminMixin, RateLimitInline
+from governance.forms import ProviderAdminForm, ProviderConfigInlineForm, ProviderKeyAdminForm
+from governance.models import ModelPrice, Provider, ProviderConfig, ProviderKey
+from governance.services import (
+    provider_create,
+    provider_delete,
+    provider_key_create,
+    provider_key_delete,
+    provider_key_update,
+    provider_update,
+)
+from governance.services.virtual_keys import provider_configs_reconcile
+
+PER_MILLION = 1_000_000
+
+
+@admin.register(Provider)
+class ProviderAdmin(ServiceSaveMixin, GovernanceModelAdmin):
+    form = ProviderAdminForm
+    list_display = ["name", "api_format", "base_url", "timeout_seconds", "keys"]
+    list_filter = ["api_format"]
+    search_fields = ["name", "base_url"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(key_count=Count("keys"))
+
+    def get_readonly_fields(self, request, obj=None):
+        # The name is how VKs, routing and the API refer to the provider: fixed after creation.
+        return ["name"] if obj else []
+
+    @admin.display(description="keys", ordering="key_count")
+    def keys(self, provider: Provider) -> str:
+        url = reverse("admin:governance_providerkey_changelist") + f"?provider__id__exact={provider.pk}"
+        return format_html('<a href="{}">{}</a>', url, provider.key_count)
+
+    def save_model(self, request, obj, form, change):
+        data = {f: form.cleaned_data[f] for f in ("base_url", "api_format", "timeout_seconds", "extra_headers")}
+        if change:
+            self.run_service(provider_update, obj, **data)
+        else:
+            adopt(obj, self.run_service(provider_create, name=form.cleaned_data["name"], **data))
+
+    def delete_model(self, request, obj):
+        provider_delete(obj)
+
+    def delete_queryset(self, request, queryset):
+        for provider in queryset:
+            provider_delete(provider)
+
+
+@admin.register(ProviderKey)
+class ProviderKeyAdmin(ServiceSaveMixin, GovernanceModelAdmin):
+    form = ProviderKeyAdminForm
+    list_display = ["name", "provider", "masked", "model_list", "weight", "enabled"]
+    list_filter = ["provider", "enabled"]
+    search_fields = ["name", "provider__name"]
+    list_select_related = ["provider"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["provider", "masked"] if obj else []
+
+    def get_fields(self, request, obj=None):
+        fields = ["provider", "name", "masked", "value", "models", "weight", "enabled"]
+        return fields if obj else [f for f in fields if f != "masked"]
+
+    @admin.display(description="value")
+    def masked(self, key: ProviderKey) -> str:
+        return format_html('<code class="gov-masked">{}</code>', key.masked_value or "—")
+
+    @admin.display(description="models")
+    def model_list(self, key: ProviderKey) -> str:
+        return ", ".join(key.models) if key.models else "any"
+
+    def save_model(self, request, obj, form, change):
+        data = {f: form.cleaned_data[f] for f in ("name", "models", "weight", "enabled")}
+        value = form.cleaned_data.get("value") or None
+        if change:
+            self.run_service(provider_key_update, obj, value=value, **data)
+        else:
+            adopt(
+                obj, self.run_service(provider_key_create, provider=form.cleaned_data["provider"], value=value, **data)
+            )
+
+    def delete_model(self, request, obj):
+        provider_key_delete(obj)
+
+    def delete_queryset(self, request, queryset):
+        for key in queryset:
+            provider_key_delete(key)
+
+
+@admin.register(ProviderConfig)
+class ProviderConfigAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
+    """A VK's provider config with its own budgets and rate limit (created from the VK page)."""
+
+    form = ProviderConfigInlineForm
+    list_display = ["__str__", "virtual_key", "weight", "models", "budgets_used", "rate_limit_used"]
+    list_filter = ["provider"]
+    search_fields = ["virtual_key__name", "provider__name"]
+    list_select_related = ["virtual_key", "provider", "rate_limit"]
+    readonly_fields = ["virtual_key", "provider"]
+    fields = ["virtual_key", "provider", "weight", "allowed_models", "allow_all_keys", "keys"]
+    inlines = [BudgetInline, RateLimitInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("budgets")
+
+    def has_add_permission(self, request):
+        return False  # added on the virtual key's page, where the provider is chosen
+
+    @admin.display(description="allowed models")
+    def models(self, config: ProviderConfig) -> str:
+        return ", ".join(config.allowed_models) or "none"
+
+    @admin.display(description="budgets (spent / limit)")
+    def budgets_used(self, config: ProviderConfig) -> str:
+        return budget_bars(config.budgets.all())
+
+    @admin.display(description="rate limit")
+    def rate_limit_used(self, config: ProviderConfig) -> str:
+        return rate_limit_bars(related_rate_limit(config))
+
+    def save_model(self, request, obj, form, change):
+        # The service reconciles a key's whole list; the other configs are passed by id only,
+        # which leaves them exactly as they are.
+        data = form.cleaned_data
+        specs = []
+        for config in ProviderConfig.objects.filter(virtual_key_id=obj.virtual_key_id).select_related("provider"):
+            spec = {"id": config.pk, "provider": config.provider.name}
+            if config.pk == obj.pk:
+                spec |= {
+                    "weight": data.get("weight"),
+                    "allowed_models": data.get("allowed_models", []),
+                    "key_ids": ["*"] if data.get("allow_all_keys") else [str(k.pk) for k in data.get("keys") or []],
+                }
+            specs.append(spec)
+        self.run_service(provider_configs_reconcile, obj.virtual_key, specs)
+        obj.refresh_from_db()
+
+    def save_related(self, request, form, formsets, change):
+        # ``keys`` was saved by the service; only the budget and rate-limit inlines remain.
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    def delete_model(self, request, obj):
+        specs = [
+            {"id": c.pk, "provider": c.provider.name}
+            for c in ProviderConfig.objects.filter(virtual_key_id=obj.virtual_key_id)
+            .exclude(pk=obj.pk)
+            .select_related("provider")
+        ]
+        provider_configs_reconcile(obj.virtual_key, specs)
+
+    def delete_queryset(self, request, queryset):
+        for config in queryset.select_related("virtual_key"):
+            self.delete_model(request, config)
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(GovernanceModelAdmin):
+    """Prices are plain reference data (no invariants beyond the model's), edited as rows."""
+
+    list_display = ["provider", "model", "input_per_million", "output_per_million", "cached_per_million", "updated_at"]
+    list_filter = ["provider"]
+    search_fields = ["provider", "model"]
+
+    @admin.display(description="input $/1M tokens", ordering="input_cost_per_token")
+    def input_per_million(self, price: ModelPrice) -> str:
+        return _per_million(price.input_cost_per_token)
+
+    @admin.display(description="output $/1M tokens", ordering="output_cost_per_token")
+    def output_per_million(self, price: ModelPrice) -> str:
+        return _per_million(price.output_cost_per_token)
+
+    @admin.display(description="cached input $/1M tokens")
+    def cached_per_million(self, price: ModelPrice) -> str:
+        return _per_million(price.cached_input_cost_per_token)
+
+
+def _per_million(value) -> str:
+    if value is None:
+        return "—"
+    return f"{(value * PER_MILLION).normalize():f}"

@@ -1,0 +1,57 @@
+"""Admin API tokens: created here, shown once, stored as a digest that is never displayed."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.shortcuts import redirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from governance.admin.common import GovernanceModelAdmin, ServiceSaveMixin, adopt, hold_secret, stash_secrets
+from governance.admin.secrets import one_time_secret_view
+from governance.forms import ApiTokenAdminForm
+from governance.keys import mask_secret
+from governance.models import ApiToken
+from governance.services import api_token_create
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ServiceSaveMixin, GovernanceModelAdmin):
+    form = ApiTokenAdminForm
+    list_display = ["name", "user", "masked", "created_at", "last_used_at"]
+    list_filter = ["user"]
+    search_fields = ["name", "user__username"]
+    list_select_related = ["user"]
+
+    def get_fields(self, request, obj=None):
+        return ["name", "user", "masked", "created_at", "last_used_at"] if obj else ["name", "user"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["name", "user", "masked", "created_at", "last_used_at"] if obj else []
+
+    def has_change_permission(self, request, obj=None):
+        return False  # a token is replaced, not edited: delete it and create a new one
+
+    def get_changeform_initial_data(self, request):
+        return {"user": request.user.pk, **super().get_changeform_initial_data(request)}
+
+    @admin.display(description="token")
+    def masked(self, token: ApiToken) -> str:
+        return format_html('<code class="gov-masked">{}</code>', mask_secret(token.token_last4))
+
+    def save_model(self, request, obj, form, change):
+        token, value = self.run_service(
+            api_token_create, user=form.cleaned_data["user"], name=form.cleaned_data["name"]
+        )
+        adopt(obj, token)
+        hold_secret(request, label=token.name, value=value, kind="admin API token")
+
+    def response_add(self, request, obj, post_url_continue=None):
+        if "_popup" not in request.POST and stash_secrets(request):
+            self.message_user(request, f"The admin API token “{obj.name}” was added.", messages.SUCCESS)
+            return redirect(reverse("admin:governance_apitoken_one_time_value"))
+        return super().response_add(request, obj, post_url_continue)
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(lambda request: one_time_secret_view(request, self))
+        return [path("one-time-value/", view, name="governance_apitoken_one_time_value"), *super().get_urls()]

@@ -1,0 +1,200 @@
+"""Forms of the governance admin.
+
+Model forms include every field a model invariant touches (``team`` and ``customer`` together) so
+that ``full_clean()`` reports a broken invariant on the offending field instead of the database
+rejecting the row later. Secret values have no field at all (virtual keys, API tokens) or a
+write-only password field that is never pre-filled (provider keys).
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from governance.models import (
+    ApiToken,
+    Budget,
+    Provider,
+    ProviderConfig,
+    ProviderKey,
+    RateLimit,
+    VirtualKey,
+    VirtualKeyMcpConfig,
+)
+from governance.models.providers import ApiFormat, validate_model_list
+
+DURATION_HELP = "e.g. 30s, 5m, 1h, 1d, 1w, 1M, 1Y"
+
+
+class NameListField(forms.CharField):
+    """A list of names typed as comma-separated text; ``*`` stands for all."""
+
+    def __init__(self, *, empty_means: str, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("help_text", f"Comma-separated; * = all; empty = {empty_means}.")
+        kwargs.setdefault("widget", forms.TextInput(attrs={"size": 30}))
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return ", ".join(value)
+        return value
+
+    def to_python(self, value) -> list[str]:
+        if isinstance(value, list):
+            return value
+        text = super().to_python(value) or ""
+        return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
+
+    def validate(self, value) -> None:
+        super().validate(value)
+        try:
+            validate_model_list(value)
+        except ValidationError as exc:
+            raise ValidationError(exc.messages) from None
+
+    def has_changed(self, initial, data) -> bool:
+        return self.to_python(initial or []) != self.to_python(data)
+
+
+class VirtualKeyAdminForm(forms.ModelForm):
+    """No value field: the server generates the secret and shows it once after saving."""
+
+    class Meta:
+        model = VirtualKey
+        fields = ["name", "description", "is_active", "team", "customer", "allow_all_providers", "expires_at"]
+        widgets = {"description": forms.Textarea(attrs={"rows": 2, "cols": 60})}
+        help_texts = {
+            "team": "A key belongs to a team, or a customer, or neither — never both.",
+            "customer": "A key belongs to a team, or a customer, or neither — never both.",
+        }
+
+
+class BudgetInlineForm(forms.ModelForm):
+    class Meta:
+        model = Budget
+        fields = ["max_limit", "reset_duration", "calendar_aligned"]
+        labels = {"max_limit": "Max limit (USD)"}
+        help_texts = {"reset_duration": DURATION_HELP}
+        widgets = {"reset_duration": forms.TextInput(attrs={"size": 6, "placeholder": "1M"})}
+
+
+class RateLimitInlineForm(forms.ModelForm):
+    class Meta:
+        model = RateLimit
+        fields = ["token_max_limit", "token_reset_duration", "request_max_limit", "request_reset_duration"]
+        help_texts = {"token_reset_duration": DURATION_HELP, "request_reset_duration": DURATION_HELP}
+        widgets = {
+            "token_reset_duration": forms.TextInput(attrs={"size": 6, "placeholder": "1h"}),
+            "request_reset_duration": forms.TextInput(attrs={"size": 6, "placeholder": "1m"}),
+        }
+
+
+class ProviderConfigInlineForm(forms.ModelForm):
+    """One provider a key may use; ``keys`` must belong to that provider."""
+
+    allowed_models = NameListField(empty_means="no model", initial=["*"])
+
+    class Meta:
+        model = ProviderConfig
+        fields = ["provider", "weight", "allowed_models", "allow_all_keys", "keys"]
+        help_texts = {
+            "weight": "Share in weighted routing; empty = used only when named explicitly.",
+            "allow_all_keys": "Use every key of the provider (otherwise only the keys selected).",
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "keys" in self.fields:
+            keys = ProviderKey.objects.select_related("provider")
+            if "provider" not in self.fields and self.instance.provider_id:
+                keys = keys.filter(provider_id=self.instance.provider_id)
+            self.fields["keys"].queryset = keys
+            self.fields["keys"].required = False
+
+    def clean(self):
+        cleaned = super().clean()
+        provider = cleaned.get("provider")
+        if "provider" not in self.fields and self.instance.provider_id:
+            provider = self.instance.provider
+        keys = cleaned.get("keys") or []
+        if provider is not None:
+            foreign = [str(key) for key in keys if key.provider_id != provider.pk]
+            if foreign:
+                self.add_error("keys", f"not keys of provider {provider.name!r}: {', '.join(foreign)}")
+        if cleaned.get("allow_all_keys") and keys:
+            self.add_error("keys", "leave empty when all keys are allowed")
+        return cleaned
+
+
+class McpConfigInlineForm(forms.ModelForm):
+    tools_to_execute = NameListField(empty_means="no tool", initial=["*"])
+
+    class Meta:
+        model = VirtualKeyMcpConfig
+        fields = ["mcp_client", "tools_to_execute"]
+
+
+class ProviderAdminForm(forms.ModelForm):
+    api_format = forms.ChoiceField(
+        choices=[("", "Default for the name (anthropic → Anthropic, else OpenAI)"), *ApiFormat.choices],
+        required=False,
+    )
+    base_url = forms.URLField(
+        max_length=500, assume_scheme="https", help_text="The upstream API root, e.g. https://api.openai.com/v1"
+    )
+
+    class Meta:
+        model = Provider
+        fields = ["name", "api_format", "base_url", "timeout_seconds", "extra_headers"]
+        help_texts = {"extra_headers": 'Sent with every upstream request, e.g. {"OpenAI-Organization": "org-1"}.'}
+
+    def clean_api_format(self) -> str:
+        value = self.cleaned_data["api_format"]
+        if value:
+            return value
+        from governance.models.providers import default_api_format
+
+        name = self.cleaned_data.get("name") or (self.instance.name if self.instance.pk else "")
+        return self.instance.api_format if self.instance.pk else default_api_format(name)
+
+
+class ProviderKeyAdminForm(forms.ModelForm):
+    """The key value is write-only: a password input that is never pre-filled.
+
+    On change, leaving it blank keeps the stored value.
+    """
+
+    value = forms.CharField(
+        label="Key value",
+        required=False,
+        strip=True,
+        max_length=4096,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password", "size": 60}),
+    )
+    models = NameListField(label="Models", empty_means="no restriction", initial=["*"])
+
+    class Meta:
+        model = ProviderKey
+        fields = ["provider", "name", "value", "models", "weight", "enabled"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields[
+                "value"
+            ].help_text = (
+                f"Stored: {self.instance.masked_value}. Leave blank to keep it; type a new value to replace it."
+            )
+        else:
+            self.fields["value"].required = True
+            self.fields["value"].help_text = "Stored encrypted; it is never shown again, only its last four characters."
+
+
+class ApiTokenAdminForm(forms.ModelForm):
+    """Name and owner only: the token is generated by the server and shown once."""
+
+    class Meta:
+        model = ApiToken
+        fields = ["name", "user"]
+        help_texts = {"user": "The token acts with this user's permissions."}
