@@ -65,7 +65,10 @@ def rate_limit_json(rate_limit: RateLimit | None, usage: dict | None = None) -> 
     }
 
 
-def _rate_limit_of(owner) -> RateLimit | None:
+def rate_limit_of(owner) -> RateLimit | None:
+    """The owner's rate limit or None (the reverse one-to-one raises when there is none)."""
+    if owner is None:
+        return None
     try:
         return owner.rate_limit
     except RateLimit.DoesNotExist:
@@ -82,7 +85,7 @@ def provider_config_json(config: ProviderConfig, usage: dict | None) -> dict[str
         "key_ids": ["*"] if config.allow_all_keys else [str(k.pk) for k in keys],
         "keys": [{"id": str(k.pk), "name": k.name} for k in keys],
         "budgets": [budget_json(b, usage) for b in config.budgets.all()],
-        "rate_limit": rate_limit_json(_rate_limit_of(config), usage),
+        "rate_limit": rate_limit_json(rate_limit_of(config), usage),
     }
 
 
@@ -103,7 +106,7 @@ def virtual_key_json(vk: VirtualKey, *, value: str | None = None, usage: dict | 
         "team": _ref(vk.team),
         "customer": _ref(vk.customer),
         "budgets": [budget_json(b, usage) for b in vk.budgets.all()],
-        "rate_limit": rate_limit_json(_rate_limit_of(vk), usage),
+        "rate_limit": rate_limit_json(rate_limit_of(vk), usage),
         "provider_configs": [provider_config_json(pc, usage) for pc in vk.provider_configs.all()],
         "mcp_configs": [
             {"id": c.pk, "mcp_client_name": c.mcp_client.name, "tools_to_execute": list(c.tools_to_execute)}
@@ -123,7 +126,7 @@ def team_json(team: Team, usage: dict | None = None) -> dict[str, Any]:
         "customer_id": str(team.customer_id) if team.customer_id else None,
         "customer": _ref(team.customer),
         "budgets": [budget_json(b, usage) for b in team.budgets.all()],
-        "rate_limit": rate_limit_json(_rate_limit_of(team), usage),
+        "rate_limit": rate_limit_json(rate_limit_of(team), usage),
         "profile": team.profile,
         "config": team.config,
         "claims": team.claims,
@@ -141,7 +144,7 @@ def customer_json(customer: Customer, usage: dict | None = None) -> dict[str, An
         "budgets": budgets,
         # Bifrost's single-budget field, kept for v1.4 clients.
         "budget": budgets[0] if budgets else None,
-        "rate_limit": rate_limit_json(_rate_limit_of(customer), usage),
+        "rate_limit": rate_limit_json(rate_limit_of(customer), usage),
         "teams": [_ref(t) for t in customer.teams.all()],
         "virtual_key_count": len(customer.virtual_keys.all()),
         "created_at": _iso(customer.created_at),
@@ -159,7 +162,7 @@ def usage_for(objects) -> dict:
             owners += list(obj.provider_configs.all())
         for owner in owners:
             budgets += list(owner.budgets.all())
-            rate_limit = _rate_limit_of(owner)
+            rate_limit = rate_limit_of(owner)
             if rate_limit:
                 rate_limits.append(rate_limit)
     return live_usage(budgets, rate_limits)

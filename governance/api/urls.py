@@ -4,6 +4,7 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
 from governance.api.limits_views import BudgetViewSet, RateLimitViewSet
+from governance.api.quota import QuotaView
 from governance.api.views import CustomerViewSet, TeamViewSet, VirtualKeyViewSet
 
 COLLECTION = {"get": "list", "post": "create"}
@@ -12,6 +13,7 @@ ITEM = {"get": "retrieve", "put": "update", "delete": "destroy"}
 urlpatterns = [
     path("schema", SpectacularAPIView.as_view(), name="governance-schema"),
     path("virtual-keys", VirtualKeyViewSet.as_view(COLLECTION), name="virtual-key-list"),
+    path("virtual-keys/quota", QuotaView.as_view(), name="virtual-key-quota"),
     path("virtual-keys/<str:pk>", VirtualKeyViewSet.as_view(ITEM), name="virtual-key-detail"),
     path("virtual-keys/<str:pk>/rotate", VirtualKeyViewSet.as_view({"post": "rotate"}), name="virtual-key-rotate"),
     path("teams", TeamViewSet.as_view(COLLECTION), name="team-list"),
