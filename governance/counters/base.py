@@ -1,0 +1,249 @@
+"""What every counter backend shares: counters, admissions, rejections and their messages.
+
+A request's budgets and rate limits become a list of :class:`Counter` objects, one per thing
+that is counted (a budget's dollars, a rate limit's tokens, a rate limit's requests), in the
+fixed path order provider config -> VK -> team -> customer. A backend checks all of them and
+reserves on all of them in one atomic step, or on none.
+
+Check rules (the same in every backend):
+
+- budget: rejected when ``usage >= limit`` or ``usage + worst-case estimate > limit``; the
+  estimate is reserved, so concurrent requests never take the budget past its limit as long as
+  each request's actual cost is within its estimate;
+- requests: rejected when ``usage >= limit``; admission takes the slot at once, so a limit of N
+  admits exactly N requests per window;
+- tokens: rejected when ``usage >= limit`` (Bifrost's rule: the size of an answer is only known
+  afterwards). The estimated tokens are reserved, so a burst sees the requests in flight and
+  does not all pass on a stale count; the last admitted request may exceed the limit by its
+  own size, which the SPEC's ``1500/1000`` message shows.
+
+Usage includes the reservations of requests in flight; settling replaces a reservation by the
+actual amount.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+from governance.durations import window_end, window_start
+from governance.limitspec import BudgetSpec, RateLimitSpec
+
+BUDGET = "budget"
+TOKENS = "tokens"
+REQUESTS = "requests"
+
+# Entity label -> position in the fixed lock order. Any other label is a provider name
+# (a provider config's budget or rate limit), which comes first.
+LEVELS = {"VK": 1, "Team": 2, "Customer": 3}
+
+NANO = Decimal(1_000_000_000)
+# Lua numbers are IEEE doubles: integers are exact up to 2**53. Nano-dollars allow budgets up to
+# about $9 million; larger limits are clamped there (documented in governance.counters.redis_backend).
+MAX_EXACT_UNITS = 2**53 - 1
+
+
+class CountersUnavailable(Exception):
+    """The counter store could not be reached (Redis down, database down)."""
+
+
+def level_of(entity: str) -> int:
+    return LEVELS.get(entity, 0)
+
+
+def dollars_to_units(amount: Decimal, *, rounding: str = ROUND_CEILING) -> int:
+    """Exact integer nano-dollars for Redis; costs round up so the hot copy never under-counts."""
+    return min(int((Decimal(amount) * NANO).to_integral_value(rounding=rounding)), MAX_EXACT_UNITS)
+
+
+def units_to_dollars(units: int) -> Decimal:
+    return Decimal(int(units)) / NANO
+
+
+def limit_units(amount: Decimal) -> int:
+    return dollars_to_units(amount, rounding=ROUND_FLOOR)
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One counted quantity on the request's path and what this request reserves on it."""
+
+    kind: str  # BUDGET, TOKENS or REQUESTS
+    spec_id: str  # Budget or RateLimit primary key
+    entity: str  # "VK", "Team", "Customer" or the provider name
+    limit: Decimal | int  # Decimal dollars for budgets, int for tokens and requests
+    duration: str
+    calendar_aligned: bool
+    reserve: Decimal | int
+
+    @property
+    def sort_key(self) -> tuple[int, int, str, str]:
+        # Rate limits before budgets, then provider config -> VK -> team -> customer, then id:
+        # the same total order in every transaction, so row locks never deadlock.
+        return (0 if self.kind != BUDGET else 1, level_of(self.entity), self.spec_id, self.kind)
+
+    def window(self, last_reset: datetime, now: datetime) -> tuple[datetime, datetime]:
+        """(start, end) of the window containing ``now`` for a counter last reset at ``last_reset``."""
+        start = window_start(self.duration, last_reset, now, self.calendar_aligned)
+        return start, window_end(self.duration, start, self.calendar_aligned)
+
+    def rejects(self, usage: Decimal | int) -> bool:
+        if self.kind == TOKENS:
+            return usage >= self.limit
+        return usage >= self.limit or usage + self.reserve > self.limit
+
+
+def build_counters(
+    budgets: tuple[BudgetSpec, ...] | list[BudgetSpec],
+    rate_limits: tuple[RateLimitSpec, ...] | list[RateLimitSpec],
+    *,
+    estimated_cost: Decimal,
+    estimated_tokens: int,
+) -> list[Counter]:
+    """The counters of one request, in path order (the order the specs were given in)."""
+    counters: list[Counter] = []
+    for spec in rate_limits:
+        if spec.token_max_limit is not None and spec.token_reset_duration:
+            counters.append(
+                Counter(
+                    TOKENS,
+                    str(spec.id),
+                    spec.entity,
+                    int(spec.token_max_limit),
+                    spec.token_reset_duration,
+                    False,
+                    max(int(estimated_tokens), 0),
+                )
+            )
+        if spec.request_max_limit is not None and spec.request_reset_duration:
+            counters.append(
+                Counter(
+                    REQUESTS,
+                    str(spec.id),
+                    spec.entity,
+                    int(spec.request_max_limit),
+                    spec.request_reset_duration,
+                    False,
+                    1,
+                )
+            )
+    for spec in budgets:
+        counters.append(
+            Counter(
+                BUDGET,
+                str(spec.id),
+                spec.entity,
+                Decimal(spec.max_limit),
+                spec.reset_duration,
+                bool(spec.calendar_aligned),
+                max(Decimal(estimated_cost), Decimal("0")),
+            )
+        )
+    return counters
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One counter that refused the request: its usage at check time and when its window ends."""
+
+    counter: Counter
+    usage: Decimal | int
+    resets_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a request may not go upstream, in the SPEC section 6 shape.
+
+    ``response()`` renders the Bifrost error body; ``headers`` carries ``Retry-After`` for 429
+    and 503 answers.
+    """
+
+    status: int
+    type: str
+    message: str
+    retry_after: int | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is not None and self.status in (429, 503):
+            return {"Retry-After": str(self.retry_after)}
+        return {}
+
+    def response(self) -> Any:
+        from bifrost_site.errors import error_response
+
+        return error_response(self.status, self.message, type_=self.type, headers=self.headers)
+
+
+@dataclass(slots=True)
+class Admission:
+    """A granted request: what it reserved, where, and the marks needed to settle it exactly.
+
+    ``marks`` holds, per counter, the window the reservation was made in (the database row's
+    ``last_reset`` for the database backend; ``(generation, window anchor)`` for Redis). Settling
+    removes the reservation only if that window is still the current one.
+    """
+
+    request_id: str
+    backend: str  # "redis", "database" or "none" (no limits on the path)
+    counters: tuple[Counter, ...]
+    marks: tuple[Any, ...]
+    estimated_cost: Decimal
+    estimated_tokens: int
+    admitted_at: datetime
+    state: str = field(default="open")  # open -> settled | released
+
+    @property
+    def budget_ids(self) -> list[str]:
+        return sorted({c.spec_id for c in self.counters if c.kind == BUDGET})
+
+    @property
+    def rate_limit_ids(self) -> list[str]:
+        return sorted({c.spec_id for c in self.counters if c.kind != BUDGET})
+
+
+def retry_after_seconds(resets_at: datetime, now: datetime) -> int:
+    return max(1, math.ceil((resets_at - now).total_seconds()))
+
+
+def _money(amount: Decimal, rounding: str) -> str:
+    return str(Decimal(amount).quantize(Decimal("0.0001"), rounding=rounding))
+
+
+def rejection_for(violations: list[Violation], now: datetime) -> Rejection:
+    """Turn violations into the SPEC section 6 answer. Rate limits are reported before budgets."""
+    rate = [v for v in violations if v.counter.kind != BUDGET]
+    if rate:
+        parts = []
+        for v in rate:
+            noun = "token" if v.counter.kind == TOKENS else "request"
+            parts.append(
+                f"{v.counter.entity} {noun} limit exceeded ({int(v.usage)}/{int(v.counter.limit)}, "
+                f"resets every {v.counter.duration})"
+            )
+        kinds = {v.counter.kind for v in rate}
+        type_ = "rate_limited" if len(kinds) > 1 else ("token_limited" if TOKENS in kinds else "request_limited")
+        retry = max(retry_after_seconds(v.resets_at, now) for v in rate)
+        return Rejection(429, type_, "Rate limit check failed: " + "; ".join(parts), retry)
+    v = violations[0]
+    # Exhausted: show the usage (Bifrost's message). Otherwise show where this request's
+    # worst case would have taken it.
+    usage = Decimal(v.usage)
+    projected = usage if usage >= v.counter.limit else usage + Decimal(v.counter.reserve)
+    message = (
+        f"Budget exceeded: {v.counter.entity} budget exceeded: "
+        f"{_money(projected, ROUND_CEILING)} >= {_money(Decimal(v.counter.limit), ROUND_FLOOR)} dollars"
+    )
+    return Rejection(402, "budget_exceeded", message, retry_after_seconds(v.resets_at, now))
+
+
+UNAVAILABLE = Rejection(
+    503,
+    "governance_unavailable",
+    "Governance counters are unavailable, so budgets and rate limits cannot be checked; retry shortly",
+    1,
+)

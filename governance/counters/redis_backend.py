@@ -1,0 +1,242 @@
+"""Redis counters: the hot copy shared by every worker and host in production mode.
+
+- **One round trip** each for check-and-reserve (``lua.ADMIT``) and settle (``lua.SETTLE``).
+- **Money is exact**: integer nano-dollars in Redis (costs rounded up, limits down), ``Decimal``
+  in Python and the database. Lua numbers are doubles, so budgets above about $9 million are
+  clamped to that ceiling in Redis.
+- **Backed by the database**: a counter missing from Redis (restart, eviction, TTL, manual reset)
+  is rebuilt from its database row on first use, never started at zero. The ledger brings the
+  rows up to date on every settle, so the rebuild sees all settled usage. Reservations of
+  requests in flight at the instant of a rebuild are not in the rows: those requests settle
+  their actual amount onto the rebuilt counter, and until then the counter is short by their
+  estimates (bounded by what was in flight; documented in ``governance.enforcement``).
+- **Epoch**: a process that could not reach Redis (and used the database meanwhile) increments
+  ``bf:gov:epoch`` on its first successful contact. Every counter built under an older epoch is
+  then rebuilt from the database, so usage recorded during the outage is not missed by counters
+  that survived in Redis.
+- **Down detection**: a connection error or timeout marks Redis down for this process for
+  ``RETRY_SECONDS``; meanwhile calls fail fast with ``CountersUnavailable`` and the caller
+  applies the fallback rule (``governance.counters``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import redis
+from django.db import DatabaseError
+
+from governance.counters import lua
+from governance.counters.base import (
+    BUDGET,
+    TOKENS,
+    Admission,
+    Counter,
+    CountersUnavailable,
+    Violation,
+    dollars_to_units,
+    limit_units,
+    units_to_dollars,
+)
+from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key
+from governance.durations import calendar_window_end, calendar_window_start, duration_seconds
+
+logger = logging.getLogger("bifrost.counters")
+
+KEY_PREFIX = "bf:gov:"
+EPOCH_KEY = KEY_PREFIX + "epoch"
+CONNECT_TIMEOUT = 0.5
+SOCKET_TIMEOUT = 1.0
+RETRY_SECONDS = 1.0
+KEEP_MS = 86_400_000  # keep a counter a day past its window end, then let Redis drop it
+_KIND_CODE = {BUDGET: "b", TOKENS: "t", "requests": "r"}
+
+
+def counter_key(counter: Counter) -> str:
+    # Duration and alignment are part of the key: changing either starts a counter rebuilt from
+    # the database instead of reusing windows computed under the old rule.
+    return (
+        f"{KEY_PREFIX}{_KIND_CODE[counter.kind]}:{counter.spec_id}:{counter.duration}:{int(counter.calendar_aligned)}"
+    )
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int | str) -> datetime:
+    return datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+
+
+def units(counter: Counter, amount: Decimal | int) -> int:
+    return dollars_to_units(Decimal(amount)) if counter.kind == BUDGET else int(amount)
+
+
+def from_units(counter: Counter, value: int | str) -> Decimal | int:
+    return units_to_dollars(int(value)) if counter.kind == BUDGET else int(value)
+
+
+def window_args(counter: Counter, now: datetime) -> list[int]:
+    """Window length ms, calendar start ms, calendar end ms (0, 0 when not calendar-aligned)."""
+    length = duration_seconds(counter.duration) * 1000
+    if not counter.calendar_aligned:
+        return [length, 0, 0]
+    start = calendar_window_start(counter.duration, now)
+    return [length, to_ms(start), to_ms(calendar_window_end(counter.duration, start))]
+
+
+class RedisCounters:
+    """Counters in Redis, rebuilt from the database when missing."""
+
+    name = "redis"
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT, decode_responses=True
+        )
+        self._admit = self.client.register_script(lua.ADMIT)
+        self._settle = self.client.register_script(lua.SETTLE)
+        self._init = self.client.register_script(lua.INIT)
+        self._lock = threading.Lock()
+        self._down_until: float | None = None  # monotonic time before which we do not retry
+
+    # --- availability ------------------------------------------------------------------------
+    @property
+    def is_down(self) -> bool:
+        return self._down_until is not None
+
+    def _call(self, operation: Callable[[], Any]) -> Any:
+        down_until = self._down_until
+        if down_until is not None and time.monotonic() < down_until:
+            raise CountersUnavailable("redis marked down")
+        try:
+            if down_until is not None:
+                with self._lock:
+                    if self._down_until is not None:
+                        # Usage was recorded in the database while we could not reach Redis:
+                        # make every process rebuild its counters from the database.
+                        self.client.incr(EPOCH_KEY)
+                        self._down_until = None
+                        logger.warning("redis reachable again; counters will be rebuilt from the database")
+            return operation()
+        except redis.RedisError as exc:
+            self.mark_down(exc)
+            raise CountersUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
+
+    def mark_down(self, exc: BaseException | None = None) -> None:
+        with self._lock:
+            if self._down_until is None:
+                logger.warning("redis unreachable (%s); applying the fallback rule", type(exc).__name__ if exc else "?")
+            self._down_until = time.monotonic() + RETRY_SECONDS
+
+    # --- check-and-reserve ---------------------------------------------------------------------
+    def admit(
+        self,
+        *,
+        request_id: uuid.UUID,
+        counters: list[Counter],
+        estimated_cost: Decimal,
+        estimated_tokens: int,
+        now: datetime,
+    ) -> Admission | list[Violation]:
+        keys = [EPOCH_KEY] + [counter_key(c) for c in counters]
+        args: list[Any] = [to_ms(now), KEEP_MS]
+        for counter in counters:
+            limit = limit_units(counter.limit) if counter.kind == BUDGET else int(counter.limit)
+            args += [_KIND_CODE[counter.kind], limit, units(counter, counter.reserve), *window_args(counter, now)]
+        for _ in range(3):
+            tag, payload = self._call(lambda: self._admit(keys=keys, args=args))
+            if tag == "missing":
+                self._rebuild([counters[int(i) - 1] for i in payload], now)
+                continue
+            if tag == "reject":
+                return [
+                    Violation(counters[int(i) - 1], from_units(counters[int(i) - 1], usage), from_ms(reset))
+                    for i, usage, reset in payload
+                ]
+            return Admission(
+                request_id=str(request_id),
+                backend=self.name,
+                counters=tuple(counters),
+                marks=tuple((generation, int(anchor)) for generation, anchor, _ in payload),
+                estimated_cost=estimated_cost,
+                estimated_tokens=estimated_tokens,
+                admitted_at=now,
+            )
+        raise CountersUnavailable("redis counters kept disappearing while being rebuilt")
+
+    def _rebuild(self, counters: list[Counter], now: datetime) -> None:
+        """Load counters from their database rows (window-aware) into Redis."""
+        try:
+            rows = lock_rows(counters, lock=False)
+        except DatabaseError as exc:
+            raise CountersUnavailable(f"database unavailable for counter rebuild: {type(exc).__name__}") from exc
+        keys = [EPOCH_KEY]
+        args: list[Any] = [to_ms(now), KEEP_MS]
+        for counter in counters:
+            row = rows.get(row_key(counter))
+            if row is None:
+                usage, start, end = (Decimal("0") if counter.kind == BUDGET else 0), now, now
+                anchor = now
+            else:
+                usage, start, end = counter_state(counter, row, now)
+                anchor = max(getattr(row, FIELDS[counter.kind][1]), start)
+            keys.append(counter_key(counter))
+            args += [units(counter, usage), to_ms(anchor), uuid.uuid4().hex[:16], max(to_ms(end) - to_ms(now), 0)]
+        self._call(lambda: self._init(keys=keys, args=args))
+
+    # --- settle ----------------------------------------------------------------------------------
+    def settle(self, admission: Admission, actuals: list[Decimal | int], now: datetime) -> None:
+        """Replace each reservation by the actual amount (0 releases it entirely)."""
+        keys = [EPOCH_KEY]
+        args: list[Any] = [to_ms(now), KEEP_MS]
+        for counter, (generation, anchor), actual in zip(admission.counters, admission.marks, actuals, strict=True):
+            keys.append(counter_key(counter))
+            args += [
+                generation,
+                anchor,
+                units(counter, counter.reserve),
+                units(counter, actual),
+                *window_args(counter, now),
+            ]
+        self._call(lambda: self._settle(keys=keys, args=args))
+
+    # --- reads and maintenance ---------------------------------------------------------------------
+    def read(self, counters: list[Counter], now: datetime) -> list[tuple[Decimal | int, datetime, datetime] | None]:
+        """Hot usage, window start and end per counter; None where Redis holds no current copy."""
+
+        def fetch() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(EPOCH_KEY)
+            for counter in counters:
+                pipe.hmget(counter_key(counter), "u", "a", "e")
+            return pipe.execute()
+
+        epoch, *hashes = self._call(fetch)
+        epoch = epoch or "0"
+        out: list[tuple[Decimal | int, datetime, datetime] | None] = []
+        for counter, (usage, anchor, built_epoch) in zip(counters, hashes, strict=True):
+            if usage is None or built_epoch != epoch:
+                out.append(None)
+                continue
+            last = from_ms(anchor)
+            start, end = counter.window(last, now)
+            value = from_units(counter, usage) if last >= start else from_units(counter, 0)
+            out.append((value, start, end))
+        return out
+
+    def forget(self, counters: list[Counter]) -> None:
+        """Drop hot copies so the next use rebuilds them from the database."""
+        if counters:
+            self._call(lambda: self.client.delete(*[counter_key(c) for c in counters]))
+
+    def bump_epoch(self) -> int:
+        """Invalidate every counter in Redis at once (they are rebuilt from the database)."""
+        return int(self._call(lambda: self.client.incr(EPOCH_KEY)))

@@ -1,0 +1,345 @@
+"""The entry point the proxy calls to enforce budgets and rate limits (SPEC sections 6 and 7).
+
+Per inference request::
+
+    result = admit(request_id=rid, budgets=specs_b, rate_limits=specs_r,
+                   estimated_cost=worst_case_usd, estimated_tokens=prompt_estimate + max_tokens)
+    if isinstance(result, Rejection):
+        return result.response()          # 402 / 429 (+ Retry-After) / 503, Bifrost's error body
+    ... call upstream, outside any transaction or lock ...
+    settle(result, actual_cost=cost, actual_tokens=tokens, upstream_called=True,
+           entry=LedgerEntry(provider=..., model=..., status_code=..., ...))
+
+``admit`` checks **every** budget and rate limit on the path and reserves on all of them in one
+atomic step (one Redis round trip, or one short database transaction). ``settle`` replaces the
+reservation by the actual amounts, writes the UsageRecord and catches the database counters up.
+``release`` gives a reservation back when the request is abandoned before any upstream call
+(e.g. a later check or routing failed).
+
+Rules written down here:
+
+- **Request limits**: the slot is taken at admission. A request **counts one request only if the
+  upstream was actually called** (``upstream_called=True``), whether it succeeded or failed;
+  a request released or settled with ``upstream_called=False`` gives its slot back.
+- **Failed upstream calls cost nothing**: the proxy settles them with ``actual_cost=0`` and
+  ``actual_tokens=0`` (or with what a streamed answer produced before it broke); with
+  ``upstream_called=False`` cost and tokens are forced to 0.
+- **Redis unreachable**: ``GOVERNANCE_COUNTERS=auto`` falls back to the database counters;
+  ``GOVERNANCE_COUNTERS=redis`` fails closed with 503 ``governance_unavailable``. If the database
+  cannot be reached either, 503. Never open, never 500 (see ``governance.counters``).
+- **Accepted imprecision** (bounded, never silent): a Redis restart forgets the reservations of
+  requests in flight at that instant, so for the seconds until they settle the hot counters are
+  short by their estimates; while one host falls back to the database and another still reaches
+  Redis, each sees the other's settled usage but not its reservations. A worker killed with
+  SIGKILL between admit and settle leaves its reservation counted until the window resets
+  (database) or the hot counter is rebuilt (Redis).
+- **SIGTERM loses nothing**: settle and the ledger write finish before the request does, and
+  gunicorn's graceful shutdown lets in-flight requests finish before the worker exits.
+
+Live reads for the management API: ``live_budget_usage``, ``live_budget_state``,
+``live_rate_limit_usage``; manual resets: ``reset_budget``, ``reset_rate_limit``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from governance import ledger
+from governance.counters import (
+    CountersUnavailable,
+    database_counters,
+    fallback_allowed,
+    primary_counters,
+    redis_counters,
+)
+from governance.counters.base import (
+    BUDGET,
+    REQUESTS,
+    TOKENS,
+    UNAVAILABLE,
+    Admission,
+    Counter,
+    Rejection,
+    build_counters,
+    rejection_for,
+)
+from governance.counters.rows import counter_state
+from governance.ledger import LedgerEntry
+from governance.limitspec import BudgetSpec, RateLimitSpec
+from governance.models import Budget, RateLimit
+
+logger = logging.getLogger("bifrost.enforcement")
+
+__all__ = [
+    "Admission",
+    "CounterState",
+    "LedgerEntry",
+    "RateLimitState",
+    "Rejection",
+    "admit",
+    "live_budget_state",
+    "live_budget_usage",
+    "live_rate_limit_usage",
+    "release",
+    "reset_budget",
+    "reset_rate_limit",
+    "settle",
+]
+
+
+def admit(
+    *,
+    request_id: str | uuid.UUID,
+    budgets: Iterable[BudgetSpec],
+    rate_limits: Iterable[RateLimitSpec],
+    estimated_cost: Decimal,
+    estimated_tokens: int,
+    now: datetime | None = None,
+) -> Admission | Rejection:
+    """Check every budget and rate limit on the path and reserve on all of them, atomically.
+
+    ``budgets`` and ``rate_limits`` are given in path order (provider config -> VK -> team ->
+    customer). ``estimated_cost`` is the worst-case cost in USD (reserved on every budget);
+    ``estimated_tokens`` is reserved on token limits; one request slot is taken on request
+    limits. Returns an ``Admission`` to settle or release later, or a ``Rejection`` (402
+    ``budget_exceeded``, 429 ``token_limited``/``request_limited``/``rate_limited`` with
+    ``Retry-After``, 503 ``governance_unavailable``). ``request_id`` (a UUID) becomes the
+    UsageRecord's ``request_id``.
+    """
+    now = now or timezone.now()
+    request_id = uuid.UUID(str(request_id))
+    estimated_cost = Decimal(estimated_cost)
+    counters = build_counters(
+        tuple(budgets), tuple(rate_limits), estimated_cost=estimated_cost, estimated_tokens=estimated_tokens
+    )
+    if not counters:
+        return Admission(str(request_id), "none", (), (), estimated_cost, estimated_tokens, now)
+    primary = primary_counters()
+    backends = [primary]
+    if primary is not database_counters() and fallback_allowed():
+        backends.append(database_counters())
+    for backend in backends:
+        try:
+            result = backend.admit(
+                request_id=request_id,
+                counters=counters,
+                estimated_cost=estimated_cost,
+                estimated_tokens=estimated_tokens,
+                now=now,
+            )
+        except CountersUnavailable as exc:
+            logger.warning("counters unavailable", extra={"backend": backend.name, "error": str(exc)})
+            continue
+        if isinstance(result, Admission):
+            return result
+        return rejection_for(result, now)
+    return UNAVAILABLE
+
+
+def settle(
+    admission: Admission,
+    *,
+    actual_cost: Decimal,
+    actual_tokens: int,
+    upstream_called: bool,
+    entry: LedgerEntry | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """Settle a request: charge the actual cost and tokens, release the rest, write the ledger.
+
+    ``entry`` describes the request for its UsageRecord; it is required when anything is
+    charged (a charge without a ledger row would break "database totals = sum of records").
+    Idempotent: a second settle of the same admission does nothing, and a UsageRecord that
+    already exists for ``request_id`` is not charged twice. Returns whether this call charged.
+    """
+    if admission.state != "open":
+        return False
+    now = now or timezone.now()
+    if not upstream_called:
+        actual_cost, actual_tokens = Decimal("0"), 0
+    actual_cost, actual_tokens = max(Decimal(actual_cost), Decimal("0")), max(int(actual_tokens), 0)
+    if entry is None and (actual_cost or actual_tokens):
+        raise ValueError("settle() needs a LedgerEntry to charge a cost or tokens")
+    admission.state = "settled" if upstream_called or entry is not None else "released"
+    actuals: list[Decimal | int] = []
+    for counter in admission.counters:
+        if counter.kind == BUDGET:
+            actuals.append(actual_cost)
+        elif counter.kind == TOKENS:
+            actuals.append(actual_tokens)
+        else:
+            actuals.append(1 if upstream_called else 0)
+    needs_ledger = entry is not None or admission.backend == "database" or any(actuals)
+    charged = True
+    try:
+        if needs_ledger:
+            charged = ledger.record(
+                entry, admission=admission, cost=actual_cost, total_tokens=actual_tokens, actuals=actuals, now=now
+            )
+    finally:
+        if admission.backend == "redis":
+            _settle_hot(admission, actuals if charged else [0 * a for a in actuals], now)
+    return charged
+
+
+def release(admission: Admission, *, now: datetime | None = None) -> None:
+    """Give back everything reserved by a request that never reached the upstream."""
+    settle(admission, actual_cost=Decimal("0"), actual_tokens=0, upstream_called=False, now=now)
+
+
+def _settle_hot(admission: Admission, actuals: list[Decimal | int], now: datetime) -> None:
+    backend = redis_counters()
+    if backend is None:
+        return
+    try:
+        backend.settle(admission, actuals, now)
+    except CountersUnavailable:
+        # The ledger already has the usage; the hot copy is rebuilt from it (epoch bump on
+        # reconnect), which also drops this request's reservation.
+        logger.warning("could not settle hot counters", extra={"request_id": admission.request_id})
+
+
+# --- live reads for the management API ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """Live usage of one counter in its current window (reservations of requests in flight included)."""
+
+    usage: Decimal | int
+    limit: Decimal | int
+    reset_duration: str
+    window_start: datetime
+    resets_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitState:
+    tokens: CounterState | None
+    requests: CounterState | None
+
+
+def _budget_counter(budget: Budget) -> Counter:
+    return Counter(
+        BUDGET, str(budget.pk), "", budget.max_limit, budget.reset_duration, budget.calendar_aligned, Decimal("0")
+    )
+
+
+def _rate_counters(rate_limit: RateLimit) -> list[Counter]:
+    out = []
+    if rate_limit.token_max_limit is not None and rate_limit.token_reset_duration:
+        out.append(
+            Counter(
+                TOKENS, str(rate_limit.pk), "", rate_limit.token_max_limit, rate_limit.token_reset_duration, False, 0
+            )
+        )
+    if rate_limit.request_max_limit is not None and rate_limit.request_reset_duration:
+        out.append(
+            Counter(
+                REQUESTS,
+                str(rate_limit.pk),
+                "",
+                rate_limit.request_max_limit,
+                rate_limit.request_reset_duration,
+                False,
+                0,
+            )
+        )
+    return out
+
+
+def _states(pairs: list[tuple[Counter, object]], now: datetime) -> list[CounterState]:
+    """Database state for each (counter, row), replaced by the Redis hot copy where one exists."""
+    states = []
+    for counter, row in pairs:
+        usage, start, end = counter_state(counter, row, now)
+        states.append(CounterState(usage, counter.limit, counter.duration, start, end))
+    backend = redis_counters()
+    if backend is None or not pairs:
+        return states
+    try:
+        hot = backend.read([c for c, _ in pairs], now)
+    except CountersUnavailable:
+        return states
+    return [
+        CounterState(h[0], s.limit, s.reset_duration, h[1], h[2]) if h is not None else s
+        for s, h in zip(states, hot, strict=True)
+    ]
+
+
+def live_budget_state(budget_ids: Iterable[str | uuid.UUID], *, now: datetime | None = None) -> dict[str, CounterState]:
+    """Live usage, limit and current window of each budget (unknown ids are left out)."""
+    now = now or timezone.now()
+    budgets = list(Budget.objects.filter(pk__in=list(budget_ids)))
+    pairs = [(_budget_counter(b), b) for b in budgets]
+    return {str(b.pk): state for b, state in zip(budgets, _states(pairs, now), strict=True)}
+
+
+def live_budget_usage(budget_ids: Iterable[str | uuid.UUID], *, now: datetime | None = None) -> dict[str, Decimal]:
+    """Live usage in USD of each budget in its current window: ``{budget_id: Decimal}``."""
+    return {pk: state.usage for pk, state in live_budget_state(budget_ids, now=now).items()}
+
+
+def live_rate_limit_usage(
+    rate_limit_ids: Iterable[str | uuid.UUID], *, now: datetime | None = None
+) -> dict[str, RateLimitState]:
+    """Live token and request usage of each rate limit, with window start and reset time."""
+    now = now or timezone.now()
+    limits = list(RateLimit.objects.filter(pk__in=list(rate_limit_ids)))
+    pairs = [(c, r) for r in limits for c in _rate_counters(r)]
+    by_key = {(c.spec_id, c.kind): s for (c, _), s in zip(pairs, _states(pairs, now), strict=True)}
+    return {
+        str(r.pk): RateLimitState(by_key.get((str(r.pk), TOKENS)), by_key.get((str(r.pk), REQUESTS))) for r in limits
+    }
+
+
+# --- manual resets --------------------------------------------------------------------------------
+
+
+def reset_budget(budget_id: str | uuid.UUID, *, now: datetime | None = None) -> Budget | None:
+    """Zero a budget's usage and start a new window now, in the database and the hot copy.
+
+    Returns the updated budget, or None when it does not exist. Requests in flight settle their
+    actual cost into the new window. If Redis cannot be reached the hot copy is rebuilt from the
+    database on reconnect (the backend is marked down, so the epoch is bumped).
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        updated = Budget.objects.filter(pk=budget_id).update(current_usage=Decimal("0"), last_reset=now)
+    if not updated:
+        return None
+    budget = Budget.objects.get(pk=budget_id)
+    _forget([_budget_counter(budget)])
+    return budget
+
+
+def reset_rate_limit(rate_limit_id: str | uuid.UUID, *, now: datetime | None = None) -> RateLimit | None:
+    """Zero a rate limit's token and request usage and start new windows now (database and hot copy)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        updated = RateLimit.objects.filter(pk=rate_limit_id).update(
+            token_current_usage=0, token_last_reset=now, request_current_usage=0, request_last_reset=now
+        )
+    if not updated:
+        return None
+    rate_limit = RateLimit.objects.get(pk=rate_limit_id)
+    _forget(_rate_counters(rate_limit))
+    return rate_limit
+
+
+def _forget(counters: list[Counter]) -> None:
+    backend = redis_counters()
+    if backend is None:
+        return
+    try:
+        backend.forget(counters)
+    except CountersUnavailable:
+        logger.warning("could not clear hot counters; they are rebuilt from the database on reconnect")

@@ -1,0 +1,161 @@
+"""The durable ledger: one UsageRecord per finished request, and database counters kept in step.
+
+``record()`` runs one short transaction that
+
+1. inserts the request's ``UsageRecord`` — idempotent on ``request_id``: a second write for the
+   same request (a retry after a crash between commit and acknowledgement) inserts nothing and
+   charges nothing;
+2. brings the database budget and rate-limit rows on the request's path up to date, window-aware
+   (a row whose window has ended restarts at the actual amount, in the new window):
+
+   - for a *database* admission the reservation lives in the rows: it is replaced by the actual
+     amount (if the window it was made in is still current);
+   - for a *Redis* admission the rows hold settled usage only: the actual amount is added.
+
+So the database totals always equal the sum of the UsageRecords of the window (plus, in database
+mode, the reservations of requests in flight), and a Redis restart can rebuild its counters from
+the rows. The ledger write happens before the worker returns from ``settle()``; gunicorn's
+graceful shutdown (SIGTERM) lets in-flight requests finish, so stopping a worker loses nothing.
+
+Rows are locked and computed as described in ``governance.counters.rows`` (exact Decimal
+arithmetic, fixed lock order). If the database cannot be written after a few attempts, the
+entry is logged in full (no secrets: ids, model, tokens, cost) so that it can be replayed, and
+the error is raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import IntegrityError, OperationalError, transaction
+
+from governance.counters.base import BUDGET, Admission
+from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key, save_rows, set_state, unique_rows
+from governance.models import UsageRecord
+
+logger = logging.getLogger("bifrost.ledger")
+ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """What the proxy knows about a finished request, besides its cost and total tokens."""
+
+    provider: str
+    model: str
+    status_code: int
+    virtual_key_id: str | uuid.UUID | None = None
+    team_id: str | uuid.UUID | None = None
+    customer_id: str | uuid.UUID | None = None
+    provider_key_id: str | uuid.UUID | None = None
+    request_type: str = "chat_completion"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    latency_ms: int = 0
+    streamed: bool = False
+    priced: bool = True
+    created_at: datetime | None = None
+
+
+def record(
+    entry: LedgerEntry | None,
+    *,
+    admission: Admission,
+    cost: Decimal,
+    total_tokens: int,
+    actuals: list[Decimal | int],
+    now: datetime,
+) -> bool:
+    """Write the ledger row and catch the database counters up; returns whether it charged.
+
+    ``actuals`` gives, per counter of the admission, the amount to charge (cost, tokens, or 1/0
+    request). Returns False when a UsageRecord for this request already existed: nothing is
+    charged a second time (reservations are still released).
+    """
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _record_once(entry, admission, cost, total_tokens, actuals, now)
+        except OperationalError as exc:
+            if attempt == ATTEMPTS:
+                _log_lost(entry, admission, cost, total_tokens, exc)
+                raise
+            time.sleep(0.05 * attempt)
+        except Exception as exc:
+            _log_lost(entry, admission, cost, total_tokens, exc)
+            raise
+    raise AssertionError("unreachable")
+
+
+def _record_once(
+    entry: LedgerEntry | None,
+    admission: Admission,
+    cost: Decimal,
+    total_tokens: int,
+    actuals: list[Decimal | int],
+    now: datetime,
+) -> bool:
+    with transaction.atomic():
+        charged = True
+        if entry is not None:
+            charged = _insert(entry, admission.request_id, cost, total_tokens, now)
+        if not charged:
+            actuals = [Decimal("0") if c.kind == BUDGET else 0 for c in admission.counters]
+        if admission.backend == "database":
+            _apply(admission, actuals, now, release=True)
+        elif admission.backend == "redis" and any(actuals):
+            _apply(admission, actuals, now, release=False)
+    return charged
+
+
+def _insert(entry: LedgerEntry, request_id: str, cost: Decimal, total_tokens: int, now: datetime) -> bool:
+    fields = asdict(entry)
+    fields["created_at"] = fields["created_at"] or now
+    try:
+        with transaction.atomic():
+            UsageRecord.objects.create(
+                request_id=uuid.UUID(str(request_id)), cost=cost, total_tokens=total_tokens, **fields
+            )
+    except IntegrityError:
+        if UsageRecord.objects.filter(request_id=uuid.UUID(str(request_id))).exists():
+            return False
+        raise
+    return True
+
+
+def _apply(admission: Admission, actuals: list[Decimal | int], now: datetime, *, release: bool) -> None:
+    rows = lock_rows(admission.counters)
+    changed = []
+    for counter, mark, actual in zip(admission.counters, admission.marks, actuals, strict=True):
+        row = rows.get(row_key(counter))
+        if row is None:
+            continue
+        usage, start, _ = counter_state(counter, row, now)
+        last_reset = getattr(row, FIELDS[counter.kind][1])
+        # The reservation is still in the row only if the row is in the window it was made in.
+        reserved = release and mark is not None and last_reset == mark and last_reset >= start
+        new_usage = usage - (counter.reserve if reserved else 0) + actual
+        set_state(counter, row, new_usage, start)
+        changed.append(row)
+    save_rows(unique_rows(changed))
+
+
+def _log_lost(entry: LedgerEntry | None, admission: Admission, cost: Decimal, tokens: int, exc: BaseException) -> None:
+    logger.error(
+        "ledger write failed; usage kept in this log line for replay",
+        extra={
+            "request_id": admission.request_id,
+            "backend": admission.backend,
+            "cost": str(cost),
+            "total_tokens": tokens,
+            "budget_ids": admission.budget_ids,
+            "rate_limit_ids": admission.rate_limit_ids,
+            "entry": {k: str(v) for k, v in asdict(entry).items()} if entry else None,
+            "error": type(exc).__name__,
+        },
+    )

@@ -1,0 +1,147 @@
+"""Every rejection of SPEC section 6 that the counters produce: status, type, message, Retry-After.
+
+Each test runs against the database counters and against Redis.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from governance.enforcement import Admission, Rejection
+from governance.models import Provider, ProviderConfig
+from governance.services import customer_create, provider_create, team_create
+from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
+from tests.governance.conftest_counters import T0, admit, anchor_windows, path_specs, settle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_request_limit_admits_exactly_the_limit_then_answers_429_request_limited(counter_mode, make_vk):
+    vk = make_vk(rate_limit={"request_max_limit": 2, "request_reset_duration": "1m"})
+    anchor_windows()
+    specs = path_specs(vk)
+    assert isinstance(admit(specs), Admission)
+    assert isinstance(admit(specs, now=T0 + timedelta(seconds=5)), Admission)
+
+    rejection = admit(specs, now=T0 + timedelta(seconds=10))
+
+    assert isinstance(rejection, Rejection)
+    assert (rejection.status, rejection.type) == (429, "request_limited")
+    assert rejection.message == "Rate limit check failed: VK request limit exceeded (2/2, resets every 1m)"
+    assert rejection.retry_after == 50
+    assert rejection.headers == {"Retry-After": "50"}
+
+
+def test_token_limit_blocks_once_usage_reaches_it_with_429_token_limited(counter_mode, make_vk):
+    vk = make_vk(rate_limit={"token_max_limit": 1000, "token_reset_duration": "1h"})
+    anchor_windows()
+    specs = path_specs(vk)
+    first = admit(specs, tokens=800)
+    assert isinstance(first, Admission)
+    settle(first, cost="0.01", tokens=1500, vk=vk)
+
+    rejection = admit(specs, tokens=10, now=T0 + timedelta(minutes=30))
+
+    assert (rejection.status, rejection.type) == (429, "token_limited")
+    assert rejection.message == "Rate limit check failed: VK token limit exceeded (1500/1000, resets every 1h)"
+    assert rejection.retry_after == 1800
+
+
+def test_token_and_request_limits_both_exceeded_answer_rate_limited_with_both_violations(counter_mode, make_vk):
+    vk = make_vk(
+        rate_limit={
+            "token_max_limit": 100,
+            "token_reset_duration": "1h",
+            "request_max_limit": 1,
+            "request_reset_duration": "1m",
+        }
+    )
+    anchor_windows()
+    specs = path_specs(vk)
+    settle(admit(specs, tokens=50), tokens=120, vk=vk)
+
+    rejection = admit(specs, now=T0 + timedelta(seconds=30))
+
+    assert (rejection.status, rejection.type) == (429, "rate_limited")
+    assert rejection.message == (
+        "Rate limit check failed: VK token limit exceeded (120/100, resets every 1h); "
+        "VK request limit exceeded (1/1, resets every 1m)"
+    )
+    # Both must clear before a request can pass: the later reset wins.
+    assert rejection.retry_after == 3570
+
+
+def test_budget_exhausted_answers_402_budget_exceeded_with_usage_and_limit(counter_mode, make_vk):
+    vk = make_vk(budgets=[{"max_limit": "10", "reset_duration": "1d"}])
+    anchor_windows()
+    specs = path_specs(vk)
+    # An answer can cost more than its estimate (e.g. the upstream reports the cost).
+    settle(admit(specs, cost="5"), cost="10.0123", vk=vk)
+
+    rejection = admit(specs, cost="0.001")
+
+    assert (rejection.status, rejection.type) == (402, "budget_exceeded")
+    assert rejection.message == "Budget exceeded: VK budget exceeded: 10.0123 >= 10.0000 dollars"
+    assert rejection.headers == {}
+
+
+def test_budget_rejects_a_request_whose_worst_case_would_pass_the_limit(counter_mode, make_vk):
+    vk = make_vk(budgets=[{"max_limit": "10", "reset_duration": "1d"}])
+    anchor_windows()
+    specs = path_specs(vk)
+    settle(admit(specs, cost="9.99"), cost="9.99", vk=vk)
+
+    rejection = admit(specs, cost="0.02")
+    fits = admit(specs, cost="0.01")
+
+    assert rejection.message == "Budget exceeded: VK budget exceeded: 10.0100 >= 10.0000 dollars"
+    assert isinstance(fits, Admission)
+
+
+def test_budget_messages_name_the_team_customer_and_provider(counter_mode, make_vk):
+    customer = customer_create(name="acme", budgets=[{"max_limit": "1", "reset_duration": "1M"}])
+    team = team_create(name="ml", customer=customer, budgets=[{"max_limit": "2", "reset_duration": "1M"}])
+    provider_create(name="openai", base_url="http://127.0.0.1:9/v1")
+    vk = make_vk(team=team, provider_configs=[{"provider": "openai", "allowed_models": ["*"], "weight": 1}])
+    config = ProviderConfig.objects.get(virtual_key=vk, provider=Provider.objects.get(name="openai"))
+    config.budgets.create(max_limit=Decimal("3"), reset_duration="1M")
+    anchor_windows()
+    specs = path_specs(vk, config)
+
+    assert admit(specs, cost="3.5").message == "Budget exceeded: openai budget exceeded: 3.5000 >= 3.0000 dollars"
+    assert admit(specs, cost="2.5").message == "Budget exceeded: Team budget exceeded: 2.5000 >= 2.0000 dollars"
+    assert admit(specs, cost="1.5").message == "Budget exceeded: Customer budget exceeded: 1.5000 >= 1.0000 dollars"
+    assert isinstance(admit(specs, cost="1"), Admission)
+
+
+def test_rejection_renders_the_bifrost_error_body_with_type_and_retry_after(counter_mode, make_vk):
+    vk = make_vk(rate_limit={"request_max_limit": 1, "request_reset_duration": "30s"})
+    anchor_windows()
+    specs = path_specs(vk)
+    admit(specs)
+
+    response = admit(specs, now=T0 + timedelta(seconds=1)).response()
+
+    assert response.status_code == 429
+    assert response["Content-Type"] == "application/json"
+    assert response["Retry-After"] == "29"
+    assert json.loads(response.content) == {
+        "is_bifrost_error": False,
+        "status_code": 429,
+        "error": {"message": "Rate limit check failed: VK request limit exceeded (1/1, resets every 30s)"},
+        "extra_fields": {},
+        "type": "request_limited",
+    }
+
+
+def test_a_request_without_limits_is_admitted_without_touching_any_counter(
+    counter_mode, make_vk, django_assert_num_queries
+):
+    with django_assert_num_queries(0):
+        admission = admit(((), ()))
+    assert isinstance(admission, Admission)
+    assert admission.backend == "none"
