@@ -3,7 +3,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from bifrost_site.health import health
+
 urlpatterns = [
+    path("health", health, name="health"),
     path("admin/", admin.site.urls),
     path("api/governance/", include("governance.api.urls")),
     path("api/", include("governance.api.provider_urls")),
