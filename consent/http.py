@@ -36,10 +36,6 @@ def set_browser_secret(response: HttpResponse, flow_id: str, secret: str) -> Non
     )
 
 
-def forget_browser_secret(response: HttpResponse, flow_id: str) -> None:
-    response.delete_cookie(COOKIE_PREFIX + flow_id, path="/", samesite="Lax")
-
-
 def identity_page_url(flow_id: str, error: str | None = None) -> str:
     """``/oauth/consent?flow_id=<id>[&error=<url-encoded message>]``."""
     params = {"flow_id": flow_id}

@@ -59,7 +59,8 @@ class OAuthClient(models.Model):
     # blank=True: emptiness is reported by clean() with the registration message, not Django's.
     redirect_uris = models.JSONField(
         default=list,
-        blank=True, help_text="https://, http:// on a loopback host, or a private-use scheme such as cursor://"
+        blank=True,
+        help_text="https://, http:// on a loopback host, or a private-use scheme such as cursor://",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -22,7 +22,6 @@ from consent.forms import FlowForm, UserIdForm, VirtualKeyForm
 from consent.http import (
     ClientRedirect,
     browser_secret,
-    forget_browser_secret,
     identity_page_url,
     json_methods,
     mcps_page_url,
@@ -164,9 +163,9 @@ def submit_consent(request: HttpRequest) -> HttpResponse:
         return error_response(exc.status, exc.message)
     except IdentityRejected as exc:
         return redirect(identity_page_url(flow.flow_id, exc.message))
-    response = ClientRedirect(location)
-    forget_browser_secret(response, flow.flow_id)
-    return no_store(response)
+    # The flow cookie is left to expire on its own (15 minutes): a double-clicked Finish Setup
+    # must still be recognised as this browser's and answered 409, not 403.
+    return no_store(ClientRedirect(location))
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:

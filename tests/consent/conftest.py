@@ -47,7 +47,9 @@ def pkce() -> Pkce:
 
 @pytest.fixture
 def oauth_client(db):
-    return oauth_client_register(redirect_uris=[REDIRECT_URI, "cursor://anysphere.cursor-mcp/oauth"], client_name="Cursor")
+    return oauth_client_register(
+        redirect_uris=[REDIRECT_URI, "cursor://anysphere.cursor-mcp/oauth"], client_name="Cursor"
+    )
 
 
 @pytest.fixture
@@ -90,7 +92,9 @@ def authorize_query(registered_client_id: str, challenge: str, **overrides: str)
 
 def start_flow(client: Client, oauth_client, pkce: Pkce, **overrides: str) -> str:
     """Run ``authorize`` in this browser; returns the new flow id."""
-    response = client.get("/api/oauth/per-user/authorize", authorize_query(oauth_client.client_id, pkce.challenge, **overrides))
+    response = client.get(
+        "/api/oauth/per-user/authorize", authorize_query(oauth_client.client_id, pkce.challenge, **overrides)
+    )
     assert response.status_code == 302, response.content
     return parse_qs(urlsplit(response["Location"]).query)["flow_id"][0]
 

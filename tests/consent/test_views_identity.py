@@ -38,7 +38,7 @@ def test_identity_page_shows_the_three_options_and_expiry_notice(flow, settings)
     assert page.status_code == 200
     assert page["Cache-Control"] == "no-store"
     assert "<title>Connect to Bifrost · Bifrost</title>" in html
-    assert "<h1 id=\"page-title\">Connect to Bifrost</h1>" in html
+    assert '<h1 id="page-title">Connect to Bifrost</h1>' in html
     assert "<strong>Cursor</strong> wants to use MCP tools" in html
     assert 'id="user_id" name="user_id"' in html
     assert 'type="password" id="vk" name="vk" placeholder="sk-bf-..."' in html
@@ -57,7 +57,10 @@ def test_skip_is_not_offered_when_virtual_keys_are_enforced(flow, settings):
 def test_error_parameter_is_shown_html_escaped_in_an_alert_banner(flow):
     page = flow.browser.get("/oauth/consent", {"flow_id": flow.flow_id, "error": "<script>alert(1)</script>"})
     html = page.content.decode()
-    assert '<div class="banner banner-error" role="alert" id="consent-error">&lt;script&gt;alert(1)&lt;/script&gt;</div>' in html
+    assert (
+        '<div class="banner banner-error" role="alert" id="consent-error">&lt;script&gt;alert(1)&lt;/script&gt;</div>'
+        in html
+    )
     assert "<script>alert(1)" not in html
 
 
