@@ -155,8 +155,9 @@ class ProviderAdminForm(forms.ModelForm):
             return value
         from governance.models.providers import default_api_format
 
-        name = self.cleaned_data.get("name") or (self.instance.name if self.instance.pk else "")
-        return self.instance.api_format if self.instance.pk else default_api_format(name)
+        if not self.instance._state.adding:
+            return self.instance.api_format
+        return default_api_format(self.cleaned_data.get("name") or "")
 
 
 class ProviderKeyAdminForm(forms.ModelForm):
@@ -180,12 +181,9 @@ class ProviderKeyAdminForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.instance.pk:
-            self.fields[
-                "value"
-            ].help_text = (
-                f"Stored: {self.instance.masked_value}. Leave blank to keep it; type a new value to replace it."
-            )
+        if not self.instance._state.adding:
+            stored = self.instance.masked_value
+            self.fields["value"].help_text = f"Stored: {stored}. Leave blank to keep it, or type a new value."
         else:
             self.fields["value"].required = True
             self.fields["value"].help_text = "Stored encrypted; it is never shown again, only its last four characters."

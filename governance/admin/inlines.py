@@ -23,14 +23,18 @@ class BudgetInline(admin.TabularInline):
     model = Budget
     form = BudgetInlineForm
     extra = 0
-    fields = ["max_limit", "reset_duration", "calendar_aligned", "usage", "last_reset"]
-    readonly_fields = ["usage", "last_reset"]
+    fields = ["max_limit", "reset_duration", "calendar_aligned", "usage", "window_start"]
+    readonly_fields = ["usage", "window_start"]
     verbose_name = "budget"
     verbose_name_plural = "budgets (one per reset duration; a changed duration starts a new budget)"
 
     @admin.display(description="usage")
     def usage(self, budget: Budget) -> str:
-        return budget_bars([budget]) if budget.pk else "—"
+        return "—" if budget._state.adding else budget_bars([budget])
+
+    @admin.display(description="window started")
+    def window_start(self, budget: Budget):
+        return "—" if budget._state.adding else budget.last_reset
 
 
 class RateLimitInline(admin.StackedInline):
@@ -51,7 +55,7 @@ class RateLimitInline(admin.StackedInline):
 
     @admin.display(description="usage")
     def usage(self, rate_limit: RateLimit) -> str:
-        return rate_limit_bars(rate_limit) if rate_limit.pk else "—"
+        return "—" if rate_limit._state.adding else rate_limit_bars(rate_limit)
 
 
 def live_forms(formset: BaseInlineFormSet):

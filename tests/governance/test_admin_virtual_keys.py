@@ -83,7 +83,12 @@ def test_key_attached_to_team_and_customer_shows_a_form_error_and_writes_nothing
 
     response = admin_client.post(
         ADD_URL,
-        vk_body(name="both", team=str(team.pk), customer=str(customer.pk), budgets=[{"max_limit": "5", "reset_duration": "1d"}]),
+        vk_body(
+            name="both",
+            team=str(team.pk),
+            customer=str(customer.pk),
+            budgets=[{"max_limit": "5", "reset_duration": "1d"}],
+        ),
     )
 
     assert response.status_code == 200
@@ -108,7 +113,9 @@ def test_changing_a_key_to_both_team_and_customer_is_rejected(admin_client):
 
 
 def test_budget_with_a_bad_duration_shows_a_form_error_and_writes_nothing(admin_client):
-    response = admin_client.post(ADD_URL, vk_body(name="bad", budgets=[{"max_limit": "10", "reset_duration": "1 month"}]))
+    response = admin_client.post(
+        ADD_URL, vk_body(name="bad", budgets=[{"max_limit": "10", "reset_duration": "1 month"}])
+    )
 
     assert response.status_code == 200
     inline_errors = response.context["inline_admin_formsets"][0].formset.errors
@@ -150,8 +157,22 @@ def test_inline_limits_and_provider_configs_are_saved_through_the_services(admin
         vk_body(
             name="full",
             budgets=[{"max_limit": "10", "reset_duration": "1M", "calendar_aligned": "on"}],
-            rate_limit=[{"token_max_limit": "5000", "token_reset_duration": "1h", "request_max_limit": "", "request_reset_duration": ""}],
-            provider_configs=[{"provider": str(provider.pk), "weight": "1", "allowed_models": "gpt-4o, gpt-4o-mini", "keys": [str(key.pk)]}],
+            rate_limit=[
+                {
+                    "token_max_limit": "5000",
+                    "token_reset_duration": "1h",
+                    "request_max_limit": "",
+                    "request_reset_duration": "",
+                }
+            ],
+            provider_configs=[
+                {
+                    "provider": str(provider.pk),
+                    "weight": "1",
+                    "allowed_models": "gpt-4o, gpt-4o-mini",
+                    "keys": [str(key.pk)],
+                }
+            ],
         ),
     )
 
@@ -172,7 +193,9 @@ def test_provider_config_with_a_key_of_another_provider_is_rejected(admin_client
 
     response = admin_client.post(
         ADD_URL,
-        vk_body(name="x", provider_configs=[{"provider": str(openai.pk), "allowed_models": "*", "keys": [str(foreign.pk)]}]),
+        vk_body(
+            name="x", provider_configs=[{"provider": str(openai.pk), "allowed_models": "*", "keys": [str(foreign.pk)]}]
+        ),
     )
 
     assert response.status_code == 200
@@ -204,7 +227,15 @@ def test_deleting_the_rate_limit_inline_removes_it(admin_client):
     body = vk_body(name="k")
     body |= inline_rows(
         "rate_limit",
-        [{"id": str(rate_limit.pk), "virtual_key": str(vk.pk), "request_max_limit": "10", "request_reset_duration": "1m", "DELETE": "on"}],
+        [
+            {
+                "id": str(rate_limit.pk),
+                "virtual_key": str(vk.pk),
+                "request_max_limit": "10",
+                "request_reset_duration": "1m",
+                "DELETE": "on",
+            }
+        ],
         initial=1,
     )
     response = admin_client.post(change_url(vk), body)
@@ -272,7 +303,10 @@ def test_rotate_button_on_the_change_page(admin_client):
 def test_reset_budget_usage_action_zeroes_usage(admin_client):
     vk, _ = virtual_key_create(
         name="k",
-        budgets=[{"max_limit": Decimal("10"), "reset_duration": "1d"}, {"max_limit": Decimal("100"), "reset_duration": "1M"}],
+        budgets=[
+            {"max_limit": Decimal("10"), "reset_duration": "1d"},
+            {"max_limit": Decimal("100"), "reset_duration": "1M"},
+        ],
     )
     untouched, _ = virtual_key_create(name="other", budgets=[{"max_limit": Decimal("10"), "reset_duration": "1d"}])
     Budget.objects.update(current_usage=Decimal("7.5"))

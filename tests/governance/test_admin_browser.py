@@ -1,0 +1,84 @@
+"""A real browser: log in, create a virtual key, see its value once with a copy button."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+# Playwright's sync API runs an event loop in this thread; Django refuses ORM calls from a thread
+# with a running loop unless told that this is deliberate.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+from governance.keys import digest  # noqa: E402
+from governance.models import VirtualKey  # noqa: E402
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "admin"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def page():
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian's chromium is not installed")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(15_000)
+        yield context.new_page()
+        context.close()
+        browser.close()
+
+
+def test_superuser_creates_a_key_and_sees_its_value_once(page, live_server, django_user_model):
+    django_user_model.objects.create_superuser("root", "root@example.com", "root-password-123")
+
+    page.goto(f"{live_server.url}/admin/login/?next=/admin/")
+    page.fill("#id_username", "root")
+    page.fill("#id_password", "root-password-123")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+
+    page.goto(f"{live_server.url}/admin/governance/virtualkey/add/")
+    page.fill("#id_name", "browser-key")
+    page.click("#budgets-group .add-row a")
+    page.fill("#id_budgets-0-max_limit", "25")
+    page.fill("#id_budgets-0-reset_duration", "1M")
+    page.screenshot(path=str(ARTIFACTS / "vk-add.png"), full_page=True)
+    page.click("input[name=_save]")
+
+    page.wait_for_selector(".gov-secret-value")
+    assert "will not be shown again" in page.inner_text(".gov-secret-warning")
+    value = page.input_value(".gov-secret-value")
+    assert re.fullmatch(r"sk-bf-[0-9a-f-]{36}", value)
+    vk = VirtualKey.objects.get(name="browser-key")
+    assert digest(value) == vk.value_digest
+    page.click("button.gov-copy")
+    page.wait_for_function("document.querySelector('.gov-copy-status').textContent.length > 0")
+    page.screenshot(path=str(ARTIFACTS / "vk-one-time-value.png"), full_page=True)
+
+    page.reload()
+    assert page.locator(".gov-secret-value").count() == 0
+    assert value not in page.content()
+
+    page.goto(f"{live_server.url}/admin/governance/virtualkey/")
+    assert f"sk-bf-…{vk.value_last4}" in page.inner_text("#result_list")
+    assert page.locator(".gov-bar-fill.gov-ok").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "vk-list.png"), full_page=True)
