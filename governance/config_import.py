@@ -1,0 +1,561 @@
+"""Import of a Bifrost ``config.json`` (the ``providers`` and ``governance`` sections).
+
+Supported subset (anything else in the file is ignored and listed in the command's output):
+
+- ``providers.<name>``: ``keys[]`` (``name``, ``value``, ``models``, ``weight``, ``enabled``),
+  ``network_config`` (``base_url``, ``default_request_timeout_in_seconds``, ``extra_headers``),
+  ``api_format`` or ``custom_provider_config.base_provider_type`` (``openai``/``anthropic``).
+- ``governance.customers[]`` (``id``, ``name``, ``budget_id``, ``rate_limit_id``),
+  ``governance.teams[]`` (``id``, ``name``, ``customer_id``, ``budget_id``, ``rate_limit_id``),
+  ``governance.virtual_keys[]`` (``id``, ``name``, ``value``, ``description``, ``is_active``,
+  ``team_id``, ``customer_id``, ``budget_id``, ``rate_limit_id``, ``allow_all_providers``,
+  ``provider_configs[]`` with ``id``, ``provider``, ``allowed_models``, ``key_ids`` (key *names*
+  or ``*``), ``weight``, ``budget_id``, ``rate_limit_id``),
+  ``governance.budgets[]`` (``id``, ``max_limit``, ``reset_duration``, ``calendar_aligned``, and
+  at most one owner: ``virtual_key_id``, ``team_id``, ``customer_id``, ``provider_config_id``),
+  ``governance.rate_limits[]`` (``id``, ``token_*``, ``request_*``).
+
+Rules:
+
+- Any string value ``env.NAME`` is read from the environment; a missing variable is an error.
+- Everything is validated first (every problem reported with its JSON path, e.g.
+  ``governance.virtual_keys[1].team_id``), then applied in one transaction: nothing is written
+  unless everything is valid.
+- Idempotent: objects get stable UUIDs derived from their config ids (a config id that already
+  is a UUID is used as is), so a re-import updates the same rows. Budget and rate-limit *usage*
+  and window starts are never touched by a re-import. Rows that exist only in the database are
+  left alone (Bifrost's default "split" mode); a VK's provider configs, however, are made to
+  match the file.
+- A VK ``value`` in the file is imported so existing clients keep working; as always only its
+  digest is stored. A VK without ``value`` gets a generated one, reported once by the command.
+- A rate limit or budget referenced by several owners becomes one copy per owner (here every
+  limit belongs to exactly one owner), each with its own counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from governance.durations import parse_duration
+from governance.keys import digest, last_four, new_virtual_key_value
+from governance.models import Budget, Customer, Provider, ProviderConfig, ProviderKey, RateLimit, Team, VirtualKey
+from governance.models.providers import ApiFormat, default_api_format
+from governance.services.validation import check
+
+NAMESPACE = uuid.UUID("5b0f7f7e-6a43-4b52-9d59-1f0c1b7c2f11")
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
+OWNER_FIELDS = ("virtual_key_id", "team_id", "customer_id", "provider_config_id")
+
+
+class ConfigError(Exception):
+    """One or more problems, each ``(json_path, message)``."""
+
+    def __init__(self, problems: list[tuple[str, str]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {message}" for path, message in problems))
+
+
+@dataclass
+class ImportResult:
+    created: dict[str, int] = field(default_factory=dict)
+    updated: dict[str, int] = field(default_factory=dict)
+    generated_values: dict[str, str] = field(default_factory=dict)  # VK name -> value, shown once
+    ignored: list[str] = field(default_factory=list)
+
+    def count(self, kind: str, created: bool) -> None:
+        bucket = self.created if created else self.updated
+        bucket[kind] = bucket.get(kind, 0) + 1
+
+
+def stable_id(kind: str, config_id: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(config_id))
+    except ValueError:
+        return uuid.uuid5(NAMESPACE, f"{kind}:{config_id}")
+
+
+def load_file(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as exc:
+        raise ConfigError([("$", f"cannot read {path}: {exc.strerror}")]) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([("$", f"invalid JSON: {exc}")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([("$", "the top level must be a JSON object")])
+    return data
+
+
+class _Checker:
+    """Structural validation with JSON paths; collects every problem before failing."""
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+
+    def fail(self, path: str, message: str) -> None:
+        self.problems.append((path, message))
+
+    def env(self, value: Any, path: str) -> Any:
+        if isinstance(value, str) and value.startswith("env."):
+            name = value[4:]
+            if not name or name not in os.environ:
+                self.fail(path, f"environment variable {name!r} is not set")
+                return None
+            return os.environ[name]
+        return value
+
+    def obj(self, value: Any, path: str) -> dict:
+        if not isinstance(value, dict):
+            self.fail(path, "must be an object")
+            return {}
+        return value
+
+    def items(self, value: Any, path: str) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self.fail(path, "must be a list")
+            return []
+        return value
+
+    def string(self, data: dict, key: str, path: str, *, required: bool = False, max_length: int = 255) -> str | None:
+        value = self.env(data.get(key), f"{path}.{key}")
+        if value is None:
+            if required and key not in data:
+                self.fail(f"{path}.{key}", "is required")
+            return None
+        if not isinstance(value, str) or (required and not value.strip()) or len(value) > max_length:
+            self.fail(f"{path}.{key}", f"must be a non-empty string of at most {max_length} characters")
+            return None
+        return value
+
+    def number(self, data: dict, key: str, path: str, *, integer: bool = False, positive: bool = True):
+        value = data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+            self.fail(f"{path}.{key}", "must be an integer" if integer else "must be a number")
+            return None
+        if positive and value <= 0:
+            self.fail(f"{path}.{key}", "must be greater than 0")
+            return None
+        return value
+
+    def boolean(self, data: dict, key: str, path: str, default: bool) -> bool:
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(f"{path}.{key}", "must be true or false")
+            return default
+        return value
+
+    def duration(self, data: dict, key: str, path: str, *, required: bool) -> str | None:
+        value = data.get(key)
+        if value is None:
+            if required:
+                self.fail(f"{path}.{key}", "is required")
+            return None
+        try:
+            parse_duration(value)
+        except ValidationError as exc:
+            self.fail(f"{path}.{key}", exc.messages[0])
+            return None
+        return value
+
+    def string_list(self, data: dict, key: str, path: str) -> list[str] | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.fail(f"{path}.{key}", "must be a list of non-empty strings")
+            return None
+        return value
+
+
+def _config_id(check_: _Checker, item: dict, path: str, seen: dict, kind: str) -> str | None:
+    raw = item.get("id")
+    if raw is None or isinstance(raw, bool) or not isinstance(raw, str | int) or str(raw) == "":
+        check_.fail(f"{path}.id", "is required (a string)")
+        return None
+    key = str(raw)
+    if key in seen:
+        check_.fail(f"{path}.id", f"duplicate {kind} id {key!r} (first at {seen[key]})")
+        return None
+    seen[key] = path
+    return key
+
+
+def import_config(data: dict) -> ImportResult:
+    """Validate ``data`` completely, then apply it in one transaction. Raises ConfigError."""
+    plan = _validate(data)
+    try:
+        with transaction.atomic():
+            return _apply(plan)
+    except ValidationError as exc:
+        raise ConfigError(_validation_problems(exc, plan.current_path)) from None
+    except IntegrityError as exc:
+        raise ConfigError([(plan.current_path, f"conflicts with existing data: {str(exc).splitlines()[0]}")]) from None
+
+
+def _validation_problems(exc: ValidationError, path: str) -> list[tuple[str, str]]:
+    if hasattr(exc, "error_dict"):
+        return [(f"{path}.{name}", m) for name, errors in exc.error_dict.items() for e in errors for m in e.messages]
+    return [(path, m) for m in exc.messages]
+
+
+@dataclass
+class _Plan:
+    providers: list[dict] = field(default_factory=list)
+    customers: list[dict] = field(default_factory=list)
+    teams: list[dict] = field(default_factory=list)
+    virtual_keys: list[dict] = field(default_factory=list)
+    budgets: dict[str, dict] = field(default_factory=dict)
+    rate_limits: dict[str, dict] = field(default_factory=dict)
+    # (owner kind, owner config id, budget id / rate limit id, path of the reference)
+    budget_links: list[tuple[str, str, str, str]] = field(default_factory=list)
+    rate_limit_links: list[tuple[str, str, str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+    current_path: str = "$"
+
+
+def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the file's sections
+    c = _Checker()
+    plan = _Plan()
+    known = {"providers", "governance", "$schema", "encryption_key", "client", "config_store", "logs_store"}
+    plan.ignored += [key for key in data if key not in known]
+
+    providers = c.obj(data.get("providers", {}), "providers")
+    for name, raw in providers.items():
+        path = f"providers.{name}"
+        spec = c.obj(raw, path)
+        network = c.obj(spec.get("network_config", {}), f"{path}.network_config")
+        api_format = spec.get("api_format") or (spec.get("custom_provider_config") or {}).get("base_provider_type")
+        if api_format is not None and api_format not in ApiFormat.values:
+            c.fail(f"{path}.api_format", f"must be one of {', '.join(ApiFormat.values)}")
+        base_url = c.string(network, "base_url", f"{path}.network_config", max_length=500)
+        if base_url is None and name not in DEFAULT_BASE_URLS and "base_url" not in network:
+            c.fail(f"{path}.network_config.base_url", "is required for a provider without a default URL")
+        headers = c.obj(network.get("extra_headers", {}), f"{path}.network_config.extra_headers")
+        keys = []
+        seen_keys: set[str] = set()
+        for index, raw_key in enumerate(c.items(spec.get("keys"), f"{path}.keys")):
+            kpath = f"{path}.keys[{index}]"
+            key = c.obj(raw_key, kpath)
+            key_name = c.string(key, "name", kpath, required=True)
+            if key_name in seen_keys:
+                c.fail(f"{kpath}.name", f"duplicate key name {key_name!r}")
+            seen_keys.add(key_name)
+            keys.append({
+                "name": key_name,
+                "value": c.string(key, "value", kpath, required=True, max_length=4096),
+                "models": c.string_list(key, "models", kpath),
+                "weight": c.number(key, "weight", kpath, positive=False),
+                "enabled": c.boolean(key, "enabled", kpath, True),
+                "path": kpath,
+            })
+        plan.providers.append({
+            "name": name,
+            "api_format": api_format or default_api_format(name),
+            "base_url": base_url or DEFAULT_BASE_URLS.get(name),
+            "timeout": c.number(network, "default_request_timeout_in_seconds", f"{path}.network_config"),
+            "extra_headers": {k: c.env(v, f"{path}.network_config.extra_headers.{k}") for k, v in headers.items()},
+            "keys": keys,
+            "path": path,
+        })
+    provider_names = {p["name"] for p in plan.providers} | set(Provider.objects.values_list("name", flat=True))
+    keys_by_provider = {p["name"]: {k["name"] for k in p["keys"]} for p in plan.providers}
+
+    gov = c.obj(data.get("governance", {}), "governance")
+    known_gov = {"budgets", "rate_limits", "customers", "teams", "virtual_keys"}
+    plan.ignored += [f"governance.{key}" for key in gov if key not in known_gov]
+
+    seen_rl: dict = {}
+    for index, raw in enumerate(c.items(gov.get("rate_limits"), "governance.rate_limits")):
+        path = f"governance.rate_limits[{index}]"
+        item = c.obj(raw, path)
+        rl_id = _config_id(c, item, path, seen_rl, "rate limit")
+        spec = {"path": path}
+        for kind in ("token", "request"):
+            limit = c.number(item, f"{kind}_max_limit", path, integer=True)
+            duration = c.duration(item, f"{kind}_reset_duration", path, required=limit is not None)
+            if duration is not None and limit is None:
+                c.fail(f"{path}.{kind}_max_limit", f"is required with {kind}_reset_duration")
+            spec[f"{kind}_max_limit"], spec[f"{kind}_reset_duration"] = limit, duration or ""
+        if rl_id:
+            plan.rate_limits[rl_id] = spec
+
+    seen_budget: dict = {}
+    for index, raw in enumerate(c.items(gov.get("budgets"), "governance.budgets")):
+        path = f"governance.budgets[{index}]"
+        item = c.obj(raw, path)
+        budget_id = _config_id(c, item, path, seen_budget, "budget")
+        max_limit = item.get("max_limit")
+        try:
+            if isinstance(max_limit, bool) or not isinstance(max_limit, int | float | str):
+                raise InvalidOperation
+            amount = Decimal(str(max_limit))
+            if not amount.is_finite() or amount <= 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            c.fail(f"{path}.max_limit", "must be a number greater than 0")
+            amount = None
+        duration = c.duration(item, "reset_duration", path, required=True)
+        owners = [(f, str(item[f])) for f in OWNER_FIELDS if item.get(f) is not None]
+        if len(owners) > 1:
+            c.fail(path, f"set at most one owner field, not {', '.join(f for f, _ in owners)}")
+        if budget_id:
+            plan.budgets[budget_id] = {
+                "max_limit": amount,
+                "reset_duration": duration,
+                "calendar_aligned": c.boolean(item, "calendar_aligned", path, False),
+                "path": path,
+            }
+            if len(owners) == 1:
+                kind, owner_id = owners[0]
+                plan.budget_links.append((kind.removesuffix("_id"), owner_id, budget_id, f"{path}.{kind}"))
+
+    def link(kind: str, owner_id: str, item: dict, path: str) -> None:
+        if item.get("budget_id") is not None:
+            plan.budget_links.append((kind, owner_id, str(item["budget_id"]), f"{path}.budget_id"))
+        if item.get("rate_limit_id") is not None:
+            plan.rate_limit_links.append((kind, owner_id, str(item["rate_limit_id"]), f"{path}.rate_limit_id"))
+
+    seen_customer: dict = {}
+    for index, raw in enumerate(c.items(gov.get("customers"), "governance.customers")):
+        path = f"governance.customers[{index}]"
+        item = c.obj(raw, path)
+        customer_id = _config_id(c, item, path, seen_customer, "customer")
+        name = c.string(item, "name", path, required=True)
+        if customer_id:
+            plan.customers.append({"id": customer_id, "name": name, "path": path})
+            link("customer", customer_id, item, path)
+
+    seen_team: dict = {}
+    for index, raw in enumerate(c.items(gov.get("teams"), "governance.teams")):
+        path = f"governance.teams[{index}]"
+        item = c.obj(raw, path)
+        team_id = _config_id(c, item, path, seen_team, "team")
+        customer_ref = item.get("customer_id")
+        if customer_ref is not None and not _exists(Customer, "customer", customer_ref, seen_customer):
+            c.fail(f"{path}.customer_id", f"customer {customer_ref!r} is not defined in the file or the database")
+        if team_id:
+            plan.teams.append({
+                "id": team_id,
+                "name": c.string(item, "name", path, required=True),
+                "customer_id": str(customer_ref) if customer_ref is not None else None,
+                "path": path,
+            })
+            link("team", team_id, item, path)
+
+    seen_vk: dict = {}
+    seen_pc: dict = {}
+    for index, raw in enumerate(c.items(gov.get("virtual_keys"), "governance.virtual_keys")):
+        path = f"governance.virtual_keys[{index}]"
+        item = c.obj(raw, path)
+        vk_id = _config_id(c, item, path, seen_vk, "virtual key")
+        team_ref, customer_ref = item.get("team_id"), item.get("customer_id")
+        if team_ref is not None and customer_ref is not None:
+            c.fail(path, VirtualKey.ATTACH_BOTH_MESSAGE)
+        if team_ref is not None and not _exists(Team, "team", team_ref, seen_team):
+            c.fail(f"{path}.team_id", f"team {team_ref!r} is not defined in the file or the database")
+        if customer_ref is not None and not _exists(Customer, "customer", customer_ref, seen_customer):
+            c.fail(f"{path}.customer_id", f"customer {customer_ref!r} is not defined in the file or the database")
+        value = c.string(item, "value", path, max_length=255)
+        configs = []
+        seen_providers: set[str] = set()
+        for pc_index, raw_pc in enumerate(c.items(item.get("provider_configs"), f"{path}.provider_configs")):
+            pc_path = f"{path}.provider_configs[{pc_index}]"
+            pc = c.obj(raw_pc, pc_path)
+            provider = pc.get("provider")
+            if provider not in provider_names:
+                c.fail(f"{pc_path}.provider", f"provider {provider!r} is not configured")
+            elif provider in seen_providers:
+                c.fail(f"{pc_path}.provider", f"duplicate provider {provider!r}")
+            seen_providers.add(provider)
+            key_names = c.string_list(pc, "key_ids", pc_path)
+            known_keys = keys_by_provider.get(provider)
+            if key_names and key_names != ["*"]:
+                if known_keys is None:
+                    known_keys = set(ProviderKey.objects.filter(provider__name=provider).values_list("name", flat=True))
+                for key_name in key_names:
+                    if key_name not in known_keys:
+                        c.fail(f"{pc_path}.key_ids", f"provider {provider!r} has no key named {key_name!r}")
+            pc_id = str(pc["id"]) if pc.get("id") is not None else f"{vk_id}:{provider}"
+            if pc.get("id") is not None:
+                if pc_id in seen_pc:
+                    c.fail(f"{pc_path}.id", f"duplicate provider config id {pc_id!r}")
+                seen_pc[pc_id] = pc_path
+            configs.append({
+                "config_id": pc_id,
+                "provider": provider,
+                "weight": c.number(pc, "weight", pc_path, positive=False),
+                "allowed_models": c.string_list(pc, "allowed_models", pc_path),
+                "key_names": key_names,
+                "path": pc_path,
+            })
+            link("provider_config", pc_id, pc, pc_path)
+        if vk_id:
+            plan.virtual_keys.append({
+                "id": vk_id,
+                "name": c.string(item, "name", path, required=True),
+                "value": value,
+                "description": c.string(item, "description", path, max_length=10_000) or "",
+                "is_active": c.boolean(item, "is_active", path, True),
+                "allow_all_providers": c.boolean(item, "allow_all_providers", path, False),
+                "team_id": str(team_ref) if team_ref is not None else None,
+                "customer_id": str(customer_ref) if customer_ref is not None else None,
+                "provider_configs": configs,
+                "path": path,
+            })
+            link("virtual_key", vk_id, item, path)
+
+    owners = {"virtual_key": seen_vk, "team": seen_team, "customer": seen_customer, "provider_config": seen_pc}
+    all_pc_ids = set(seen_pc) | {pc["config_id"] for vk in plan.virtual_keys for pc in vk["provider_configs"]}
+    for kind, owner_id, ref, path in plan.budget_links:
+        if ref not in plan.budgets:
+            c.fail(path, f"budget {ref!r} is not defined in governance.budgets")
+        if kind == "provider_config" and owner_id not in all_pc_ids:
+            c.fail(path, f"provider config {owner_id!r} is not defined in the file")
+        elif kind != "provider_config" and owner_id not in owners[kind]:
+            c.fail(path, f"{kind.replace('_', ' ')} {owner_id!r} is not defined in the file")
+    for _kind, _owner_id, ref, path in plan.rate_limit_links:
+        if ref not in plan.rate_limits:
+            c.fail(path, f"rate limit {ref!r} is not defined in governance.rate_limits")
+    if c.problems:
+        raise ConfigError(c.problems)
+    return plan
+
+
+def _exists(model, kind: str, ref: Any, in_file: dict) -> bool:
+    return str(ref) in in_file or model.objects.filter(pk=stable_id(kind, ref)).exists()
+
+
+def _upsert(model, pk: uuid.UUID, values: dict, result: ImportResult, kind: str, path: str, plan: _Plan):
+    plan.current_path = path
+    obj = model.objects.filter(pk=pk).first()
+    created = obj is None
+    obj = obj or model(pk=pk)
+    for name, value in values.items():
+        setattr(obj, name, value)
+    check(obj)
+    obj.save()
+    result.count(kind, created)
+    return obj
+
+
+def _apply(plan: _Plan) -> ImportResult:
+    result = ImportResult(ignored=list(plan.ignored))
+    providers: dict[str, Provider] = {}
+    for spec in plan.providers:
+        plan.current_path = spec["path"]
+        provider = Provider.objects.filter(name=spec["name"]).first()
+        created = provider is None
+        provider = provider or Provider(name=spec["name"])
+        provider.api_format = spec["api_format"]
+        provider.base_url = spec["base_url"] or provider.base_url
+        if spec["timeout"] is not None:
+            provider.timeout_seconds = spec["timeout"]
+        provider.extra_headers = spec["extra_headers"]
+        check(provider)
+        provider.save()
+        result.count("providers", created)
+        providers[provider.name] = provider
+        for key_spec in spec["keys"]:
+            plan.current_path = key_spec["path"]
+            key = ProviderKey.objects.filter(provider=provider, name=key_spec["name"]).first()
+            key_created = key is None
+            key = key or ProviderKey(provider=provider, name=key_spec["name"])
+            key.set_value(key_spec["value"])
+            key.models = key_spec["models"] if key_spec["models"] is not None else ["*"]
+            key.weight = key_spec["weight"] if key_spec["weight"] is not None else 1.0
+            key.enabled = key_spec["enabled"]
+            check(key)
+            key.save()
+            result.count("provider_keys", key_created)
+
+    owners: dict[tuple[str, str], Any] = {}
+    for spec in plan.customers:
+        owners[("customer", spec["id"])] = _upsert(
+            Customer, stable_id("customer", spec["id"]), {"name": spec["name"]}, result, "customers", spec["path"], plan
+        )
+    for spec in plan.teams:
+        customer = Customer.objects.get(pk=stable_id("customer", spec["customer_id"])) if spec["customer_id"] else None
+        owners[("team", spec["id"])] = _upsert(
+            Team, stable_id("team", spec["id"]), {"name": spec["name"], "customer": customer}, result, "teams",
+            spec["path"], plan,
+        )
+    for spec in plan.virtual_keys:
+        owners[("virtual_key", spec["id"])] = vk = _apply_virtual_key(spec, result, plan)
+        for pc_spec in spec["provider_configs"]:
+            owners[("provider_config", pc_spec["config_id"])] = _apply_provider_config(vk, pc_spec, providers, plan)
+
+    for kind, owner_id, ref, path in plan.budget_links:
+        budget_spec = plan.budgets[ref]
+        owner = owners[(kind, owner_id)]
+        values = {
+            "max_limit": budget_spec["max_limit"],
+            "reset_duration": budget_spec["reset_duration"],
+            "calendar_aligned": budget_spec["calendar_aligned"],
+            kind: owner,
+        }
+        # Usage and the window start are not in ``values``: a re-import never resets them.
+        _upsert(Budget, stable_id("budget", f"{ref}:{kind}:{owner_id}"), values, result, "budgets", path, plan)
+    for kind, owner_id, ref, path in plan.rate_limit_links:
+        spec = {k: v for k, v in plan.rate_limits[ref].items() if k != "path"}
+        owner = owners[(kind, owner_id)]
+        _upsert(
+            RateLimit, stable_id("rate_limit", f"{ref}:{kind}:{owner_id}"), {**spec, kind: owner}, result,
+            "rate_limits", path, plan,
+        )
+    return result
+
+
+def _apply_virtual_key(spec: dict, result: ImportResult, plan: _Plan) -> VirtualKey:
+    plan.current_path = spec["path"]
+    pk = stable_id("virtual_key", spec["id"])
+    vk = VirtualKey.objects.filter(pk=pk).first()
+    created = vk is None
+    vk = vk or VirtualKey(pk=pk)
+    vk.name = spec["name"]
+    vk.description = spec["description"]
+    vk.is_active = spec["is_active"]
+    vk.allow_all_providers = spec["allow_all_providers"]
+    vk.team = Team.objects.get(pk=stable_id("team", spec["team_id"])) if spec["team_id"] else None
+    vk.customer = Customer.objects.get(pk=stable_id("customer", spec["customer_id"])) if spec["customer_id"] else None
+    if spec["value"]:
+        vk.value_digest, vk.value_last4 = digest(spec["value"]), last_four(spec["value"])
+    elif created:
+        value = new_virtual_key_value()
+        vk.value_digest, vk.value_last4 = digest(value), last_four(value)
+        result.generated_values[spec["name"]] = value
+    check(vk)
+    vk.save()
+    result.count("virtual_keys", created)
+    keep = {pc["provider"] for pc in spec["provider_configs"]}
+    ProviderConfig.objects.filter(virtual_key=vk).exclude(provider__name__in=keep).delete()
+    return vk
+
+
+def _apply_provider_config(vk: VirtualKey, spec: dict, providers: dict, plan: _Plan) -> ProviderConfig:
+    plan.current_path = spec["path"]
+    provider = providers.get(spec["provider"]) or Provider.objects.get(name=spec["provider"])
+    config = ProviderConfig.objects.filter(virtual_key=vk, provider=provider).first() or ProviderConfig(
+        virtual_key=vk, provider=provider
+    )
+    config.weight = spec["weight"]
+    config.allowed_models = spec["allowed_models"] if spec["allowed_models"] is not None else ["*"]
+    key_names = spec["key_names"] or []
+    config.allow_all_keys = key_names == ["*"]
+    check(config)
+    config.save()
+    names = [] if config.allow_all_keys else key_names
+    config.keys.set(ProviderKey.objects.filter(provider=provider, name__in=names))
+    return config
