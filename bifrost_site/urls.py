@@ -4,9 +4,12 @@ from django.contrib import admin
 from django.urls import include, path
 
 from bifrost_site.health import health
+from governance.dashboard.views import dashboard, usage_csv
 
 urlpatterns = [
     path("health", health, name="health"),
+    path("admin/usage-dashboard/", dashboard, name="governance-usage-dashboard"),
+    path("admin/usage-dashboard/usage.csv", usage_csv, name="governance-usage-csv"),
     path("admin/", admin.site.urls),
     path("api/governance/", include("governance.api.urls")),
     path("api/", include("governance.api.provider_urls")),

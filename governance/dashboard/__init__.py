@@ -1,0 +1,1 @@
+"""The usage dashboard in the admin: spend and tokens over time, top spenders, limits, CSV."""
