@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
-from django.db import models, transaction
-from django.db.models import F
+from django.db import models
 from django.utils import timezone
 
 from governance.models import Budget, RateLimit
@@ -70,14 +68,9 @@ def rate_limit_apply(owner: models.Model, spec: dict[str, Any] | None, *, prefix
     rate_limit.save()
 
 
-@transaction.atomic
 def budget_reset_usage(budget: Budget) -> Budget:
-    """Set the budget's usage to zero and start a new window now (manual reset)."""
-    Budget.objects.filter(pk=budget.pk).update(current_usage=Decimal("0"), last_reset=timezone.now())
-    budget.refresh_from_db()
-    return budget
+    """Set the budget's usage to zero and start a new window now, in the database and in the
+    hot counters (manual reset from the API or the admin)."""
+    from governance import enforcement  # the counters import the models: import late
 
-
-def add_budget_usage(budget_ids: list, amount: Decimal) -> None:
-    """Atomic increment used by accounting; never read-modify-write in Python."""
-    Budget.objects.filter(pk__in=budget_ids).update(current_usage=F("current_usage") + amount)
+    return enforcement.reset_budget(budget.pk) or budget
