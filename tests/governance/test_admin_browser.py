@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.db import connections
 
 # Playwright's sync API runs an event loop in this thread; Django refuses ORM calls from a thread
 # with a running loop unless told that this is deliberate.
@@ -45,6 +46,10 @@ def page():
         yield context.new_page()
         context.close()
         browser.close()
+        # ORM calls made while Playwright's loop runs get their own connection (Django keys
+        # connections by async context); close it here, or PostgreSQL refuses to drop the test
+        # database at the end of the session.
+        connections.close_all()
 
 
 def test_superuser_creates_a_key_and_sees_its_value_once(page, live_server, django_user_model):
