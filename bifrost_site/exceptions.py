@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.http import Http404
@@ -52,6 +53,8 @@ def validation_response(detail: Any) -> Response:
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response:
+    if isinstance(exc, RequestDataTooBig):
+        return Response(error_body(413, "Request body too large"), status=413)
     if isinstance(exc, exceptions.ParseError):
         return Response(error_body(400, "Invalid JSON"), status=400)
     if isinstance(exc, exceptions.ValidationError):
