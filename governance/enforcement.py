@@ -155,8 +155,8 @@ def settle(
 ) -> bool:
     """Settle a request: charge the actual cost and tokens, release the rest, write the ledger.
 
-    ``entry`` describes the request for its UsageRecord; it is required when anything is
-    charged (a charge without a ledger row would break "database totals = sum of records").
+    ``entry`` describes the request for its UsageRecord; it is required when the upstream was
+    called (a charge without a ledger row would break "database totals = sum of records").
     Idempotent: a second settle of the same admission does nothing, and a UsageRecord that
     already exists for ``request_id`` is not charged twice. Returns whether this call charged.
     """
@@ -166,8 +166,8 @@ def settle(
     if not upstream_called:
         actual_cost, actual_tokens = Decimal("0"), 0
     actual_cost, actual_tokens = max(Decimal(actual_cost), Decimal("0")), max(int(actual_tokens), 0)
-    if entry is None and (actual_cost or actual_tokens):
-        raise ValueError("settle() needs a LedgerEntry to charge a cost or tokens")
+    if entry is None and (upstream_called or actual_cost or actual_tokens):
+        raise ValueError("settle() needs a LedgerEntry for a request that reached the upstream")
     admission.state = "settled" if upstream_called or entry is not None else "released"
     actuals: list[Decimal | int] = []
     for counter in admission.counters:
@@ -177,16 +177,17 @@ def settle(
             actuals.append(actual_tokens)
         else:
             actuals.append(1 if upstream_called else 0)
-    needs_ledger = entry is not None or admission.backend == "database" or any(actuals)
-    charged = True
+    charged, record_id = True, None
     try:
-        if needs_ledger:
-            charged = ledger.record(
+        if entry is not None or admission.backend == "database":
+            charged, record_id = ledger.record(
                 entry, admission=admission, cost=actual_cost, total_tokens=actual_tokens, actuals=actuals, now=now
             )
     finally:
-        if admission.backend == "redis":
-            _settle_hot(admission, actuals if charged else [0 * a for a in actuals], now)
+        # Database admissions settle onto the hot copy too when Redis is the primary: one made
+        # after another process's recovery rebuild would otherwise never reach Redis.
+        if admission.backend in ("redis", "database"):
+            _settle_hot(admission, actuals if charged else [0 * a for a in actuals], now, record_id)
     return charged
 
 
@@ -195,12 +196,12 @@ def release(admission: Admission, *, now: datetime | None = None) -> None:
     settle(admission, actual_cost=Decimal("0"), actual_tokens=0, upstream_called=False, now=now)
 
 
-def _settle_hot(admission: Admission, actuals: list[Decimal | int], now: datetime) -> None:
+def _settle_hot(admission: Admission, actuals: list[Decimal | int], now: datetime, record_id: int | None) -> None:
     backend = redis_counters()
     if backend is None:
         return
     try:
-        backend.settle(admission, actuals, now)
+        backend.settle(admission, actuals, now, record_id=record_id)
     except CountersUnavailable:
         # The ledger already has the usage; the hot copy is rebuilt from it (epoch bump on
         # reconnect), which also drops this request's reservation.

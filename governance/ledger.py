@@ -71,12 +71,13 @@ def record(
     total_tokens: int,
     actuals: list[Decimal | int],
     now: datetime,
-) -> bool:
-    """Write the ledger row and catch the database counters up; returns whether it charged.
+) -> tuple[bool, int | None]:
+    """Write the ledger row and catch the database counters up: ``(charged, UsageRecord id)``.
 
     ``actuals`` gives, per counter of the admission, the amount to charge (cost, tokens, or 1/0
-    request). Returns False when a UsageRecord for this request already existed: nothing is
-    charged a second time (reservations are still released).
+    request). ``charged`` is False when a UsageRecord for this request already existed: nothing
+    is charged a second time (reservations are still released). The record id lets a rebuilt
+    Redis counter tell whether its database snapshot already included this request.
     """
     for attempt in range(1, ATTEMPTS + 1):
         try:
@@ -99,37 +100,40 @@ def _record_once(
     total_tokens: int,
     actuals: list[Decimal | int],
     now: datetime,
-) -> bool:
+) -> tuple[bool, int | None]:
     with transaction.atomic():
-        charged = True
+        apply = admission.backend == "database" or (admission.backend == "redis" and any(actuals))
+        # Lock the counter rows *before* inserting: the record id is then allocated while the
+        # rows are held, which orders it against a Redis rebuild's snapshot of the same rows.
+        rows = lock_rows(admission.counters) if apply else {}
+        charged, record_id = True, None
         if entry is not None:
-            charged = _insert(entry, admission.request_id, cost, total_tokens, now)
+            record_id = _insert(entry, admission.request_id, cost, total_tokens, now)
+            charged = record_id is not None
         if not charged:
             actuals = [Decimal("0") if c.kind == BUDGET else 0 for c in admission.counters]
-        if admission.backend == "database":
-            _apply(admission, actuals, now, release=True)
-        elif admission.backend == "redis" and any(actuals):
-            _apply(admission, actuals, now, release=False)
-    return charged
+        if apply:
+            _apply(admission, rows, actuals, now, release=admission.backend == "database")
+    return charged, record_id
 
 
-def _insert(entry: LedgerEntry, request_id: str, cost: Decimal, total_tokens: int, now: datetime) -> bool:
+def _insert(entry: LedgerEntry, request_id: str, cost: Decimal, total_tokens: int, now: datetime) -> int | None:
+    """Insert the UsageRecord; None when this request already has one."""
     fields = asdict(entry)
     fields["created_at"] = fields["created_at"] or now
     try:
         with transaction.atomic():
-            UsageRecord.objects.create(
+            row = UsageRecord.objects.create(
                 request_id=uuid.UUID(str(request_id)), cost=cost, total_tokens=total_tokens, **fields
             )
     except IntegrityError:
         if UsageRecord.objects.filter(request_id=uuid.UUID(str(request_id))).exists():
-            return False
+            return None
         raise
-    return True
+    return row.pk
 
 
-def _apply(admission: Admission, actuals: list[Decimal | int], now: datetime, *, release: bool) -> None:
-    rows = lock_rows(admission.counters)
+def _apply(admission: Admission, rows: dict, actuals: list[Decimal | int], now: datetime, *, release: bool) -> None:
     changed = []
     for counter, mark, actual in zip(admission.counters, admission.marks, actuals, strict=True):
         row = rows.get(row_key(counter))

@@ -74,21 +74,27 @@ return {'ok', out}
 """
 )
 
-# ARGV: now_ms, keep_ms, then per counter: generation, anchor at admission, reserved, actual,
-# window length ms, calendar start ms, calendar end ms.
-# A counter that is missing or from an older epoch is skipped: it will be rebuilt from the
-# database, which the ledger has already brought up to date. A counter rebuilt since admission
-# (other generation) or whose window has moved on no longer holds the reservation: only the
-# actual amount is added.
+# ARGV: now_ms, keep_ms, UsageRecord id (0 = none), then per counter: generation, anchor at
+# admission, reserved, actual, window length ms, calendar start ms, calendar end ms.
+# - missing or from an older epoch: skipped; it will be rebuilt from the database, which the
+#   ledger has already brought up to date;
+# - same generation and window: the reservation is replaced by the actual amount;
+# - rebuilt since admission (other generation): the reservation is not in it; the actual amount
+#   is added only if the rebuild's database snapshot predates this request's UsageRecord
+#   (watermark ``w`` = highest record id the snapshot saw; see ``redis_backend._rebuild``);
+# - same generation, window moved on: the reservation went with the old window; add the actual.
 SETTLE = (
     _COMMON
     + """
 local n = #KEYS - 1
+local record = tonumber(ARGV[3])
 for i = 1, n do
   local key = KEYS[i + 1]
-  local h = redis.call('HMGET', key, 'u', 'a', 'g', 'e')
-  if h[1] and h[4] == epoch then
-    local b = 2 + (i - 1) * 7
+  local h = redis.call('HMGET', key, 'u', 'a', 'g', 'e', 'w')
+  local rebuilt = h[1] and h[3] ~= ARGV[4 + (i - 1) * 7]
+  local seen = rebuilt and (record == 0 or record <= tonumber(h[5] or '0'))
+  if h[1] and h[4] == epoch and not seen then
+    local b = 3 + (i - 1) * 7
     local u = tonumber(h[1])
     local a = tonumber(h[2])
     local start, reset = window(a, now, tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]))
@@ -104,7 +110,7 @@ return 1
 """
 )
 
-# ARGV: now_ms (unused), keep_ms, then per counter: usage, anchor, generation, ttl ms.
+# ARGV: now_ms (unused), keep_ms, then per counter: usage, anchor, generation, ttl ms, watermark.
 # Builds counters from database values unless another process already built them this epoch.
 INIT = (
     _COMMON
@@ -112,10 +118,10 @@ INIT = (
 local n = #KEYS - 1
 for i = 1, n do
   local key = KEYS[i + 1]
-  local b = 2 + (i - 1) * 4
+  local b = 2 + (i - 1) * 5
   if redis.call('HGET', key, 'e') ~= epoch then
     redis.call('DEL', key)
-    redis.call('HSET', key, 'u', ARGV[b + 1], 'a', ARGV[b + 2], 'g', ARGV[b + 3], 'e', epoch)
+    redis.call('HSET', key, 'u', ARGV[b + 1], 'a', ARGV[b + 2], 'g', ARGV[b + 3], 'e', epoch, 'w', ARGV[b + 5])
     redis.call('PEXPIRE', key, tonumber(ARGV[b + 4]) + keep)
   end
 end

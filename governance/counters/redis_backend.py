@@ -6,7 +6,8 @@
   clamped to that ceiling in Redis.
 - **Backed by the database**: a counter missing from Redis (restart, eviction, TTL, manual reset)
   is rebuilt from its database row on first use, never started at zero. The ledger brings the
-  rows up to date on every settle, so the rebuild sees all settled usage. Reservations of
+  rows up to date on every settle, so the rebuild sees all settled usage; a settle racing with a
+  rebuild is counted exactly once (watermark, see ``_rebuild``). Reservations of
   requests in flight at the instant of a rebuild are not in the rows: those requests settle
   their actual amount onto the rebuilt counter, and until then the counter is short by their
   estimates (bounded by what was in flight; documented in ``governance.enforcement``).
@@ -31,7 +32,8 @@ from decimal import Decimal
 from typing import Any
 
 import redis
-from django.db import DatabaseError
+from django.db import DatabaseError, transaction
+from django.db.models import Max
 
 from governance.counters import lua
 from governance.counters.base import (
@@ -47,6 +49,7 @@ from governance.counters.base import (
 )
 from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key
 from governance.durations import calendar_window_end, calendar_window_start, duration_seconds
+from governance.models import UsageRecord
 
 logger = logging.getLogger("bifrost.counters")
 
@@ -173,39 +176,55 @@ class RedisCounters:
         raise CountersUnavailable("redis counters kept disappearing while being rebuilt")
 
     def _rebuild(self, counters: list[Counter], now: datetime) -> None:
-        """Load counters from their database rows (window-aware) into Redis."""
+        """Load counters from their database rows (window-aware) into Redis.
+
+        The rows stay locked until Redis has the copy, and the copy remembers the highest
+        UsageRecord id its snapshot saw: a ledger write for these rows either committed before
+        the snapshot (its record id is at most that watermark, so its settle must not add it
+        again) or waits for the lock and settles onto the new copy (higher id: it is added).
+        """
         try:
-            rows = lock_rows(counters, lock=False)
+            with transaction.atomic():
+                rows = lock_rows(counters)
+                watermark = UsageRecord.objects.aggregate(top=Max("id"))["top"] or 0
+                keys = [EPOCH_KEY]
+                args: list[Any] = [to_ms(now), KEEP_MS]
+                for counter in counters:
+                    row = rows.get(row_key(counter))
+                    if row is None:
+                        usage, end, anchor = (Decimal("0") if counter.kind == BUDGET else 0), now, now
+                    else:
+                        usage, start, end = counter_state(counter, row, now)
+                        anchor = max(getattr(row, FIELDS[counter.kind][1]), start)
+                    keys.append(counter_key(counter))
+                    args += [
+                        units(counter, usage),
+                        to_ms(anchor),
+                        uuid.uuid4().hex[:16],
+                        max(to_ms(end) - to_ms(now), 0),
+                        watermark,
+                    ]
+                self._call(lambda: self._init(keys=keys, args=args))
         except DatabaseError as exc:
             raise CountersUnavailable(f"database unavailable for counter rebuild: {type(exc).__name__}") from exc
-        keys = [EPOCH_KEY]
-        args: list[Any] = [to_ms(now), KEEP_MS]
-        for counter in counters:
-            row = rows.get(row_key(counter))
-            if row is None:
-                usage, start, end = (Decimal("0") if counter.kind == BUDGET else 0), now, now
-                anchor = now
-            else:
-                usage, start, end = counter_state(counter, row, now)
-                anchor = max(getattr(row, FIELDS[counter.kind][1]), start)
-            keys.append(counter_key(counter))
-            args += [units(counter, usage), to_ms(anchor), uuid.uuid4().hex[:16], max(to_ms(end) - to_ms(now), 0)]
-        self._call(lambda: self._init(keys=keys, args=args))
 
     # --- settle ----------------------------------------------------------------------------------
-    def settle(self, admission: Admission, actuals: list[Decimal | int], now: datetime) -> None:
+    def settle(
+        self, admission: Admission, actuals: list[Decimal | int], now: datetime, *, record_id: int | None
+    ) -> None:
         """Replace each reservation by the actual amount (0 releases it entirely)."""
         keys = [EPOCH_KEY]
-        args: list[Any] = [to_ms(now), KEEP_MS]
-        for counter, (generation, anchor), actual in zip(admission.counters, admission.marks, actuals, strict=True):
+        args: list[Any] = [to_ms(now), KEEP_MS, record_id or 0]
+        for counter, mark, actual in zip(admission.counters, admission.marks, actuals, strict=True):
+            if admission.backend == self.name:
+                (generation, anchor), reserved = mark, units(counter, counter.reserve)
+            else:
+                # A database admission (made while Redis was unreachable): its reservation is not
+                # in a Redis generation, so the script treats the counter as rebuilt and lets the
+                # watermark decide whether the actual amount is already in the hot copy.
+                generation, anchor, reserved = "", 0, 0
             keys.append(counter_key(counter))
-            args += [
-                generation,
-                anchor,
-                units(counter, counter.reserve),
-                units(counter, actual),
-                *window_args(counter, now),
-            ]
+            args += [generation, anchor, reserved, units(counter, actual), *window_args(counter, now)]
         self._call(lambda: self._settle(keys=keys, args=args))
 
     # --- reads and maintenance ---------------------------------------------------------------------

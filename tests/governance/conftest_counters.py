@@ -271,4 +271,6 @@ def settle(
 
 
 def ledger_total(**filters: Any) -> Decimal:
-    return UsageRecord.objects.filter(**filters).aggregate(total=Sum("cost"))["total"] or Decimal("0")
+    """Sum of UsageRecord costs, at the column's precision (SQLite sums decimals as floats)."""
+    total = UsageRecord.objects.filter(**filters).aggregate(total=Sum("cost"))["total"] or Decimal("0")
+    return Decimal(total).quantize(Decimal("1e-10"))
