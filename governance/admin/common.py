@@ -14,10 +14,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import IntegrityError
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
+
+from governance.live import live_usage
 
 SECRETS_SESSION_KEY = "governance_one_time_secrets"
 ADMIN_MEDIA_CSS = {"all": ("governance/admin.css",)}
@@ -170,10 +173,46 @@ def usage_bar(used: Decimal | int, limit: Decimal | int | None, label: str, fmt:
     )
 
 
+def attach_live_usage(budgets, rate_limits) -> None:
+    """Put each row's *live* usage on it for the bars: the current window only, the hot counters
+    (Redis) and requests in flight included (``governance.live``). Two queries whatever the count.
+    """
+    budgets, rate_limits = list(budgets), list(rate_limits)
+    if not budgets and not rate_limits:
+        return
+    states = live_usage(budgets, rate_limits)
+    for budget in budgets:
+        state = states.get(("budget", budget.pk))
+        if state is not None:
+            budget.live_usage = state["usage"]
+    for rate_limit in rate_limits:
+        state = states.get(("rate_limit", rate_limit.pk))
+        if state is not None:
+            rate_limit.live_tokens, rate_limit.live_requests = state["tokens"], state["requests"]
+
+
+class LiveUsageChangeList(ChangeList):
+    """A changelist that fetches the live usage of every budget and rate limit on the page at once."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        budgets, rate_limits = [], []
+        for row in self.result_list:  # evaluates the page once; the template reuses these rows
+            row_budgets, row_rate_limits = self.model_admin.limits_of(row)
+            budgets += row_budgets
+            rate_limits += row_rate_limits
+        attach_live_usage(budgets, rate_limits)
+
+
 def budget_bars(budgets) -> str:
     """A bar per budget (already fetched), or an em dash when there are none."""
     rows = [
-        usage_bar(b.current_usage, b.max_limit, b.reset_duration + (" cal." if b.calendar_aligned else ""), money)
+        usage_bar(
+            getattr(b, "live_usage", b.current_usage),
+            b.max_limit,
+            b.reset_duration + (" cal." if b.calendar_aligned else ""),
+            money,
+        )
         for b in budgets
     ]
     return format_html_join("", "{}", ((row,) for row in rows)) if rows else "—"
@@ -187,7 +226,7 @@ def rate_limit_bars(rate_limit) -> str:
     if rate_limit.token_max_limit:
         rows.append(
             usage_bar(
-                rate_limit.token_current_usage,
+                getattr(rate_limit, "live_tokens", rate_limit.token_current_usage),
                 rate_limit.token_max_limit,
                 f"tok/{rate_limit.token_reset_duration}",
             )
@@ -195,7 +234,7 @@ def rate_limit_bars(rate_limit) -> str:
     if rate_limit.request_max_limit:
         rows.append(
             usage_bar(
-                rate_limit.request_current_usage,
+                getattr(rate_limit, "live_requests", rate_limit.request_current_usage),
                 rate_limit.request_max_limit,
                 f"req/{rate_limit.request_reset_duration}",
             )
@@ -212,9 +251,16 @@ def related_rate_limit(obj):
 
 
 class GovernanceModelAdmin(admin.ModelAdmin):
-    """Base for the governance pages: shared CSS, sensible page size."""
+    """Base for the governance pages: shared CSS, sensible page size, live usage on lists."""
 
     list_per_page = 50
+
+    def limits_of(self, row) -> tuple[list, list]:
+        """The budgets and rate limits whose bars ``row`` shows (already fetched with the page)."""
+        return [], []
+
+    def get_changelist(self, request, **kwargs):
+        return LiveUsageChangeList
 
     class Media:
         css = ADMIN_MEDIA_CSS

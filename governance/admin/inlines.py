@@ -13,7 +13,13 @@ from typing import Any
 from django.contrib import admin
 from django.forms.models import BaseInlineFormSet
 
-from governance.admin.common import ServiceSaveMixin, budget_bars, rate_limit_bars
+from governance.admin.common import (
+    ServiceSaveMixin,
+    attach_live_usage,
+    budget_bars,
+    rate_limit_bars,
+    related_rate_limit,
+)
 from governance.forms import BudgetInlineForm, RateLimitInlineForm
 from governance.models import Budget, RateLimit
 from governance.services import budgets_reconcile, rate_limit_apply
@@ -30,7 +36,10 @@ class BudgetInline(admin.TabularInline):
 
     @admin.display(description="usage")
     def usage(self, budget: Budget) -> str:
-        return "—" if budget._state.adding else budget_bars([budget])
+        if budget._state.adding:
+            return "—"
+        attach_live_usage([budget], [])
+        return budget_bars([budget])
 
     @admin.display(description="window started")
     def window_start(self, budget: Budget):
@@ -55,7 +64,10 @@ class RateLimitInline(admin.StackedInline):
 
     @admin.display(description="usage")
     def usage(self, rate_limit: RateLimit) -> str:
-        return "—" if rate_limit._state.adding else rate_limit_bars(rate_limit)
+        if rate_limit._state.adding:
+            return "—"
+        attach_live_usage([], [rate_limit])
+        return rate_limit_bars(rate_limit)
 
 
 def live_forms(formset: BaseInlineFormSet):
@@ -98,6 +110,10 @@ def rate_limit_spec(formset: BaseInlineFormSet) -> dict[str, Any]:
 
 class LimitsOwnerAdminMixin(ServiceSaveMixin):
     """Saves the budget and rate-limit inlines of an owner through the services."""
+
+    def limits_of(self, owner) -> tuple[list, list]:
+        rate_limit = related_rate_limit(owner)
+        return list(owner.budgets.all()), [rate_limit] if rate_limit else []
 
     def save_formset(self, request, form, formset, change):
         owner = form.instance

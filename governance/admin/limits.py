@@ -82,6 +82,9 @@ class BudgetAdmin(_ReadOnlyOverview):
     ordering = ["-current_usage"]
     actions = ["reset_usage"]
 
+    def limits_of(self, row) -> tuple[list, list]:
+        return [row], []
+
     @admin.display(description="spent / limit", ordering="current_usage")
     def usage(self, budget: Budget) -> str:
         return budget_bars([budget])
@@ -117,6 +120,9 @@ class RateLimitAdmin(_ReadOnlyOverview):
         "usage",
     ]
     readonly_fields = fields
+
+    def limits_of(self, row) -> tuple[list, list]:
+        return [], [row]
 
     def delete_model(self, request, obj):
         rate_limit_apply(owner_of(obj), {})

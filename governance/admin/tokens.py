@@ -47,7 +47,7 @@ class ApiTokenAdmin(ServiceSaveMixin, GovernanceModelAdmin):
         hold_secret(request, label=token.name, value=value, kind="admin API token")
 
     def response_add(self, request, obj, post_url_continue=None):
-        if "_popup" not in request.POST and stash_secrets(request):
+        if stash_secrets(request):  # also from a popup: the token is shown nowhere else
             self.message_user(request, f"The admin API token “{obj.name}” was added.", messages.SUCCESS)
             return redirect(reverse("admin:governance_apitoken_one_time_value"))
         return super().response_add(request, obj, post_url_continue)

@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, DecimalField, Q, QuerySet, Sum, Value
+from django.db.models import Count, DecimalField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -116,17 +116,28 @@ class VirtualKeyAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
     # --- list --------------------------------------------------------------------------------
 
     def get_queryset(self, request):
+        # Subqueries, not joins: summing budgets over a join with provider configs would count
+        # each budget once per config.
+        spent = (
+            Budget.objects.filter(virtual_key=OuterRef("pk"))
+            .values("virtual_key")
+            .annotate(total=Sum("current_usage"))
+            .values("total")
+        )
+        configs = (
+            ProviderConfig.objects.filter(virtual_key=OuterRef("pk"))
+            .values("virtual_key")
+            .annotate(total=Count("pk"))
+            .values("total")
+        )
+        money_field = DecimalField(max_digits=24, decimal_places=10)
         return (
             super()
             .get_queryset(request)
             .prefetch_related("budgets")
             .annotate(
-                budget_spent=Coalesce(
-                    Sum("budgets__current_usage"),
-                    Value(0),
-                    output_field=DecimalField(max_digits=24, decimal_places=10),
-                ),
-                provider_count=Count("provider_configs", distinct=True),
+                budget_spent=Coalesce(Subquery(spent, output_field=money_field), Value(0), output_field=money_field),
+                provider_count=Coalesce(Subquery(configs, output_field=IntegerField()), Value(0)),
             )
         )
 
@@ -207,7 +218,9 @@ class VirtualKeyAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
             virtual_key_delete(vk)
 
     def response_add(self, request, obj, post_url_continue=None):
-        if "_popup" not in request.POST and stash_secrets(request):
+        # Also from an add popup: the value page replaces the popup's form, since the value is
+        # shown nowhere else.
+        if stash_secrets(request):
             self.message_user(request, f"The virtual key “{obj.name}” was added.", messages.SUCCESS)
             return redirect(self._secret_url())
         return super().response_add(request, obj, post_url_continue)

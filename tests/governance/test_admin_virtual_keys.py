@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
+from django.utils import timezone
 
 from governance.keys import digest
 from governance.models import Budget, ProviderConfig, RateLimit, VirtualKey
@@ -353,3 +355,33 @@ def test_deleting_a_key_in_the_admin_removes_its_limits(admin_client):
     assert response.status_code == 302
     assert not VirtualKey.objects.exists() and not Budget.objects.exists()
     assert not ProviderConfig.objects.exists()
+
+
+def test_list_bars_show_the_current_window_not_a_stale_counter(admin_client):
+    vk, _ = virtual_key_create(name="old-window", budgets=[{"max_limit": Decimal("10"), "reset_duration": "1d"}])
+    Budget.objects.filter(virtual_key=vk).update(
+        current_usage=Decimal("9.5"), last_reset=timezone.now() - timedelta(days=3)
+    )
+
+    html = admin_client.get(LIST_URL).content.decode()
+
+    assert "$0.00 / $10.00" in html
+    assert "$9.50" not in html
+
+
+def test_sorting_by_budget_spend_counts_each_budget_once(admin_client):
+    provider_create(name="openai", base_url="http://upstream.invalid/v1")
+    provider_create(name="other", base_url="http://other.invalid/v1")
+    budget = [{"max_limit": Decimal("10"), "reset_duration": "1d"}]
+    configs = [{"provider": "openai"}, {"provider": "other"}]
+    two_configs, _ = virtual_key_create(name="two-configs", budgets=budget, provider_configs=configs)
+    no_config, _ = virtual_key_create(name="no-config", budgets=budget)
+    Budget.objects.filter(virtual_key=two_configs).update(current_usage=Decimal("1"))
+    Budget.objects.filter(virtual_key=no_config).update(current_usage=Decimal("1.5"))
+
+    first = admin_client.get(LIST_URL)
+    column = first.context["cl"].list_display.index("budgets_used")
+    ordered = admin_client.get(LIST_URL, {"o": str(column)}).context["cl"].result_list
+
+    assert [vk.name for vk in ordered] == ["two-configs", "no-config"]
+    assert [vk.budget_spent for vk in ordered] == [Decimal("1"), Decimal("1.5")]
