@@ -1,4 +1,13 @@
-"""gunicorn settings for the gateway, overridable from the environment (see README)."""
+"""gunicorn settings for the gateway, overridable from the environment (see README, "Performance").
+
+Chosen for a small machine (measured on 2 cores, see bench/README.md):
+- ``gthread`` workers: a streaming answer holds a thread, not a whole process, for its duration;
+- one worker per core, 16 threads each;
+- ``worker_connections`` bounded, so the kernel spreads keep-alive clients over all workers
+  instead of one worker accepting every connection and halving throughput;
+- usage rows are written by a per-worker writer thread in batches (``proxy.ledger``) and the
+  queue is drained when a worker exits (including on SIGTERM).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +15,31 @@ import multiprocessing
 import os
 
 bind = os.environ.get("BIFROST_BIND", "0.0.0.0:8080")
-# gthread: a streaming answer holds a thread, not a whole process, for its duration.
 worker_class = "gthread"
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))
-# Bound the keep-alive connections one worker accepts, so the kernel spreads clients over all
-# workers instead of one worker taking every connection.
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(threads * 2)))
 keepalive = 5
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
+
+
+def _serves_gateway() -> bool:
+    # The same settings serve bench/forwarder.py, which has no Django and no ledger.
+    return bool(os.environ.get("DJANGO_SETTINGS_MODULE"))
+
+
+def post_worker_init(worker) -> None:
+    if _serves_gateway():
+        from proxy import ledger
+
+        ledger.start_writer()
+
+
+def worker_exit(server, worker) -> None:
+    if _serves_gateway():
+        from proxy import ledger
+
+        ledger.flush(timeout=graceful_timeout)

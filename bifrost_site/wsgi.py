@@ -1,4 +1,9 @@
-"""WSGI entry point used by gunicorn."""
+"""WSGI entry point used by gunicorn.
+
+Inference paths (``/v1/``, ``/openai/``, ``/anthropic/``) go to the bare WSGI function in
+``proxy.wsgi``, which skips Django's per-request machinery on the hot path; everything else
+(admin, management API, consent flow) goes to Django's handler.
+"""
 
 import os
 
@@ -6,4 +11,13 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bifrost_site.settings")
 
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+from proxy.wsgi import PREFIXES  # noqa: E402  (needs the settings configured above)
+from proxy.wsgi import application as proxy_application  # noqa: E402
+
+
+def application(environ, start_response):
+    if environ.get("PATH_INFO", "").startswith(PREFIXES):
+        return proxy_application(environ, start_response)
+    return django_application(environ, start_response)

@@ -1,1 +1,40 @@
+"""Cache invalidation: any change to the configuration the proxy caches clears the snapshots.
 
+See ``governance.snapshot`` for the full rule (immediate in this process, Redis pub/sub or the
+TTL elsewhere).
+"""
+
+from __future__ import annotations
+
+from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.dispatch import receiver
+
+from governance import snapshot
+from governance.models import (
+    Budget,
+    Customer,
+    ModelPrice,
+    Provider,
+    ProviderConfig,
+    ProviderKey,
+    RateLimit,
+    Team,
+    VirtualKey,
+)
+
+CONFIG_MODELS = (VirtualKey, ProviderConfig, Budget, RateLimit, Team, Customer, Provider, ProviderKey, ModelPrice)
+
+
+def _invalidate(sender, **kwargs) -> None:
+    snapshot.invalidate()
+
+
+for _model in CONFIG_MODELS:
+    post_save.connect(_invalidate, sender=_model, dispatch_uid=f"snapshot-save-{_model.__name__}")
+    post_delete.connect(_invalidate, sender=_model, dispatch_uid=f"snapshot-delete-{_model.__name__}")
+
+
+@receiver(m2m_changed, sender=ProviderConfig.keys.through, dispatch_uid="snapshot-config-keys")
+def _config_keys_changed(sender, action: str, **kwargs) -> None:
+    if action.startswith("post_"):
+        snapshot.invalidate()

@@ -1,0 +1,193 @@
+"""Benchmark: direct to the mock upstream, the minimal forwarder, and the gateway.
+
+Usage: ``.venv/bin/python -m bench.run [--seconds 5] [--c1-seconds 4] [--concurrency 32]``
+
+Starts the mock upstream, ``bench/forwarder.py`` and the gateway (both under the project's
+``gunicorn.conf.py``; the gateway on a fresh embedded SQLite database in a temporary directory,
+or on ``DATABASE_URL``/``REDIS_URL`` when set), then measures JSON and SSE chat completions at
+c=1 (added p50/p99 latency over direct) and c=N (requests/s) and prints the ratios. The
+gateway request carries a virtual key and goes through the full hot path: VK check, weighted
+routing, key choice, usage extraction, ``extra_fields``, the ledger write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import loadgen
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
+HOST = "127.0.0.1"
+
+SETUP = """
+import django, os
+django.setup()
+from governance.services import provider_create, provider_key_create, virtual_key_create
+p = provider_create(name="openai", base_url=os.environ["BENCH_UPSTREAM"])
+provider_key_create(provider=p, name="bench", value="sk-bench-upstream")
+vk, value = virtual_key_create(name="bench", provider_configs=[
+    {"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]}])
+print(value)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((HOST, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    return proc
+
+
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """User+system CPU of a process and its children (gunicorn master + workers), from /proc."""
+    total = 0.0
+    pids = [proc.pid]
+    try:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    except OSError:
+        children = []
+    pids += [int(pid) for pid in children]
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def body(stream: bool, model: str) -> bytes:
+    payload = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Say hello to the benchmark."}],
+        "max_tokens": 16,
+    }
+    if stream:
+        payload["stream"] = True
+    return json.dumps(payload).encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time at c=N")
+    parser.add_argument("--c1-seconds", type=float, default=4.0, help="measuring time at c=1")
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args()
+
+    mock_port, fwd_port, gw_port = free_port(), free_port(), free_port()
+    upstream = f"http://{HOST}:{mock_port}"
+    data_dir = tempfile.mkdtemp(prefix="bifrost-bench-")
+    base_env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    gw_env = {
+        **base_env,
+        "BIFROST_DATA_DIR": data_dir,
+        "BENCH_UPSTREAM": upstream,
+        "DJANGO_SETTINGS_MODULE": "bifrost_site.settings",
+        "BIFROST_LOG_LEVEL": "WARNING",
+    }
+    procs = []
+    try:
+        procs.append(start([PYTHON, "-m", "proxy.mock_upstream", "--port", str(mock_port)], base_env, mock_port))
+        subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=gw_env, check=True)
+        subprocess.run(
+            [PYTHON, "manage.py", "seed_prices"], cwd=ROOT, env=gw_env, check=True, stdout=subprocess.DEVNULL
+        )
+        vk = (
+            subprocess.run([PYTHON, "-c", SETUP], cwd=ROOT, env=gw_env, check=True, capture_output=True, text=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        procs.append(
+            start(
+                [GUNICORN, "-c", "gunicorn.conf.py", "bench.forwarder:application"],
+                {**base_env, "BIFROST_BIND": f"{HOST}:{fwd_port}", "BENCH_UPSTREAM": upstream},
+                fwd_port,
+            )
+        )
+        procs.append(
+            start(
+                [GUNICORN, "-c", "gunicorn.conf.py", "bifrost_site.wsgi:application"],
+                {**gw_env, "BIFROST_BIND": f"{HOST}:{gw_port}"},
+                gw_port,
+            )
+        )
+        targets = {
+            "direct": (mock_port, {}, procs[0]),
+            "forwarder": (fwd_port, {}, procs[1]),
+            "gateway": (gw_port, {"Authorization": f"Bearer {vk}"}, procs[2]),
+        }
+        results: dict[tuple[str, str, int], loadgen.Result] = {}
+        for kind in ("json", "sse"):
+            for name, (port, headers, proc) in targets.items():
+                request = loadgen.build_request(
+                    HOST, port, "/v1/chat/completions", body(kind == "sse", "gpt-4o-mini"), headers
+                )
+                for concurrency, seconds in ((1, args.c1_seconds), (args.concurrency, args.seconds)):
+                    cpu_before = cpu_seconds(proc)
+                    result = loadgen.run(HOST, port, request, concurrency=concurrency, seconds=seconds)
+                    # Server CPU per answered request (warm-up included on both sides of the ratio).
+                    served = len(result.latencies) * (1 + 1.0 / seconds)
+                    result.cpu_us = (cpu_seconds(proc) - cpu_before) / served * 1e6 if served else 0.0
+                    if result.errors:
+                        raise SystemExit(f"{name} {kind} c={concurrency}: {result.errors} non-200 answers")
+                    results[(name, kind, concurrency)] = result
+                    print(
+                        f"{kind:4} {name:9} c={concurrency:<3} p50={result.pct(0.5):7.3f} ms "
+                        f"p99={result.pct(0.99):7.3f} ms  {result.rps:8.0f} req/s  "
+                        f"server CPU {result.cpu_us:6.0f} µs/req",
+                        flush=True,
+                    )
+        print()
+        c = args.concurrency
+        for kind in ("json", "sse"):
+            direct, fwd, gw = (results[(n, kind, 1)] for n in ("direct", "forwarder", "gateway"))
+            print(
+                f"{kind.upper()}: added p50 over direct: forwarder {fwd.pct(0.5) - direct.pct(0.5):.3f} ms, "
+                f"gateway {gw.pct(0.5) - direct.pct(0.5):.3f} ms; added p99: forwarder "
+                f"{fwd.pct(0.99) - direct.pct(0.99):.3f} ms, gateway {gw.pct(0.99) - direct.pct(0.99):.3f} ms"
+            )
+            fwd_c, gw_c = results[("forwarder", kind, c)], results[("gateway", kind, c)]
+            print(
+                f"{kind.upper()}: c={c} gateway {gw_c.rps:.0f} req/s / forwarder {fwd_c.rps:.0f} req/s "
+                f"= {gw_c.rps / fwd_c.rps:.2f}x (direct {results[('direct', kind, c)].rps:.0f} req/s); "
+                f"server CPU per request forwarder/gateway = {fwd_c.cpu_us / gw_c.cpu_us:.2f}x"
+            )
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,390 @@
+"""Immutable, process-cached snapshots of the configuration the inference hot path reads.
+
+Three caches, each a plain dict in this process:
+
+- **virtual keys**, by the digest of the presented value: a :class:`VirtualKeySnapshot` with its
+  provider configs and the budgets/rate limits on its path (provider config -> VK -> team ->
+  customer), loaded in four queries;
+- **providers** with their keys (values decrypted here, in memory only, never logged), two queries;
+- **model prices**, one query.
+
+A cached virtual key costs the hot path no query at all.
+
+Invalidation rule (what an operator can rely on):
+
+1. In the process that made a change, it is immediate: ``governance.signals`` clears every cache
+   on ``post_save`` / ``post_delete`` / ``m2m_changed`` of the configuration models, and again
+   when the transaction commits (so a reader that loaded the old rows mid-transaction cannot
+   re-cache them: each load checks a generation number bumped by every invalidation). A rotated,
+   deactivated or deleted key therefore stops working at once in that process.
+2. In other processes and hosts, with ``REDIS_URL`` set: the committing process publishes on
+   the Redis channel :data:`CHANNEL`; every process runs a daemon thread subscribed to it that
+   clears its caches on each message (and on every (re)connect, in case messages were missed).
+3. Without Redis (embedded mode), or while the subscriber is disconnected, entries expire after
+   ``GOVERNANCE_CONFIG_CACHE_SECONDS`` (default 5 s): that bounds how long another worker may
+   act on an old configuration. The TTL is also kept as a backstop in Redis mode.
+
+Unknown values are not cached, so a key created in one worker works in all of them at once.
+Budget and rate-limit *usage* is not part of a snapshot (it lives in the counters); counters
+must move usage with ``QuerySet.update`` (no signal) so that spending does not flush the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from governance.keys import digest
+from governance.limitspec import BudgetSpec, RateLimitSpec
+from governance.models import Budget, ModelPrice, Provider, ProviderConfig, ProviderKey, VirtualKey
+
+logger = logging.getLogger("bifrost.snapshot")
+
+CHANNEL = "bifrost:governance:config-invalidate"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfigSnapshot:
+    id: int
+    provider: str
+    weight: float | None
+    allowed_models: tuple[str, ...]
+    allow_all_keys: bool
+    key_ids: frozenset[str]
+    budgets: tuple[BudgetSpec, ...]
+    rate_limit: RateLimitSpec | None
+
+    def allows_model(self, model: str) -> bool:
+        return "*" in self.allowed_models or model in self.allowed_models
+
+    def allows_key(self, key_id: str) -> bool:
+        return self.allow_all_keys or key_id in self.key_ids
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualKeySnapshot:
+    """What the proxy needs to know about one virtual key, frozen at load time."""
+
+    id: str
+    name: str
+    is_active: bool
+    expires_at: datetime | None
+    team_id: str | None
+    customer_id: str | None  # the VK's own customer, or its team's customer
+    allow_all_providers: bool
+    provider_configs: tuple[ProviderConfigSnapshot, ...]
+    budgets: tuple[BudgetSpec, ...]
+    rate_limit: RateLimitSpec | None
+    team_budgets: tuple[BudgetSpec, ...]
+    team_rate_limit: RateLimitSpec | None
+    customer_budgets: tuple[BudgetSpec, ...]
+    customer_rate_limit: RateLimitSpec | None
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()
+
+    def config_for(self, provider: str) -> ProviderConfigSnapshot | None:
+        for config in self.provider_configs:
+            if config.provider == provider:
+                return config
+        return None
+
+    def limits_for(self, provider: str) -> tuple[tuple[BudgetSpec, ...], tuple[RateLimitSpec, ...]]:
+        """Budgets and rate limits on the path, in the fixed order provider config -> VK -> team -> customer."""
+        config = self.config_for(provider)
+        budgets = (config.budgets if config else ()) + self.budgets + self.team_budgets + self.customer_budgets
+        limits = (
+            config.rate_limit if config else None,
+            self.rate_limit,
+            self.team_rate_limit,
+            self.customer_rate_limit,
+        )
+        return budgets, tuple(limit for limit in limits if limit is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySnapshot:
+    id: str
+    name: str
+    # Never shown by repr (debuggers, tracebacks, log lines that format the object).
+    value: str = field(repr=False)
+    models: tuple[str, ...]
+    weight: float
+    enabled: bool
+
+    def allows_model(self, model: str) -> bool:
+        # An empty list on a provider key means "no restriction" (Bifrost's behaviour for keys).
+        return not self.models or "*" in self.models or model in self.models
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSnapshot:
+    id: str
+    name: str
+    api_format: str
+    base_url: str
+    timeout_seconds: float
+    extra_headers: tuple[tuple[str, str], ...]
+    keys: tuple[KeySnapshot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSnapshot:
+    input_cost_per_token: Decimal
+    output_cost_per_token: Decimal
+    cached_input_cost_per_token: Decimal | None
+
+
+# --- process caches -------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_generation = 0
+_vks: dict[str, tuple[float, VirtualKeySnapshot]] = {}
+_providers: tuple[float, dict[str, ProviderSnapshot]] | None = None
+_prices: tuple[float, dict[tuple[str, str], PriceSnapshot]] | None = None
+
+
+def _ttl() -> float:
+    return settings.GOVERNANCE_CONFIG_CACHE_SECONDS
+
+
+def invalidate_local() -> None:
+    """Drop every cached snapshot in this process."""
+    global _generation, _providers, _prices
+    with _lock:
+        _generation += 1
+        _vks.clear()
+        _providers = None
+        _prices = None
+
+
+def invalidate() -> None:
+    """Drop the caches here at once, and everywhere once the current transaction commits."""
+    invalidate_local()
+    transaction.on_commit(_after_commit)
+
+
+def _after_commit() -> None:
+    invalidate_local()
+    _publish()
+
+
+def virtual_key(value: str) -> VirtualKeySnapshot | None:
+    """The snapshot for a presented VK value, or None when no key has that value."""
+    _ensure_subscriber()
+    key = digest(value)
+    now = time.monotonic()
+    cached = _vks.get(key)
+    if cached is not None and now - cached[0] < _ttl():
+        return cached[1]
+    generation = _generation
+    snapshot = _load_virtual_key(key)
+    if snapshot is not None:
+        with _lock:
+            if generation == _generation:
+                _vks[key] = (now, snapshot)
+    return snapshot
+
+
+def providers() -> dict[str, ProviderSnapshot]:
+    """Every configured provider by name, with its keys."""
+    global _providers
+    _ensure_subscriber()
+    cached, now = _providers, time.monotonic()
+    if cached is not None and now - cached[0] < _ttl():
+        return cached[1]
+    generation = _generation
+    loaded = _load_providers()
+    with _lock:
+        if generation == _generation:
+            _providers = (now, loaded)
+    return loaded
+
+
+def price(provider: str, model: str) -> PriceSnapshot | None:
+    global _prices
+    cached, now = _prices, time.monotonic()
+    if cached is None or now - cached[0] >= _ttl():
+        generation = _generation
+        rows = ModelPrice.objects.values_list(
+            "provider", "model", "input_cost_per_token", "output_cost_per_token", "cached_input_cost_per_token"
+        )
+        table = {(p, m): PriceSnapshot(i, o, c) for p, m, i, o, c in rows}
+        with _lock:
+            if generation == _generation:
+                _prices = (now, table)
+        cached = (now, table)
+    return cached[1].get((provider, model))
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def _budget_spec(row: Budget, entity: str) -> BudgetSpec:
+    return BudgetSpec(str(row.id), entity, row.max_limit, row.reset_duration, row.calendar_aligned)
+
+
+def _rate_spec(owner, entity: str) -> RateLimitSpec | None:
+    try:
+        row = owner.rate_limit
+    except Exception:  # RelatedObjectDoesNotExist: the owner has no rate limit
+        return None
+    if row is None:
+        return None
+    return RateLimitSpec(
+        str(row.id),
+        entity,
+        row.token_max_limit,
+        row.token_reset_duration,
+        row.request_max_limit,
+        row.request_reset_duration,
+    )
+
+
+def _load_virtual_key(value_digest: str) -> VirtualKeySnapshot | None:
+    vk = (
+        VirtualKey.objects.select_related(
+            "rate_limit", "team__rate_limit", "team__customer__rate_limit", "customer__rate_limit"
+        )
+        .filter(value_digest=value_digest)
+        .first()
+    )
+    if vk is None:
+        return None
+    customer = vk.customer or (vk.team.customer if vk.team else None)
+    configs = list(ProviderConfig.objects.filter(virtual_key=vk).select_related("provider", "rate_limit"))
+    owners = Q(virtual_key=vk) | Q(provider_config__virtual_key=vk)
+    if vk.team_id:
+        owners |= Q(team_id=vk.team_id)
+    if customer is not None:
+        owners |= Q(customer_id=customer.pk)
+    budgets = list(Budget.objects.filter(owners).order_by("created_at", "id"))
+    key_links = ProviderConfig.keys.through.objects.filter(providerconfig__virtual_key=vk).values_list(
+        "providerconfig_id", "providerkey_id"
+    )
+    keys_by_config: dict[int, set[str]] = {}
+    for config_id, key_id in key_links:
+        keys_by_config.setdefault(config_id, set()).add(str(key_id))
+    config_snaps = tuple(
+        ProviderConfigSnapshot(
+            id=config.pk,
+            provider=config.provider.name,
+            weight=config.weight,
+            allowed_models=tuple(config.allowed_models or ()),
+            allow_all_keys=config.allow_all_keys,
+            key_ids=frozenset(keys_by_config.get(config.pk, ())),
+            budgets=tuple(_budget_spec(b, config.provider.name) for b in budgets if b.provider_config_id == config.pk),
+            rate_limit=_rate_spec(config, config.provider.name),
+        )
+        for config in configs
+    )
+    return VirtualKeySnapshot(
+        id=str(vk.pk),
+        name=vk.name,
+        is_active=vk.is_active,
+        expires_at=vk.expires_at,
+        team_id=str(vk.team_id) if vk.team_id else None,
+        customer_id=str(customer.pk) if customer else None,
+        allow_all_providers=vk.allow_all_providers,
+        provider_configs=config_snaps,
+        budgets=tuple(_budget_spec(b, "VK") for b in budgets if b.virtual_key_id == vk.pk),
+        rate_limit=_rate_spec(vk, "VK"),
+        team_budgets=tuple(_budget_spec(b, "Team") for b in budgets if vk.team_id and b.team_id == vk.team_id),
+        team_rate_limit=_rate_spec(vk.team, "Team") if vk.team else None,
+        customer_budgets=tuple(
+            _budget_spec(b, "Customer") for b in budgets if customer is not None and b.customer_id == customer.pk
+        ),
+        customer_rate_limit=_rate_spec(customer, "Customer") if customer is not None else None,
+    )
+
+
+def _load_providers() -> dict[str, ProviderSnapshot]:
+    keys_by_provider: dict[str, list[KeySnapshot]] = {}
+    for key in ProviderKey.objects.order_by("name"):
+        keys_by_provider.setdefault(str(key.provider_id), []).append(
+            KeySnapshot(
+                id=str(key.pk),
+                name=key.name,
+                value=key.value,
+                models=tuple(key.models or ()),
+                weight=key.weight,
+                enabled=key.enabled,
+            )
+        )
+    return {
+        p.name: ProviderSnapshot(
+            id=str(p.pk),
+            name=p.name,
+            api_format=p.api_format,
+            base_url=p.base_url.rstrip("/"),
+            timeout_seconds=p.timeout_seconds,
+            extra_headers=tuple((p.extra_headers or {}).items()),
+            keys=tuple(keys_by_provider.get(str(p.pk), ())),
+        )
+        for p in Provider.objects.all()
+    }
+
+
+# --- cross-process invalidation through Redis -----------------------------------------------
+
+_redis_client = None
+_subscriber_pid: int | None = None
+
+
+def _redis():
+    global _redis_client
+    if _redis_client is None:
+        import redis
+
+        _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return _redis_client
+
+
+def _publish() -> None:
+    if not settings.REDIS_URL:
+        return
+    try:
+        _redis().publish(CHANNEL, str(os.getpid()))
+    except Exception as exc:  # Redis down: the TTL still bounds staleness in other processes.
+        logger.warning("config invalidation not published", extra={"error": type(exc).__name__})
+
+
+def _ensure_subscriber() -> None:
+    """Start (once per process, again after a fork) the thread that listens for invalidations."""
+    global _subscriber_pid
+    if not settings.REDIS_URL or _subscriber_pid == os.getpid():
+        return
+    with _lock:
+        if _subscriber_pid == os.getpid():
+            return
+        _subscriber_pid = os.getpid()
+    threading.Thread(target=_listen, name="bifrost-config-invalidations", daemon=True).start()
+
+
+def _listen() -> None:
+    import redis
+
+    while True:
+        try:
+            client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, health_check_interval=30)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(CHANNEL)
+            # Anything published while we were not listening is lost: start from a clean cache.
+            invalidate_local()
+            for message in pubsub.listen():
+                if message.get("type") == "message":
+                    invalidate_local()
+        except Exception as exc:
+            logger.warning("config invalidation listener reconnecting", extra={"error": type(exc).__name__})
+            time.sleep(1)

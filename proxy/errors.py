@@ -1,0 +1,73 @@
+"""Proxy failures as one exception type, rendered in the project's error body (``bifrost_site.errors``)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bifrost_site.errors import error_body, error_bytes
+
+
+class ProxyError(Exception):
+    """A request the proxy answers itself with ``status`` and the Bifrost error body.
+
+    ``type_`` is the enforcement ``type`` of SPEC section 6 (``virtual_key_required`` ...);
+    ``retryable`` marks failures after which a fallback is tried (connection error, timeout,
+    429, 5xx, or a rejection by the accounting seam).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra_fields: dict[str, Any] | None = None,
+        error_fields: dict[str, Any] | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type_ = type_
+        self.headers = headers or {}
+        self.extra_fields = extra_fields or {}
+        self.error_fields = error_fields or {}
+        self.retryable = retryable
+
+    def body(self) -> bytes:
+        if not self.error_fields:
+            return error_bytes(self.status, self.message, type_=self.type_, extra_fields=self.extra_fields)
+        payload = error_body(self.status, self.message, type_=self.type_, extra_fields=self.extra_fields)
+        # Upstream error details (type, code, param) kept beside the message for SDKs that read them.
+        payload["error"] = {**self.error_fields, "message": self.message}
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+
+VK_REQUIRED = "virtual key is required. Provide a virtual key via the x-bf-vk header."
+VK_NOT_FOUND = "virtual key not found. The provided virtual key does not exist or has been revoked."
+
+
+def vk_required() -> ProxyError:
+    return ProxyError(401, VK_REQUIRED, type_="virtual_key_required")
+
+
+def vk_not_found() -> ProxyError:
+    return ProxyError(401, VK_NOT_FOUND, type_="virtual_key_not_found")
+
+
+def vk_blocked(message: str) -> ProxyError:
+    return ProxyError(403, message, type_="virtual_key_blocked")
+
+
+def provider_blocked(provider: str) -> ProxyError:
+    return ProxyError(403, f"Provider '{provider}' is not allowed for this virtual key", type_="provider_blocked")
+
+
+def model_blocked(model: str) -> ProxyError:
+    return ProxyError(403, f"Model '{model}' is not allowed for this virtual key", type_="model_blocked")
+
+
+def bad_request(message: str) -> ProxyError:
+    return ProxyError(400, message)

@@ -1,0 +1,303 @@
+"""One inference request from start to answer: authenticate, plan, try candidates, relay.
+
+HTTP-agnostic: it receives the WSGI environ and the raw body and returns a :class:`Reply`
+(status, headers, body iterable); ``proxy.wsgi`` turns that into the WSGI call. The body
+iterables call ``accounting.finish`` from ``close()``, after the server has sent the bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.signals import request_finished
+
+from governance import snapshot
+from proxy import accounting, auth, errors, routing, upstream
+from proxy.errors import ProxyError
+from proxy.routing import Resolved, Route
+from proxy.usage import SseScanner, Usage, estimate_prompt_tokens, usage_from_body
+
+logger = logging.getLogger("bifrost.proxy")
+
+STREAMABLE = {"chat_completion", "text_completion", "responses", "messages"}
+JSON_HEADERS = [("Content-Type", "application/json")]
+SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: Any  # an iterable of bytes with close()
+
+
+class Body:
+    """A finished body; ``close()`` (called by the WSGI server after sending it) runs the accounting."""
+
+    def __init__(
+        self,
+        data: bytes,
+        ticket: accounting.Ticket | None = None,
+        usage: Usage | None = None,
+        status: int = 200,
+        latency_ms: int = 0,
+    ) -> None:
+        self.data, self.ticket, self.usage, self.status, self.latency_ms = data, ticket, usage, status, latency_ms
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.data
+
+    def __len__(self) -> int:
+        return 1
+
+    def close(self) -> None:
+        try:
+            if self.ticket is not None:
+                accounting.finish(self.ticket, self.usage or Usage(), self.status, self.latency_ms, False)
+        finally:
+            request_finished.send(sender=Body)
+
+
+def error_reply(exc: ProxyError) -> Reply:
+    headers = JSON_HEADERS + list(exc.headers.items())
+    return Reply(exc.status, headers, Body(exc.body()))
+
+
+def handle(route: Route, environ: dict, raw: bytes) -> Reply:
+    started = time.monotonic()
+    try:
+        vk = auth.authenticate(environ)
+        if route.request_type == "list_models":
+            from proxy.models_list import list_models
+
+            return Reply(200, JSON_HEADERS, Body(list_models(route, vk)))
+        body = _parse_body(raw)
+        model = body.get("model")
+        if not isinstance(model, str) or not model.strip():
+            raise errors.bad_request("model is required (a string such as 'openai/gpt-4o-mini')")
+        fallbacks = routing.parse_fallbacks(body.pop("fallbacks", None))
+        stream = body.get("stream") is True and route.request_type in STREAMABLE
+        providers = snapshot.providers()
+        candidates = routing.plan(route, model, fallbacks, vk, providers)
+        client_headers = upstream.forwardable_headers(environ)
+        return _attempt(route, body, model, stream, vk, providers, candidates, client_headers, started)
+    except ProxyError as exc:
+        return error_reply(exc)
+
+
+def _parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        raise errors.bad_request("Invalid JSON") from None
+    if not isinstance(body, dict):
+        raise errors.bad_request("request body must be a JSON object")
+    return body
+
+
+def _attempt(route, body, model, stream, vk, providers, candidates, client_headers, started) -> Reply:
+    first_error: ProxyError | None = None
+    for index, candidate in enumerate(candidates):
+        try:
+            resolved = routing.resolve(candidate, route, vk, providers, original_model=model, stream=stream, body=body)
+        except ProxyError as exc:
+            if index == 0:
+                raise  # the primary's allow-list and key checks answer before any upstream call
+            logger.info("fallback skipped", extra={"provider": candidate.provider, "reason": exc.message})
+            continue
+        ticket = accounting.begin(resolved)
+        if isinstance(ticket, accounting.Rejection):
+            first_error = first_error or ProxyError(
+                ticket.status, ticket.message, type_=ticket.type, headers=ticket.headers
+            )
+            continue
+        payload, strip_usage = _outgoing_body(resolved, route)
+        try:
+            answer = upstream.send(
+                "POST", resolved.provider, resolved.key, route.upstream_path, payload, client_headers, stream=stream
+            )
+        except ProxyError as exc:
+            accounting.finish(ticket, Usage(), exc.status, _ms(ticket.started), stream)
+            first_error = first_error or exc
+            continue
+        if answer.status >= 400:
+            exc = _upstream_error(answer, resolved)
+            accounting.finish(ticket, Usage(), answer.status, _ms(ticket.started), stream)
+            if answer.status == 429 or answer.status >= 500:
+                first_error = first_error or exc
+                continue
+            raise first_error or exc
+        if stream:
+            return Reply(
+                answer.status,
+                SSE_HEADERS + upstream.response_headers(answer),
+                StreamBody(answer, ticket, route, strip_usage),
+            )
+        return _json_reply(answer, resolved, ticket, started)
+    assert first_error is not None  # plan() never returns an empty list
+    raise first_error
+
+
+def _ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)
+
+
+def _outgoing_body(resolved: Resolved, route: Route) -> tuple[bytes, bool]:
+    out = dict(resolved.body)
+    out["model"] = resolved.model
+    strip_usage = False
+    wants_usage_option = route.api_format == "openai" and route.request_type in ("chat_completion", "text_completion")
+    if resolved.stream and wants_usage_option:
+        options = out.get("stream_options")
+        options = dict(options) if isinstance(options, dict) else {}
+        if not options.get("include_usage"):
+            # Ask for usage so the request can be charged; the extra chunk is hidden from the client.
+            options["include_usage"] = True
+            strip_usage = True
+        out["stream_options"] = options
+    return json.dumps(out, separators=(",", ":")).encode(), strip_usage
+
+
+def _extra_fields(resolved: Resolved, latency_ms: int) -> dict[str, Any]:
+    return {
+        "provider": resolved.provider.name,
+        "original_model_requested": resolved.original_model,
+        "resolved_model_used": resolved.model,
+        "request_type": resolved.request_type,
+        "latency": latency_ms,
+    }
+
+
+def _upstream_error(answer, resolved: Resolved) -> ProxyError:
+    """The upstream's error in the project's shape, keeping its message, type and code."""
+    data = answer.data if answer.data is not None else b""
+    if not answer.isclosed():
+        answer.release_conn()
+    fields: dict[str, Any] = {}
+    message = f"upstream provider '{resolved.provider.name}' answered {answer.status}"
+    try:
+        payload = json.loads(data)
+        error = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(error, dict):
+            fields = {k: v for k, v in error.items() if k in ("type", "code", "param")}
+            if isinstance(error.get("message"), str):
+                message = error["message"]
+        elif isinstance(error, str):
+            message = error
+    except (ValueError, UnicodeDecodeError):
+        pass
+    headers = {"Retry-After": answer.headers["retry-after"]} if "retry-after" in answer.headers else {}
+    return ProxyError(
+        answer.status,
+        message,
+        headers=headers,
+        error_fields=fields,
+        extra_fields=_extra_fields(resolved, 0),
+        retryable=answer.status == 429 or answer.status >= 500,
+    )
+
+
+def _json_reply(answer, resolved: Resolved, ticket: accounting.Ticket, started: float) -> Reply:
+    data = answer.data
+    latency = _ms(started)
+    usage = Usage()
+    try:
+        payload = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        payload = None
+    if isinstance(payload, dict):
+        usage = usage_from_body(payload)
+        payload["extra_fields"] = _extra_fields(resolved, latency)
+        data = json.dumps(payload, separators=(",", ":")).encode()
+    headers = [("Content-Type", answer.headers.get("content-type", "application/json"))]
+    headers += upstream.response_headers(answer)
+    return Reply(answer.status, headers, Body(data, ticket, usage, answer.status, _ms(ticket.started)))
+
+
+class StreamBody:
+    """Relays an upstream event stream chunk by chunk; accounts once when it ends, however it ends."""
+
+    def __init__(self, answer, ticket: accounting.Ticket, route: Route, strip_usage: bool) -> None:
+        self.answer = answer
+        self.ticket = ticket
+        self.route = route
+        self.scanner = SseScanner(
+            strip_usage_chunk=strip_usage,
+            delta_marker=b'"text"' if route.request_type == "text_completion" else b'"delta"',
+        )
+        self.done = False
+        self.failed_status: int | None = None
+        self._iterator: Iterator[bytes] | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._iterator = self._relay()
+        return self._iterator
+
+    def _upstream_chunks(self) -> Iterator[bytes]:
+        answer = self.answer
+        if answer.chunked and answer.supports_chunked_reads():
+            yield from answer.read_chunked(decode_content=False)
+            return
+        while True:
+            data = answer.read1(65536)
+            if not data:
+                return
+            yield data
+
+    def _relay(self) -> Iterator[bytes]:
+        try:
+            for data in self._upstream_chunks():
+                out = self.scanner.feed(data)
+                if out:
+                    yield out
+            rest = self.scanner.flush()
+            if rest:
+                yield rest
+            self.done = True
+        except Exception as exc:  # the upstream broke off mid-stream: tell the client in-band
+            self.failed_status = 504 if "Timeout" in type(exc).__name__ else 502
+            name = self.ticket.resolved.provider.name
+            message = f"upstream provider '{name}' broke off the stream ({type(exc).__name__})"
+            logger.warning("upstream stream failed", extra={"provider": name, "error": type(exc).__name__})
+            yield self._error_event(message)
+
+    def _error_event(self, message: str) -> bytes:
+        if self.route.api_format == "anthropic":
+            payload = {"type": "error", "error": {"type": "api_error", "message": message}}
+            return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
+        return b"data: " + json.dumps({"error": {"message": message, "type": "upstream_error"}}).encode() + b"\n\n"
+
+    def close(self) -> None:
+        try:
+            if self._iterator is not None:
+                self._iterator.close()
+            if self.done:
+                self.answer.release_conn()
+            else:  # unread bytes left: this connection cannot be reused
+                self.answer.close()
+                self.answer.release_conn()
+        finally:
+            try:
+                self._account()
+            finally:
+                request_finished.send(sender=StreamBody)
+
+    def _account(self) -> None:
+        usage = self.scanner.usage
+        if self.done:
+            status = self.answer.status
+        else:
+            status = self.failed_status or accounting.CLIENT_CLOSED
+            # Cut off before the upstream reported its final usage: charge what was produced,
+            # about one token per content chunk forwarded.
+            usage.completion_tokens = max(usage.completion_tokens, self.scanner.content_events)
+            if not usage.prompt_tokens:
+                usage.prompt_tokens = estimate_prompt_tokens(self.ticket.resolved.body)
+            usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+            usage.estimated = True
+        accounting.finish(self.ticket, usage, status, _ms(self.ticket.started), True)

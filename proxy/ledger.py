@@ -1,0 +1,168 @@
+"""Writes usage rows to the database, in the request thread or in batches from a writer thread.
+
+By default ``record`` inserts at once (one query, in the caller's thread). Under gunicorn the
+worker starts a writer thread (``start_writer`` from ``gunicorn.conf.py``): ``record`` then only
+queues the row and the thread inserts whatever has queued with one ``bulk_create``, so a burst
+of requests costs one INSERT instead of one each. The queue is drained when the worker exits
+(``flush`` from gunicorn's ``worker_exit`` hook, also on SIGTERM), so stopping a worker loses no
+usage. Accepted imprecision: a worker killed with SIGKILL or crashing loses the rows still
+queued: those of the last ``WINDOW_SECONDS`` (20 ms) plus the write in progress.
+A failed write (database briefly unreachable) is retried with back-off, never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from decimal import Decimal
+
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, transaction
+from django.db.models.constants import OnConflict
+
+from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualKey
+
+logger = logging.getLogger("bifrost.ledger")
+
+_queue: queue.Queue[dict] | None = None
+_thread: threading.Thread | None = None
+_idle = threading.Condition()
+_pending = 0
+BATCH = 500
+# How long the writer collects rows after the first one: a burst becomes one INSERT.
+WINDOW_SECONDS = 0.02
+
+
+def record(fields: dict) -> None:
+    """Store one ``UsageRecord`` (given as its field values; the model is built by the writer)."""
+    global _pending
+    if _queue is None:
+        _write([fields])
+        return
+    with _idle:
+        _pending += 1
+    _queue.put(fields)
+
+
+def start_writer() -> None:
+    """Switch this process to queued writes (call once per worker process)."""
+    global _queue, _thread
+    if _thread is not None and _thread.is_alive():
+        return
+    _queue = queue.Queue()
+    _thread = threading.Thread(target=_run, name="bifrost-ledger-writer", daemon=True)
+    _thread.start()
+
+
+def flush(timeout: float = 10.0) -> bool:
+    """Wait until every queued row is written; False if that took longer than ``timeout``."""
+    deadline = time.monotonic() + timeout
+    with _idle:
+        while _pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                logger.error("usage rows still queued at exit", extra={"rows": _pending})
+                return False
+            _idle.wait(remaining)
+    return True
+
+
+def _run() -> None:
+    global _pending
+    assert _queue is not None
+    while True:
+        rows = [_queue.get()]
+        # Sleep rather than wait on the queue: one wake-up per batch instead of one per row.
+        time.sleep(WINDOW_SECONDS)
+        while len(rows) < BATCH:
+            try:
+                rows.append(_queue.get_nowait())
+            except queue.Empty:
+                break
+        delay = 0.1
+        while True:
+            try:
+                _write(rows)
+                break
+            except DatabaseError as exc:
+                logger.warning("usage write failed; retrying", extra={"rows": len(rows), "error": type(exc).__name__})
+                connection.close()
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                # A row the database can never accept must not block the rows behind it forever.
+                logger.exception("usage rows dropped", extra={"rows": len(rows)})
+                break
+        with _idle:
+            _pending -= len(rows)
+            _idle.notify_all()
+
+
+def _write(rows: list[dict]) -> None:
+    """Insert; a retried row (same ``request_id``) is ignored, so a retry never counts twice."""
+    try:
+        _insert(rows)
+    except IntegrityError:
+        # A key, team, customer or provider key deleted while its request was in flight: the
+        # row is kept with that reference cleared, as ON DELETE SET NULL would have done.
+        _clear_missing_references(rows)
+        _insert(rows)
+
+
+_FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
+_UUID_COLUMNS = {"request_id", "virtual_key_id", "team_id", "customer_id", "provider_key_id"}
+
+
+def _insert(rows: list[dict]) -> None:
+    """One multi-row INSERT through the cursor.
+
+    Not ``bulk_create``: building model instances and running every field's generic
+    conversion costs several times the insert itself, and this runs once per request.
+    Values are adapted here with the backend's own adapters, column by column.
+    """
+    conn = connections[DEFAULT_DB_ALIAS]
+    ops = conn.ops
+    native_uuid = conn.features.has_native_uuid_field
+    quote = ops.quote_name
+    columns = ", ".join(quote(f.column) for f in _FIELDS)
+    placeholders = ", ".join(["%s"] * len(_FIELDS))
+    suffix = ops.on_conflict_suffix_sql(_FIELDS, OnConflict.IGNORE, None, None)
+    sql = (
+        f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {quote(UsageRecord._meta.db_table)} "
+        f"({columns}) VALUES ({placeholders}) {suffix}"
+    )
+    params = []
+    for row in rows:
+        values = []
+        for f in _FIELDS:
+            value = row.get(f.attname, f.get_default())
+            if value is None:
+                pass
+            elif f.attname in _UUID_COLUMNS:
+                value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+                value = value if native_uuid else value.hex
+            elif f.attname == "created_at":
+                value = ops.adapt_datetimefield_value(value)
+            elif f.attname == "cost":
+                value = ops.adapt_decimalfield_value(Decimal(value), f.max_digits, f.decimal_places)
+            values.append(value)
+        params.append(values)
+    with transaction.atomic(using=DEFAULT_DB_ALIAS):
+        with conn.cursor() as cursor:
+            cursor.executemany(sql, params)
+
+
+def _clear_missing_references(rows: list[dict]) -> None:
+    for field, model in (
+        ("virtual_key_id", VirtualKey),
+        ("team_id", Team),
+        ("customer_id", Customer),
+        ("provider_key_id", ProviderKey),
+    ):
+        wanted = {str(row[field]) for row in rows if row.get(field)}
+        existing = {str(pk) for pk in model.objects.filter(pk__in=wanted).values_list("pk", flat=True)}
+        for row in rows:
+            if row.get(field) and str(row[field]) not in existing:
+                row[field] = None

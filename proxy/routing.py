@@ -1,0 +1,183 @@
+"""Which provider, model and key serve a request: model strings, weighted routing, fallbacks, allow-lists.
+
+- ``provider/model``: the prefix counts only when it names a configured provider
+  (``openrouter/openai/gpt-4o`` = provider ``openrouter``, model ``openai/gpt-4o``).
+- Unprefixed: ``/openai/*`` defaults to ``openai`` and ``/anthropic/*`` to ``anthropic``; on
+  ``/v1/*`` the VK's provider configs with a weight that allow the model (and speak the route's
+  API format) are chosen by weighted random; the others follow as fallbacks, heaviest first.
+- ``fallbacks`` in the body come after that, in order.
+- Allow-lists (Bifrost v1.5): a provider is allowed when the VK has a config for it or has
+  ``allow_all_providers`` (so a VK without configs allows nothing unless that flag is set); a
+  config's ``allowed_models`` decides the model (``["*"]`` all, ``[]`` none).
+- Key choice: enabled keys of the provider that allow the model and that the VK's config allows,
+  weighted random.
+
+This module does not talk HTTP; it answers ``ProxyError`` for the 400/403 cases.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from governance.snapshot import KeySnapshot, ProviderConfigSnapshot, ProviderSnapshot, VirtualKeySnapshot
+from proxy import errors
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One inference endpoint: what it is, which API format it speaks, where it goes upstream."""
+
+    request_type: str
+    api_format: str
+    default_provider: str | None
+    upstream_path: str
+    method: str = "POST"
+
+
+def _openai_routes() -> dict[str, Route]:
+    routes = {}
+    for name, request_type in (
+        ("chat/completions", "chat_completion"),
+        ("completions", "text_completion"),
+        ("embeddings", "embedding"),
+        ("responses", "responses"),
+    ):
+        upstream = f"/v1/{name}"
+        routes[f"/v1/{name}"] = Route(request_type, "openai", None, upstream)
+        routes[f"/openai/v1/{name}"] = Route(request_type, "openai", "openai", upstream)
+        routes[f"/openai/{name}"] = Route(request_type, "openai", "openai", upstream)
+    for path, default in (("/v1/models", None), ("/openai/v1/models", "openai"), ("/openai/models", "openai")):
+        routes[path] = Route("list_models", "openai", default, "/v1/models", method="GET")
+    return routes
+
+
+ROUTES: dict[str, Route] = {
+    **_openai_routes(),
+    "/anthropic/v1/messages": Route("messages", "anthropic", "anthropic", "/v1/messages"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One attempt to make: a provider and the model to ask it for."""
+
+    provider: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The seam handed to accounting: everything decided before an upstream attempt."""
+
+    vk: VirtualKeySnapshot | None
+    provider: ProviderSnapshot
+    config: ProviderConfigSnapshot | None
+    key: KeySnapshot
+    model: str
+    original_model: str
+    request_type: str
+    stream: bool
+    body: dict[str, Any]
+
+
+def split_model(model: str, providers: dict[str, ProviderSnapshot]) -> tuple[str | None, str]:
+    prefix, sep, rest = model.partition("/")
+    if sep and rest and prefix in providers:
+        return prefix, rest
+    return None, model
+
+
+def plan(
+    route: Route,
+    model: str,
+    fallbacks: list[str],
+    vk: VirtualKeySnapshot | None,
+    providers: dict[str, ProviderSnapshot],
+) -> list[Candidate]:
+    """Primary first, then the fallbacks; 400 when no provider can be named for the model."""
+    provider, bare = split_model(model, providers)
+    candidates: list[Candidate] = []
+    if provider is not None:
+        candidates.append(Candidate(provider, bare))
+    elif route.default_provider is not None:
+        candidates.append(Candidate(route.default_provider, bare))
+    else:
+        weighted = [
+            c
+            for c in (vk.provider_configs if vk else ())
+            if c.weight is not None
+            and c.allows_model(bare)
+            and c.provider in providers
+            and providers[c.provider].api_format == route.api_format
+        ]
+        if not weighted:
+            raise errors.bad_request(
+                f"no provider found for model '{model}': use the 'provider/model' form"
+                + (" or give this virtual key a weighted provider config that allows it" if vk else "")
+            )
+        primary = _weighted_pick(weighted, [c.weight or 0.0 for c in weighted])
+        rest = sorted((c for c in weighted if c is not primary), key=lambda c: -(c.weight or 0.0))
+        candidates += [Candidate(c.provider, bare) for c in (primary, *rest)]
+    for entry in fallbacks:
+        fb_provider, fb_model = split_model(entry, providers)
+        candidates.append(Candidate(fb_provider or "", fb_model))
+    return candidates
+
+
+def parse_fallbacks(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise errors.bad_request("fallbacks must be a list of 'provider/model' strings")
+    return value
+
+
+def resolve(
+    candidate: Candidate,
+    route: Route,
+    vk: VirtualKeySnapshot | None,
+    providers: dict[str, ProviderSnapshot],
+    *,
+    original_model: str,
+    stream: bool,
+    body: dict[str, Any],
+) -> Resolved:
+    """Check the allow-lists and choose a key for one candidate (ProxyError 400/403 otherwise)."""
+    provider = providers.get(candidate.provider)
+    if provider is None:
+        name = candidate.provider or candidate.model
+        raise errors.bad_request(f"provider '{name}' is not configured")
+    config = None
+    if vk is not None:
+        config = vk.config_for(provider.name)
+        if config is None and not vk.allow_all_providers:
+            raise errors.provider_blocked(provider.name)
+        if config is not None and not config.allows_model(candidate.model):
+            raise errors.model_blocked(candidate.model)
+    if provider.api_format != route.api_format:
+        where = "/anthropic/v1/messages" if provider.api_format == "anthropic" else "the /v1 routes"
+        message = f"provider '{provider.name}' speaks the {provider.api_format} API: call it via {where}"
+        raise errors.bad_request(message)
+    key = choose_key(provider, candidate.model, config)
+    return Resolved(vk, provider, config, key, candidate.model, original_model, route.request_type, stream, body)
+
+
+def choose_key(provider: ProviderSnapshot, model: str, config: ProviderConfigSnapshot | None) -> KeySnapshot:
+    usable = [
+        key
+        for key in provider.keys
+        if key.enabled and key.allows_model(model) and (config is None or config.allows_key(key.id))
+    ]
+    if not usable:
+        raise errors.bad_request(f"no keys found that support model: {model}")
+    if len(usable) == 1:
+        return usable[0]
+    return _weighted_pick(usable, [key.weight for key in usable])
+
+
+def _weighted_pick(items: list, weights: list[float]):
+    if sum(weights) <= 0:
+        return random.choice(items)
+    return random.choices(items, weights=weights, k=1)[0]

@@ -1,0 +1,69 @@
+"""The inference entry point: a bare WSGI function for ``/v1/*``, ``/openai/*`` and ``/anthropic/*``.
+
+``bifrost_site.wsgi`` sends those paths here and everything else to Django's handler. The
+inference path skips Django's per-request machinery (URL resolver, middleware, HttpRequest and
+HttpResponse objects: about 180 µs a call on a 2-core machine) while settings, the ORM and
+signals stay Django's: ``request_started`` / ``request_finished`` are sent as Django sends them,
+so database connections are recycled (``CONN_MAX_AGE``, health checks) exactly as for views.
+This module is the only place that speaks WSGI; the work is in ``proxy.handler``.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from django.conf import settings
+from django.core.signals import request_started
+
+from proxy import errors, handler
+from proxy.errors import ProxyError
+from proxy.routing import ROUTES
+
+logger = logging.getLogger("bifrost.proxy")
+
+PREFIXES = ("/v1/", "/openai/", "/anthropic/")
+_STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+
+
+def status_line(status: int) -> str:
+    return _STATUS_LINES.get(status) or f"{status} Client Closed Request"
+
+
+def _read_body(environ: dict) -> bytes:
+    limit = settings.MAX_REQUEST_BODY_BYTES
+    length_header = environ.get("CONTENT_LENGTH") or ""
+    stream = environ["wsgi.input"]
+    if length_header:
+        try:
+            length = int(length_header)
+        except ValueError:
+            raise errors.bad_request("Content-Length must be an integer") from None
+        if length > limit:
+            raise ProxyError(413, f"Request body too large (limit {limit} bytes)")
+        return stream.read(length) if length > 0 else b""
+    data = stream.read(limit + 1)  # chunked request body: the server de-chunks it
+    if len(data) > limit:
+        raise ProxyError(413, f"Request body too large (limit {limit} bytes)")
+    return data
+
+
+def application(environ: dict, start_response):
+    request_started.send(sender=handler.Body, environ=environ)
+    path = environ.get("PATH_INFO", "")
+    route = ROUTES.get(path)
+    try:
+        if route is None:
+            raise ProxyError(404, f"Not found: {path}")
+        if environ.get("REQUEST_METHOD") != route.method:
+            raise ProxyError(405, f"Method not allowed: use {route.method} {path}", headers={"Allow": route.method})
+        raw = _read_body(environ) if route.method == "POST" else b""
+        reply = handler.handle(route, environ, raw)
+    except ProxyError as exc:
+        reply = handler.error_reply(exc)
+    except Exception:
+        # Never a traceback to the client; the log has it (without request bodies or keys).
+        logger.exception("unhandled proxy error", extra={"path": path})
+        reply = handler.error_reply(ProxyError(500, "Internal server error"))
+    start_response(status_line(reply.status), reply.headers)
+    return reply.body
