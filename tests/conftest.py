@@ -14,6 +14,12 @@ from rest_framework.test import APIClient
 from governance.services import api_token_create
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """PBKDF2's deliberate slowness costs ~0.5 s per user created; tests need no such strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def alice(django_user_model):
     return django_user_model.objects.create_superuser("alice", "alice@example.com", "alice-password-123")
