@@ -78,6 +78,12 @@ class BudgetInlineForm(forms.ModelForm):
         help_texts = {"reset_duration": DURATION_HELP}
         widgets = {"reset_duration": forms.TextInput(attrs={"size": 6, "placeholder": "1M"})}
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Show 25, not the column's 25.0000000000.
+        if self.instance.max_limit is not None and not self.instance._state.adding:
+            self.initial["max_limit"] = f"{self.instance.max_limit.normalize():f}"
+
 
 class RateLimitInlineForm(forms.ModelForm):
     class Meta:

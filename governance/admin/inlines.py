@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import display_for_value
 from django.forms.models import BaseInlineFormSet
 
 from governance.admin.common import (
@@ -43,7 +44,7 @@ class BudgetInline(admin.TabularInline):
 
     @admin.display(description="window started")
     def window_start(self, budget: Budget):
-        return "—" if budget._state.adding else budget.last_reset
+        return "—" if budget._state.adding else display_for_value(budget.last_reset, "—")
 
 
 class RateLimitInline(admin.StackedInline):

@@ -126,12 +126,13 @@ def bar_chart(days: list[dict], key: str, fmt: Callable) -> SafeString:
     """An inline SVG bar chart, one bar per day, each with a tooltip (no script, no CDN)."""
     if not days:
         return SafeString("")
-    peak = max((Decimal(day[key] or 0) for day in days), default=Decimal(0)) or Decimal(1)
+    peak = max((Decimal(day[key] or 0) for day in days), default=Decimal(0))
+    scale = peak or Decimal(1)  # all-zero days draw flat bars
     slot = CHART_WIDTH / max(len(days), 1)
     bars = []
     for index, day in enumerate(days):
         value = Decimal(day[key] or 0)
-        height = float(value / peak) * (CHART_HEIGHT - 4)
+        height = float(value / scale) * (CHART_HEIGHT - 4)
         bars.append(
             (
                 f"{index * slot + 1:.1f}",

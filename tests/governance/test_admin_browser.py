@@ -13,10 +13,11 @@ from django.db import connections
 # with a running loop unless told that this is deliberate.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
+from django.utils import timezone  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from governance.keys import digest  # noqa: E402
-from governance.models import VirtualKey  # noqa: E402
+from governance.models import UsageRecord, VirtualKey  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "admin"
 CHROMIUM_ARGS = [
@@ -87,3 +88,12 @@ def test_superuser_creates_a_key_and_sees_its_value_once(page, live_server, djan
     assert f"sk-bf-…{vk.value_last4}" in page.inner_text("#result_list")
     assert page.locator(".gov-bar-fill.gov-ok").count() == 1
     page.screenshot(path=str(ARTIFACTS / "vk-list.png"), full_page=True)
+
+    UsageRecord.objects.create(
+        created_at=timezone.now(), virtual_key=vk, provider="openai", model="gpt-4o", status_code=200, total_tokens=30
+    )
+    page.goto(f"{live_server.url}/admin/governance/usagerecord/")
+    assert page.locator("svg.gov-chart").count() == 2
+    page.screenshot(path=str(ARTIFACTS / "usage-list.png"), full_page=True)
+    page.goto(f"{live_server.url}/admin/governance/virtualkey/{vk.pk}/change/")
+    page.screenshot(path=str(ARTIFACTS / "vk-change.png"), full_page=True)
