@@ -33,7 +33,7 @@ from governance.services import (
     team_create,
     virtual_key_create,
 )
-from tests.governance.admin_helpers import OWNER_INLINES, form_body, vk_body
+from tests.governance.test_admin_helpers import OWNER_INLINES, form_body, vk_body
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,7 @@ from governance.services import (
     team_create,
     virtual_key_create,
 )
-from tests.governance.admin_helpers import inline_rows, vk_body
+from tests.governance.test_admin_helpers import inline_rows, vk_body
 
 pytestmark = pytest.mark.django_db
 

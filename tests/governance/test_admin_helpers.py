@@ -1,4 +1,4 @@
-"""Helpers for the admin tests: POST bodies with inline management forms."""
+"""Helpers for the admin tests (no tests here): POST bodies with inline management forms."""
 
 from __future__ import annotations
 
