@@ -32,6 +32,13 @@ class ApiTokenAdmin(ServiceSaveMixin, GovernanceModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False  # a token is replaced, not edited: delete it and create a new one
 
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        # A token acts as its user, so only a superuser may mint one for someone else;
+        # anyone else could otherwise borrow a more privileged account.
+        if db_field.name == "user" and not request.user.is_superuser:
+            kwargs["queryset"] = db_field.remote_field.model._default_manager.filter(pk=request.user.pk)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def get_changeform_initial_data(self, request):
         return {"user": request.user.pk, **super().get_changeform_initial_data(request)}
 

@@ -193,3 +193,20 @@ def test_api_token_is_shown_once_and_only_its_digest_is_stored(admin_client, ali
 
 def test_crypto_roundtrip_is_what_the_admin_relies_on():
     assert crypto.decrypt(crypto.encrypt(SECRET)) == SECRET
+
+
+def test_staff_without_superuser_can_only_create_tokens_for_themselves(client, alice, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    carol = django_user_model.objects.create_user("carol", "carol@example.com", "carol-password-123", is_staff=True)
+    carol.user_permissions.set(Permission.objects.filter(codename__in=["add_apitoken", "view_apitoken"]))
+    client.force_login(carol)
+
+    response = client.post(reverse("admin:governance_apitoken_add"), {"name": "borrowed", "user": str(alice.pk)})
+
+    assert response.status_code == 200
+    assert "user" in response.context["adminform"].form.errors
+    assert not ApiToken.objects.filter(name="borrowed").exists()
+    ok = client.post(reverse("admin:governance_apitoken_add"), {"name": "mine", "user": str(carol.pk)})
+    assert ok.status_code == 302
+    assert ApiToken.objects.get(name="mine").user == carol
