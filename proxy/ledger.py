@@ -149,7 +149,7 @@ def _insert(rows: list[dict]) -> None:
                 value = ops.adapt_decimalfield_value(Decimal(value), f.max_digits, f.decimal_places)
             values.append(value)
         params.append(values)
-    with transaction.atomic(using=DEFAULT_DB_ALIAS):
+    with transaction.atomic(using=DEFAULT_DB_ALIAS, savepoint=False):
         with conn.cursor() as cursor:
             cursor.executemany(sql, params)
 
