@@ -11,6 +11,7 @@ from django.utils.html import format_html
 from governance.admin.common import GovernanceModelAdmin, adopt, budget_bars, rate_limit_bars, related_rate_limit
 from governance.admin.inlines import BudgetInline, LimitsOwnerAdminMixin, RateLimitInline
 from governance.admin.virtual_keys import reset_budgets
+from governance.dashboard.entity import UsagePanelMixin
 from governance.models import Budget, Customer, Team
 from governance.services import customer_create, customer_delete, customer_update, team_create, team_delete, team_update
 
@@ -33,7 +34,9 @@ class _OwnerDisplays:
 
 
 @admin.register(Customer)
-class CustomerAdmin(LimitsOwnerAdminMixin, _OwnerDisplays, GovernanceModelAdmin):
+class CustomerAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, GovernanceModelAdmin):
+    usage_field = "customer"
+    change_form_template = "admin/governance/usage_change_form.html"
     list_display = ["name", "teams", "keys", "budgets_used", "rate_limit_used", "created_at"]
     search_fields = ["name"]
     list_select_related = ["rate_limit"]
@@ -78,7 +81,9 @@ class CustomerAdmin(LimitsOwnerAdminMixin, _OwnerDisplays, GovernanceModelAdmin)
 
 
 @admin.register(Team)
-class TeamAdmin(LimitsOwnerAdminMixin, _OwnerDisplays, GovernanceModelAdmin):
+class TeamAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, GovernanceModelAdmin):
+    usage_field = "team"
+    change_form_template = "admin/governance/usage_change_form.html"
     list_display = ["name", "customer", "keys", "budgets_used", "rate_limit_used", "created_at"]
     list_filter = ["customer"]
     search_fields = ["name", "customer__name"]

@@ -29,6 +29,7 @@ from governance.admin.common import (
 )
 from governance.admin.inlines import BudgetInline, LimitsOwnerAdminMixin, RateLimitInline, live_forms, record_changes
 from governance.admin.secrets import one_time_secret_view
+from governance.dashboard.entity import UsagePanelMixin
 from governance.forms import McpConfigInlineForm, ProviderConfigInlineForm, VirtualKeyAdminForm
 from governance.models import Budget, ProviderConfig, VirtualKey, VirtualKeyMcpConfig
 from governance.services import (
@@ -86,7 +87,8 @@ class McpConfigInline(admin.TabularInline):
 
 
 @admin.register(VirtualKey)
-class VirtualKeyAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
+class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdmin):
+    usage_field = "virtual_key"
     form = VirtualKeyAdminForm
     change_form_template = "admin/governance/virtualkey/change_form.html"
     list_display = [

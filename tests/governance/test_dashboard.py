@@ -119,3 +119,16 @@ def test_view_only_staff_can_see_it_and_anonymous_cannot(client, bob, django_use
 def test_admin_index_links_to_the_dashboard(client, alice):
     client.force_login(alice)
     assert URL in client.get("/admin/").content.decode()
+
+
+@pytest.mark.parametrize("model", ["virtualkey", "team", "customer"])
+def test_change_pages_show_own_spend_chart_and_live_budgets(client, alice, ledger, model):
+    vk, _ = ledger
+    obj = {"virtualkey": vk, "team": vk.team, "customer": vk.team.customer}[model]
+    client.force_login(alice)
+    html = client.get(f"/admin/governance/{model}/{obj.pk}/change/").content.decode()
+    panel = html.split('id="usage-panel"')[1]
+    assert 'id="panel-spend">$2.0000<' in panel and 'id="panel-requests">2<' in panel
+    assert "<svg" in panel
+    if model == "virtualkey":
+        assert "$9.5000 / $10.00" in panel and "bf-over" in panel
