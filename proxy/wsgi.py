@@ -3,8 +3,10 @@
 ``bifrost_site.wsgi`` sends those paths here and everything else to Django's handler. The
 inference path skips Django's per-request machinery (URL resolver, middleware, HttpRequest and
 HttpResponse objects: about 180 µs a call on a 2-core machine) while settings, the ORM and
-signals stay Django's: ``request_started`` / ``request_finished`` are sent as Django sends them,
+signals stay Django's: ``request_finished`` is sent when the body is closed, as Django sends it,
 so database connections are recycled (``CONN_MAX_AGE``, health checks) exactly as for views.
+``request_started`` is not sent: its receivers only repeat that cleanup (and reset the debug
+query log), and it costs a signal dispatch on every request.
 This module is the only place that speaks WSGI; the work is in ``proxy.handler``.
 """
 
@@ -14,7 +16,6 @@ import logging
 from http import HTTPStatus
 
 from django.conf import settings
-from django.core.signals import request_started
 
 from proxy import errors, handler
 from proxy.errors import ProxyError
@@ -49,7 +50,6 @@ def _read_body(environ: dict) -> bytes:
 
 
 def application(environ: dict, start_response):
-    request_started.send(sender=handler.Body, environ=environ)
     path = environ.get("PATH_INFO", "")
     route = ROUTES.get(path)
     try:
