@@ -1,38 +1,52 @@
-"""The accounting seam between the proxy and governance counters.
+"""The accounting seam between the proxy and the governance counters.
 
 The proxy calls, for every upstream attempt:
 
-1. ``begin(resolved)`` after routing and key choice, before the upstream call. It returns a
-   :class:`Ticket` (admitted) or a :class:`Rejection` (answered to the client as is: status,
-   ``type``, message, headers such as ``Retry-After``). A rejected candidate is skipped like a
-   failed one: the next candidate is tried and, when all fail, the primary's error is returned.
-   This is where budgets and rate limits check and reserve.
-2. ``finish(ticket, usage, status_code, latency_ms, streamed)`` exactly once per admitted
-   attempt, when its answer has ended: JSON body handed to the server, stream done, upstream
-   failure, or client disconnected mid-stream (``status_code`` 499, ``usage`` = what was
-   produced; estimated from the chunks forwarded when the upstream's usage was never reached).
-   This is where reservations settle. It runs after the response body was handed to the
-   server, off the client's latency path.
+1. ``begin(resolved)`` after routing and key choice, before the upstream call. When budgets or
+   rate limits lie on the request's path (provider config -> VK -> team -> customer), it checks
+   and reserves on all of them in one atomic step (``governance.enforcement.admit``): a request
+   slot, the prompt estimate plus the output cap as tokens, and the worst-case cost (prompt
+   estimate at the input price + ``max_tokens``/``max_completion_tokens``/``max_output_tokens``,
+   or ``GOVERNANCE_DEFAULT_MAX_TOKENS``, at the output price). It returns a :class:`Ticket`
+   (admitted) or a :class:`Rejection` (402/429/503, answered as is, ``Retry-After`` included). A
+   rejected candidate is skipped like a failed one: the next candidate is tried and, when all
+   fail, the primary's error is returned.
+2. ``finish(ticket, usage, status_code, latency_ms, streamed, upstream_called=True)`` exactly
+   once per admitted attempt, when its answer has ended: JSON body handed to the server, stream
+   done, upstream failure, or client disconnected mid-stream (``status_code`` 499, ``usage`` =
+   what was produced). It runs after the response body was handed to the server, off the
+   client's latency path.
 
-This implementation admits everything and writes the ledger row (a ``UsageRecord``) through
-``proxy.ledger``; counters replace the bodies of ``begin`` and ``finish`` and keep the ledger call.
+Rules: a successful answer (and a cut-off stream) is charged its actual cost; a failed upstream
+call costs nothing; an attempt counts one request against request limits only if the upstream
+was actually reached (``upstream_called``). Requests whose path carries limits settle
+synchronously through ``governance.enforcement.settle`` (UsageRecord + database counters in
+one transaction, then the Redis copy), so their spend is durable before the worker moves on;
+requests without limits only need their UsageRecord, which ``proxy.ledger`` batches.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
-from governance import snapshot
+from governance import enforcement, snapshot
+from governance.counters.base import Admission
+from governance.ledger import LedgerEntry
 from governance.pricing import cost_of
 from proxy import ledger
 from proxy.routing import Resolved
-from proxy.usage import Usage
+from proxy.usage import Usage, estimate_prompt_tokens
 
 CLIENT_CLOSED = 499
+OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+NO_OUTPUT = ("embedding",)
 
 
 @dataclass(slots=True)
@@ -41,6 +55,7 @@ class Ticket:
     request_id: uuid.UUID = field(default_factory=uuid.uuid4)
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
+    admission: Admission | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +66,45 @@ class Rejection:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def output_cap(body: dict[str, Any], request_type: str) -> int:
+    """The most output tokens the request may produce (what the budget reserves for)."""
+    if request_type in NO_OUTPUT:
+        return 0
+    for name in OUTPUT_CAPS:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return settings.GOVERNANCE_DEFAULT_MAX_TOKENS
+
+
 def begin(resolved: Resolved) -> Ticket | Rejection:
-    return Ticket(resolved)
+    ticket = Ticket(resolved)
+    if resolved.vk is None:
+        return ticket
+    budgets, rate_limits = resolved.vk.limits_for(resolved.provider.name)
+    if not budgets and not rate_limits:
+        return ticket
+    prompt = estimate_prompt_tokens(resolved.body)
+    output = output_cap(resolved.body, resolved.request_type)
+    estimated_cost, _ = cost_of(
+        snapshot.price(resolved.provider.name, resolved.model), prompt_tokens=prompt, completion_tokens=output
+    )
+    result = enforcement.admit(
+        request_id=ticket.request_id,
+        budgets=budgets,
+        rate_limits=rate_limits,
+        estimated_cost=estimated_cost,
+        estimated_tokens=prompt + output,
+    )
+    if not isinstance(result, Admission):
+        return Rejection(result.status, result.type, result.message, dict(result.headers))
+    ticket.admission = result
+    return ticket
 
 
-def finish(ticket: Ticket, usage: Usage, status_code: int, latency_ms: int, streamed: bool) -> None:
+def finish(
+    ticket: Ticket, usage: Usage, status_code: int, latency_ms: int, streamed: bool, *, upstream_called: bool = True
+) -> None:
     if ticket.finished:
         return
     ticket.finished = True
@@ -71,28 +120,31 @@ def finish(ticket: Ticket, usage: Usage, status_code: int, latency_ms: int, stre
             cached_tokens=usage.cached_tokens,
             upstream_cost=usage.upstream_cost,
         )
+        prompt, completion, cached = usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
+        total = usage.total_tokens or prompt + completion
     else:
-        cost, priced = 0, True
+        cost, priced, prompt, completion, cached, total = Decimal("0"), True, 0, 0, 0, 0
     vk = resolved.vk
-    ledger.record(
-        dict(
-            request_id=ticket.request_id,
-            created_at=timezone.now(),
-            virtual_key_id=vk.id if vk else None,
-            team_id=vk.team_id if vk else None,
-            customer_id=vk.customer_id if vk else None,
-            provider=resolved.provider.name,
-            model=resolved.model,
-            provider_key_id=resolved.key.id,
-            request_type=resolved.request_type,
-            status_code=status_code,
-            prompt_tokens=usage.prompt_tokens if succeeded else 0,
-            completion_tokens=usage.completion_tokens if succeeded else 0,
-            total_tokens=(usage.total_tokens or usage.prompt_tokens + usage.completion_tokens) if succeeded else 0,
-            cached_tokens=usage.cached_tokens if succeeded else 0,
-            cost=cost,
-            latency_ms=max(0, latency_ms),
-            streamed=streamed,
-            priced=priced,
-        )
+    entry = LedgerEntry(
+        provider=resolved.provider.name,
+        model=resolved.model,
+        status_code=status_code,
+        virtual_key_id=vk.id if vk else None,
+        team_id=vk.team_id if vk else None,
+        customer_id=vk.customer_id if vk else None,
+        provider_key_id=resolved.key.id,
+        request_type=resolved.request_type,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        cached_tokens=cached,
+        latency_ms=max(0, latency_ms),
+        streamed=streamed,
+        priced=priced,
+        created_at=timezone.now(),
     )
+    if ticket.admission is not None:
+        enforcement.settle(
+            ticket.admission, actual_cost=cost, actual_tokens=total, upstream_called=upstream_called, entry=entry
+        )
+        return
+    ledger.record({**asdict(entry), "request_id": ticket.request_id, "cost": cost, "total_tokens": total})

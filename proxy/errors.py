@@ -26,6 +26,7 @@ class ProxyError(Exception):
         extra_fields: dict[str, Any] | None = None,
         error_fields: dict[str, Any] | None = None,
         retryable: bool = False,
+        upstream_reached: bool = True,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -35,6 +36,9 @@ class ProxyError(Exception):
         self.extra_fields = extra_fields or {}
         self.error_fields = error_fields or {}
         self.retryable = retryable
+        # False when the upstream was never reached (connection refused or connect timeout):
+        # such an attempt does not count against request limits (governance.enforcement).
+        self.upstream_reached = upstream_reached
 
     def body(self) -> bytes:
         if not self.error_fields:

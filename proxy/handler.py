@@ -122,7 +122,9 @@ def _attempt(route, body, model, stream, vk, providers, candidates, client_heade
                 "POST", resolved.provider, resolved.key, route.upstream_path, payload, client_headers, stream=stream
             )
         except ProxyError as exc:
-            accounting.finish(ticket, Usage(), exc.status, _ms(ticket.started), stream)
+            accounting.finish(
+                ticket, Usage(), exc.status, _ms(ticket.started), stream, upstream_called=exc.upstream_reached
+            )
             first_error = first_error or exc
             continue
         if answer.status >= 400:

@@ -13,7 +13,7 @@ import threading
 
 import urllib3
 from django.conf import settings
-from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError, TimeoutError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, TimeoutError
 
 from governance.snapshot import KeySnapshot, ProviderSnapshot
 from proxy.errors import ProxyError
@@ -148,7 +148,12 @@ def send(
             decode_content=False,
         )
     except NewConnectionError:
-        raise ProxyError(502, f"upstream provider '{provider.name}' is unreachable", retryable=True) from None
+        raise ProxyError(
+            502, f"upstream provider '{provider.name}' is unreachable", retryable=True, upstream_reached=False
+        ) from None
+    except ConnectTimeoutError:
+        message = f"upstream provider '{provider.name}' did not accept a connection in time"
+        raise ProxyError(504, message, retryable=True, upstream_reached=False) from None
     except TimeoutError:
         message = f"upstream provider '{provider.name}' did not answer within {provider.timeout_seconds:g}s"
         raise ProxyError(504, message, retryable=True) from None
