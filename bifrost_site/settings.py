@@ -200,6 +200,8 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "bifrost_site.exceptions.api_exception_handler",
+    # OPTIONS self-description is not part of the API (and crashes on viewsets without serializer_class).
+    "DEFAULT_METADATA_CLASS": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
@@ -210,6 +212,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "governance.api.docs.postprocess_schema",  # error responses on every operation
+    ],
 }
 
 LOG_LEVEL = env_choice("BIFROST_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

@@ -6,24 +6,29 @@ to render (the representations are plain functions), so keep the two in step.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiParameter
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema_serializer
 from rest_framework import serializers
 
+# The bounds ``governance.api.listing`` enforces: at most nine digits, a limit of at least 1.
+_COUNT = {"type": "integer", "maximum": 999_999_999}
 PAGE_PARAMS = [
-    OpenApiParameter("limit", int, description="page size, default 25, max 100"),
-    OpenApiParameter("offset", int, description="rows to skip"),
-    OpenApiParameter("search", str, description="case-insensitive name substring"),
+    OpenApiParameter("limit", {**_COUNT, "minimum": 1}, description="page size, default 25, values over 100 mean 100"),
+    OpenApiParameter("offset", {**_COUNT, "minimum": 0}, description="rows to skip"),
+    OpenApiParameter("search", {"type": "string", "maxLength": 255}, description="case-insensitive name substring"),
     OpenApiParameter("sort_by", str, enum=["name", "created_at"]),
     OpenApiParameter("order", str, enum=["asc", "desc"]),
 ]
-TEAM_LIST_PARAMS = [*PAGE_PARAMS, OpenApiParameter("customer_id", str)]
+TEAM_LIST_PARAMS = [*PAGE_PARAMS, OpenApiParameter("customer_id", OpenApiTypes.UUID)]
 VK_LIST_PARAMS = [
     *PAGE_PARAMS[:3],
     OpenApiParameter("sort_by", str, enum=["name", "created_at", "budget_spent", "status"]),
     PAGE_PARAMS[4],
-    OpenApiParameter("team_id", str),
-    OpenApiParameter("customer_id", str),
+    OpenApiParameter("team_id", OpenApiTypes.UUID),
+    OpenApiParameter("customer_id", OpenApiTypes.UUID),
 ]
+# Ids in paths are UUIDs; anything else is answered 404 like an unknown id.
+ID_PARAM = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 
 
 class OwnerOut(serializers.Serializer):
@@ -147,7 +152,8 @@ def _wrap(name: str, key: str, inner, *, many: bool = False, message: bool = Fal
     if message:
         fields["message"] = serializers.CharField()
     base = PageOut if page else serializers.Serializer
-    return type(name, (base,), fields)
+    # A list action answers one envelope object, not an array of them (drf-spectacular's guess).
+    return extend_schema_serializer(many=False)(type(name, (base,), fields))
 
 
 VirtualKeyListOut = _wrap("VirtualKeyList", "virtual_keys", VirtualKeyOut, many=True, page=True)
@@ -162,11 +168,121 @@ CustomerMessageOut = _wrap("CustomerMessage", "customer", CustomerOut, message=T
 BudgetMessageOut = _wrap("BudgetMessage", "budget", BudgetOut, message=True)
 
 
+@extend_schema_serializer(many=False)
 class BudgetListOut(serializers.Serializer):
     budgets = BudgetOut(many=True)
     count = serializers.IntegerField()
 
 
+@extend_schema_serializer(many=False)
 class RateLimitListOut(serializers.Serializer):
     rate_limits = RateLimitOut(many=True)
     count = serializers.IntegerField()
+
+
+class QuotaProviderConfigOut(serializers.Serializer):
+    provider = serializers.CharField()
+    allowed_models = serializers.ListField(child=serializers.CharField())
+    budgets = BudgetOut(many=True)
+    rate_limit = RateLimitOut(allow_null=True)
+
+
+class QuotaEntityOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    budgets = BudgetOut(many=True)
+    rate_limit = RateLimitOut(allow_null=True)
+
+
+class QuotaVirtualKeyOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    value = serializers.CharField(help_text="masked (sk-bf-…abcd)")
+    is_active = serializers.BooleanField(help_text="false when the key is deactivated or expired")
+    expires_at = serializers.DateTimeField(allow_null=True)
+    budgets = BudgetOut(many=True)
+    rate_limit = RateLimitOut(allow_null=True)
+    provider_configs = QuotaProviderConfigOut(many=True)
+    team = QuotaEntityOut(allow_null=True)
+    customer = QuotaEntityOut(allow_null=True, help_text="the key's own customer, or its team's")
+
+
+class QuotaOut(serializers.Serializer):
+    virtual_key = QuotaVirtualKeyOut()
+
+
+# The one error body (``bifrost_site.errors.error_body``), declared on every operation by the
+# postprocessing hook below rather than on each view, so no operation can miss it.
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "The error body of every JSON surface (Bifrost's shape).",
+    "properties": {
+        "is_bifrost_error": {"type": "boolean"},
+        "status_code": {"type": "integer", "description": "the HTTP status, repeated"},
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string", "description": "what is wrong, naming the field or the id"},
+                "details": {"description": "field errors, keyed like the request body"},
+            },
+            "required": ["message"],
+        },
+        "extra_fields": {"type": "object", "additionalProperties": {}},
+        "type": {"type": "string", "description": "machine-readable reason, on virtual key errors only"},
+    },
+    "required": ["is_bifrost_error", "status_code", "error", "extra_fields"],
+}
+ERROR_DESCRIPTIONS = {
+    400: "invalid input (malformed JSON, a bad field or query parameter); the message names the problem",
+    401: "missing or invalid credentials",
+    403: "the authenticated user lacks the model permission for this method",
+    404: "no object with this id or name",
+    409: "the write conflicts with the current state (a concurrent change, or rows still using the object)",
+    413: "request body too large",
+}
+VIRTUAL_KEY_SCHEME = {
+    "type": "apiKey",
+    "in": "header",
+    "name": "x-bf-vk",
+    "description": "a virtual key; also accepted as `Authorization: Bearer sk-bf-…`, `x-api-key` or `x-goog-api-key`",
+}
+VIRTUAL_KEY_AUTH = [{"virtualKey": []}]
+_WRITES = frozenset({"post", "put", "patch", "delete"})
+
+
+def error_statuses(path: str, method: str, operation: dict) -> list[int]:
+    """The error statuses an operation can answer, from what it accepts and how it authenticates."""
+    statuses = []
+    parameters = operation.get("parameters", [])
+    if "requestBody" in operation or any(p.get("in") == "query" for p in parameters):
+        statuses.append(400)
+    if operation.get("security") == VIRTUAL_KEY_AUTH:
+        statuses.append(401)
+    elif operation.get("security"):
+        statuses += [401, 403]
+        if method in _WRITES:
+            statuses.append(409)
+    if "{" in path:
+        statuses.append(404)
+    if "requestBody" in operation:
+        statuses.append(413)
+    return sorted(statuses)
+
+
+def postprocess_schema(result: dict, generator, request, public) -> dict:
+    """drf-spectacular postprocessing hook: error responses, the virtual key scheme, empty query values."""
+    components = result.setdefault("components", {})
+    components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    components.setdefault("securitySchemes", {})["virtualKey"] = VIRTUAL_KEY_SCHEME
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path, item in result.get("paths", {}).items():
+        for method, operation in item.items():
+            responses = operation.setdefault("responses", {})
+            for status in error_statuses(path, method, operation):
+                responses.setdefault(str(status), {"description": ERROR_DESCRIPTIONS[status], "content": error})
+            if path.startswith("/api/governance/"):
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("in") == "query":
+                        # ``governance.api.listing`` reads ``?offset=`` as no offset, and so on.
+                        parameter["allowEmptyValue"] = True
+    return result

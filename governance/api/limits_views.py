@@ -26,7 +26,7 @@ class BudgetViewSet(viewsets.GenericViewSet):
         usage = live_usage(budgets, [])
         return Response({"budgets": [budget_json(b, usage) for b in budgets], "count": len(budgets)})
 
-    @extend_schema(request=None, responses=docs.BudgetMessageOut)
+    @extend_schema(parameters=[docs.ID_PARAM], request=None, responses=docs.BudgetMessageOut)
     @action(detail=True, methods=["post"], permission_classes=[ActionPermission])
     def reset(self, request: Request, pk: str) -> Response:
         budget = services.budget_reset_usage(get_or_404(Budget.objects.all(), pk, "Budget not found"))

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from bifrost_site.errors import error_body
 from governance import selectors
+from governance.api import docs
 from governance.api.representations import budget_json, rate_limit_json, rate_limit_of, usage_for
 from governance.models import Customer, Team, VirtualKey
 from proxy.auth import presented_virtual_key
@@ -26,7 +27,7 @@ class QuotaView(APIView):
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(auth=[], responses={200: dict, 401: dict})
+    @extend_schema(auth=docs.VIRTUAL_KEY_AUTH, responses={200: docs.QuotaOut})
     def get(self, request: Request) -> Response:
         value = presented_virtual_key(request.META)
         if value is None:

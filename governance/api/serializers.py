@@ -10,27 +10,94 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from governance.durations import DURATION_RE
 from governance.models import Customer, Team, VirtualKey
+
+# JSON-typed fields. DRF coerces by default (``0`` for a string, ``"yes"`` for a boolean, ``"5"`` for
+# an integer); the API takes each value in the JSON type its schema declares, as Bifrost does, so
+# a client with a type bug hears about it instead of storing something it did not mean.
+
+
+class StrictCharField(serializers.CharField):
+    def to_internal_value(self, data) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data) -> int:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    def to_internal_value(self, data) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 10**14 - 1})
+class MoneyField(serializers.DecimalField):
+    """A dollar amount > 0, sent as a JSON number, kept exact to the database's ten decimal places."""
+
+    def __init__(self, **kwargs):
+        super().__init__(
+            max_digits=24,
+            decimal_places=10,
+            min_value=Decimal("0.0000000001"),
+            error_messages={"min_value": "max_limit must be greater than 0"},
+            **kwargs,
+        )
+
+    def to_internal_value(self, data) -> Decimal:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "string", "pattern": r"^[1-9][0-9]{0,5}[smhdwMY]$", "example": "1d"})
+class DurationField(StrictCharField):
+    """A reset duration (``30s``, ``1h``, ``1d``, ``1M``): exactly the grammar, no stray whitespace."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=16, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data) -> str:
+        value = super().to_internal_value(data)
+        # fullmatch: DURATION_RE ends in ``$``, which would also let a trailing newline through.
+        if value and not DURATION_RE.fullmatch(value):
+            raise serializers.ValidationError(
+                f"invalid duration {value!r}: use <number><unit> with unit s, m, h, d, w, M or Y (e.g. 30s, 1h, 1M)"
+            )
+        return value
 
 
 class BudgetInput(serializers.Serializer):
-    max_limit = serializers.DecimalField(
-        max_digits=24,
-        decimal_places=10,
-        min_value=Decimal("0.0000000001"),
-        error_messages={"min_value": "max_limit must be greater than 0"},
-    )
-    reset_duration = serializers.CharField(max_length=16)
-    calendar_aligned = serializers.BooleanField(required=False)
+    max_limit = MoneyField()
+    reset_duration = DurationField()
+    calendar_aligned = StrictBooleanField(required=False)
 
 
 class RateLimitInput(serializers.Serializer):
-    token_max_limit = serializers.IntegerField(min_value=1, max_value=2**62, required=False, allow_null=True)
-    token_reset_duration = serializers.CharField(max_length=16, required=False, allow_null=True, allow_blank=True)
-    request_max_limit = serializers.IntegerField(min_value=1, max_value=2**62, required=False, allow_null=True)
-    request_reset_duration = serializers.CharField(max_length=16, required=False, allow_null=True, allow_blank=True)
+    token_max_limit = StrictIntegerField(min_value=1, max_value=2**62, required=False, allow_null=True)
+    token_reset_duration = DurationField(required=False, allow_null=True, allow_blank=True)
+    request_max_limit = StrictIntegerField(min_value=1, max_value=2**62, required=False, allow_null=True)
+    request_reset_duration = DurationField(required=False, allow_null=True, allow_blank=True)
 
 
 class BudgetsMixin(serializers.Serializer):
@@ -47,24 +114,28 @@ class BudgetsMixin(serializers.Serializer):
         attrs = super().validate(attrs)
         if "budget" in attrs:
             single = attrs.pop("budget")
-            if attrs.get("budgets") is not None:
+            budgets = attrs.get("budgets")
+            if budgets is None:
+                attrs["budgets"] = [single] if single is not None else []
+            elif single is not None and dict(single) not in [dict(b) for b in budgets]:
+                # A GET body sent back carries both (``budget`` is the first of ``budgets``): that
+                # agrees with itself; only a ``budget`` that ``budgets`` lacks is a contradiction.
                 raise serializers.ValidationError({"budget": ["send either 'budget' or 'budgets', not both"]})
-            attrs["budgets"] = [single] if single is not None else []
         return attrs
 
 
 class ProviderConfigInput(BudgetsMixin):
-    id = serializers.IntegerField(required=False, allow_null=True, min_value=1)
-    provider = serializers.CharField(max_length=63)
-    weight = serializers.FloatField(required=False, allow_null=True, min_value=0)
-    allowed_models = serializers.ListField(child=serializers.CharField(max_length=255), required=False, allow_null=True)
-    key_ids = serializers.ListField(child=serializers.CharField(max_length=64), required=False, allow_null=True)
+    id = StrictIntegerField(required=False, allow_null=True, min_value=1)
+    provider = StrictCharField(max_length=63)
+    weight = StrictFloatField(required=False, allow_null=True, min_value=0)
+    allowed_models = serializers.ListField(child=StrictCharField(max_length=255), required=False, allow_null=True)
+    key_ids = serializers.ListField(child=StrictCharField(max_length=64), required=False, allow_null=True)
     rate_limit = RateLimitInput(required=False, allow_null=True)
 
 
 class McpConfigInput(serializers.Serializer):
-    mcp_client_name = serializers.CharField(max_length=255)
-    tools_to_execute = serializers.ListField(child=serializers.CharField(max_length=255), required=False)
+    mcp_client_name = StrictCharField(max_length=255)
+    tools_to_execute = serializers.ListField(child=StrictCharField(max_length=255), required=False)
 
 
 class _RelatedId(serializers.UUIDField):
@@ -83,15 +154,15 @@ class _RelatedId(serializers.UUIDField):
 
 
 class VirtualKeyInput(BudgetsMixin):
-    name = serializers.CharField(max_length=255)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
-    is_active = serializers.BooleanField(required=False)
+    name = StrictCharField(max_length=255)
+    description = StrictCharField(required=False, allow_blank=True, max_length=10_000)
+    is_active = StrictBooleanField(required=False)
     team_id = _RelatedId(Team, "team", required=False, allow_null=True)
     customer_id = _RelatedId(Customer, "customer", required=False, allow_null=True)
     rate_limit = RateLimitInput(required=False, allow_null=True)
     provider_configs = serializers.ListField(child=ProviderConfigInput(), required=False, allow_null=True)
     mcp_configs = serializers.ListField(child=McpConfigInput(), required=False, allow_null=True)
-    allow_all_providers = serializers.BooleanField(required=False)
+    allow_all_providers = StrictBooleanField(required=False)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
     def __init__(self, *args, updating: bool = False, **kwargs):
@@ -118,7 +189,7 @@ class VirtualKeyInput(BudgetsMixin):
 
 
 class TeamInput(BudgetsMixin):
-    name = serializers.CharField(max_length=255)
+    name = StrictCharField(max_length=255)
     customer_id = _RelatedId(Customer, "customer", required=False, allow_null=True)
     rate_limit = RateLimitInput(required=False, allow_null=True)
     profile = serializers.DictField(required=False, allow_null=True)
@@ -138,7 +209,7 @@ class TeamInput(BudgetsMixin):
 
 
 class CustomerInput(BudgetsMixin):
-    name = serializers.CharField(max_length=255)
+    name = StrictCharField(max_length=255)
     rate_limit = RateLimitInput(required=False, allow_null=True)
 
     def __init__(self, *args, updating: bool = False, **kwargs):

@@ -61,7 +61,7 @@ class VirtualKeyViewSet(viewsets.GenericViewSet):
         usage = usage_for(rows)
         return Response({"virtual_keys": [virtual_key_json(vk, usage=usage) for vk in rows], **page})
 
-    @extend_schema(request=VirtualKeyInput, responses=docs.VirtualKeyMessageOut)
+    @extend_schema(request=VirtualKeyInput, responses={200: docs.VirtualKeyMessageOut})
     def create(self, request: Request) -> Response:
         data = VirtualKeyInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -70,11 +70,11 @@ class VirtualKeyViewSet(viewsets.GenericViewSet):
             {"message": "Virtual key created successfully", "virtual_key": self._render(self._fetch(vk.pk), value)}
         )
 
-    @extend_schema(responses=docs.VirtualKeyOneOut)
+    @extend_schema(parameters=[docs.ID_PARAM], responses=docs.VirtualKeyOneOut)
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response({"virtual_key": self._render(self._fetch(pk))})
 
-    @extend_schema(request=VirtualKeyInput, responses=docs.VirtualKeyMessageOut)
+    @extend_schema(parameters=[docs.ID_PARAM], request=VirtualKeyInput, responses=docs.VirtualKeyMessageOut)
     def update(self, request: Request, pk: str) -> Response:
         vk = self._fetch(pk)
         data = VirtualKeyInput(data=request.data, updating=True)
@@ -82,12 +82,12 @@ class VirtualKeyViewSet(viewsets.GenericViewSet):
         services.virtual_key_update(vk, **data.to_service_kwargs())
         return Response({"message": "Virtual key updated successfully", "virtual_key": self._render(self._fetch(pk))})
 
-    @extend_schema(responses=docs.MessageOut)
+    @extend_schema(parameters=[docs.ID_PARAM], responses={200: docs.MessageOut})
     def destroy(self, request: Request, pk: str) -> Response:
         services.virtual_key_delete(self._fetch(pk))
         return Response({"message": "Virtual key deleted successfully"})
 
-    @extend_schema(request=None, responses=docs.VirtualKeyMessageOut)
+    @extend_schema(parameters=[docs.ID_PARAM], request=None, responses=docs.VirtualKeyMessageOut)
     @action(detail=True, methods=["post"], permission_classes=[ActionPermission])
     def rotate(self, request: Request, pk: str) -> Response:
         value = services.virtual_key_rotate(self._fetch(pk))
@@ -121,18 +121,18 @@ class TeamViewSet(viewsets.GenericViewSet):
         usage = usage_for(rows)
         return Response({"teams": [team_json(team, usage) for team in rows], **page})
 
-    @extend_schema(request=TeamInput, responses=docs.TeamMessageOut)
+    @extend_schema(request=TeamInput, responses={200: docs.TeamMessageOut})
     def create(self, request: Request) -> Response:
         data = TeamInput(data=request.data)
         data.is_valid(raise_exception=True)
         team = services.team_create(**data.to_service_kwargs())
         return Response({"message": "Team created successfully", "team": self._render(self._fetch(team.pk))})
 
-    @extend_schema(responses=docs.TeamOneOut)
+    @extend_schema(parameters=[docs.ID_PARAM], responses=docs.TeamOneOut)
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response({"team": self._render(self._fetch(pk))})
 
-    @extend_schema(request=TeamInput, responses=docs.TeamMessageOut)
+    @extend_schema(parameters=[docs.ID_PARAM], request=TeamInput, responses=docs.TeamMessageOut)
     def update(self, request: Request, pk: str) -> Response:
         team = self._fetch(pk)
         data = TeamInput(data=request.data, updating=True)
@@ -140,7 +140,7 @@ class TeamViewSet(viewsets.GenericViewSet):
         services.team_update(team, **data.to_service_kwargs())
         return Response({"message": "Team updated successfully", "team": self._render(self._fetch(pk))})
 
-    @extend_schema(responses=docs.MessageOut)
+    @extend_schema(parameters=[docs.ID_PARAM], responses={200: docs.MessageOut})
     def destroy(self, request: Request, pk: str) -> Response:
         services.team_delete(self._fetch(pk))
         return Response({"message": "Team deleted successfully"})
@@ -168,7 +168,7 @@ class CustomerViewSet(viewsets.GenericViewSet):
         usage = usage_for(rows)
         return Response({"customers": [customer_json(c, usage) for c in rows], **page})
 
-    @extend_schema(request=CustomerInput, responses=docs.CustomerMessageOut)
+    @extend_schema(request=CustomerInput, responses={200: docs.CustomerMessageOut})
     def create(self, request: Request) -> Response:
         data = CustomerInput(data=request.data)
         data.is_valid(raise_exception=True)
@@ -177,11 +177,11 @@ class CustomerViewSet(viewsets.GenericViewSet):
             {"message": "Customer created successfully", "customer": self._render(self._fetch(customer.pk))}
         )
 
-    @extend_schema(responses=docs.CustomerOneOut)
+    @extend_schema(parameters=[docs.ID_PARAM], responses=docs.CustomerOneOut)
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response({"customer": self._render(self._fetch(pk))})
 
-    @extend_schema(request=CustomerInput, responses=docs.CustomerMessageOut)
+    @extend_schema(parameters=[docs.ID_PARAM], request=CustomerInput, responses=docs.CustomerMessageOut)
     def update(self, request: Request, pk: str) -> Response:
         customer = self._fetch(pk)
         data = CustomerInput(data=request.data, updating=True)
@@ -189,7 +189,7 @@ class CustomerViewSet(viewsets.GenericViewSet):
         services.customer_update(customer, **data.to_service_kwargs())
         return Response({"message": "Customer updated successfully", "customer": self._render(self._fetch(pk))})
 
-    @extend_schema(responses=docs.MessageOut)
+    @extend_schema(parameters=[docs.ID_PARAM], responses={200: docs.MessageOut})
     def destroy(self, request: Request, pk: str) -> Response:
         services.customer_delete(self._fetch(pk))
         return Response({"message": "Customer deleted successfully"})
