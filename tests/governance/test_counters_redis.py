@@ -120,7 +120,7 @@ def test_redis_and_database_both_unreachable_answer_503_never_500(redis_mode, ma
     def database_down(*args, **kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(rows.Budget.objects, "filter", database_down)
+    monkeypatch.setattr(rows.Budget.objects, "raw", database_down)
     rejection = admit(specs, cost="0.1")
 
     assert (rejection.status, rejection.type) == (503, "governance_unavailable")
