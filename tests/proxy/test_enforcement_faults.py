@@ -1,0 +1,237 @@
+"""Faults through live gateway processes: failed upstreams, Redis outages, SIGTERM with requests in flight.
+
+Rules under test (``governance.enforcement``):
+
+- a failed upstream costs nothing; an attempt that reached the upstream (an error answer, a
+  dropped connection) counts one request against request limits, a connection that was refused
+  gives its request slot back;
+- ``GOVERNANCE_COUNTERS=auto``: while Redis is down the database counters enforce the limits,
+  and the hot counters are rebuilt from the database when Redis is back;
+- ``GOVERNANCE_COUNTERS=redis``: while Redis is down every request is refused with 503
+  ``governance_unavailable`` (never let through unchecked, never a 500);
+- SIGTERM of the gunicorn master lets requests in flight finish and record their usage.
+
+Redis faults use a private ``redis-server`` started by the test; the shared Redis is never touched.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+
+from governance.counters.base import UNAVAILABLE
+from governance.services import virtual_key_create
+from tests.proxy.conftest import free_port, make_setup
+from tests.proxy.conftest_enforcement import *  # noqa: F403 - fixtures
+from tests.proxy.conftest_enforcement import (
+    budget_usage,
+    chat,
+    mock_served,
+    post,
+    rate_limit_of,
+    records,
+    settled,
+    spend,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+LIMITED = "Rate limit check failed: VK request limit exceeded (10/10, resets every 1h)"
+
+
+def test_failed_upstream_costs_nothing_but_counts_the_request_it_made(gateway, mock, price):
+    for model in ("fail-500", "reset", "gpt-4o-mini"):
+        price(model, output="0.001")
+    live = make_setup(
+        mock.url,
+        rate_limit={"request_max_limit": 2, "request_reset_duration": "1m"},
+        budgets=[{"max_limit": "1", "reset_duration": "1h"}],
+    )
+
+    failed = post(gateway.url, chat("fail-500"), vk=live.value)
+    dropped = post(gateway.url, chat("reset"), vk=live.value)
+    after = post(gateway.url, chat("gpt-4o-mini"), vk=live.value)
+
+    assert (failed.status, failed.json()["error"]["message"]) == (500, "mock upstream failure 500")
+    assert dropped.status == 502 and "failed" in dropped.json()["error"]["message"]
+    # Both attempts reached the upstream, so they used the two request slots.
+    assert after.error == (
+        429,
+        "request_limited",
+        "Rate limit check failed: VK request limit exceeded (2/2, resets every 1m)",
+    )
+    rows = settled(2, vk=live.vk)
+    assert [(r.model, r.status_code, r.cost, r.total_tokens) for r in rows] == [
+        ("fail-500", 500, Decimal("0"), 0),
+        ("reset", 502, Decimal("0"), 0),
+    ]
+    assert budget_usage(live.vk) == Decimal("0")
+    assert rate_limit_of(live.vk).request_current_usage == 2
+    assert (mock_served(mock, "fail-500"), mock_served(mock, "reset"), mock_served(mock, "gpt-4o-mini")) == (1, 1, 0)
+
+
+def test_unreachable_provider_costs_nothing_and_gives_the_request_slot_back(gateway, price):
+    price("gpt-4o-mini", output="0.001")
+    closed_port = free_port()  # nothing listens there: the connection is refused
+    live = make_setup(
+        f"http://127.0.0.1:{closed_port}",
+        rate_limit={"request_max_limit": 1, "request_reset_duration": "1m"},
+        budgets=[{"max_limit": "1", "reset_duration": "1h"}],
+    )
+
+    replies = [post(gateway.url, chat(), vk=live.value) for _ in range(3)]
+
+    # A limit of one request would refuse the second attempt had a refused connection counted.
+    assert [(r.status, r.json()["error"]["message"]) for r in replies] == [
+        (502, "upstream provider 'openai' is unreachable")
+    ] * 3
+    rows = settled(3, vk=live.vk)
+    assert {(r.status_code, r.cost, r.total_tokens) for r in rows} == {(502, Decimal("0"), 0)}
+    assert budget_usage(live.vk) == Decimal("0")
+    assert rate_limit_of(live.vk).request_current_usage == 0
+
+
+class Stream:
+    """One client sending requests back to back on a background thread until stopped."""
+
+    def __init__(self, url: str, vk: str, body: dict) -> None:
+        self.replies: list = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(url, vk, body), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, vk: str, body: dict) -> None:
+        while not self._stop.is_set():
+            self.replies.append(post(url, body, vk=vk))
+
+    def statuses(self, since: int = 0) -> list[int]:
+        return [r.status for r in self.replies[since:]]
+
+    def stop(self) -> list:
+        self._stop.set()
+        self._thread.join(30)
+        return self.replies
+
+
+def _hot_counters(redis_server, rate_limit_id) -> list[str]:
+    return redis_server.client().keys(f"bf:gov:r:{rate_limit_id}:*")
+
+
+def test_redis_outage_falls_back_to_the_database_and_loses_no_usage(gateways, mock, price, fault_redis, settings):
+    # The test reads live usage from the same Redis as the gateway.
+    settings.REDIS_URL, settings.GOVERNANCE_COUNTERS = fault_redis.url, "auto"
+    model = "slow-100"  # ~100 ms per answer: requests are in flight when Redis goes away
+    price(model, output="0.001")
+    live = make_setup(
+        mock.url,
+        rate_limit={"request_max_limit": 10, "request_reset_duration": "1h"},
+        budgets=[{"max_limit": "1", "reset_duration": "1h"}],
+    )
+    rate_limit = rate_limit_of(live.vk)
+    server = gateways(REDIS_URL=fault_redis.url, GOVERNANCE_COUNTERS="auto")
+    stream = Stream(server.url, live.value, chat(model, max_tokens=2))
+    try:
+        wait_until(lambda: stream.statuses().count(200) >= 3, what="three answers with Redis up")
+        assert _hot_counters(fault_redis, rate_limit.pk), "the gateway did not use Redis"
+        fault_redis.stop()
+        outage = len(stream.replies)
+        # The limit of 10 is reached while Redis is down: the database counters refuse.
+        wait_until(lambda: stream.statuses(outage).count(429) >= 3, what="refusals during the outage")
+        fault_redis.start()  # empty: every counter is rebuilt from the database
+        back = len(stream.replies)
+        wait_until(lambda: _hot_counters(fault_redis, rate_limit.pk), what="counters rebuilt in Redis")
+        seen = len(stream.replies)
+        wait_until(lambda: stream.statuses(seen).count(429) >= 3, what="refusals after the restart")
+    finally:
+        replies = stream.stop()
+
+    statuses = [r.status for r in replies]
+    assert set(statuses) <= {200, 429}, statuses  # never a 500 or 503 in auto mode
+    assert statuses.count(200) == 10
+    # Requests were admitted through the database while Redis was down, up to the limit.
+    assert 200 in statuses[outage:back]
+    assert 200 not in statuses[back:], "the rebuilt counters forgot usage recorded during the outage"
+    assert {r.error for r in replies if r.status == 429} == {(429, "request_limited", LIMITED)}
+    rows = settled(10, vk=live.vk)
+    assert {r.status_code for r in rows} == {200}
+    assert budget_usage(live.vk) == spend(live.vk) == 10 * Decimal("0.002")
+    assert rate_limit_of(live.vk).request_current_usage == 10
+    assert mock_served(mock, model) == 10
+
+
+def test_redis_required_and_down_answers_503_never_200_unchecked(gateways, mock, price, fault_redis, settings):
+    settings.REDIS_URL, settings.GOVERNANCE_COUNTERS = fault_redis.url, "redis"
+    model = "slow-50"
+    price(model, output="0.001")
+    live = make_setup(
+        mock.url,
+        rate_limit={"request_max_limit": 1000, "request_reset_duration": "1h"},
+        budgets=[{"max_limit": "1", "reset_duration": "1h"}],
+    )
+    server = gateways(REDIS_URL=fault_redis.url, GOVERNANCE_COUNTERS="redis")
+    stream = Stream(server.url, live.value, chat(model, max_tokens=2))
+    try:
+        wait_until(lambda: stream.statuses().count(200) >= 3, what="three answers with Redis up")
+        fault_redis.stop()
+        wait_until(lambda: stream.statuses().count(503) >= 5, what="503 answers while Redis is down")
+        fault_redis.start()
+        back = len(stream.replies)
+        wait_until(lambda: stream.statuses(back).count(200) >= 3, what="answers once Redis is back")
+    finally:
+        replies = stream.stop()
+
+    statuses = [r.status for r in replies]
+    assert set(statuses) == {200, 503}, statuses
+    refused = [r for r in replies if r.status == 503]
+    assert {r.error for r in refused} == {(503, "governance_unavailable", UNAVAILABLE.message)}
+    assert {r.headers["retry-after"] for r in refused} == {"1"}
+    passed = statuses.count(200)
+    # Only admitted requests reached the upstream, and each of them is in the ledger.
+    assert mock_served(mock, model) == passed
+    rows = settled(passed, vk=live.vk)
+    assert {r.status_code for r in rows} == {200}
+    assert budget_usage(live.vk) == spend(live.vk) == passed * Decimal("0.002")
+    assert rate_limit_of(live.vk).request_current_usage == passed
+
+
+def test_sigterm_lets_requests_in_flight_finish_and_keeps_their_usage(gateways, mock, price):
+    for model in ("slow-400", "slow-stream-100"):
+        price(model, input="0.000001", output="0.001")
+    limited = make_setup(
+        mock.url,
+        rate_limit={"request_max_limit": 100, "request_reset_duration": "1h"},
+        budgets=[{"max_limit": "1", "reset_duration": "1h"}],
+    )
+    # A key without limits: its usage rows go through the batched ledger writer, drained at exit.
+    free_vk, free = virtual_key_create(
+        name="free", provider_configs=[{"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]}]
+    )
+    server = gateways(workers=2)
+    jobs = [(limited.value, chat("slow-400", max_tokens=3)), (free, chat("slow-400", max_tokens=3))] * 4
+    jobs += [(limited.value, chat("slow-stream-100", max_tokens=5, stream=True))] * 2
+    jobs += [(free, chat("slow-stream-100", max_tokens=5, stream=True))] * 2
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(post, server.url, body, vk=vk) for vk, body in jobs]
+        # Every request has reached the upstream (is in flight) before the master gets SIGTERM.
+        wait_until(
+            lambda: mock_served(mock, "slow-400") == 8 and mock.stats()["streams_started"] == 4,
+            what="all requests in flight",
+        )
+        server.terminate()
+        replies = [f.result(timeout=30) for f in futures]
+    assert server.wait(30) == 0
+
+    assert [r.status for r in replies] == [200] * len(jobs)
+    assert all(r.body.endswith(b"data: [DONE]\n\n") for r in replies[8:])
+    # The gateway has exited: whatever it wrote is all there will ever be.
+    limited_rows, free_rows = records(limited.vk), records(free_vk)
+    assert len(limited_rows) == len(free_rows) == 6
+    assert {r.status_code for r in limited_rows + free_rows} == {200}
+    assert sorted(r.completion_tokens for r in limited_rows) == [3, 3, 3, 3, 5, 5]
+    assert budget_usage(limited.vk) == spend(limited.vk) == sum((r.cost for r in limited_rows), Decimal("0")) > 0
+    assert rate_limit_of(limited.vk).request_current_usage == 6
