@@ -35,9 +35,18 @@ django.setup()
 from governance.services import provider_create, provider_key_create, virtual_key_create
 p = provider_create(name="openai", base_url=os.environ["BENCH_UPSTREAM"])
 provider_key_create(provider=p, name="bench", value="sk-bench-upstream")
-vk, value = virtual_key_create(name="bench", provider_configs=[
-    {"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]}])
-print(value)
+configs = [{"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]}]
+vk, value = virtual_key_create(name="bench", provider_configs=configs)
+# The governed key carries a budget and a rate limit too large to trip: full enforcement runs
+# (atomic admit before the upstream call, settle + ledger after it) without rejecting anything.
+governed, governed_value = virtual_key_create(
+    name="bench-governed",
+    provider_configs=configs,
+    budgets=[{"max_limit": "1000000", "reset_duration": "1d"}],
+    rate_limit={"request_max_limit": 1000000000, "request_reset_duration": "1h",
+                "token_max_limit": 1000000000000, "token_reset_duration": "1h"},
+)
+print(value, governed_value)
 """
 
 
@@ -119,10 +128,11 @@ def main() -> None:
         subprocess.run(
             [PYTHON, "manage.py", "seed_prices"], cwd=ROOT, env=gw_env, check=True, stdout=subprocess.DEVNULL
         )
-        vk = (
+        vk, governed_vk = (
             subprocess.run([PYTHON, "-c", SETUP], cwd=ROOT, env=gw_env, check=True, capture_output=True, text=True)
             .stdout.strip()
             .splitlines()[-1]
+            .split()
         )
         procs.append(
             start(
@@ -142,6 +152,7 @@ def main() -> None:
             "direct": (mock_port, {}, procs[0]),
             "forwarder": (fwd_port, {}, procs[1]),
             "gateway": (gw_port, {"Authorization": f"Bearer {vk}"}, procs[2]),
+            "governed": (gw_port, {"Authorization": f"Bearer {governed_vk}"}, procs[2]),
         }
         results: dict[tuple[str, str, int], loadgen.Result] = {}
         for kind in ("json", "sse"):
@@ -178,6 +189,12 @@ def main() -> None:
                 f"{kind.upper()}: c={c} gateway {gw_c.rps:.0f} req/s / forwarder {fwd_c.rps:.0f} req/s "
                 f"= {gw_c.rps / fwd_c.rps:.2f}x (direct {results[('direct', kind, c)].rps:.0f} req/s); "
                 f"server CPU per request forwarder/gateway = {fwd_c.cpu_us / gw_c.cpu_us:.2f}x"
+            )
+            gov, gov_c = results[("governed", kind, 1)], results[("governed", kind, c)]
+            print(
+                f"{kind.upper()}: governance (budget + rate limit) adds p50 {gov.pct(0.5) - gw.pct(0.5):.3f} ms, "
+                f"p99 {gov.pct(0.99) - gw.pct(0.99):.3f} ms over the plain gateway; c={c} {gov_c.rps:.0f} req/s "
+                f"= {gov_c.rps / gw_c.rps:.2f}x the plain gateway, {gov_c.rps / fwd_c.rps:.2f}x the forwarder"
             )
     finally:
         for proc in reversed(procs):

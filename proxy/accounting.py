@@ -19,10 +19,10 @@ The proxy calls, for every upstream attempt:
 
 Rules: a successful answer (and a cut-off stream) is charged its actual cost; a failed upstream
 call costs nothing; an attempt counts one request against request limits only if the upstream
-was actually reached (``upstream_called``). Requests whose path carries limits settle
-synchronously through ``governance.enforcement.settle`` (UsageRecord + database counters in
-one transaction, then the Redis copy), so their spend is durable before the worker moves on;
-requests without limits only need their UsageRecord, which ``proxy.ledger`` batches.
+was actually reached (``upstream_called``). Requests whose path carries limits settle through
+``governance.enforcement.settle`` (UsageRecord + database counters in one transaction, then the
+Redis copy) on a settler thread (``proxy.ledger.defer``), drained on graceful shutdown; requests
+without limits only need their UsageRecord, which ``proxy.ledger`` batches.
 """
 
 from __future__ import annotations
@@ -144,12 +144,11 @@ def finish(
         "created_at": timezone.now(),
     }
     if ticket.admission is not None:
-        enforcement.settle(
-            ticket.admission,
-            actual_cost=cost,
-            actual_tokens=total,
-            upstream_called=upstream_called,
-            entry=LedgerEntry(**fields),
+        admission, entry = ticket.admission, LedgerEntry(**fields)
+        ledger.defer(
+            lambda: enforcement.settle(
+                admission, actual_cost=cost, actual_tokens=total, upstream_called=upstream_called, entry=entry
+            )
         )
         return
     ledger.record({**fields, "request_id": ticket.request_id, "cost": cost, "total_tokens": total})

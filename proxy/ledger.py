@@ -8,6 +8,12 @@ of requests costs one INSERT instead of one each. The queue is drained when the 
 usage. Accepted imprecision: a worker killed with SIGKILL or crashing loses the rows still
 queued: those of the last ``WINDOW_SECONDS`` (20 ms) plus the write in progress.
 A failed write (database briefly unreachable) is retried with back-off, never dropped.
+
+Requests that carry budgets or rate limits are settled through ``governance.enforcement`` (ledger
+row + counter catch-up in one transaction). Under gunicorn ``defer`` hands that work to a small
+pool of settler threads, so the request thread is free for the next request on its connection
+the moment the answer is sent; ``flush`` waits for them too. Until a settle has run, the request
+keeps its worst-case reservation: a delay errs towards refusing, never towards overshooting.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, transaction
@@ -28,6 +36,8 @@ logger = logging.getLogger("bifrost.ledger")
 
 _queue: queue.Queue[dict] | None = None
 _thread: threading.Thread | None = None
+_settlers: ThreadPoolExecutor | None = None
+SETTLE_THREADS = 4
 _idle = threading.Condition()
 _pending = 0
 BATCH = 500
@@ -46,11 +56,36 @@ def record(fields: dict) -> None:
     _queue.put(fields)
 
 
+def defer(task: Callable[[], object]) -> None:
+    """Run ``task`` (a settle) on a settler thread when the writer runs (under gunicorn), else now."""
+    global _pending
+    if _settlers is None:
+        task()
+        return
+    with _idle:
+        _pending += 1
+    _settlers.submit(_run_deferred, task)
+
+
+def _run_deferred(task: Callable[[], object]) -> None:
+    global _pending
+    try:
+        task()
+    except Exception:
+        # governance.ledger has already logged the entry in full for replay.
+        logger.exception("deferred settle failed")
+    finally:
+        with _idle:
+            _pending -= 1
+            _idle.notify_all()
+
+
 def start_writer() -> None:
-    """Switch this process to queued writes (call once per worker process)."""
-    global _queue, _thread
+    """Switch this process to queued writes and deferred settles (call once per worker process)."""
+    global _queue, _thread, _settlers
     if _thread is not None and _thread.is_alive():
         return
+    _settlers = ThreadPoolExecutor(max_workers=SETTLE_THREADS, thread_name_prefix="bifrost-settle")
     _queue = queue.Queue()
     _thread = threading.Thread(target=_run, name="bifrost-ledger-writer", daemon=True)
     _thread.start()
