@@ -98,3 +98,25 @@ async def _run(host, port, request, concurrency, seconds, warmup):
 
 def run(host: str, port: int, request: bytes, *, concurrency: int, seconds: float, warmup: float = 1.0) -> Result:
     return asyncio.run(_run(host, port, request, concurrency, seconds, warmup))
+
+
+async def _run_mixed(host, port, mix, seconds):
+    results = []
+    start = time.perf_counter()
+    deadline = start + seconds
+    clients = []
+    for request, concurrency in mix:
+        latencies: list[float] = []
+        errors: list[int] = []
+        results.append(Result(latencies, 0, seconds))
+        clients += [_client(host, port, request, deadline, start, latencies, errors) for _ in range(concurrency)]
+        results[-1].error_list = errors  # type: ignore[attr-defined]
+    await asyncio.gather(*clients)
+    for result in results:
+        result.errors = len(result.error_list)  # type: ignore[attr-defined]
+    return results
+
+
+def run_mixed(host: str, port: int, mix: list[tuple[bytes, int]], *, seconds: float) -> list[Result]:
+    """Several request kinds at once, each with its own concurrency; no warm-up (every answer counts)."""
+    return asyncio.run(_run_mixed(host, port, mix, seconds))

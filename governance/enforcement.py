@@ -144,6 +144,17 @@ def admit(
     return UNAVAILABLE
 
 
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The arguments of one ``settle``, for ``settle_many``."""
+
+    admission: Admission
+    actual_cost: Decimal
+    actual_tokens: int
+    upstream_called: bool
+    entry: LedgerEntry | None = None
+
+
 def settle(
     admission: Admission,
     *,
@@ -160,35 +171,50 @@ def settle(
     Idempotent: a second settle of the same admission does nothing, and a UsageRecord that
     already exists for ``request_id`` is not charged twice. Returns whether this call charged.
     """
-    if admission.state != "open":
-        return False
+    return settle_many([Settlement(admission, actual_cost, actual_tokens, upstream_called, entry)], now=now)[0]
+
+
+def settle_many(settlements: list[Settlement], *, now: datetime | None = None) -> list[bool]:
+    """Settle a batch: one database transaction for all ledger rows and counter rows, then the
+    Redis copy of each. The proxy's settler thread batches what finished in the last few ms."""
     now = now or timezone.now()
-    if not upstream_called:
-        actual_cost, actual_tokens = Decimal("0"), 0
-    actual_cost, actual_tokens = max(Decimal(actual_cost), Decimal("0")), max(int(actual_tokens), 0)
-    if entry is None and (upstream_called or actual_cost or actual_tokens):
-        raise ValueError("settle() needs a LedgerEntry for a request that reached the upstream")
-    admission.state = "settled" if upstream_called or entry is not None else "released"
-    actuals: list[Decimal | int] = []
-    for counter in admission.counters:
-        if counter.kind == BUDGET:
-            actuals.append(actual_cost)
-        elif counter.kind == TOKENS:
-            actuals.append(actual_tokens)
-        else:
-            actuals.append(1 if upstream_called else 0)
-    charged, record_id = True, None
+    charges, results, open_ = [], [False] * len(settlements), []
+    for index, item in enumerate(settlements):
+        admission = item.admission
+        if admission.state != "open":
+            continue
+        actual_cost, actual_tokens = item.actual_cost, item.actual_tokens
+        if not item.upstream_called:
+            actual_cost, actual_tokens = Decimal("0"), 0
+        actual_cost, actual_tokens = max(Decimal(actual_cost), Decimal("0")), max(int(actual_tokens), 0)
+        if item.entry is None and (item.upstream_called or actual_cost or actual_tokens):
+            raise ValueError("settle() needs a LedgerEntry for a request that reached the upstream")
+        admission.state = "settled" if item.upstream_called or item.entry is not None else "released"
+        actuals: list[Decimal | int] = []
+        for counter in admission.counters:
+            if counter.kind == BUDGET:
+                actuals.append(actual_cost)
+            elif counter.kind == TOKENS:
+                actuals.append(actual_tokens)
+            else:
+                actuals.append(1 if item.upstream_called else 0)
+        open_.append((index, admission, actuals))
+        if item.entry is not None or admission.backend == "database":
+            charges.append((index, ledger.Charge(item.entry, admission, actual_cost, actual_tokens, actuals)))
+    outcome: dict[int, tuple[bool, int | None]] = {}
     try:
-        if entry is not None or admission.backend == "database":
-            charged, record_id = ledger.record(
-                entry, admission=admission, cost=actual_cost, total_tokens=actual_tokens, actuals=actuals, now=now
-            )
+        if charges:
+            recorded = ledger.record_many([charge for _, charge in charges], now=now)
+            outcome = {index: result for (index, _), result in zip(charges, recorded, strict=True)}
     finally:
         # Database admissions settle onto the hot copy too when Redis is the primary: one made
         # after another process's recovery rebuild would otherwise never reach Redis.
-        if admission.backend in ("redis", "database"):
-            _settle_hot(admission, actuals if charged else [0 * a for a in actuals], now, record_id)
-    return charged
+        for index, admission, actuals in open_:
+            charged, record_id = outcome.get(index, (True, None))
+            results[index] = charged
+            if admission.backend in ("redis", "database"):
+                _settle_hot(admission, actuals if charged else [0 * a for a in actuals], now, record_id)
+    return results
 
 
 def release(admission: Admission, *, now: datetime | None = None) -> None:

@@ -63,6 +63,17 @@ class LedgerEntry:
     created_at: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One request to write: its entry (None for a bare release), admission and actual amounts."""
+
+    entry: LedgerEntry | None
+    admission: Admission
+    cost: Decimal
+    total_tokens: int
+    actuals: list[Decimal | int]
+
+
 def record(
     entry: LedgerEntry | None,
     *,
@@ -79,42 +90,56 @@ def record(
     is charged a second time (reservations are still released). The record id lets a rebuilt
     Redis counter tell whether its database snapshot already included this request.
     """
+    return record_many([Charge(entry, admission, cost, total_tokens, actuals)], now=now)[0]
+
+
+def record_many(charges: list[Charge], *, now: datetime) -> list[tuple[bool, int | None]]:
+    """``record`` for a batch of requests in ONE transaction: each counter row is locked and
+    written once for the whole batch, so requests sharing a budget do not queue on its row lock
+    one commit at a time. Returns ``(charged, record id)`` per charge, in order."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return _record_once(entry, admission, cost, total_tokens, actuals, now)
+            return _record_batch(charges, now)
         except OperationalError as exc:
             if attempt == ATTEMPTS:
-                _log_lost(entry, admission, cost, total_tokens, exc)
+                for charge in charges:
+                    _log_lost(charge.entry, charge.admission, charge.cost, charge.total_tokens, exc)
                 raise
             time.sleep(0.05 * attempt)
         except Exception as exc:
-            _log_lost(entry, admission, cost, total_tokens, exc)
+            for charge in charges:
+                _log_lost(charge.entry, charge.admission, charge.cost, charge.total_tokens, exc)
             raise
     raise AssertionError("unreachable")
 
 
-def _record_once(
-    entry: LedgerEntry | None,
-    admission: Admission,
-    cost: Decimal,
-    total_tokens: int,
-    actuals: list[Decimal | int],
-    now: datetime,
-) -> tuple[bool, int | None]:
+def _applies(admission: Admission, actuals: list[Decimal | int]) -> bool:
+    return admission.backend == "database" or (admission.backend == "redis" and any(actuals))
+
+
+def _record_batch(charges: list[Charge], now: datetime) -> list[tuple[bool, int | None]]:
     with transaction.atomic():
-        apply = admission.backend == "database" or (admission.backend == "redis" and any(actuals))
-        # Lock the counter rows *before* inserting: the record id is then allocated while the
-        # rows are held, which orders it against a Redis rebuild's snapshot of the same rows.
-        rows = lock_rows(admission.counters) if apply else {}
-        charged, record_id = True, None
-        if entry is not None:
-            record_id = _insert(entry, admission.request_id, cost, total_tokens, now)
-            charged = record_id is not None
-        if not charged:
-            actuals = [Decimal("0") if c.kind == BUDGET else 0 for c in admission.counters]
-        if apply:
-            _apply(admission, rows, actuals, now, release=admission.backend == "database")
-    return charged, record_id
+        # Lock the counter rows *before* inserting: the record ids are then allocated while the
+        # rows are held, which orders them against a Redis rebuild's snapshot of the same rows.
+        counters = [
+            c for charge in charges if _applies(charge.admission, charge.actuals) for c in charge.admission.counters
+        ]
+        rows = lock_rows(counters) if counters else {}
+        results, changed = [], []
+        for charge in charges:
+            admission, actuals = charge.admission, charge.actuals
+            apply = _applies(admission, actuals)
+            charged, record_id = True, None
+            if charge.entry is not None:
+                record_id = _insert(charge.entry, admission.request_id, charge.cost, charge.total_tokens, now)
+                charged = record_id is not None
+            if not charged:
+                actuals = [Decimal("0") if c.kind == BUDGET else 0 for c in admission.counters]
+            if apply:
+                changed += _apply(admission, rows, actuals, now, release=admission.backend == "database")
+            results.append((charged, record_id))
+        save_rows(unique_rows(changed))
+    return results
 
 
 def _insert(entry: LedgerEntry, request_id: str, cost: Decimal, total_tokens: int, now: datetime) -> int | None:
@@ -133,7 +158,8 @@ def _insert(entry: LedgerEntry, request_id: str, cost: Decimal, total_tokens: in
     return row.pk
 
 
-def _apply(admission: Admission, rows: dict, actuals: list[Decimal | int], now: datetime, *, release: bool) -> None:
+def _apply(admission: Admission, rows: dict, actuals: list[Decimal | int], now: datetime, *, release: bool) -> list:
+    """Move the in-memory rows of ``admission``'s counters; returns them (the caller saves)."""
     changed = []
     for counter, mark, actual in zip(admission.counters, admission.marks, actuals, strict=True):
         row = rows.get(row_key(counter))
@@ -146,7 +172,7 @@ def _apply(admission: Admission, rows: dict, actuals: list[Decimal | int], now: 
         new_usage = usage - (counter.reserve if reserved else 0) + actual
         set_state(counter, row, new_usage, start)
         changed.append(row)
-    save_rows(unique_rows(changed))
+    return changed
 
 
 def _log_lost(entry: LedgerEntry | None, admission: Admission, cost: Decimal, tokens: int, exc: BaseException) -> None:

@@ -21,7 +21,7 @@ Rules: a successful answer (and a cut-off stream) is charged its actual cost; a 
 call costs nothing; an attempt counts one request against request limits only if the upstream
 was actually reached (``upstream_called``). Requests whose path carries limits settle through
 ``governance.enforcement.settle`` (UsageRecord + database counters in one transaction, then the
-Redis copy) on a settler thread (``proxy.ledger.defer``), drained on graceful shutdown; requests
+Redis copy) in batches on a settler thread (``proxy.ledger.settle``), drained on graceful shutdown; requests
 without limits only need their UsageRecord, which ``proxy.ledger`` batches.
 """
 
@@ -144,11 +144,6 @@ def finish(
         "created_at": timezone.now(),
     }
     if ticket.admission is not None:
-        admission, entry = ticket.admission, LedgerEntry(**fields)
-        ledger.defer(
-            lambda: enforcement.settle(
-                admission, actual_cost=cost, actual_tokens=total, upstream_called=upstream_called, entry=entry
-            )
-        )
+        ledger.settle(enforcement.Settlement(ticket.admission, cost, total, upstream_called, LedgerEntry(**fields)))
         return
     ledger.record({**fields, "request_id": ticket.request_id, "cost": cost, "total_tokens": total})

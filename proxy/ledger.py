@@ -10,10 +10,13 @@ queued: those of the last ``WINDOW_SECONDS`` (20 ms) plus the write in progress.
 A failed write (database briefly unreachable) is retried with back-off, never dropped.
 
 Requests that carry budgets or rate limits are settled through ``governance.enforcement`` (ledger
-row + counter catch-up in one transaction). Under gunicorn ``defer`` hands that work to a small
-pool of settler threads, so the request thread is free for the next request on its connection
-the moment the answer is sent; ``flush`` waits for them too. Until a settle has run, the request
-keeps its worst-case reservation: a delay errs towards refusing, never towards overshooting.
+rows + counter catch-up in one transaction). Under gunicorn ``settle`` only queues the
+settlement: a settler thread takes whatever finished in the last ``WINDOW_SECONDS`` and settles
+it as one batch (``enforcement.settle_many``), so requests sharing a budget cost one row lock and
+one commit per batch instead of one each, and the request thread is free the moment the answer
+is sent. ``flush`` drains this queue too. Until its settle has run, a request keeps its
+worst-case reservation: a delay errs towards refusing, never towards overshooting. A batch the
+database refuses after ``governance.ledger``'s retries is logged in full for replay.
 """
 
 from __future__ import annotations
@@ -23,8 +26,6 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, transaction
@@ -36,8 +37,7 @@ logger = logging.getLogger("bifrost.ledger")
 
 _queue: queue.Queue[dict] | None = None
 _thread: threading.Thread | None = None
-_settlers: ThreadPoolExecutor | None = None
-SETTLE_THREADS = 4
+_settlements: queue.Queue | None = None
 _idle = threading.Condition()
 _pending = 0
 BATCH = 500
@@ -56,36 +56,51 @@ def record(fields: dict) -> None:
     _queue.put(fields)
 
 
-def defer(task: Callable[[], object]) -> None:
-    """Run ``task`` (a settle) on a settler thread when the writer runs (under gunicorn), else now."""
+def settle(settlement) -> None:
+    """Settle a governed request (an ``enforcement.Settlement``): queued under gunicorn, else now."""
     global _pending
-    if _settlers is None:
-        task()
+    if _settlements is None:
+        from governance import enforcement
+
+        enforcement.settle_many([settlement])
         return
     with _idle:
         _pending += 1
-    _settlers.submit(_run_deferred, task)
+    _settlements.put(settlement)
 
 
-def _run_deferred(task: Callable[[], object]) -> None:
+def _settle_loop() -> None:
     global _pending
-    try:
-        task()
-    except Exception:
-        # governance.ledger has already logged the entry in full for replay.
-        logger.exception("deferred settle failed")
-    finally:
-        with _idle:
-            _pending -= 1
-            _idle.notify_all()
+    from governance import enforcement
+
+    assert _settlements is not None
+    while True:
+        batch = [_settlements.get()]
+        time.sleep(WINDOW_SECONDS)
+        while len(batch) < BATCH:
+            try:
+                batch.append(_settlements.get_nowait())
+            except queue.Empty:
+                break
+        try:
+            enforcement.settle_many(batch)
+        except Exception:
+            # governance.ledger has logged every entry of the batch in full for replay.
+            logger.exception("settle batch failed", extra={"requests": len(batch)})
+            connection.close()
+        finally:
+            with _idle:
+                _pending -= len(batch)
+                _idle.notify_all()
 
 
 def start_writer() -> None:
     """Switch this process to queued writes and deferred settles (call once per worker process)."""
-    global _queue, _thread, _settlers
+    global _queue, _thread, _settlements
     if _thread is not None and _thread.is_alive():
         return
-    _settlers = ThreadPoolExecutor(max_workers=SETTLE_THREADS, thread_name_prefix="bifrost-settle")
+    _settlements = queue.Queue()
+    threading.Thread(target=_settle_loop, name="bifrost-settler", daemon=True).start()
     _queue = queue.Queue()
     _thread = threading.Thread(target=_run, name="bifrost-ledger-writer", daemon=True)
     _thread.start()
