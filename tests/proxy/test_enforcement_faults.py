@@ -23,7 +23,7 @@ from decimal import Decimal
 import pytest
 
 from governance.counters.base import UNAVAILABLE
-from governance.services import virtual_key_create
+from governance.services import provider_create, provider_key_create, virtual_key_create
 from tests.proxy.conftest import free_port, make_setup
 from tests.proxy.conftest_enforcement import *  # noqa: F403 - fixtures
 from tests.proxy.conftest_enforcement import (
@@ -93,6 +93,36 @@ def test_unreachable_provider_costs_nothing_and_gives_the_request_slot_back(gate
     assert {(r.status_code, r.cost, r.total_tokens) for r in rows} == {(502, Decimal("0"), 0)}
     assert budget_usage(live.vk) == Decimal("0")
     assert rate_limit_of(live.vk).request_current_usage == 0
+
+
+def test_a_refused_primary_gives_its_slot_and_reservation_to_the_fallback(gateway, mock, price):
+    price("gpt-4o-mini", output="0.001", provider="backup")
+    price("gpt-4o-mini", output="0.001")
+    backup = provider_create(name="backup", base_url=mock.url, api_format="openai", timeout_seconds=2.0)
+    provider_key_create(provider=backup, name="main", value="sk-upstream-backup-secret")
+    live = make_setup(
+        f"http://127.0.0.1:{free_port()}",  # openai: the connection is refused
+        provider_configs=[
+            {"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]},
+            {"provider": "backup", "weight": None, "allowed_models": ["*"], "key_ids": ["*"]},
+        ],
+        rate_limit={"request_max_limit": 1, "request_reset_duration": "1m"},
+        # Room for one worst case ($0.006) only: the fallback fits once the primary let go.
+        budgets=[{"max_limit": "0.01", "reset_duration": "1h"}],
+    )
+
+    reply = post(gateway.url, chat("openai/gpt-4o-mini", max_tokens=6, fallbacks=["backup/gpt-4o-mini"]), vk=live.value)
+
+    assert reply.status == 200, reply.body
+    assert reply.json()["extra_fields"]["provider"] == "backup"
+    rows = settled(2, vk=live.vk)
+    assert [(r.provider, r.status_code, r.cost) for r in rows] == [
+        ("openai", 502, Decimal("0")),
+        ("backup", 200, Decimal("0.006")),
+    ]
+    assert budget_usage(live.vk) == spend(live.vk) == Decimal("0.006")
+    assert rate_limit_of(live.vk).request_current_usage == 1
+    assert mock_served(mock, "gpt-4o-mini") == 1
 
 
 class Stream:
