@@ -144,6 +144,12 @@ def finish(
         "created_at": timezone.now(),
     }
     if ticket.admission is not None:
-        ledger.settle(enforcement.Settlement(ticket.admission, cost, total, upstream_called, LedgerEntry(**fields)))
+        settlement = enforcement.Settlement(ticket.admission, cost, total, upstream_called, LedgerEntry(**fields))
+        if succeeded:
+            ledger.settle(settlement)
+        else:
+            # A failed attempt is settled before the proxy answers or tries a fallback, so the
+            # request slot it does not use (upstream never reached) is free for the next request.
+            enforcement.settle_many([settlement])
         return
     ledger.record({**fields, "request_id": ticket.request_id, "cost": cost, "total_tokens": total})
