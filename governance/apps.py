@@ -10,3 +10,4 @@ class GovernanceConfig(AppConfig):
 
     def ready(self) -> None:
         from governance import signals  # noqa: F401  (cache invalidation hooks)
+        from governance.api import schema  # noqa: F401  (OpenAPI auth scheme extensions)
