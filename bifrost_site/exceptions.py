@@ -8,7 +8,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import IntegrityError
+from django.db import DataError, IntegrityError
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -57,6 +57,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
         return Response(error_body(413, "Request body too large"), status=413)
     if isinstance(exc, exceptions.ParseError):
         return Response(error_body(400, "Invalid JSON"), status=400)
+    if isinstance(exc, RecursionError):
+        # Only hostile nesting gets here: the JSON parser gives up on a body nested ~1000 deep.
+        return Response(error_body(400, "Invalid JSON: nested too deeply"), status=400)
     if isinstance(exc, exceptions.ValidationError):
         return validation_response(exc.detail)
     if isinstance(exc, DjangoValidationError):
@@ -65,6 +68,12 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
         return Response(error_body(404, str(exc) or "Not found"), status=404)
     if isinstance(exc, DjangoPermissionDenied):
         return Response(error_body(403, str(exc) or "Permission denied"), status=403)
+    if isinstance(exc, DataError):
+        # A backstop: serializers refuse what a backend cannot store. The database's text can quote
+        # the offending value, which may be a secret, so neither the answer nor the log repeats it.
+        logger.warning("data error", extra={"view": type(context.get("view")).__name__})
+        message = "A value in the request cannot be stored (invalid characters or out of range)"
+        return Response(error_body(400, message), status=400)
     if isinstance(exc, IntegrityError):
         # A concurrent write won the race on a unique or check constraint.
         logger.info("integrity conflict", extra={"error": str(exc).splitlines()[0][:200]})

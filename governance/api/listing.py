@@ -42,9 +42,12 @@ def uuid_param(params, name: str) -> uuid.UUID | None:
 
 
 def search(queryset: QuerySet, params) -> QuerySet:
-    term = params.get("search", "").strip()
-    if len(term) > 255:
+    raw = params.get("search", "")
+    if len(raw) > 255:  # before strip(): the limit is on what the client sent
         raise ValidationError({"search": ["search is too long (max 255 characters)"]})
+    if "\x00" in raw:  # PostgreSQL text cannot hold it; refuse it the same way on every backend
+        raise ValidationError({"search": ["search must not contain NUL characters"]})
+    term = raw.strip()
     return queryset.filter(name__icontains=term) if term else queryset
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from governance.durations import DURATION_RE
+from governance.durations import DURATION_RE, duration_seconds
 from governance.models import Customer, Team, VirtualKey
 
 # JSON-typed fields. DRF coerces by default (``0`` for a string, ``"yes"`` for a boolean, ``"5"`` for
@@ -51,6 +51,42 @@ class StrictFloatField(serializers.FloatField):
         return super().to_internal_value(data)
 
 
+MAX_JSON_DEPTH = 32
+
+
+class JsonObjectField(serializers.DictField):
+    """Free-form JSON object (team ``profile``/``config``/``claims``), storable in any backend.
+
+    PostgreSQL's ``jsonb`` cannot hold NUL characters or unpaired UTF-16 surrogates (both valid
+    JSON escapes): refusing them here keeps the answer a 400 on every database, not a DataError.
+    The depth cap keeps rendering and storing it far from Python's recursion limit.
+    """
+
+    def to_internal_value(self, data) -> dict:
+        value = super().to_internal_value(data)
+        pending = [(value, 1)]  # iterative: the walk itself must not recurse on hostile nesting
+        while pending:
+            item, depth = pending.pop()
+            if depth > MAX_JSON_DEPTH:
+                raise serializers.ValidationError(f"must not be nested deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                pending += [(key, depth) for key in item] + [(v, depth + 1) for v in item.values()]
+            elif isinstance(item, list):
+                pending += [(v, depth + 1) for v in item]
+            elif isinstance(item, str):
+                _check_storable(item)
+        return value
+
+
+def _check_storable(text: str) -> None:
+    if "\x00" in text:
+        raise serializers.ValidationError("must not contain NUL characters (\\u0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise serializers.ValidationError("must not contain unpaired surrogates") from None
+
+
 @extend_schema_field({"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 10**14 - 1})
 class MoneyField(serializers.DecimalField):
     """A dollar amount > 0, sent as a JSON number, kept exact to the database's ten decimal places."""
@@ -70,7 +106,17 @@ class MoneyField(serializers.DecimalField):
         return super().to_internal_value(data)
 
 
-@extend_schema_field({"type": "string", "pattern": r"^[1-9][0-9]{0,5}[smhdwMY]$", "example": "1d"})
+MAX_DURATION_SECONDS = duration_seconds("100Y")
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^[1-9][0-9]{0,5}[smhdwMY]$",
+        "description": "<number><unit>, unit s, m, h, d, w, M (30 days) or Y (365 days); at most 100 years",
+        "example": "1d",
+    }
+)
 class DurationField(StrictCharField):
     """A reset duration (``30s``, ``1h``, ``1d``, ``1M``): exactly the grammar, no stray whitespace."""
 
@@ -84,6 +130,9 @@ class DurationField(StrictCharField):
             raise serializers.ValidationError(
                 f"invalid duration {value!r}: use <number><unit> with unit s, m, h, d, w, M or Y (e.g. 30s, 1h, 1M)"
             )
+        # The grammar admits 999999Y, whose windows end past year 9999, where date arithmetic fails.
+        if value and duration_seconds(value) > MAX_DURATION_SECONDS:
+            raise serializers.ValidationError(f"duration {value!r} is too long: at most 100 years (100Y)")
         return value
 
 
@@ -192,9 +241,9 @@ class TeamInput(BudgetsMixin):
     name = StrictCharField(max_length=255)
     customer_id = _RelatedId(Customer, "customer", required=False, allow_null=True)
     rate_limit = RateLimitInput(required=False, allow_null=True)
-    profile = serializers.DictField(required=False, allow_null=True)
-    config = serializers.DictField(required=False, allow_null=True)
-    claims = serializers.DictField(required=False, allow_null=True)
+    profile = JsonObjectField(required=False, allow_null=True)
+    config = JsonObjectField(required=False, allow_null=True)
+    claims = JsonObjectField(required=False, allow_null=True)
 
     def __init__(self, *args, updating: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
