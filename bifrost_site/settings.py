@@ -7,7 +7,6 @@ database-backed counters. ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL`` switch
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from pathlib import Path
@@ -102,8 +101,6 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # Tests: a file (one per test process), so a gateway subprocess can share the test database.
-    _db["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
