@@ -20,7 +20,7 @@ from governance import snapshot
 from proxy import accounting, auth, errors, routing, upstream
 from proxy.errors import ProxyError
 from proxy.routing import Resolved, Route
-from proxy.usage import SseScanner, Usage, estimate_prompt_tokens, usage_from_body
+from proxy.usage import MAX_TOKENS, SseScanner, Usage, estimate_prompt_tokens, usage_from_body
 
 logger = logging.getLogger("bifrost.proxy")
 
@@ -95,6 +95,8 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw) if raw else None
     except (ValueError, UnicodeDecodeError):
         raise errors.bad_request("Invalid JSON") from None
+    except RecursionError:  # the C decoder's depth guard: no model API nests anywhere near this deep
+        raise errors.bad_request("Invalid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise errors.bad_request("request body must be a JSON object")
     return body
@@ -291,15 +293,14 @@ class StreamBody:
 
     def _account(self) -> None:
         usage = self.scanner.usage
-        if self.done:
-            status = self.answer.status
-        else:
-            status = self.failed_status or accounting.CLIENT_CLOSED
-            # Cut off before the upstream reported its final usage: charge what was produced,
-            # about one token per content chunk forwarded.
+        status = self.answer.status if self.done else (self.failed_status or accounting.CLIENT_CLOSED)
+        if not self.done or not self.scanner.seen_usage:
+            # Cut off before the upstream reported its final usage, or ended without reporting
+            # any (a truncated stream, an upstream ignoring include_usage): charge what was
+            # produced, about one token per content chunk forwarded, rather than nothing.
             usage.completion_tokens = max(usage.completion_tokens, self.scanner.content_events)
             if not usage.prompt_tokens:
                 usage.prompt_tokens = estimate_prompt_tokens(self.ticket.resolved.body)
-            usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+            usage.total_tokens = min(usage.prompt_tokens + usage.completion_tokens, MAX_TOKENS)
             usage.estimated = True
         accounting.finish(self.ticket, usage, status, _ms(self.ticket.started), True)

@@ -16,6 +16,10 @@ Failure modes are chosen by words in the model name, so a test selects them per 
 the headers), ``slow-stream`` / ``slow-stream-<ms>`` (pauses between chunks, 300 ms by default),
 ``reset`` (drops the connection without an answer), ``reset-mid-stream`` (drops it after two
 chunks) and ``echo`` (the answer carries the request's path, headers and body under ``echo``).
+``garbage-stream`` answers 200 ``text/event-stream`` whose body is exactly the chunks listed
+(base64) in the request body's ``mock_chunks``, one HTTP chunk each, then ends the body, or
+drops the connection when ``mock_abort`` is true: fuzz tests send truncated or garbage events
+byte for byte.
 
 ``GET /_mock/stats`` reports what was served (requests by path and model, statuses, tokens,
 streams started/finished); ``POST /_mock/reset`` zeroes it. Fault tests compare the gateway's
@@ -373,6 +377,8 @@ async def _serve(req: Request, writer: asyncio.StreamWriter) -> bool:
     delay = _delay_ms(model, "slow", 0)
     if delay:
         await asyncio.sleep(delay / 1000)
+    if "garbage-stream" in model:
+        return await _replay(body, writer)
     for status in (500, 429, 400):
         if f"fail-{status}" in model:
             STATS.by_status[status] += 1
@@ -418,6 +424,24 @@ async def _stream(answer: Answer, model: str, writer: asyncio.StreamWriter) -> b
                 return False
     writer.write(b"0\r\n\r\n")
     await writer.drain()
+    STATS.streams_finished += 1
+    return True
+
+
+async def _replay(body: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+    """``garbage-stream``: the stream the test scripted, verbatim (no tokens are counted)."""
+    chunks = body.get("mock_chunks")
+    chunks = [base64.b64decode(c) for c in chunks] if isinstance(chunks, list) else []
+    STATS.by_status[200] += 1
+    STATS.streams_started += 1
+    writer.write(_head(200, "text/event-stream", None, {"Cache-Control": "no-cache"}))
+    for data in chunks:
+        if data:  # an empty chunk would end the chunked body early
+            writer.write(_chunk(data))
+    await writer.drain()
+    if body.get("mock_abort") is True:
+        return False
+    writer.write(b"0\r\n\r\n")
     STATS.streams_finished += 1
     return True
 

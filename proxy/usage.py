@@ -23,8 +23,30 @@ class Usage:
     estimated: bool = False
 
 
+# What the ledger's token columns hold on every supported database (a 32-bit signed integer),
+# and the most a cost column holds (24 digits, 10 of them decimals). An upstream reporting more
+# is wrong, and storing its figure would make the ledger insert fail for good.
+MAX_TOKENS = 2**31 - 1
+MAX_COST = Decimal(10) ** 14
+
+
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
+    """A token count as reported, capped at what the ledger stores; anything not a positive int is 0."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return min(value, MAX_TOKENS)
+    return 0
+
+
+def _cost(value: Any) -> Decimal | None:
+    """An upstream-reported cost, or None (the price table decides) when it is not a finite amount
+    the ledger can hold: a negative, NaN or infinite figure must never credit or poison a budget."""
+    if not isinstance(value, int | float | str) or isinstance(value, bool):
+        return None
+    try:
+        cost = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return cost if cost.is_finite() and 0 <= cost < MAX_COST else None
 
 
 def read_usage(raw: Any, usage: Usage | None = None) -> Usage:
@@ -51,13 +73,10 @@ def read_usage(raw: Any, usage: Usage | None = None) -> Usage:
         if "output_tokens" in raw:  # Anthropic's message_delta carries only the cumulative output count
             usage.completion_tokens = _int(raw.get("output_tokens"))
     total = raw.get("total_tokens")
-    usage.total_tokens = _int(total) or usage.prompt_tokens + usage.completion_tokens
-    cost = raw.get("cost")
-    if isinstance(cost, int | float | str) and not isinstance(cost, bool):
-        try:
-            usage.upstream_cost = Decimal(str(cost))
-        except InvalidOperation:
-            pass
+    usage.total_tokens = _int(total) or min(usage.prompt_tokens + usage.completion_tokens, MAX_TOKENS)
+    cost = _cost(raw.get("cost"))
+    if cost is not None:
+        usage.upstream_cost = cost
     return usage
 
 
