@@ -24,6 +24,8 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
+# No control socket: several instances on one host would fight over its default path.
+control_socket_disable = True
 
 
 def _serves_gateway() -> bool:
