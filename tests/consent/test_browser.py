@@ -16,32 +16,22 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 import http.server  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
 from urllib.parse import parse_qs, urlencode, urlsplit  # noqa: E402
 
 import pytest  # noqa: E402
 import requests  # noqa: E402
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
 from consent.models import ConsentFlow, FlowStatus  # noqa: E402
 from consent.services import oauth_client_register  # noqa: E402
 from governance.models import McpClient  # noqa: E402
 from governance.services import virtual_key_create  # noqa: E402
+from tests.browser import ARTIFACTS as ALL_ARTIFACTS  # noqa: E402
+from tests.browser import chromium_browser  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+ARTIFACTS = ALL_ARTIFACTS / "consent"
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "consent"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
 
 
 class _Callback(http.server.BaseHTTPRequestHandler):
@@ -74,11 +64,8 @@ def callback_server() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    with chromium_browser("consent") as (browser, _):
         yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 from django.db import connections
@@ -14,39 +13,23 @@ from django.db import connections
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 from django.utils import timezone  # noqa: E402
-from playwright.sync_api import sync_playwright  # noqa: E402
 
 from governance.keys import digest  # noqa: E402
 from governance.models import UsageRecord, VirtualKey  # noqa: E402
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "admin"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
+from tests.browser import ARTIFACTS as ALL_ARTIFACTS  # noqa: E402
+from tests.browser import chromium_browser  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+ARTIFACTS = ALL_ARTIFACTS / "admin"
 
 
 @pytest.fixture
 def page():
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("Debian's chromium is not installed")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+    with chromium_browser("admin") as (browser, _):
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         context.set_default_timeout(15_000)
         yield context.new_page()
         context.close()
-        browser.close()
         # ORM calls made while Playwright's loop runs get their own connection (Django keys
         # connections by async context); close it here, or PostgreSQL refuses to drop the test
         # database at the end of the session.
