@@ -174,6 +174,8 @@ class BudgetsMixin(serializers.Serializer):
 
 
 class ProviderConfigInput(BudgetsMixin):
+    """One of a VK's ``provider_configs``: with ``id`` it updates that config, without it adds one."""
+
     id = StrictIntegerField(required=False, allow_null=True, min_value=1)
     provider = StrictCharField(max_length=63)
     weight = StrictFloatField(required=False, allow_null=True, min_value=0)
@@ -203,6 +205,8 @@ class _RelatedId(serializers.UUIDField):
 
 
 class VirtualKeyInput(BudgetsMixin):
+    """Body of ``POST /api/governance/virtual-keys``."""
+
     name = StrictCharField(max_length=255)
     description = StrictCharField(required=False, allow_blank=True, max_length=10_000)
     is_active = StrictBooleanField(required=False)
@@ -213,11 +217,6 @@ class VirtualKeyInput(BudgetsMixin):
     mcp_configs = serializers.ListField(child=McpConfigInput(), required=False, allow_null=True)
     allow_all_providers = StrictBooleanField(required=False)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
-
-    def __init__(self, *args, updating: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        if updating:
-            self.fields["name"].required = False
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if "value" in self.initial_data:
@@ -238,17 +237,14 @@ class VirtualKeyInput(BudgetsMixin):
 
 
 class TeamInput(BudgetsMixin):
+    """Body of ``POST /api/governance/teams``."""
+
     name = StrictCharField(max_length=255)
     customer_id = _RelatedId(Customer, "customer", required=False, allow_null=True)
     rate_limit = RateLimitInput(required=False, allow_null=True)
     profile = JsonObjectField(required=False, allow_null=True)
     config = JsonObjectField(required=False, allow_null=True)
     claims = JsonObjectField(required=False, allow_null=True)
-
-    def __init__(self, *args, updating: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        if updating:
-            self.fields["name"].required = False
 
     def to_service_kwargs(self) -> dict[str, Any]:
         data = dict(self.validated_data)
@@ -258,13 +254,32 @@ class TeamInput(BudgetsMixin):
 
 
 class CustomerInput(BudgetsMixin):
+    """Body of ``POST /api/governance/customers``."""
+
     name = StrictCharField(max_length=255)
     rate_limit = RateLimitInput(required=False, allow_null=True)
 
-    def __init__(self, *args, updating: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        if updating:
-            self.fields["name"].required = False
-
     def to_service_kwargs(self) -> dict[str, Any]:
         return dict(self.validated_data)
+
+
+# PUT bodies: as for create, with every field optional (an absent field keeps its value, except
+# that a VK with neither team_id nor customer_id is detached, as in Bifrost).
+
+
+class VirtualKeyUpdateInput(VirtualKeyInput):
+    """Body of ``PUT /api/governance/virtual-keys/{id}``."""
+
+    name = StrictCharField(max_length=255, required=False)
+
+
+class TeamUpdateInput(TeamInput):
+    """Body of ``PUT /api/governance/teams/{id}``."""
+
+    name = StrictCharField(max_length=255, required=False)
+
+
+class CustomerUpdateInput(CustomerInput):
+    """Body of ``PUT /api/governance/customers/{id}``."""
+
+    name = StrictCharField(max_length=255, required=False)

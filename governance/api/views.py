@@ -20,7 +20,14 @@ from governance import selectors, services
 from governance.api import docs, listing
 from governance.api.permissions import ActionPermission
 from governance.api.representations import customer_json, team_json, usage_for, virtual_key_json
-from governance.api.serializers import CustomerInput, TeamInput, VirtualKeyInput
+from governance.api.serializers import (
+    CustomerInput,
+    CustomerUpdateInput,
+    TeamInput,
+    TeamUpdateInput,
+    VirtualKeyInput,
+    VirtualKeyUpdateInput,
+)
 from governance.models import Customer, Team, VirtualKey
 
 
@@ -74,10 +81,10 @@ class VirtualKeyViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response({"virtual_key": self._render(self._fetch(pk))})
 
-    @extend_schema(parameters=[docs.ID_PARAM], request=VirtualKeyInput, responses=docs.VirtualKeyMessageOut)
+    @extend_schema(parameters=[docs.ID_PARAM], request=VirtualKeyUpdateInput, responses=docs.VirtualKeyMessageOut)
     def update(self, request: Request, pk: str) -> Response:
         vk = self._fetch(pk)
-        data = VirtualKeyInput(data=request.data, updating=True)
+        data = VirtualKeyUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         services.virtual_key_update(vk, **data.to_service_kwargs())
         return Response({"message": "Virtual key updated successfully", "virtual_key": self._render(self._fetch(pk))})
@@ -132,10 +139,10 @@ class TeamViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response({"team": self._render(self._fetch(pk))})
 
-    @extend_schema(parameters=[docs.ID_PARAM], request=TeamInput, responses=docs.TeamMessageOut)
+    @extend_schema(parameters=[docs.ID_PARAM], request=TeamUpdateInput, responses=docs.TeamMessageOut)
     def update(self, request: Request, pk: str) -> Response:
         team = self._fetch(pk)
-        data = TeamInput(data=request.data, updating=True)
+        data = TeamUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         services.team_update(team, **data.to_service_kwargs())
         return Response({"message": "Team updated successfully", "team": self._render(self._fetch(pk))})
@@ -181,10 +188,10 @@ class CustomerViewSet(viewsets.GenericViewSet):
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response({"customer": self._render(self._fetch(pk))})
 
-    @extend_schema(parameters=[docs.ID_PARAM], request=CustomerInput, responses=docs.CustomerMessageOut)
+    @extend_schema(parameters=[docs.ID_PARAM], request=CustomerUpdateInput, responses=docs.CustomerMessageOut)
     def update(self, request: Request, pk: str) -> Response:
         customer = self._fetch(pk)
-        data = CustomerInput(data=request.data, updating=True)
+        data = CustomerUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         services.customer_update(customer, **data.to_service_kwargs())
         return Response({"message": "Customer updated successfully", "customer": self._render(self._fetch(pk))})

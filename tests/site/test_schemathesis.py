@@ -13,6 +13,7 @@ with a key) and path parameters can name those real rows as well as unknown ids.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -33,7 +34,7 @@ from governance.models import Budget, Customer, ProviderKey, Team, VirtualKey
 SCHEMA_PATH = "/api/governance/schema"
 OPENAPI_JSON = "application/vnd.oai.openapi+json"
 # Examples per operation and generation mode; the whole module stays well under a minute and a half.
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = int(os.environ.get("BIFROST_FUZZ_EXAMPLES", "25"))  # raise it for a deeper local run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(300)]
 
