@@ -44,7 +44,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from governance.durations import parse_duration
+from governance.durations import validate_duration
 from governance.keys import digest, last_four, new_virtual_key_value
 from governance.models import Budget, Customer, Provider, ProviderConfig, ProviderKey, RateLimit, Team, VirtualKey
 from governance.models.providers import ApiFormat, default_api_format
@@ -164,7 +164,7 @@ class _Checker:
                 self.fail(f"{path}.{key}", "is required")
             return None
         try:
-            parse_duration(value)
+            validate_duration(value)
         except ValidationError as exc:
             self.fail(f"{path}.{key}", exc.messages[0])
             return None

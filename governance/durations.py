@@ -11,13 +11,16 @@ from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ValidationError
 
-DURATION_RE = re.compile(r"^([1-9][0-9]{0,5})([smhdwMY])$")
+DURATION_RE = re.compile(r"([1-9][0-9]{0,5})([smhdwMY])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "M": 30 * 86400, "Y": 365 * 86400}
 CALENDAR_UNITS = frozenset("dwMY")
+# The grammar admits 999999Y, whose windows end past year 9999, where date arithmetic fails.
+MAX_DURATION_SECONDS = 100 * UNIT_SECONDS["Y"]
 
 
 def parse_duration(text: str) -> tuple[int, str]:
-    match = DURATION_RE.match(text) if isinstance(text, str) else None
+    """``(count, unit)``; the whole text must match (no stray whitespace or newline)."""
+    match = DURATION_RE.fullmatch(text) if isinstance(text, str) else None
     if not match:
         raise ValidationError(
             f"invalid duration {text!r}: use <number><unit> with unit s, m, h, d, w, M or Y (e.g. 30s, 1h, 1M)",
@@ -27,7 +30,10 @@ def parse_duration(text: str) -> tuple[int, str]:
 
 
 def validate_duration(text: str) -> None:
-    parse_duration(text)
+    """The grammar, and at most 100 years: the one rule for the API, the admin and config import."""
+    count, unit = parse_duration(text)
+    if count * UNIT_SECONDS[unit] > MAX_DURATION_SECONDS:
+        raise ValidationError(f"duration {text!r} is too long: at most 100 years (100Y)", code="duration_too_long")
 
 
 def duration_seconds(text: str) -> int:

@@ -48,7 +48,7 @@ def test_one_budget_per_duration_per_owner_in_the_database():
         Budget.objects.create(max_limit=2, reset_duration="1d", virtual_key=vk)
 
 
-@pytest.mark.parametrize("duration", ["", "1", "0d", "1x", "d1", "1.5h", "-1h", " 1h", "1H"])
+@pytest.mark.parametrize("duration", ["", "1", "0d", "1x", "d1", "1.5h", "-1h", " 1h", "1H", "1d\n", "101Y", "999999Y"])
 def test_invalid_budget_durations_are_rejected(duration):
     with pytest.raises(ValidationError) as exc:
         virtual_key_create(name="svc", budgets=[{"max_limit": 1, "reset_duration": duration}])
