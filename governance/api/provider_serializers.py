@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+import re
+
 from rest_framework import serializers
 
+from governance.api.serializers import StrictCharField, StrictFloatField
 from governance.models.providers import PROVIDER_NAME_RE, ApiFormat
+
+# RFC 9110 token characters: anything else (spaces, colons, control characters) is refused.
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
+
+
+class _StrictText:
+    """Takes only JSON strings (DRF would turn ``0`` into ``"0"``), like the governance API."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictURLField(_StrictText, serializers.URLField):
+    pass
+
+
+class StrictRegexField(_StrictText, serializers.RegexField):
+    pass
 
 
 def _strict_bool(value, field: str) -> bool:
@@ -14,21 +37,23 @@ def _strict_bool(value, field: str) -> bool:
 
 
 class NetworkConfigInput(serializers.Serializer):
-    base_url = serializers.URLField(max_length=500)
-    default_request_timeout_in_seconds = serializers.FloatField(min_value=0.1, max_value=3600, required=False)
-    extra_headers = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
+    base_url = StrictURLField(max_length=500)
+    default_request_timeout_in_seconds = StrictFloatField(min_value=0.1, max_value=3600, required=False)
+    extra_headers = serializers.DictField(child=StrictCharField(allow_blank=True, max_length=4096), required=False)
 
     def validate_extra_headers(self, value: dict) -> dict:
-        for name in value:
-            if not name or any(ch in name for ch in " :\r\n"):
+        for name, header_value in value.items():
+            if not HEADER_NAME_RE.fullmatch(name):
                 raise serializers.ValidationError(f"invalid header name {name!r}")
+            if any(ch in header_value for ch in "\r\n\x00"):
+                raise serializers.ValidationError(f"invalid value for header {name!r}: no line breaks or NUL")
         return value
 
 
 class ProviderInput(serializers.Serializer):
     """``POST /api/providers`` and ``PUT /api/providers/{name}`` (``provider`` only on create)."""
 
-    provider = serializers.RegexField(
+    provider = StrictRegexField(
         PROVIDER_NAME_RE,
         max_length=63,
         required=False,
@@ -49,10 +74,10 @@ class ProviderInput(serializers.Serializer):
 class ProviderKeyInput(serializers.Serializer):
     """``POST``/``PUT`` of ``/api/providers/{name}/keys[/{id}]``; ``value`` is write-only."""
 
-    name = serializers.CharField(max_length=255, required=False)
-    value = serializers.CharField(max_length=4096, required=False, trim_whitespace=True)
-    models = serializers.ListField(child=serializers.CharField(max_length=255), required=False)
-    weight = serializers.FloatField(min_value=0.0, required=False)
+    name = StrictCharField(max_length=255, required=False)
+    value = StrictCharField(max_length=4096, required=False, trim_whitespace=True)
+    models = serializers.ListField(child=StrictCharField(max_length=255), required=False)
+    weight = StrictFloatField(min_value=0.0, required=False)
     enabled = serializers.JSONField(required=False)
 
     def validate_enabled(self, value):
@@ -71,3 +96,60 @@ class ProviderKeyInput(serializers.Serializer):
             if missing:
                 raise serializers.ValidationError(missing)
         return attrs
+
+
+# --- response shapes, for the OpenAPI schema only (rendering is ``providers.key_json`` etc.) ---
+
+
+class KeyOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    provider = serializers.CharField()
+    name = serializers.CharField()
+    value = serializers.CharField(help_text="masked (…abcd); the value itself is write-only")
+    models = serializers.ListField(child=serializers.CharField())
+    weight = serializers.FloatField()
+    enabled = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class NetworkConfigOut(serializers.Serializer):
+    base_url = serializers.CharField()
+    default_request_timeout_in_seconds = serializers.FloatField()
+    extra_headers = serializers.DictField(child=serializers.CharField())
+
+
+class ProviderOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    api_format = serializers.ChoiceField(choices=ApiFormat.choices)
+    network_config = NetworkConfigOut()
+    keys = KeyOut(many=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ProviderListOut(serializers.Serializer):
+    providers = ProviderOut(many=True)
+    total = serializers.IntegerField()
+
+
+class ProviderOneOut(serializers.Serializer):
+    provider = ProviderOut()
+
+
+class ProviderMessageOut(ProviderOneOut):
+    message = serializers.CharField()
+
+
+class KeyListOut(serializers.Serializer):
+    keys = KeyOut(many=True)
+    count = serializers.IntegerField()
+
+
+class KeyOneOut(serializers.Serializer):
+    key = KeyOut()
+
+
+class KeyMessageOut(KeyOneOut):
+    message = serializers.CharField()

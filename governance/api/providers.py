@@ -11,11 +11,14 @@ from __future__ import annotations
 import uuid
 
 from django.http import Http404
+from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from governance import services
+from governance.api import provider_serializers as shapes
+from governance.api.docs import MessageOut
 from governance.api.provider_serializers import ProviderInput, ProviderKeyInput
 from governance.models import Provider, ProviderKey
 from governance.services.validation import field_error
@@ -82,10 +85,12 @@ def _network_changes(data: dict) -> dict:
 class ProviderListView(APIView):
     queryset = Provider.objects.all()
 
+    @extend_schema(operation_id="providers_list", responses={200: shapes.ProviderListOut})
     def get(self, request: Request) -> Response:
         providers = [provider_json(p) for p in Provider.objects.prefetch_related("keys")]
         return Response({"providers": providers, "total": len(providers)})
 
+    @extend_schema(operation_id="providers_create", request=ProviderInput, responses={200: shapes.ProviderMessageOut})
     def post(self, request: Request) -> Response:
         data = _validated(ProviderInput, request.data, creating=True)
         if Provider.objects.filter(name=data["provider"]).exists():
@@ -99,9 +104,11 @@ class ProviderListView(APIView):
 class ProviderDetailView(APIView):
     queryset = Provider.objects.all()
 
+    @extend_schema(operation_id="providers_retrieve", responses={200: shapes.ProviderOneOut})
     def get(self, request: Request, name: str) -> Response:
         return Response({"provider": provider_json(provider_or_404(name))})
 
+    @extend_schema(operation_id="providers_update", request=ProviderInput, responses={200: shapes.ProviderMessageOut})
     def put(self, request: Request, name: str) -> Response:
         provider = provider_or_404(name)
         data = _validated(ProviderInput, request.data)
@@ -110,6 +117,7 @@ class ProviderDetailView(APIView):
         provider = services.provider_update(provider, api_format=data.get("api_format"), **_network_changes(data))
         return Response({"message": "Provider updated successfully", "provider": provider_json(provider)})
 
+    @extend_schema(operation_id="providers_destroy", responses={200: MessageOut})
     def delete(self, request: Request, name: str) -> Response:
         services.provider_delete(provider_or_404(name))
         return Response({"message": "Provider deleted successfully"})
@@ -129,11 +137,15 @@ def key_or_404(provider: Provider, key_id: str) -> ProviderKey:
 class ProviderKeyListView(APIView):
     queryset = ProviderKey.objects.all()
 
+    @extend_schema(operation_id="providers_keys_list", responses={200: shapes.KeyListOut})
     def get(self, request: Request, name: str) -> Response:
         provider = provider_or_404(name)
         keys = [key_json(k, provider.name) for k in provider.keys.all()]
         return Response({"keys": keys, "count": len(keys)})
 
+    @extend_schema(
+        operation_id="providers_keys_create", request=ProviderKeyInput, responses={200: shapes.KeyMessageOut}
+    )
     def post(self, request: Request, name: str) -> Response:
         provider = provider_or_404(name)
         data = _validated(ProviderKeyInput, request.data, creating=True)
@@ -146,10 +158,14 @@ class ProviderKeyListView(APIView):
 class ProviderKeyDetailView(APIView):
     queryset = ProviderKey.objects.all()
 
+    @extend_schema(operation_id="providers_keys_retrieve", responses={200: shapes.KeyOneOut})
     def get(self, request: Request, name: str, key_id: str) -> Response:
         provider = provider_or_404(name)
         return Response({"key": key_json(key_or_404(provider, key_id), provider.name)})
 
+    @extend_schema(
+        operation_id="providers_keys_update", request=ProviderKeyInput, responses={200: shapes.KeyMessageOut}
+    )
     def put(self, request: Request, name: str, key_id: str) -> Response:
         provider = provider_or_404(name)
         key = key_or_404(provider, key_id)
@@ -159,6 +175,7 @@ class ProviderKeyDetailView(APIView):
         key = services.provider_key_update(key, **data)
         return Response({"message": "Key updated successfully", "key": key_json(key, provider.name)})
 
+    @extend_schema(operation_id="providers_keys_destroy", responses={200: MessageOut})
     def delete(self, request: Request, name: str, key_id: str) -> Response:
         services.provider_key_delete(key_or_404(provider_or_404(name), key_id))
         return Response({"message": "Key deleted successfully"})
@@ -167,6 +184,7 @@ class ProviderKeyDetailView(APIView):
 class KeyListView(APIView):
     queryset = ProviderKey.objects.all()
 
+    @extend_schema(operation_id="keys_list", responses={200: shapes.KeyListOut})
     def get(self, request: Request) -> Response:
         keys = [key_json(k) for k in ProviderKey.objects.select_related("provider")]
         return Response({"keys": keys, "count": len(keys)})

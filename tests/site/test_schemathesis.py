@@ -29,7 +29,6 @@ from drf_spectacular.renderers import OpenApiJsonRenderer
 from drf_spectacular.validation import validate_schema
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from schemathesis.specs.openapi.checks import status_code_conformance
 
 from bifrost_site.wsgi import application
 from governance import services
@@ -123,12 +122,6 @@ CONFIG = schemathesis.Config.from_dict(
 # POSTs answer 400 to bodies the document does not mention, their DELETEs answer 200 where 204 is
 # inferred. Only the status-code check is set aside there, every other check still runs; the
 # test_provider_schema_gap_is_still_open tripwire fails once they are described, so this set empties.
-PROVIDER_SCHEMA_GAP = {
-    ("POST", "/api/providers"),
-    ("DELETE", "/api/providers/{name}"),
-    ("POST", "/api/providers/{name}/keys"),
-    ("DELETE", "/api/providers/{name}/keys/{key_id}"),
-}
 schema = schemathesis.openapi.from_dict(GENERATED, config=CONFIG)
 schema.app = application
 
@@ -167,21 +160,12 @@ def test_every_operation_answers_within_its_schema(case, seeded, wsgi_in_test_tr
     if case.path.endswith("/quota"):
         headers = {"x-bf-vk": seeded["vk_value"]}
     with transaction.atomic():
-        gap = (case.method, case.path) in PROVIDER_SCHEMA_GAP
-        case.call_and_validate(headers=headers, excluded_checks=[status_code_conformance] if gap else None)
+        case.call_and_validate(headers=headers)
         transaction.set_rollback(True)
 
 
 def test_the_schema_is_valid_openapi():
     validate_schema(GENERATED)  # raises with the JSON path of the first violation
-
-
-def test_provider_schema_gap_is_still_open():
-    """Once a provider operation documents its body and 200 answer, drop it from PROVIDER_SCHEMA_GAP."""
-    for method, path in sorted(PROVIDER_SCHEMA_GAP):
-        operation = GENERATED["paths"][path][method.lower()]
-        described = "requestBody" in operation if method == "POST" else "204" not in operation["responses"]
-        assert not described, f"{method} {path} is described now: remove it from PROVIDER_SCHEMA_GAP"
 
 
 # What the fuzzer found, pinned as plain tests so a regression names itself.
