@@ -27,6 +27,10 @@ Rules written down here:
 - **Redis unreachable**: ``GOVERNANCE_COUNTERS=auto`` falls back to the database counters;
   ``GOVERNANCE_COUNTERS=redis`` fails closed with 503 ``governance_unavailable``. If the database
   cannot be reached either, 503. Never open, never 500 (see ``governance.counters``).
+- **Database unreachable** (Redis up): requests whose configuration the process has cached are
+  still admitted by Redis; their settles are retried until the database answers (``proxy.ledger``)
+  and keep their reservations meanwhile, so nothing is lost and nothing overshoots; a request that
+  needs the database (configuration not cached, counters to rebuild) is answered 503.
 - **Accepted imprecision** (bounded, never silent): a Redis restart forgets the reservations of
   requests in flight at that instant, so for the seconds until they settle the hot counters are
   short by their estimates; while one host falls back to the database and another still reaches
@@ -49,7 +53,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from governance import ledger
@@ -176,13 +180,21 @@ def settle(
 
 def settle_many(settlements: list[Settlement], *, now: datetime | None = None) -> list[bool]:
     """Settle a batch: one database transaction for all ledger rows and counter rows, then the
-    Redis copy of each. The proxy's settler thread batches what finished in the last few ms."""
+    Redis copy of each. The proxy's settler thread batches what finished in the last few ms.
+
+    If the database cannot be reached (``OperationalError`` or ``InterfaceError`` after
+    ``governance.ledger``'s retries), the hot copy is left alone, the admissions are marked
+    ``retrying`` and the error is raised: the same settlements are to be passed again later, and
+    until then their reservations stay counted. The transaction may have committed even so (the
+    connection broke before its acknowledgement); the next attempt finds the UsageRecords and
+    settles only the hot copy, so each request is charged exactly once either way."""
     now = now or timezone.now()
     charges, results, open_ = [], [False] * len(settlements), []
     for index, item in enumerate(settlements):
         admission = item.admission
-        if admission.state != "open":
+        if admission.state not in ("open", "retrying"):
             continue
+        retried = admission.state == "retrying"
         actual_cost, actual_tokens = item.actual_cost, item.actual_tokens
         if not item.upstream_called:
             actual_cost, actual_tokens = Decimal("0"), 0
@@ -198,22 +210,35 @@ def settle_many(settlements: list[Settlement], *, now: datetime | None = None) -
                 actuals.append(actual_tokens)
             else:
                 actuals.append(1 if item.upstream_called else 0)
-        open_.append((index, admission, actuals))
+        open_.append((index, admission, actuals, retried))
         if item.entry is not None or admission.backend == "database":
-            charges.append((index, ledger.Charge(item.entry, admission, actual_cost, actual_tokens, actuals)))
+            charge = ledger.Charge(item.entry, admission, actual_cost, actual_tokens, actuals, retried=retried)
+            charges.append((index, charge))
     outcome: dict[int, tuple[bool, int | None]] = {}
+    database_down = False
     try:
         if charges:
             recorded = ledger.record_many([charge for _, charge in charges], now=now)
             outcome = {index: result for (index, _), result in zip(charges, recorded, strict=True)}
+    except (OperationalError, InterfaceError):
+        # The database could not be reached. The requests keep their reservations, which errs
+        # towards refusing, until the caller settles them again once the database answers;
+        # settling the hot copy now could charge usage the ledger never got.
+        database_down = True
+        for _, admission, _, _ in open_:
+            admission.state = "retrying"
+        raise
     finally:
         # Database admissions settle onto the hot copy too when Redis is the primary: one made
         # after another process's recovery rebuild would otherwise never reach Redis.
-        for index, admission, actuals in open_:
+        for index, admission, actuals, retried in [] if database_down else open_:
             charged, record_id = outcome.get(index, (True, None))
             results[index] = charged
+            # A retried settle whose first attempt committed: the ledger and the rows have the
+            # request, the hot copy not yet (the record id tells a rebuilt counter it has it).
+            charge_hot = charged or (retried and record_id is not None)
             if admission.backend in ("redis", "database"):
-                _settle_hot(admission, actuals if charged else [0 * a for a in actuals], now, record_id)
+                _settle_hot(admission, actuals if charge_hot else [0 * a for a in actuals], now, record_id)
     return results
 
 

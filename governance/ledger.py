@@ -20,7 +20,9 @@ graceful shutdown (SIGTERM) lets in-flight requests finish, so stopping a worker
 Rows are locked and computed as described in ``governance.counters.rows`` (exact Decimal
 arithmetic, fixed lock order). If the database cannot be written after a few attempts, the
 entry is logged in full (no secrets: ids, model, tokens, cost) so that it can be replayed, and
-the error is raised.
+the error is raised; the proxy's settler then tries the batch again until the database answers.
+A retried batch (``Charge.retried``) may find its records already written by an attempt whose
+commit was not acknowledged: those rows were updated in that same transaction and are left alone.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Charge:
     cost: Decimal
     total_tokens: int
     actuals: list[Decimal | int]
+    # A second attempt after a failure whose commit is unknown (``enforcement.settle_many``).
+    retried: bool = False
 
 
 def record(
@@ -133,6 +137,12 @@ def _record_batch(charges: list[Charge], now: datetime) -> list[tuple[bool, int 
             if charge.entry is not None:
                 record_id = _insert(charge.entry, admission.request_id, charge.cost, charge.total_tokens, now)
                 charged = record_id is not None
+            if not charged and charge.retried:
+                # The first attempt committed (only its acknowledgement was lost): the record and
+                # the rows' changes are already in, so nothing more here; the caller settles the
+                # hot copy with the existing record's id.
+                results.append((False, _record_id(admission.request_id)))
+                continue
             if not charged:
                 actuals = [Decimal("0") if c.kind == BUDGET else 0 for c in admission.counters]
             if apply:
@@ -156,6 +166,10 @@ def _insert(entry: LedgerEntry, request_id: str, cost: Decimal, total_tokens: in
             return None
         raise
     return row.pk
+
+
+def _record_id(request_id: str) -> int | None:
+    return UsageRecord.objects.filter(request_id=uuid.UUID(str(request_id))).values_list("pk", flat=True).first()
 
 
 def _apply(admission: Admission, rows: dict, actuals: list[Decimal | int], now: datetime, *, release: bool) -> list:

@@ -34,6 +34,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from governance import enforcement, snapshot
@@ -150,6 +151,10 @@ def finish(
         else:
             # A failed attempt is settled before the proxy answers or tries a fallback, so the
             # request slot it does not use (upstream never reached) is free for the next request.
-            enforcement.settle_many([settlement])
+            try:
+                enforcement.settle_many([settlement])
+            except (OperationalError, InterfaceError):
+                # Database unreachable: the settler retries it; the slot stays taken until then.
+                ledger.settle(settlement)
         return
     ledger.record({**fields, "request_id": ticket.request_id, "cost": cost, "total_tokens": total})

@@ -15,8 +15,10 @@ settlement: a settler thread takes whatever finished in the last ``WINDOW_SECOND
 it as one batch (``enforcement.settle_many``), so requests sharing a budget cost one row lock and
 one commit per batch instead of one each, and the request thread is free the moment the answer
 is sent. ``flush`` drains this queue too. Until its settle has run, a request keeps its
-worst-case reservation: a delay errs towards refusing, never towards overshooting. A batch the
-database refuses after ``governance.ledger``'s retries is logged in full for replay.
+worst-case reservation: a delay errs towards refusing, never towards overshooting. While the
+database cannot be reached, a batch is retried with back-off (nothing of it is settled until the
+database takes all of it), so a database outage delays usage rows but loses none; a batch that
+fails for any other reason is logged in full for replay and dropped.
 """
 
 from __future__ import annotations
@@ -28,7 +30,16 @@ import time
 import uuid
 from decimal import Decimal
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, IntegrityError, connection, connections, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 from django.db.models.constants import OnConflict
 
 from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualKey
@@ -82,12 +93,27 @@ def _settle_loop() -> None:
                 batch.append(_settlements.get_nowait())
             except queue.Empty:
                 break
+        delay = 0.1
         try:
-            enforcement.settle_many(batch)
-        except Exception:
-            # governance.ledger has logged every entry of the batch in full for replay.
-            logger.exception("settle batch failed", extra={"requests": len(batch)})
-            connection.close()
+            while True:
+                try:
+                    enforcement.settle_many(batch)
+                    break
+                except (OperationalError, InterfaceError) as exc:
+                    # Nothing of the batch was settled (see ``settle_many``): the requests keep
+                    # their reservations until the database is back, then settle exactly once.
+                    logger.warning(
+                        "settle batch failed; retrying", extra={"requests": len(batch), "error": type(exc).__name__}
+                    )
+                    connection.close()
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                except Exception:
+                    # Not a database outage: retrying cannot help. governance.ledger has logged
+                    # every entry of the batch in full for replay.
+                    logger.exception("settle batch failed", extra={"requests": len(batch)})
+                    connection.close()
+                    break
         finally:
             with _idle:
                 _pending -= len(batch)

@@ -16,6 +16,7 @@ import logging
 from http import HTTPStatus
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 
 from proxy import errors, handler
 from proxy.errors import ProxyError
@@ -24,6 +25,7 @@ from proxy.routing import ROUTES
 logger = logging.getLogger("bifrost.proxy")
 
 PREFIXES = ("/v1/", "/openai/", "/anthropic/")
+DATABASE_UNAVAILABLE = "The database is unavailable, so this request cannot be checked; retry shortly"
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 
 
@@ -61,6 +63,11 @@ def application(environ: dict, start_response):
         reply = handler.handle(route, environ, raw)
     except ProxyError as exc:
         reply = handler.error_reply(exc)
+    except (OperationalError, InterfaceError) as exc:
+        # The configuration of this key (or provider, or price) was not cached and the database
+        # cannot be reached: a transient outage the client should retry, not a server bug.
+        logger.warning("database unavailable", extra={"path": path, "error": type(exc).__name__})
+        reply = handler.error_reply(ProxyError(503, DATABASE_UNAVAILABLE, headers={"Retry-After": "1"}))
     except Exception:
         # Never a traceback to the client; the log has it (without request bodies or keys).
         logger.exception("unhandled proxy error", extra={"path": path})

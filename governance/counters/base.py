@@ -195,7 +195,7 @@ class Admission:
     estimated_cost: Decimal
     estimated_tokens: int
     admitted_at: datetime
-    state: str = field(default="open")  # open -> settled | released
+    state: str = field(default="open")  # open -> settled | released; retrying after a database outage
 
     @property
     def budget_ids(self) -> list[str]:
