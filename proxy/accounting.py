@@ -41,6 +41,7 @@ from governance import enforcement, snapshot
 from governance.counters.base import Admission
 from governance.ledger import LedgerEntry
 from governance.pricing import cost_of
+from governance.snapshot import PriceSnapshot
 from proxy import ledger
 from proxy.routing import Resolved
 from proxy.usage import Usage, estimate_prompt_tokens
@@ -53,6 +54,9 @@ NO_OUTPUT = ("embedding",)
 @dataclass(slots=True)
 class Ticket:
     resolved: Resolved
+    # Read once, before the upstream call: finishing needs no database (the answer has been given
+    # by then, and a database that went away meanwhile must not cost the request its usage row).
+    price: PriceSnapshot | None = None
     request_id: uuid.UUID = field(default_factory=uuid.uuid4)
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
@@ -79,7 +83,7 @@ def output_cap(body: dict[str, Any], request_type: str) -> int:
 
 
 def begin(resolved: Resolved) -> Ticket | Rejection:
-    ticket = Ticket(resolved)
+    ticket = Ticket(resolved, snapshot.price(resolved.provider.name, resolved.model))
     if resolved.vk is None:
         return ticket
     budgets, rate_limits = resolved.vk.limits_for(resolved.provider.name)
@@ -87,9 +91,7 @@ def begin(resolved: Resolved) -> Ticket | Rejection:
         return ticket
     prompt = estimate_prompt_tokens(resolved.body)
     output = output_cap(resolved.body, resolved.request_type)
-    estimated_cost, _ = cost_of(
-        snapshot.price(resolved.provider.name, resolved.model), prompt_tokens=prompt, completion_tokens=output
-    )
+    estimated_cost, _ = cost_of(ticket.price, prompt_tokens=prompt, completion_tokens=output)
     result = enforcement.admit(
         request_id=ticket.request_id,
         budgets=budgets,
@@ -113,9 +115,8 @@ def finish(
     succeeded = status_code < 400 or status_code == CLIENT_CLOSED
     # Failed attempts cost nothing; a cut-off stream is charged for what was produced.
     if succeeded:
-        price = snapshot.price(resolved.provider.name, resolved.model)
         cost, priced = cost_of(
-            price,
+            ticket.price,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,

@@ -236,6 +236,39 @@ def test_a_database_outage_under_load_answers_200_or_503_and_loses_no_usage(
     assert [r.status_code for r in records(unseen_vk)] == [200]
 
 
+def test_a_stream_that_ends_while_the_database_is_away_is_recorded_once_it_is_back(
+    gateways, mock, price, database_proxy, fault_redis, settings
+):
+    settings.REDIS_URL = fault_redis.url
+    price("slow-stream", output="0.001")
+    live = make_setup(
+        mock.url,
+        rate_limit={"request_max_limit": 100, "request_reset_duration": "1h"},
+        budgets=[{"max_limit": "1", "reset_duration": "1h"}],
+    )
+    proxied = database_url().replace(f":{connection.settings_dict['PORT'] or 5432}/", f":{database_proxy.port}/")
+    # A configuration cache shorter than the stream: what the request looked up when it began
+    # has expired by the time it ends, in the middle of the outage.
+    server = gateways(workers=1, DATABASE_URL=proxied, REDIS_URL=fault_redis.url, GOVERNANCE_CONFIG_CACHE_SECONDS="0.5")
+
+    stream = OpenStream(server.url, chat("slow-stream", max_tokens=5, stream=True), live.value)
+    assert stream.response.status == 200
+    stream.read_until(b'"delta"')
+    database_proxy.cut()
+    cut_at = time.monotonic()
+    data = stream.read_rest()
+    assert stream.error is None and data.endswith(b"data: [DONE]\n\n"), (data, stream.error)
+    time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - cut_at)))
+    database_proxy.restore()
+
+    rows = settled(1, vk=live.vk, timeout=15)
+    assert [(r.streamed, r.completion_tokens, r.status_code, r.cost) for r in rows] == [
+        (True, 5, 200, Decimal("0.005"))
+    ]
+    assert budget_usage(live.vk) == live_budget(live.vk) == Decimal("0.005")
+    assert live_requests(live.vk) == 1
+
+
 def test_a_settle_whose_commit_was_not_acknowledged_is_charged_once_when_retried(counter_mode, make_vk, monkeypatch):
     """The connection broke after the database committed the batch but before it said so: the
     settler retries, finds the UsageRecord, and neither releases the reservation twice (database
