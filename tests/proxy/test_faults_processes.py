@@ -6,7 +6,9 @@ Rules under test (``governance.enforcement``, ``proxy.ledger``, ``proxy.accounti
   the gateway has cached; a request that needs the database meanwhile is answered 503 in the
   error shape (never a 500, never a hang); settles that cannot be written are retried until the
   database is back, keeping their reservations meanwhile, so every answered request ends up in
-  the ledger and the budget's database usage equals the ledger's sum;
+  the ledger and the budget's database usage equals the ledger's sum; a stream that ends during
+  the outage needs no database to finish; a batch whose commit was not acknowledged is charged
+  exactly once when retried;
 - **SIGKILL of a worker** between admit and settle: the request's stream is cut, gunicorn starts
   a new worker, and the killed request's reservation stays counted (bounded, towards refusing):
   live usage = ledger + that reservation, and no request is admitted past the budget;
@@ -169,7 +171,7 @@ def database_proxy():
 
 
 def test_a_database_outage_under_load_answers_200_or_503_and_loses_no_usage(
-    gateways, mock, price, database_proxy, fault_redis, settings
+    fault_redis, database_proxy, gateways, mock, price, settings
 ):
     # A private Redis: configuration changes published by anything else on a shared server would
     # empty the gateway's configuration cache in the middle of the outage.
@@ -237,7 +239,7 @@ def test_a_database_outage_under_load_answers_200_or_503_and_loses_no_usage(
 
 
 def test_a_stream_that_ends_while_the_database_is_away_is_recorded_once_it_is_back(
-    gateways, mock, price, database_proxy, fault_redis, settings
+    fault_redis, database_proxy, gateways, mock, price, settings
 ):
     settings.REDIS_URL = fault_redis.url
     price("slow-stream", output="0.001")
