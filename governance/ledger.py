@@ -38,7 +38,7 @@ from django.db import IntegrityError, OperationalError, transaction
 
 from governance.counters.base import BUDGET, Admission
 from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key, save_rows, set_state, unique_rows
-from governance.models import UsageRecord
+from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualKey
 
 logger = logging.getLogger("bifrost.ledger")
 ATTEMPTS = 3
@@ -129,13 +129,16 @@ def _record_batch(charges: list[Charge], now: datetime) -> list[tuple[bool, int 
             c for charge in charges if _applies(charge.admission, charge.actuals) for c in charge.admission.counters
         ]
         rows = lock_rows(counters) if counters else {}
+        missing = _missing_references([charge.entry for charge in charges if charge.entry is not None])
         results, changed = [], []
         for charge in charges:
             admission, actuals = charge.admission, charge.actuals
             apply = _applies(admission, actuals)
             charged, record_id = True, None
             if charge.entry is not None:
-                record_id = _insert(charge.entry, admission.request_id, charge.cost, charge.total_tokens, now)
+                record_id = _insert(
+                    charge.entry, admission.request_id, charge.cost, charge.total_tokens, now, missing
+                )
                 charged = record_id is not None
             if not charged and charge.retried:
                 # The first attempt committed (only its acknowledgement was lost): the record and
@@ -152,10 +155,42 @@ def _record_batch(charges: list[Charge], now: datetime) -> list[tuple[bool, int 
     return results
 
 
-def _insert(entry: LedgerEntry, request_id: str, cost: Decimal, total_tokens: int, now: datetime) -> int | None:
+_REFERENCES = {
+    "virtual_key_id": VirtualKey,
+    "team_id": Team,
+    "customer_id": Customer,
+    "provider_key_id": ProviderKey,
+}
+
+
+def _missing_references(entries: list[LedgerEntry]) -> set[tuple[str, str]]:
+    """``(field, id)`` of keys, teams, customers and provider keys deleted while their requests
+    were in flight: their records keep the usage with that reference cleared, as ON DELETE SET
+    NULL would have done, instead of failing the whole batch at commit. (A delete between this
+    check and the commit still fails the batch, which the settler retries: bounded to that race.)"""
+    missing = set()
+    for field, model in _REFERENCES.items():
+        wanted = {str(getattr(e, field)) for e in entries if getattr(e, field)}
+        if wanted:
+            found = {str(pk) for pk in model.objects.filter(pk__in=wanted).values_list("pk", flat=True)}
+            missing |= {(field, pk) for pk in wanted - found}
+    return missing
+
+
+def _insert(
+    entry: LedgerEntry,
+    request_id: str,
+    cost: Decimal,
+    total_tokens: int,
+    now: datetime,
+    missing: set[tuple[str, str]] = frozenset(),
+) -> int | None:
     """Insert the UsageRecord; None when this request already has one."""
     fields = asdict(entry)
     fields["created_at"] = fields["created_at"] or now
+    for field in _REFERENCES:
+        if fields[field] and (field, str(fields[field])) in missing:
+            fields[field] = None
     try:
         with transaction.atomic():
             row = UsageRecord.objects.create(

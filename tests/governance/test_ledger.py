@@ -212,3 +212,27 @@ def test_rebuild_counters_without_redis_says_there_is_nothing_to_rebuild(setting
     out = io.StringIO()
     call_command("rebuild_counters", stdout=out)
     assert "nothing to rebuild" in out.getvalue()
+
+
+def test_a_batch_keeps_the_usage_of_a_key_deleted_while_its_request_was_in_flight(counter_mode, make_vk):
+    vk = make_vk(**LIMITS)
+    other = make_vk(name="other", **LIMITS)
+    anchor_windows()
+    gone = admit(path_specs(vk), cost="0.1", tokens=10)
+    kept = admit(path_specs(other), cost="0.1", tokens=10)
+    gone_id = vk.pk
+    vk.delete()  # its budget and rate limit go with it; the request is still in flight
+    settled = enforcement.settle_many(
+        [
+            enforcement.Settlement(
+                admission, Decimal("0.05"), 10, True, LedgerEntry("openai", "gpt-4o", 200, virtual_key_id=key_id)
+            )
+            for admission, key_id in ((gone, gone_id), (kept, other.pk))
+        ],
+        now=T0,
+    )
+    assert settled == [True, True]
+    records = {r.virtual_key_id: r for r in UsageRecord.objects.all()}
+    assert set(records) == {None, other.pk}
+    assert records[None].cost == records[other.pk].cost == Decimal("0.05")
+    assert Budget.objects.get().current_usage == Decimal("0.05")
