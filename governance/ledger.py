@@ -101,9 +101,18 @@ def record_many(charges: list[Charge], *, now: datetime) -> list[tuple[bool, int
     """``record`` for a batch of requests in ONE transaction: each counter row is locked and
     written once for the whole batch, so requests sharing a budget do not queue on its row lock
     one commit at a time. Returns ``(charged, record id)`` per charge, in order."""
+    check_references = False
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return _record_batch(charges, now)
+            return _record_batch(charges, now, check_references)
+        except IntegrityError as exc:
+            # Optimistic: references are checked only once a batch has failed on one (a key,
+            # team, customer or provider key deleted while its request was in flight).
+            if check_references:
+                for charge in charges:
+                    _log_lost(charge.entry, charge.admission, charge.cost, charge.total_tokens, exc)
+                raise
+            check_references = True
         except OperationalError as exc:
             if attempt == ATTEMPTS:
                 for charge in charges:
@@ -121,7 +130,7 @@ def _applies(admission: Admission, actuals: list[Decimal | int]) -> bool:
     return admission.backend == "database" or (admission.backend == "redis" and any(actuals))
 
 
-def _record_batch(charges: list[Charge], now: datetime) -> list[tuple[bool, int | None]]:
+def _record_batch(charges: list[Charge], now: datetime, check_references: bool) -> list[tuple[bool, int | None]]:
     with transaction.atomic():
         # Lock the counter rows *before* inserting: the record ids are then allocated while the
         # rows are held, which orders them against a Redis rebuild's snapshot of the same rows.
@@ -129,7 +138,8 @@ def _record_batch(charges: list[Charge], now: datetime) -> list[tuple[bool, int 
             c for charge in charges if _applies(charge.admission, charge.actuals) for c in charge.admission.counters
         ]
         rows = lock_rows(counters) if counters else {}
-        missing = _missing_references([charge.entry for charge in charges if charge.entry is not None])
+        entries = [charge.entry for charge in charges if charge.entry is not None]
+        missing = _missing_references(entries) if check_references else set()
         results, changed = [], []
         for charge in charges:
             admission, actuals = charge.admission, charge.actuals
@@ -166,8 +176,7 @@ _REFERENCES = {
 def _missing_references(entries: list[LedgerEntry]) -> set[tuple[str, str]]:
     """``(field, id)`` of keys, teams, customers and provider keys deleted while their requests
     were in flight: their records keep the usage with that reference cleared, as ON DELETE SET
-    NULL would have done, instead of failing the whole batch at commit. (A delete between this
-    check and the commit still fails the batch, which the settler retries: bounded to that race.)"""
+    NULL would have done, instead of failing the whole batch at commit."""
     missing = set()
     for field, model in _REFERENCES.items():
         wanted = {str(getattr(e, field)) for e in entries if getattr(e, field)}
