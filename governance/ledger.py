@@ -39,6 +39,7 @@ from django.db import IntegrityError, OperationalError, transaction
 from governance.counters.base import BUDGET, Admission
 from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key, save_rows, set_state, unique_rows
 from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualKey
+from governance.usage_sql import insert_usage_rows
 
 logger = logging.getLogger("bifrost.ledger")
 ATTEMPTS = 3
@@ -140,15 +141,16 @@ def _record_batch(charges: list[Charge], now: datetime, check_references: bool) 
         rows = lock_rows(counters) if counters else {}
         entries = [charge.entry for charge in charges if charge.entry is not None]
         missing = _missing_references(entries) if check_references else set()
+        inserted = insert_usage_rows(
+            [_row(charge, now, missing) for charge in charges if charge.entry is not None], returning=True
+        )
         results, changed = [], []
         for charge in charges:
             admission, actuals = charge.admission, charge.actuals
             apply = _applies(admission, actuals)
             charged, record_id = True, None
             if charge.entry is not None:
-                record_id = _insert(
-                    charge.entry, admission.request_id, charge.cost, charge.total_tokens, now, missing
-                )
+                record_id = inserted.get(uuid.UUID(str(admission.request_id)))
                 charged = record_id is not None
             if not charged and charge.retried:
                 # The first attempt committed (only its acknowledgement was lost): the record and
@@ -186,30 +188,16 @@ def _missing_references(entries: list[LedgerEntry]) -> set[tuple[str, str]]:
     return missing
 
 
-def _insert(
-    entry: LedgerEntry,
-    request_id: str,
-    cost: Decimal,
-    total_tokens: int,
-    now: datetime,
-    missing: set[tuple[str, str]] = frozenset(),
-) -> int | None:
-    """Insert the UsageRecord; None when this request already has one."""
-    fields = asdict(entry)
+def _row(charge: Charge, now: datetime, missing: set[tuple[str, str]]) -> dict:
+    """The UsageRecord's field values; references deleted mid-request are cleared."""
+    entry = charge.entry
+    fields = {name: getattr(entry, name) for name in entry.__slots__}  # asdict deep-copies: slow
     fields["created_at"] = fields["created_at"] or now
     for field in _REFERENCES:
         if fields[field] and (field, str(fields[field])) in missing:
             fields[field] = None
-    try:
-        with transaction.atomic():
-            row = UsageRecord.objects.create(
-                request_id=uuid.UUID(str(request_id)), cost=cost, total_tokens=total_tokens, **fields
-            )
-    except IntegrityError:
-        if UsageRecord.objects.filter(request_id=uuid.UUID(str(request_id))).exists():
-            return None
-        raise
-    return row.pk
+    fields.update(request_id=charge.admission.request_id, cost=charge.cost, total_tokens=charge.total_tokens)
+    return fields
 
 
 def _record_id(request_id: str) -> int | None:

@@ -27,8 +27,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
-from decimal import Decimal
 
 from django.db import (
     DEFAULT_DB_ALIAS,
@@ -37,12 +35,11 @@ from django.db import (
     InterfaceError,
     OperationalError,
     connection,
-    connections,
     transaction,
 )
-from django.db.models.constants import OnConflict
 
-from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualKey
+from governance.models import Customer, ProviderKey, Team, VirtualKey
+from governance.usage_sql import insert_usage_rows
 
 logger = logging.getLogger("bifrost.ledger")
 
@@ -187,47 +184,9 @@ def _write(rows: list[dict]) -> None:
         _insert(rows)
 
 
-_FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
-_UUID_COLUMNS = {"request_id", "virtual_key_id", "team_id", "customer_id", "provider_key_id"}
-
-
 def _insert(rows: list[dict]) -> None:
-    """One multi-row INSERT through the cursor.
-
-    Not ``bulk_create``: building model instances and running every field's generic
-    conversion costs several times the insert itself, and this runs once per request.
-    Values are adapted here with the backend's own adapters, column by column.
-    """
-    conn = connections[DEFAULT_DB_ALIAS]
-    ops = conn.ops
-    native_uuid = conn.features.has_native_uuid_field
-    quote = ops.quote_name
-    columns = ", ".join(quote(f.column) for f in _FIELDS)
-    placeholders = ", ".join(["%s"] * len(_FIELDS))
-    suffix = ops.on_conflict_suffix_sql(_FIELDS, OnConflict.IGNORE, None, None)
-    sql = (
-        f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {quote(UsageRecord._meta.db_table)} "
-        f"({columns}) VALUES ({placeholders}) {suffix}"
-    )
-    params = []
-    for row in rows:
-        values = []
-        for f in _FIELDS:
-            value = row.get(f.attname, f.get_default())
-            if value is None:
-                pass
-            elif f.attname in _UUID_COLUMNS:
-                value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-                value = value if native_uuid else value.hex
-            elif f.attname == "created_at":
-                value = ops.adapt_datetimefield_value(value)
-            elif f.attname == "cost":
-                value = ops.adapt_decimalfield_value(Decimal(value), f.max_digits, f.decimal_places)
-            values.append(value)
-        params.append(values)
     with transaction.atomic(using=DEFAULT_DB_ALIAS, savepoint=False):
-        with conn.cursor() as cursor:
-            cursor.executemany(sql, params)
+        insert_usage_rows(rows)
 
 
 def _clear_missing_references(rows: list[dict]) -> None:
