@@ -56,8 +56,13 @@ def bar_chart(
 
 
 def money(value: Decimal | int) -> str:
+    """``$12.34``, ``$0.0123``, ``$0.00001485``: enough digits that a small spend never reads as 0."""
     value = Decimal(value)
-    return f"${value:,.2f}" if value >= 1 or value == 0 else f"${value:.4f}"
+    if value == 0 or abs(value) >= 1:
+        return f"${value:,.2f}"
+    if abs(value) >= Decimal("0.0001"):
+        return f"${value:.4f}"
+    return f"${value:.8f}"
 
 
 def tokens(value: Decimal | int) -> str:

@@ -53,23 +53,23 @@ def test_dashboard_numbers_match_the_ledger(client, alice, ledger):
     response = client.get(URL)
     assert response.status_code == 200
     html = response.content.decode()
-    assert 'id="total-spend">$2.1000<' in html
+    assert 'id="total-spend">$2.10<' in html
     assert 'id="total-requests">4<' in html
     assert 'id="total-tokens">1650<' in html
     assert "<svg" in html and "Spend per day" in html
     top = html.split('id="top-virtual-keys"')[1].split("</table>")[0]
-    assert top.index("svc-a") < top.index("svc-b") and "$2.0000" in top
-    assert "Team Core" not in top and "$2.0000" in html.split('id="top-teams"')[1].split("</table>")[0]
+    assert top.index("svc-a") < top.index("svc-b") and "$2.00" in top
+    assert "Team Core" not in top and "$2.00" in html.split('id="top-teams"')[1].split("</table>")[0]
     assert "=cmd|evil" in html.split('id="unpriced"')[1]
     bars = html.split('id="budget-bars"')[1].split("</table>")[0]
-    assert "VK svc-a" in bars and "bf-over" in bars and "$9.5000 / $10.00" in bars
+    assert "VK svc-a" in bars and "bf-over" in bars and "$9.50 / $10.00" in bars
 
 
 def test_filters_narrow_the_numbers(client, alice, ledger):
     vk, _ = ledger
     client.force_login(alice)
     html = client.get(URL, {"virtual_key": str(vk.pk)}).content.decode()
-    assert 'id="total-spend">$2.0000<' in html
+    assert 'id="total-spend">$2.00<' in html
     start = (timezone.now() - timedelta(days=60)).date().isoformat()
     html = client.get(URL, {"start": start}).content.decode()
     assert 'id="total-requests">5<' in html
@@ -128,7 +128,17 @@ def test_change_pages_show_own_spend_chart_and_live_budgets(client, alice, ledge
     client.force_login(alice)
     html = client.get(f"/admin/governance/{model}/{obj.pk}/change/").content.decode()
     panel = html.split('id="usage-panel"')[1]
-    assert 'id="panel-spend">$2.0000<' in panel and 'id="panel-requests">2<' in panel
+    assert 'id="panel-spend">$2.00<' in panel and 'id="panel-requests">2<' in panel
     assert "<svg" in panel
     if model == "virtualkey":
-        assert "$9.5000 / $10.00" in panel and "bf-over" in panel
+        assert "$9.50 / $10.00" in panel and "bf-over" in panel
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [("0", "$0.00"), ("12.345", "$12.35"), ("0.0123", "$0.0123"), ("0.0000148500", "$0.00001485")],
+)
+def test_small_spend_never_reads_as_zero(amount, shown):
+    from governance.dashboard.charts import money
+
+    assert money(Decimal(amount)) == shown
