@@ -156,40 +156,54 @@ class Answer:
         return json.loads(self.body)
 
 
+def send(
+    path: str,
+    raw: bytes = b"",
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+    content_length: str | None = None,
+) -> Answer:
+    """One request through ``proxy.wsgi`` in this process, environ built by hand (any method,
+    path or Content-Length a server could hand over; header values as WSGI gives them)."""
+    from proxy.wsgi import application
+
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "CONTENT_LENGTH": str(len(raw)) if content_length is None else content_length,
+        "CONTENT_TYPE": "application/json",
+        "wsgi.input": io.BytesIO(raw),
+    }
+    for name, value in (headers or {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    captured = {}
+
+    def start_response(status, response_headers):
+        captured["status"] = int(status.split()[0])
+        captured["headers"] = {k.lower(): v for k, v in response_headers}
+
+    # Keep the test's database connection: the proxy sends request_finished like a server would.
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        body_iter = application(environ, start_response)
+        try:
+            data = b"".join(body_iter)
+        finally:
+            body_iter.close()
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+    return Answer(captured["status"], captured["headers"], data)
+
+
 @pytest.fixture
 def call():
     """``call(path, body=None, headers={}, method="POST")`` through ``proxy.wsgi`` in this process."""
-    from proxy.wsgi import application
 
     def _call(path: str, body=None, headers: dict[str, str] | None = None, method: str = "POST") -> Answer:
         raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else b"")
-        environ = {
-            "REQUEST_METHOD": method,
-            "PATH_INFO": path,
-            "CONTENT_LENGTH": str(len(raw)),
-            "CONTENT_TYPE": "application/json",
-            "wsgi.input": io.BytesIO(raw),
-        }
-        for name, value in (headers or {}).items():
-            environ["HTTP_" + name.upper().replace("-", "_")] = value
-        captured = {}
-
-        def start_response(status, headers):
-            captured["status"] = int(status.split()[0])
-            captured["headers"] = {k.lower(): v for k, v in headers}
-
-        request_started.disconnect(close_old_connections)
-        request_finished.disconnect(close_old_connections)
-        try:
-            body_iter = application(environ, start_response)
-            try:
-                data = b"".join(body_iter)
-            finally:
-                body_iter.close()
-        finally:
-            request_started.connect(close_old_connections)
-            request_finished.connect(close_old_connections)
-        return Answer(captured["status"], captured["headers"], data)
+        return send(path, raw, headers, method)
 
     return _call
 

@@ -19,16 +19,12 @@ upstream" is measured on the far side of the wire.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +33,7 @@ from governance.services import virtual_key_create
 from proxy.mock_upstream import ROUTES as MOCK_ROUTES
 from proxy.mock_upstream import answer_chat, answer_messages, answer_responses
 from proxy.routing import ROUTES
-from tests.proxy.conftest import make_setup
+from tests.proxy.conftest import Answer, make_setup, send
 
 pytestmark = pytest.mark.django_db
 
@@ -51,53 +47,6 @@ FUZZ = settings(
 POST_PATHS = sorted(path for path, route in ROUTES.items() if route.method == "POST")
 ERROR_KEYS = {"is_bifrost_error", "status_code", "error", "extra_fields", "type"}
 MAX_TOKENS_COLUMN = 2**31 - 1  # PositiveIntegerField's bound on every supported database
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-def send(
-    path: str,
-    raw: bytes = b"",
-    headers: dict[str, str] | None = None,
-    method: str = "POST",
-    content_length: str | None = None,
-) -> Answer:
-    """One request through ``proxy.wsgi`` in this process, environ built by hand (any method,
-    path or Content-Length a server could hand over; header values as WSGI gives them: latin-1)."""
-    from proxy.wsgi import application
-
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "CONTENT_LENGTH": str(len(raw)) if content_length is None else content_length,
-        "CONTENT_TYPE": "application/json",
-        "wsgi.input": io.BytesIO(raw),
-    }
-    for name, value in (headers or {}).items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
-    captured: dict = {}
-
-    def start_response(status, response_headers):
-        captured["status"] = int(status.split()[0])
-        captured["headers"] = {k.lower(): v for k, v in response_headers}
-
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    try:
-        body_iter = application(environ, start_response)
-        try:
-            data = b"".join(body_iter)
-        finally:
-            body_iter.close()
-    finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
-    return Answer(captured["status"], captured["headers"], data)
 
 
 def upstream_attempts(mock) -> int:
