@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -95,15 +96,24 @@ class PrivateRedis:
         return redis.Redis(port=self.port, decode_responses=True)
 
 
-@pytest.fixture(scope="session")
-def redis_server_process():
+@contextlib.contextmanager
+def started_private_redis():
+    """A started :class:`PrivateRedis`, stopped and its folder removed afterwards."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     server = PrivateRedis()
     server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server_process():
+    with started_private_redis() as server:
+        yield server
 
 
 @pytest.fixture

@@ -296,17 +296,10 @@ def gateways(django_db_setup, tmp_path) -> Callable[..., GatewayProcess]:
 @pytest.fixture
 def fault_redis():
     """A private redis-server for fault tests: ``stop()`` kills it, ``start()`` brings it back empty."""
-    import shutil
+    from tests.governance.conftest_counters import started_private_redis
 
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    from tests.governance.conftest_counters import PrivateRedis
-
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.stop()
-    shutil.rmtree(server.dir, ignore_errors=True)
+    with started_private_redis() as server:
+        yield server
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
