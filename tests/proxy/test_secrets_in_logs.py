@@ -21,6 +21,7 @@ def chat(model: str, **extra) -> dict:
 def test_no_secret_in_logs_across_success_failure_and_rejection(call, setup, caplog):
     caplog.set_level(logging.DEBUG)
     vk = setup.value
+    wrong = vk[:-1] + ("1" if vk.endswith("0") else "0")  # a near miss that is surely not the key
     answers = [
         call(CHAT, chat("gpt-4o-mini"), {"Authorization": f"Bearer {vk}"}),
         call(CHAT, chat("gpt-4o-mini", stream=True), {"x-api-key": vk}),
@@ -28,7 +29,7 @@ def test_no_secret_in_logs_across_success_failure_and_rejection(call, setup, cap
         call(CHAT, chat("reset"), {"x-bf-vk": vk}),
         call(CHAT, chat("gpt-4o-mini", fallbacks=["nope/x"]), {"x-bf-vk": vk}),
         call(CHAT, b"{not json", {"x-bf-vk": vk}),
-        call(CHAT, chat("gpt-4o-mini"), {"x-bf-vk": vk[:-1] + "0"}),
+        call(CHAT, chat("gpt-4o-mini"), {"x-bf-vk": wrong}),
         call("/anthropic/v1/messages", chat("claude-x"), {"x-api-key": vk}),
     ]
     virtual_key_set_active(setup.vk, False)
@@ -40,5 +41,5 @@ def test_no_secret_in_logs_across_success_failure_and_rejection(call, setup, cap
     for answer in answers:
         assert vk.encode() not in answer.body
         assert b"sk-upstream-openai-secret" not in answer.body
-    for secret in (vk, vk[:-1] + "0", "sk-upstream-openai-secret", "sk-ant-upstream-secret"):
+    for secret in (vk, wrong, "sk-upstream-openai-secret", "sk-ant-upstream-secret"):
         assert secret not in logs
