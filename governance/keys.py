@@ -42,3 +42,35 @@ def digests_match(value: str, stored_digest: str) -> bool:
 def new_token(prefix: str) -> str:
     """A random bearer secret (admin API tokens, OAuth codes and tokens)."""
     return f"{prefix}{secrets.token_urlsafe(32)}"
+
+
+_PREFIXED_HEADERS = ("HTTP_X_API_KEY", "HTTP_X_GOOG_API_KEY")
+
+
+def _canonical(value: str) -> str:
+    # The prefix is matched case-insensitively; the stored digest is of the canonical form.
+    return VK_PREFIX + value[6:] if value[:6].lower() == VK_PREFIX else value
+
+
+def presented_virtual_key(environ: dict) -> str | None:
+    """The VK value a client presented in a WSGI environ (or ``request.META``), or None.
+
+    Header names are case-insensitive by construction (WSGI upper-cases them into ``HTTP_*``).
+    ``x-bf-vk`` takes any value; ``Authorization: Bearer``, ``x-api-key`` and ``x-goog-api-key``
+    count only with the ``sk-bf-`` prefix (matched case-insensitively), so a client that sends a
+    provider key in direct-key mode is not mistaken for a VK holder.
+    """
+    value = environ.get("HTTP_X_BF_VK")
+    if value and value.strip():
+        return _canonical(value.strip())
+    auth = environ.get("HTTP_AUTHORIZATION")
+    if auth:
+        scheme, _, token = auth.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() == "bearer" and token[:6].lower() == VK_PREFIX:
+            return _canonical(token)
+    for name in _PREFIXED_HEADERS:
+        value = environ.get(name)
+        if value and value.strip()[:6].lower() == VK_PREFIX:
+            return _canonical(value.strip())
+    return None

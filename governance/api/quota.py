@@ -19,8 +19,8 @@ from bifrost_site.errors import error_body
 from governance import selectors
 from governance.api import docs
 from governance.api.representations import budget_json, rate_limit_json, rate_limit_of, usage_for
+from governance.keys import presented_virtual_key
 from governance.models import Customer, Team, VirtualKey
-from proxy.auth import presented_virtual_key
 
 
 class QuotaView(APIView):
