@@ -20,6 +20,7 @@ from django.db import IntegrityError
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from governance.dashboard.charts import usage_level
 from governance.live import live_usage
 
 SECRETS_SESSION_KEY = "governance_one_time_secrets"
@@ -135,15 +136,6 @@ def take_secrets(request: HttpRequest) -> list[dict[str, str]]:
 
 
 # --- usage bars ---------------------------------------------------------------------------------
-
-
-def usage_level(fraction: float) -> str:
-    """Colour class by level: green below 70 %, amber below 90 %, red from 90 %."""
-    if fraction < 0.7:
-        return "ok"
-    if fraction < 0.9:
-        return "warn"
-    return "over"
 
 
 def money(value: Decimal) -> str:

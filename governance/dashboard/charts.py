@@ -55,6 +55,15 @@ def bar_chart(
     return mark_safe("".join(parts))  # noqa: S308 - every interpolated text is escaped above
 
 
+def usage_level(fraction: float) -> str:
+    """Colour class by level: green below 70 %, amber below 90 %, red from 90 %."""
+    if fraction < 0.7:
+        return "ok"
+    if fraction < 0.9:
+        return "warn"
+    return "over"
+
+
 def money(value: Decimal | int) -> str:
     """``$12.34``, ``$0.0123``, ``$0.00001485``: enough digits that a small spend never reads as 0."""
     value = Decimal(value)

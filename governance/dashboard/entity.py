@@ -8,6 +8,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from governance.dashboard import charts, reports
+from governance.dashboard.views import budget_bar
 from governance.live import live_usage
 from governance.models import UsageRecord
 
@@ -23,18 +24,7 @@ def usage_panel(obj, field: str) -> str:
     series = reports.daily(records, days)
     budgets = list(obj.budgets.all())
     usage = live_usage(budgets, [])
-    bars = []
-    for budget in budgets:
-        state = usage[("budget", budget.pk)]
-        fraction = float(state["usage"] / budget.max_limit)
-        bars.append({
-            "used": state["usage"],
-            "limit": budget.max_limit,
-            "percent": min(fraction * 100, 100),
-            "level": "ok" if fraction < 0.7 else "warn" if fraction < 0.9 else "over",
-            "duration": budget.reset_duration,
-            "resets_at": state["resets_at"],
-        })
+    bars = [budget_bar(budget, usage[("budget", budget.pk)]) for budget in budgets]
     return render_to_string(
         "governance/usage_panel.html",
         {

@@ -44,10 +44,6 @@ def _require_view_usage(request: HttpRequest) -> None:
         raise PermissionDenied
 
 
-def _level(fraction: float) -> str:
-    return "ok" if fraction < 0.7 else "warn" if fraction < 0.9 else "over"
-
-
 def _owner_label(row: Budget | RateLimit) -> str:
     if row.virtual_key_id:
         return f"VK {row.virtual_key.name}"
@@ -59,24 +55,25 @@ def _owner_label(row: Budget | RateLimit) -> str:
     return f"VK {config.virtual_key.name} / {config.provider.name}"
 
 
+def budget_bar(budget: Budget, state: dict) -> dict:
+    """Template values of one budget's bar, from its live state (``governance.live``)."""
+    fraction = float(state["usage"] / budget.max_limit) if budget.max_limit else 0.0
+    return {
+        "used": state["usage"],
+        "limit": budget.max_limit,
+        "percent": min(fraction * 100, 100),
+        "level": charts.usage_level(fraction),
+        "duration": budget.reset_duration,
+        "resets_at": state["resets_at"],
+    }
+
+
 def budget_bars(now=None) -> list[dict]:
     budgets = list(selectors.budgets_with_owner().select_related("provider_config__virtual_key"))
     usage = live_usage(budgets, [], now or timezone.now())
     bars = []
     for budget in budgets:
-        state = usage[("budget", budget.pk)]
-        fraction = float(state["usage"] / budget.max_limit) if budget.max_limit else 0.0
-        bars.append(
-            {
-                "owner": _owner_label(budget),
-                "used": state["usage"],
-                "limit": budget.max_limit,
-                "percent": min(fraction * 100, 100),
-                "level": _level(fraction),
-                "duration": budget.reset_duration,
-                "resets_at": state["resets_at"],
-            }
-        )
+        bars.append({"owner": _owner_label(budget), **budget_bar(budget, usage[("budget", budget.pk)])})
     return sorted(bars, key=lambda bar: -bar["percent"])
 
 
@@ -102,7 +99,7 @@ def rate_limit_bars(now=None) -> list[dict]:
                     "used": state[used_key],
                     "limit": limit,
                     "percent": min(fraction * 100, 100),
-                    "level": _level(fraction),
+                    "level": charts.usage_level(fraction),
                     "duration": getattr(row, f"{kind}_reset_duration"),
                     "resets_at": state.get(f"{kind}_resets_at"),
                 }
