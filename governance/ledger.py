@@ -38,8 +38,8 @@ from django.db import IntegrityError, OperationalError, transaction
 
 from governance.counters.base import BUDGET, Admission
 from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key, save_rows, set_state, unique_rows
-from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualKey
-from governance.usage_sql import insert_usage_rows
+from governance.models import UsageRecord
+from governance.usage_sql import clear_missing_references, insert_usage_rows
 
 logger = logging.getLogger("bifrost.ledger")
 ATTEMPTS = 3
@@ -139,11 +139,10 @@ def _record_batch(charges: list[Charge], now: datetime, check_references: bool) 
             c for charge in charges if _applies(charge.admission, charge.actuals) for c in charge.admission.counters
         ]
         rows = lock_rows(counters) if counters else {}
-        entries = [charge.entry for charge in charges if charge.entry is not None]
-        missing = _missing_references(entries) if check_references else set()
-        inserted = insert_usage_rows(
-            [_row(charge, now, missing) for charge in charges if charge.entry is not None], returning=True
-        )
+        records = [_row(charge, now) for charge in charges if charge.entry is not None]
+        if check_references:
+            clear_missing_references(records)
+        inserted = insert_usage_rows(records, returning=True)
         results, changed = [], []
         for charge in charges:
             admission, actuals = charge.admission, charge.actuals
@@ -167,35 +166,11 @@ def _record_batch(charges: list[Charge], now: datetime, check_references: bool) 
     return results
 
 
-_REFERENCES = {
-    "virtual_key_id": VirtualKey,
-    "team_id": Team,
-    "customer_id": Customer,
-    "provider_key_id": ProviderKey,
-}
-
-
-def _missing_references(entries: list[LedgerEntry]) -> set[tuple[str, str]]:
-    """``(field, id)`` of keys, teams, customers and provider keys deleted while their requests
-    were in flight: their records keep the usage with that reference cleared, as ON DELETE SET
-    NULL would have done, instead of failing the whole batch at commit."""
-    missing = set()
-    for field, model in _REFERENCES.items():
-        wanted = {str(getattr(e, field)) for e in entries if getattr(e, field)}
-        if wanted:
-            found = {str(pk) for pk in model.objects.filter(pk__in=wanted).values_list("pk", flat=True)}
-            missing |= {(field, pk) for pk in wanted - found}
-    return missing
-
-
-def _row(charge: Charge, now: datetime, missing: set[tuple[str, str]]) -> dict:
-    """The UsageRecord's field values; references deleted mid-request are cleared."""
+def _row(charge: Charge, now: datetime) -> dict:
+    """The UsageRecord's field values."""
     entry = charge.entry
     fields = {name: getattr(entry, name) for name in entry.__slots__}  # asdict deep-copies: slow
     fields["created_at"] = fields["created_at"] or now
-    for field in _REFERENCES:
-        if fields[field] and (field, str(fields[field])) in missing:
-            fields[field] = None
     fields.update(request_id=charge.admission.request_id, cost=charge.cost, total_tokens=charge.total_tokens)
     return fields
 

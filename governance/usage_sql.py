@@ -14,7 +14,7 @@ from decimal import Decimal
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models.constants import OnConflict
 
-from governance.models import UsageRecord
+from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualKey
 
 FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 UUID_COLUMNS = {"request_id", "virtual_key_id", "team_id", "customer_id", "provider_key_id"}
@@ -63,3 +63,20 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
         if not returning:
             return {}
         return {uuid.UUID(str(request_id)): pk for pk, request_id in cursor.fetchall()}
+
+
+REFERENCES = {"virtual_key_id": VirtualKey, "team_id": Team, "customer_id": Customer, "provider_key_id": ProviderKey}
+
+
+def clear_missing_references(rows: list[dict]) -> None:
+    """Clear references to keys, teams, customers and provider keys deleted while their requests
+    were in flight: the rows keep their usage, as ON DELETE SET NULL would have done, instead of
+    failing the whole insert at commit. One query per kind of reference."""
+    for field, model in REFERENCES.items():
+        wanted = {str(row[field]) for row in rows if row.get(field)}
+        if not wanted:
+            continue
+        existing = {str(pk) for pk in model.objects.filter(pk__in=wanted).values_list("pk", flat=True)}
+        for row in rows:
+            if row.get(field) and str(row[field]) not in existing:
+                row[field] = None

@@ -38,8 +38,7 @@ from django.db import (
     transaction,
 )
 
-from governance.models import Customer, ProviderKey, Team, VirtualKey
-from governance.usage_sql import insert_usage_rows
+from governance.usage_sql import clear_missing_references, insert_usage_rows
 
 logger = logging.getLogger("bifrost.ledger")
 
@@ -180,24 +179,10 @@ def _write(rows: list[dict]) -> None:
     except IntegrityError:
         # A key, team, customer or provider key deleted while its request was in flight: the
         # row is kept with that reference cleared, as ON DELETE SET NULL would have done.
-        _clear_missing_references(rows)
+        clear_missing_references(rows)
         _insert(rows)
 
 
 def _insert(rows: list[dict]) -> None:
     with transaction.atomic(using=DEFAULT_DB_ALIAS, savepoint=False):
         insert_usage_rows(rows)
-
-
-def _clear_missing_references(rows: list[dict]) -> None:
-    for field, model in (
-        ("virtual_key_id", VirtualKey),
-        ("team_id", Team),
-        ("customer_id", Customer),
-        ("provider_key_id", ProviderKey),
-    ):
-        wanted = {str(row[field]) for row in rows if row.get(field)}
-        existing = {str(pk) for pk in model.objects.filter(pk__in=wanted).values_list("pk", flat=True)}
-        for row in rows:
-            if row.get(field) and str(row[field]) not in existing:
-                row[field] = None
