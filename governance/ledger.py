@@ -34,12 +34,13 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError
 
 from governance.counters.base import BUDGET, Admission
 from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key, save_rows, set_state, unique_rows
 from governance.models import UsageRecord
 from governance.usage_sql import clear_missing_references, insert_usage_rows
+from governance.writes import write_transaction
 
 logger = logging.getLogger("bifrost.ledger")
 ATTEMPTS = 3
@@ -132,7 +133,7 @@ def _applies(admission: Admission, actuals: list[Decimal | int]) -> bool:
 
 
 def _record_batch(charges: list[Charge], now: datetime, check_references: bool) -> list[tuple[bool, int | None]]:
-    with transaction.atomic():
+    with write_transaction():
         # Lock the counter rows *before* inserting: the record ids are then allocated while the
         # rows are held, which orders them against a Redis rebuild's snapshot of the same rows.
         counters = [

@@ -29,16 +29,15 @@ import threading
 import time
 
 from django.db import (
-    DEFAULT_DB_ALIAS,
     DatabaseError,
     IntegrityError,
     InterfaceError,
     OperationalError,
     connection,
-    transaction,
 )
 
 from governance.usage_sql import clear_missing_references, insert_usage_rows
+from governance.writes import write_transaction
 
 logger = logging.getLogger("bifrost.ledger")
 
@@ -184,5 +183,5 @@ def _write(rows: list[dict]) -> None:
 
 
 def _insert(rows: list[dict]) -> None:
-    with transaction.atomic(using=DEFAULT_DB_ALIAS, savepoint=False):
+    with write_transaction():
         insert_usage_rows(rows)

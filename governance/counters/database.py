@@ -3,8 +3,8 @@
 Check-and-reserve is one short transaction: lock every row on the path in the fixed order,
 compute each window, check every counter, and reserve on all of them or none. The transaction
 ends before the proxy calls upstream; settling is a second short transaction (in
-``governance.ledger``). Works on SQLite (IMMEDIATE transactions serialise writers) and
-PostgreSQL (row locks).
+``governance.ledger``). Works on SQLite (IMMEDIATE transactions serialise writers, queued fairly
+by ``governance.writes``) and PostgreSQL (row locks).
 
 A reservation is kept in ``current_usage`` itself, so usage read from the database includes the
 requests in flight. If a worker dies between admit and settle (SIGKILL, power loss) its
@@ -18,10 +18,11 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 
 from governance.counters.base import Admission, Counter, CountersUnavailable, Violation
 from governance.counters.rows import counter_state, lock_rows, row_key, save_rows, set_state, unique_rows
+from governance.writes import write_transaction
 
 
 class DatabaseCounters:
@@ -39,7 +40,7 @@ class DatabaseCounters:
         now: datetime,
     ) -> Admission | list[Violation]:
         try:
-            with transaction.atomic():
+            with write_transaction():
                 rows = lock_rows(counters)
                 violations: list[Violation] = []
                 plan = []

@@ -18,7 +18,7 @@ from django.core.management import call_command
 from django.db import OperationalError
 
 from governance import enforcement
-from governance.counters import redis_backend, redis_counters, rows
+from governance.counters import database, redis_backend, redis_counters
 from governance.enforcement import Admission
 from governance.models import Budget, RateLimit, UsageRecord
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
@@ -120,7 +120,7 @@ def test_redis_and_database_both_unreachable_answer_503_never_500(redis_mode, ma
     def database_down(*args, **kwargs):
         raise OperationalError("connection refused")
 
-    monkeypatch.setattr(rows.Budget.objects, "raw", database_down)
+    monkeypatch.setattr(database, "lock_rows", database_down)
     rejection = admit(specs, cost="0.1")
 
     assert (rejection.status, rejection.type) == (503, "governance_unavailable")
