@@ -1,11 +1,12 @@
 """Benchmark: direct to the mock upstream, the minimal forwarder, and the gateway.
 
-Usage: ``.venv/bin/python -m bench.run [--seconds 5] [--c1-seconds 4] [--concurrency 32]``
+Usage: ``.venv/bin/python -m bench.run [--rounds 3] [--seconds 3] [--c1-seconds 2] [--concurrency 32]``
 
 Starts the mock upstream, ``bench/forwarder.py`` and the gateway (both under the project's
 ``gunicorn.conf.py``; the gateway on a fresh embedded SQLite database in a temporary directory,
 or on ``DATABASE_URL``/``REDIS_URL`` when set), then measures JSON and SSE chat completions at
-c=1 (added p50/p99 latency over direct) and c=N (requests/s) and prints the ratios. The
+c=1 (added p50/p99 latency over direct) and c=N (requests/s), in interleaved rounds, and prints
+the medians of the ratios. The
 gateway request carries a virtual key and goes through the full hot path: VK check, weighted
 routing, key choice, usage extraction, ``extra_fields``, the ledger write.
 """
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,11 +105,67 @@ def body(stream: bool, model: str) -> bytes:
     return json.dumps(payload).encode()
 
 
+def measure(proc: subprocess.Popen, request: bytes, port: int, concurrency: int, seconds: float) -> loadgen.Result:
+    cpu_before = cpu_seconds(proc)
+    result = loadgen.run(HOST, port, request, concurrency=concurrency, seconds=seconds)
+    # Server CPU per answered request (warm-up included on both sides of the ratio).
+    served = len(result.latencies) * (1 + 1.0 / seconds)
+    result.cpu_us = (cpu_seconds(proc) - cpu_before) / served * 1e6 if served else 0.0
+    return result
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def report(rounds: dict[tuple[str, str, int], list[loadgen.Result]], c: int) -> None:
+    """Medians over the rounds; every ratio is taken within a round, then the median of those."""
+
+    def p(name: str, kind: str, q: float) -> list[float]:
+        return [r.pct(q) for r in rounds[(name, kind, 1)]]
+
+    def rps(name: str, kind: str) -> list[float]:
+        return [r.rps for r in rounds[(name, kind, c)]]
+
+    def added(name: str, base: str, kind: str, q: float) -> float:
+        return median([a - b for a, b in zip(p(name, kind, q), p(base, kind, q), strict=True)])
+
+    def ratio(name: str, base: str, kind: str) -> float:
+        return median([a / b for a, b in zip(rps(name, kind), rps(base, kind), strict=True)])
+
+    def cpu(name: str, kind: str) -> float:
+        return median([r.cpu_us for r in rounds[(name, kind, c)]])
+
+    print(f"\nmedians over {len(rounds[('direct', 'json', 1)])} interleaved rounds")
+    for kind in ("json", "sse"):
+        k = kind.upper()
+        print(
+            f"{k}: added p50 over direct: forwarder {added('forwarder', 'direct', kind, 0.5):.3f} ms, "
+            f"gateway {added('gateway', 'direct', kind, 0.5):.3f} ms; added p99: forwarder "
+            f"{added('forwarder', 'direct', kind, 0.99):.3f} ms, "
+            f"gateway {added('gateway', 'direct', kind, 0.99):.3f} ms"
+        )
+        print(
+            f"{k}: c={c} gateway {median(rps('gateway', kind)):.0f} req/s, forwarder "
+            f"{median(rps('forwarder', kind)):.0f} req/s: "
+            f"gateway/forwarder = {ratio('gateway', 'forwarder', kind):.2f}x "
+            f"(direct {median(rps('direct', kind)):.0f} req/s); server CPU per request "
+            f"forwarder {cpu('forwarder', kind):.0f} µs, gateway {cpu('gateway', kind):.0f} µs"
+        )
+        print(
+            f"{k}: governance (budget + rate limit) adds p50 {added('governed', 'gateway', kind, 0.5):.3f} ms, "
+            f"p99 {added('governed', 'gateway', kind, 0.99):.3f} ms over the plain gateway; c={c} "
+            f"{median(rps('governed', kind)):.0f} req/s = {ratio('governed', 'gateway', kind):.2f}x the plain gateway, "
+            f"{ratio('governed', 'forwarder', kind):.2f}x the forwarder; server CPU {cpu('governed', kind):.0f} µs/req"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time at c=N")
-    parser.add_argument("--c1-seconds", type=float, default=4.0, help="measuring time at c=1")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time at c=N")
+    parser.add_argument("--c1-seconds", type=float, default=2.0, help="measuring time at c=1")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     args = parser.parse_args()
 
     mock_port, fwd_port, gw_port = free_port(), free_port(), free_port()
@@ -154,48 +212,27 @@ def main() -> None:
             "gateway": (gw_port, {"Authorization": f"Bearer {vk}"}, procs[2]),
             "governed": (gw_port, {"Authorization": f"Bearer {governed_vk}"}, procs[2]),
         }
-        results: dict[tuple[str, str, int], loadgen.Result] = {}
-        for kind in ("json", "sse"):
-            for name, (port, headers, proc) in targets.items():
-                request = loadgen.build_request(
-                    HOST, port, "/v1/chat/completions", body(kind == "sse", "gpt-4o-mini"), headers
-                )
-                for concurrency, seconds in ((1, args.c1_seconds), (args.concurrency, args.seconds)):
-                    cpu_before = cpu_seconds(proc)
-                    result = loadgen.run(HOST, port, request, concurrency=concurrency, seconds=seconds)
-                    # Server CPU per answered request (warm-up included on both sides of the ratio).
-                    served = len(result.latencies) * (1 + 1.0 / seconds)
-                    result.cpu_us = (cpu_seconds(proc) - cpu_before) / served * 1e6 if served else 0.0
-                    if result.errors:
-                        raise SystemExit(f"{name} {kind} c={concurrency}: {result.errors} non-200 answers")
-                    results[(name, kind, concurrency)] = result
-                    print(
-                        f"{kind:4} {name:9} c={concurrency:<3} p50={result.pct(0.5):7.3f} ms "
-                        f"p99={result.pct(0.99):7.3f} ms  {result.rps:8.0f} req/s  "
-                        f"server CPU {result.cpu_us:6.0f} µs/req",
-                        flush=True,
+        rounds: dict[tuple[str, str, int], list[loadgen.Result]] = {}
+        for round_number in range(1, args.rounds + 1):
+            # Rounds interleave the targets, so a slow spell on this shared machine hits all of
+            # them rather than whichever happened to be measured during it.
+            for kind in ("json", "sse"):
+                for name, (port, headers, proc) in targets.items():
+                    request = loadgen.build_request(
+                        HOST, port, "/v1/chat/completions", body(kind == "sse", "gpt-4o-mini"), headers
                     )
-        print()
-        c = args.concurrency
-        for kind in ("json", "sse"):
-            direct, fwd, gw = (results[(n, kind, 1)] for n in ("direct", "forwarder", "gateway"))
-            print(
-                f"{kind.upper()}: added p50 over direct: forwarder {fwd.pct(0.5) - direct.pct(0.5):.3f} ms, "
-                f"gateway {gw.pct(0.5) - direct.pct(0.5):.3f} ms; added p99: forwarder "
-                f"{fwd.pct(0.99) - direct.pct(0.99):.3f} ms, gateway {gw.pct(0.99) - direct.pct(0.99):.3f} ms"
-            )
-            fwd_c, gw_c = results[("forwarder", kind, c)], results[("gateway", kind, c)]
-            print(
-                f"{kind.upper()}: c={c} gateway {gw_c.rps:.0f} req/s / forwarder {fwd_c.rps:.0f} req/s "
-                f"= {gw_c.rps / fwd_c.rps:.2f}x (direct {results[('direct', kind, c)].rps:.0f} req/s); "
-                f"server CPU per request forwarder/gateway = {fwd_c.cpu_us / gw_c.cpu_us:.2f}x"
-            )
-            gov, gov_c = results[("governed", kind, 1)], results[("governed", kind, c)]
-            print(
-                f"{kind.upper()}: governance (budget + rate limit) adds p50 {gov.pct(0.5) - gw.pct(0.5):.3f} ms, "
-                f"p99 {gov.pct(0.99) - gw.pct(0.99):.3f} ms over the plain gateway; c={c} {gov_c.rps:.0f} req/s "
-                f"= {gov_c.rps / gw_c.rps:.2f}x the plain gateway, {gov_c.rps / fwd_c.rps:.2f}x the forwarder"
-            )
+                    for concurrency, seconds in ((1, args.c1_seconds), (args.concurrency, args.seconds)):
+                        result = measure(proc, request, port, concurrency, seconds)
+                        if result.errors:
+                            raise SystemExit(f"{name} {kind} c={concurrency}: {result.errors} non-200 answers")
+                        rounds.setdefault((name, kind, concurrency), []).append(result)
+                        print(
+                            f"round {round_number} {kind:4} {name:9} c={concurrency:<3} p50={result.pct(0.5):7.3f} ms "
+                            f"p99={result.pct(0.99):7.3f} ms  {result.rps:8.0f} req/s  "
+                            f"server CPU {result.cpu_us:6.0f} µs/req",
+                            flush=True,
+                        )
+        report(rounds, args.concurrency)
     finally:
         for proc in reversed(procs):
             proc.terminate()

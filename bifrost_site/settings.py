@@ -106,9 +106,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / counters ------------------------------------------------------------------------
 REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix"))
-# Where budget and rate-limit counters live: "redis" (shared, production), "database"
-# (embedded default and fallback) or "auto" (redis when REDIS_URL is set).
-GOVERNANCE_COUNTERS = env_choice("GOVERNANCE_COUNTERS", "auto", ("auto", "redis", "database"))
+# Where budget and rate-limit counters live (rules in governance/counters/__init__.py): "auto"
+# (Redis when REDIS_URL is set, else the host-local table on SQLite, else the database rows),
+# "redis" (fail closed without Redis), "local" (one host only) or "database".
+GOVERNANCE_COUNTERS = env_choice("GOVERNANCE_COUNTERS", "auto", ("auto", "redis", "local", "database"))
 if GOVERNANCE_COUNTERS == "redis" and REDIS_URL is None:
     raise ImproperlyConfigured("GOVERNANCE_COUNTERS=redis needs REDIS_URL")
 GOVERNANCE_ENFORCE_VIRTUAL_KEYS = env_bool("GOVERNANCE_ENFORCE_VIRTUAL_KEYS", True)

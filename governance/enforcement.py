@@ -11,7 +11,8 @@ Per inference request::
            entry=LedgerEntry(provider=..., model=..., status_code=..., ...))
 
 ``admit`` checks **every** budget and rate limit on the path and reserves on all of them in one
-atomic step (one Redis round trip, or one short database transaction). ``settle`` replaces the
+atomic step (one Redis round trip, one short critical section on the host-local table in embedded
+mode, or one short database transaction). ``settle`` replaces the
 reservation by the actual amounts, writes the UsageRecord and catches the database counters up.
 ``release`` gives a reservation back when the request is abandoned before any upstream call
 (e.g. a later check or routing failed).
@@ -36,7 +37,7 @@ Rules written down here:
   short by their estimates; while one host falls back to the database and another still reaches
   Redis, each sees the other's settled usage but not its reservations. A worker killed with
   SIGKILL between admit and settle leaves its reservation counted until the window resets
-  (database) or the hot counter is rebuilt (Redis).
+  (database) or the hot counter is rebuilt (Redis, local table).
 - **SIGTERM loses nothing**: settle and the ledger write finish before the request does, and
   gunicorn's graceful shutdown lets in-flight requests finish before the worker exits.
 
@@ -58,11 +59,12 @@ from django.utils import timezone
 
 from governance import ledger
 from governance.counters import (
+    HOT_BACKENDS,
     CountersUnavailable,
     database_counters,
     fallback_allowed,
+    hot_counters,
     primary_counters,
-    redis_counters,
 )
 from governance.counters.base import (
     BUDGET,
@@ -237,7 +239,7 @@ def settle_many(settlements: list[Settlement], *, now: datetime | None = None) -
             # A retried settle whose first attempt committed: the ledger and the rows have the
             # request, the hot copy not yet (the record id tells a rebuilt counter it has it).
             charge_hot = charged or (retried and record_id is not None)
-            if admission.backend in ("redis", "database"):
+            if admission.backend in (*HOT_BACKENDS, "database"):
                 _settle_hot(admission, actuals if charge_hot else [0 * a for a in actuals], now, record_id)
     return results
 
@@ -248,7 +250,7 @@ def release(admission: Admission, *, now: datetime | None = None) -> None:
 
 
 def _settle_hot(admission: Admission, actuals: list[Decimal | int], now: datetime, record_id: int | None) -> None:
-    backend = redis_counters()
+    backend = hot_counters()
     if backend is None:
         return
     try:
@@ -314,7 +316,7 @@ def _states(pairs: list[tuple[Counter, object]], now: datetime) -> list[CounterS
     for counter, row in pairs:
         usage, start, end = counter_state(counter, row, now)
         states.append(CounterState(usage, counter.limit, counter.duration, start, end))
-    backend = redis_counters()
+    backend = hot_counters()
     if backend is None or not pairs:
         return states
     try:
@@ -388,7 +390,7 @@ def reset_rate_limit(rate_limit_id: str | uuid.UUID, *, now: datetime | None = N
 
 
 def _forget(counters: list[Counter]) -> None:
-    backend = redis_counters()
+    backend = hot_counters()
     if backend is None:
         return
     try:

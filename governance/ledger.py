@@ -36,7 +36,7 @@ from decimal import Decimal
 
 from django.db import IntegrityError, OperationalError
 
-from governance.counters.base import BUDGET, Admission
+from governance.counters.base import BUDGET, HOT_BACKENDS, Admission
 from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key, save_rows, set_state, unique_rows
 from governance.models import UsageRecord
 from governance.usage_sql import clear_missing_references, insert_usage_rows
@@ -129,7 +129,7 @@ def record_many(charges: list[Charge], *, now: datetime) -> list[tuple[bool, int
 
 
 def _applies(admission: Admission, actuals: list[Decimal | int]) -> bool:
-    return admission.backend == "database" or (admission.backend == "redis" and any(actuals))
+    return admission.backend == "database" or (admission.backend in HOT_BACKENDS and any(actuals))
 
 
 def _record_batch(charges: list[Charge], now: datetime, check_references: bool) -> list[tuple[bool, int | None]]:

@@ -22,7 +22,9 @@ Invalidation rule (what an operator can rely on):
    clears its caches on each message (and on every (re)connect, in case messages were missed).
 3. Without Redis (embedded mode), or while the subscriber is disconnected, entries expire after
    ``GOVERNANCE_CONFIG_CACHE_SECONDS`` (default 5 s): that bounds how long another worker may
-   act on an old configuration. The TTL is also kept as a backstop in Redis mode.
+   act on an old configuration. The TTL is also kept as a backstop in Redis mode. When an entry
+  expires, one thread reloads it while the others keep answering from the expired copy for the
+  few milliseconds the reload takes (rather than every busy thread querying at once).
 
 Unknown values are not cached, so a key created in one worker works in all of them at once.
 Budget and rate-limit *usage* is not part of a snapshot (it lives in the counters); counters
@@ -180,21 +182,47 @@ def _after_commit() -> None:
     _publish()
 
 
+_reloading: set[tuple[str, str]] = set()
+
+
+def _claim_reload(name: tuple[str, str]) -> bool:
+    """True for the one thread that reloads an expired entry; the others serve the expired copy."""
+    with _lock:
+        if name in _reloading:
+            return False
+        _reloading.add(name)
+        return True
+
+
+def _reloaded(name: tuple[str, str]) -> None:
+    with _lock:
+        _reloading.discard(name)
+
+
 def virtual_key(value: str) -> VirtualKeySnapshot | None:
     """The snapshot for a presented VK value, or None when no key has that value."""
     _ensure_subscriber()
     key = digest(value)
     now = time.monotonic()
     cached = _vks.get(key)
-    if cached is not None and now - cached[0] < _ttl():
-        return cached[1]
-    generation = _generation
-    snapshot = _load_virtual_key(key)
-    if snapshot is not None:
-        with _lock:
-            if generation == _generation:
-                _vks[key] = (now, snapshot)
-    return snapshot
+    claim = None
+    if cached is not None:
+        if now - cached[0] < _ttl():
+            return cached[1]
+        claim = ("vk", key)
+        if not _claim_reload(claim):
+            return cached[1]
+    try:
+        generation = _generation
+        snapshot = _load_virtual_key(key)
+        if snapshot is not None:
+            with _lock:
+                if generation == _generation:
+                    _vks[key] = (now, snapshot)
+        return snapshot
+    finally:
+        if claim is not None:
+            _reloaded(claim)
 
 
 def providers() -> dict[str, ProviderSnapshot]:
@@ -202,20 +230,34 @@ def providers() -> dict[str, ProviderSnapshot]:
     global _providers
     _ensure_subscriber()
     cached, now = _providers, time.monotonic()
-    if cached is not None and now - cached[0] < _ttl():
-        return cached[1]
-    generation = _generation
-    loaded = _load_providers()
-    with _lock:
-        if generation == _generation:
-            _providers = (now, loaded)
-    return loaded
+    claim = None
+    if cached is not None:
+        if now - cached[0] < _ttl():
+            return cached[1]
+        claim = ("providers", "")
+        if not _claim_reload(claim):
+            return cached[1]
+    try:
+        generation = _generation
+        loaded = _load_providers()
+        with _lock:
+            if generation == _generation:
+                _providers = (now, loaded)
+        return loaded
+    finally:
+        if claim is not None:
+            _reloaded(claim)
 
 
 def price(provider: str, model: str) -> PriceSnapshot | None:
     global _prices
     cached, now = _prices, time.monotonic()
-    if cached is None or now - cached[0] >= _ttl():
+    if cached is not None and now - cached[0] < _ttl():
+        return cached[1].get((provider, model))
+    claim = ("prices", "")
+    if cached is not None and not _claim_reload(claim):
+        return cached[1].get((provider, model))
+    try:
         generation = _generation
         rows = ModelPrice.objects.values_list(
             "provider", "model", "input_cost_per_token", "output_cost_per_token", "cached_input_cost_per_token"
@@ -224,8 +266,10 @@ def price(provider: str, model: str) -> PriceSnapshot | None:
         with _lock:
             if generation == _generation:
                 _prices = (now, table)
-        cached = (now, table)
-    return cached[1].get((provider, model))
+        return table.get((provider, model))
+    finally:
+        if cached is not None:
+            _reloaded(claim)
 
 
 # --- loading --------------------------------------------------------------------------------

@@ -17,13 +17,16 @@ from django.db.models.constants import OnConflict
 from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualKey
 
 FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
+_MISSING = object()
 UUID_COLUMNS = {"request_id", "virtual_key_id", "team_id", "customer_id", "provider_key_id"}
 
 
 def _params(row: dict, ops, native_uuid: bool) -> list:
     values = []
     for f in FIELDS:
-        value = row.get(f.attname, f.get_default())
+        value = row.get(f.attname, _MISSING)
+        if value is _MISSING:
+            value = f.get_default()  # evaluated only when absent: it costs more than the lookup
         if value is None:
             pass
         elif f.attname in UUID_COLUMNS:

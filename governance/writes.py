@@ -46,20 +46,20 @@ def _lock_fd(path: str) -> int:
 
 
 @contextmanager
-def write_transaction() -> Iterator[None]:
-    """``transaction.atomic()`` for a short write, queued fairly on SQLite (see module doc)."""
+def write_transaction(*, savepoint: bool = True) -> Iterator[None]:
+    """``transaction.atomic(savepoint=...)`` for a short write, queued fairly on SQLite (see module doc)."""
     conn = connections[DEFAULT_DB_ALIAS]
     path = None if conn.in_atomic_block else _lock_path()
     if path is None:
         # PostgreSQL, an in-memory database, or already inside a transaction (which may hold
         # SQLite's lock: waiting on the file lock now could wait on ourselves).
-        with transaction.atomic():
+        with transaction.atomic(savepoint=savepoint):
             yield
         return
     fd = _lock_fd(path)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=savepoint):
             yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)

@@ -183,5 +183,5 @@ def _write(rows: list[dict]) -> None:
 
 
 def _insert(rows: list[dict]) -> None:
-    with write_transaction():
+    with write_transaction(savepoint=False):
         insert_usage_rows(rows)

@@ -1,4 +1,4 @@
-"""The HTTP client to upstream providers: one pooled urllib3 manager per process.
+"""The HTTP client to upstream providers: pooled urllib3 connections per upstream origin.
 
 urllib3 rather than ``requests`` on the hot path: it is ``requests``' own transport without the
 per-call session, environment (``trust_env``) and hook machinery, about 2.5x less CPU per call.
@@ -13,7 +13,9 @@ import threading
 
 import urllib3
 from django.conf import settings
+from urllib3.connectionpool import HTTPConnectionPool, connection_from_url
 from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, TimeoutError
+from urllib3.util import parse_url
 
 from governance.snapshot import KeySnapshot, ProviderSnapshot
 from proxy.errors import ProxyError
@@ -67,19 +69,30 @@ DROP_RESPONSE_HEADERS = frozenset(
     }
 )
 
-_pool: urllib3.PoolManager | None = None
+# One connection pool per upstream origin, found by the full URL of the call: the
+# PoolManager's per-call URL parsing and pool lookup cost ~7 % of the gateway's CPU per request.
+_targets: dict[str, tuple[HTTPConnectionPool, str]] = {}
+_pools: dict[tuple[str, str, int | None], HTTPConnectionPool] = {}
 _pool_lock = threading.Lock()
+MAX_TARGETS = 1024  # distinct upstream URLs remembered; beyond that the table starts afresh
 
 
-def pool() -> urllib3.PoolManager:
-    global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                _pool = urllib3.PoolManager(
-                    num_pools=64, maxsize=settings.PROXY_POOL_MAXSIZE, block=False, retries=False
-                )
-    return _pool
+def target(url: str) -> tuple[HTTPConnectionPool, str]:
+    """The pooled connections for ``url``'s origin and the path to request there."""
+    found = _targets.get(url)
+    if found is not None:
+        return found
+    parsed = parse_url(url)
+    origin = (parsed.scheme or "http", parsed.host or "", parsed.port)
+    with _pool_lock:
+        pool = _pools.get(origin)
+        if pool is None:
+            pool = connection_from_url(url, maxsize=settings.PROXY_POOL_MAXSIZE, block=False, retries=False)
+            _pools[origin] = pool
+        if len(_targets) >= MAX_TARGETS:
+            _targets.clear()
+        found = _targets[url] = (pool, parsed.request_uri)
+    return found
 
 
 def forwardable_headers(environ: dict) -> list[tuple[str, str]]:
@@ -136,14 +149,16 @@ def send(
     """One upstream call. Network failures become ProxyError 502/504 (retryable)."""
     timeout = urllib3.Timeout(connect=settings.PROXY_CONNECT_TIMEOUT_SECONDS, read=provider.timeout_seconds)
     try:
-        return pool().urlopen(
+        pool, request_path = target(upstream_url(provider, path))
+        return pool.urlopen(
             method,
-            upstream_url(provider, path),
+            request_path,
             body=body,
             headers=request_headers(provider, key, client_headers),
             timeout=timeout,
             retries=False,
             redirect=False,
+            assert_same_host=False,
             preload_content=not stream,
             decode_content=False,
         )

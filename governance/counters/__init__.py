@@ -1,35 +1,45 @@
-"""Budget and rate-limit counters: one interface, two backends, and the rule for choosing.
+"""Budget and rate-limit counters: one interface, three backends, and the rule for choosing.
 
 ``GOVERNANCE_COUNTERS`` (see settings):
 
-- ``database`` — counters live in the Budget/RateLimit rows (``DatabaseCounters``). The embedded
-  default (no ``REDIS_URL``).
-- ``auto`` with ``REDIS_URL`` — Redis holds the hot counters (``RedisCounters``). **When Redis is
-  unreachable, enforcement falls back to the database counters** (slower, still exact: the rows
-  are kept up to date by the ledger on every settle). When Redis answers again, the first process
-  that fell back bumps the Redis epoch so every hot counter is rebuilt from the database.
+- ``auto`` (default) — the hot counters live in **Redis** when ``REDIS_URL`` is set
+  (``RedisCounters``: shared by every worker and host); otherwise, on SQLite, in the **local**
+  table shared by the processes of this host (``LocalCounters``: the embedded mode); otherwise
+  (PostgreSQL without Redis, possibly several hosts) in the **database** rows. **When the hot
+  counters cannot be used (Redis unreachable, local table full), enforcement falls back to the
+  database counters** (slower, still exact: the rows are kept up to date by the ledger on every
+  settle). When they answer again, the first process that fell back bumps the epoch so every hot
+  counter is rebuilt from the database.
 - ``redis`` — Redis only: **when Redis is unreachable, requests are refused with 503**
   ``governance_unavailable`` (fail closed) instead of falling back, for operators who prefer
   refusing to the small cross-host imprecision of a partial outage (see
   ``governance.enforcement``).
+- ``local`` — the local table, whatever the database; only correct when every gateway process
+  sharing the database runs on this host (the table is a file beside SQLite, or, for PostgreSQL,
+  in ``BIFROST_DATA_DIR``). Falls back to the database counters like ``auto``.
+- ``database`` — counters live in the Budget/RateLimit rows (``DatabaseCounters``): one short
+  row-locked transaction per check.
 
 If the database is unreachable too (or in ``database`` mode), the answer is 503; enforcement
 never lets a request through unchecked and never answers 500.
 
-Both backends expose ``admit(request_id=, counters=, estimated_cost=, estimated_tokens=, now=)``
+Every backend exposes ``admit(request_id=, counters=, estimated_cost=, estimated_tokens=, now=)``
 returning an ``Admission`` or a list of ``Violation``; settling goes through
-``governance.ledger`` (database rows) and, for Redis admissions, ``RedisCounters.settle``.
+``governance.ledger`` (database rows) and, for hot admissions, the hot backend's ``settle``.
 """
 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from django.conf import settings
 from django.core.signals import setting_changed
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.dispatch import receiver
 
 from governance.counters.base import (
+    HOT_BACKENDS,
     Admission,
     Counter,
     CountersUnavailable,
@@ -39,6 +49,7 @@ from governance.counters.base import (
     rejection_for,
 )
 from governance.counters.database import DatabaseCounters
+from governance.counters.local_backend import LocalCounters
 from governance.counters.redis_backend import RedisCounters
 
 __all__ = [
@@ -46,12 +57,15 @@ __all__ = [
     "Counter",
     "CountersUnavailable",
     "DatabaseCounters",
+    "HOT_BACKENDS",
+    "LocalCounters",
     "RedisCounters",
     "Rejection",
     "Violation",
     "build_counters",
     "database_counters",
     "fallback_allowed",
+    "hot_counters",
     "primary_counters",
     "redis_counters",
     "rejection_for",
@@ -60,6 +74,7 @@ __all__ = [
 _lock = threading.Lock()
 _database = DatabaseCounters()
 _redis: dict[str, RedisCounters] = {}
+_local: list[LocalCounters | None] = []  # the decision, once made
 
 
 def database_counters() -> DatabaseCounters:
@@ -69,7 +84,7 @@ def database_counters() -> DatabaseCounters:
 def redis_counters() -> RedisCounters | None:
     """The Redis backend for ``settings.REDIS_URL`` (one client and pool per process), or None."""
     url = settings.REDIS_URL
-    if not url or settings.GOVERNANCE_COUNTERS == "database":
+    if not url or settings.GOVERNANCE_COUNTERS not in ("auto", "redis"):
         return None
     backend = _redis.get(url)
     if backend is None:
@@ -78,18 +93,53 @@ def redis_counters() -> RedisCounters | None:
     return backend
 
 
+def local_table_path() -> str | None:
+    """Where the local table lives: beside the SQLite database (so every process using that
+    database shares it), else in ``BIFROST_DATA_DIR``; None for an in-memory database."""
+    db = connections[DEFAULT_DB_ALIAS].settings_dict
+    if db["ENGINE"] != "django.db.backends.sqlite3":
+        return str(Path(settings.DATA_DIR) / "counters.table")
+    name = str(db["NAME"])
+    if name == ":memory:" or name.startswith("file:") or "mode=memory" in name:
+        return None
+    return name + ".counters"
+
+
+def local_counters() -> LocalCounters | None:
+    """The host-local backend, when the rule in the module doc selects it (decided once per
+    configuration: this runs on every governed request)."""
+    if _local:
+        return _local[0]
+    mode = settings.GOVERNANCE_COUNTERS
+    backend = None
+    if mode == "local" or (
+        mode == "auto" and not settings.REDIS_URL and connections[DEFAULT_DB_ALIAS].vendor == "sqlite"
+    ):
+        backend = LocalCounters(local_table_path())
+    with _lock:
+        if not _local:
+            _local.append(backend)
+    return _local[0]
+
+
+def hot_counters() -> RedisCounters | None:
+    """The hot backend in use (Redis or the local table), or None when counters live in the rows."""
+    return redis_counters() or local_counters()
+
+
 def primary_counters() -> RedisCounters | DatabaseCounters:
-    return redis_counters() or _database
+    return hot_counters() or _database
 
 
 def fallback_allowed() -> bool:
-    """Whether an unreachable Redis falls back to the database (``auto``) or fails closed (``redis``)."""
-    return settings.GOVERNANCE_COUNTERS == "auto"
+    """Whether unusable hot counters fall back to the database (all modes but ``redis``)."""
+    return settings.GOVERNANCE_COUNTERS != "redis"
 
 
 @receiver(setting_changed)
 def _forget_backends(*, setting: str, **kwargs) -> None:
     # Tests (and nothing else) change REDIS_URL at run time; drop clients built for the old one.
-    if setting in ("REDIS_URL", "GOVERNANCE_COUNTERS"):
+    if setting in ("REDIS_URL", "GOVERNANCE_COUNTERS", "DATABASES"):
         with _lock:
             _redis.clear()
+            _local.clear()

@@ -35,6 +35,8 @@ from governance.limitspec import BudgetSpec, RateLimitSpec
 BUDGET = "budget"
 TOKENS = "tokens"
 REQUESTS = "requests"
+# Backends holding a hot copy of the counters in front of the database rows.
+HOT_BACKENDS = ("redis", "local")
 
 # Entity label -> position in the fixed lock order. Any other label is a provider name
 # (a provider config's budget or rate limit), which comes first.
@@ -184,12 +186,13 @@ class Admission:
     """A granted request: what it reserved, where, and the marks needed to settle it exactly.
 
     ``marks`` holds, per counter, the window the reservation was made in (the database row's
-    ``last_reset`` for the database backend; ``(generation, window anchor)`` for Redis). Settling
+    ``last_reset`` for the database backend; ``(generation, window anchor)`` for the hot
+    backends, Redis and local). Settling
     removes the reservation only if that window is still the current one.
     """
 
     request_id: str
-    backend: str  # "redis", "database" or "none" (no limits on the path)
+    backend: str  # "redis", "local", "database" or "none" (no limits on the path)
     counters: tuple[Counter, ...]
     marks: tuple[Any, ...]
     estimated_cost: Decimal

@@ -99,6 +99,7 @@ class RedisCounters:
     """Counters in Redis, rebuilt from the database when missing."""
 
     name = "redis"
+    errors: tuple[type[Exception], ...] = (redis.RedisError,)
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(
@@ -125,18 +126,19 @@ class RedisCounters:
                     if self._down_until is not None:
                         # Usage was recorded in the database while we could not reach Redis:
                         # make every process rebuild its counters from the database.
-                        self.client.incr(EPOCH_KEY)
+                        self._incr_epoch()
                         self._down_until = None
-                        logger.warning("redis reachable again; counters will be rebuilt from the database")
+                        logger.warning("%s counters usable again; they will be rebuilt from the database", self.name)
             return operation()
-        except redis.RedisError as exc:
+        except self.errors as exc:
             self.mark_down(exc)
-            raise CountersUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
+            raise CountersUnavailable(f"{self.name} counters unavailable: {type(exc).__name__}") from exc
 
     def mark_down(self, exc: BaseException | None = None) -> None:
         with self._lock:
             if self._down_until is None:
-                logger.warning("redis unreachable (%s); applying the fallback rule", type(exc).__name__ if exc else "?")
+                reason = type(exc).__name__ if exc else "?"
+                logger.warning("%s counters unavailable (%s); applying the fallback rule", self.name, reason)
             self._down_until = time.monotonic() + RETRY_SECONDS
 
     # --- check-and-reserve ---------------------------------------------------------------------
@@ -231,15 +233,7 @@ class RedisCounters:
     def read(self, counters: list[Counter], now: datetime) -> list[tuple[Decimal | int, datetime, datetime] | None]:
         """Hot usage, window start and end per counter; None where Redis holds no current copy."""
 
-        def fetch() -> list[Any]:
-            pipe = self.client.pipeline(transaction=False)
-            pipe.get(EPOCH_KEY)
-            for counter in counters:
-                pipe.hmget(counter_key(counter), "u", "a", "e")
-            return pipe.execute()
-
-        epoch, *hashes = self._call(fetch)
-        epoch = epoch or "0"
+        epoch, *hashes = self._call(lambda: self._fetch(counters))
         out: list[tuple[Decimal | int, datetime, datetime] | None] = []
         for counter, (usage, anchor, built_epoch) in zip(counters, hashes, strict=True):
             if usage is None or built_epoch != epoch:
@@ -254,8 +248,24 @@ class RedisCounters:
     def forget(self, counters: list[Counter]) -> None:
         """Drop hot copies so the next use rebuilds them from the database."""
         if counters:
-            self._call(lambda: self.client.delete(*[counter_key(c) for c in counters]))
+            self._call(lambda: self._delete([counter_key(c) for c in counters]))
 
     def bump_epoch(self) -> int:
-        """Invalidate every counter in Redis at once (they are rebuilt from the database)."""
-        return int(self._call(lambda: self.client.incr(EPOCH_KEY)))
+        """Invalidate every hot counter at once (they are rebuilt from the database)."""
+        return int(self._call(self._incr_epoch))
+
+    # --- storage primitives (``local_backend`` provides the same over a shared file) ---------------
+    def _fetch(self, counters: list[Counter]) -> list[Any]:
+        """``[epoch, (usage, anchor, built epoch) per counter...]``, absent fields as None."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(EPOCH_KEY)
+        for counter in counters:
+            pipe.hmget(counter_key(counter), "u", "a", "e")
+        epoch, *hashes = pipe.execute()
+        return [epoch or "0", *hashes]
+
+    def _delete(self, keys: list[str]) -> None:
+        self.client.delete(*keys)
+
+    def _incr_epoch(self) -> int:
+        return int(self.client.incr(EPOCH_KEY))

@@ -127,11 +127,11 @@ def _configured_redis_url() -> str | None:
     return os.environ.get("REDIS_URL") or None
 
 
-@pytest.fixture(params=["database", "redis"])
+@pytest.fixture(params=["database", "local", "redis"])
 def counter_mode(request, settings) -> str:
     """Run the test once per counter backend."""
-    if request.param == "database":
-        settings.GOVERNANCE_COUNTERS = "database"
+    if request.param in ("database", "local"):
+        settings.GOVERNANCE_COUNTERS = request.param
     else:
         settings.REDIS_URL = _configured_redis_url() or request.getfixturevalue("private_redis").url
         settings.GOVERNANCE_COUNTERS = "auto"

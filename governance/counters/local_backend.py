@@ -1,0 +1,167 @@
+"""Host-local hot counters: the Redis backend's rules, run in Python over a shared file.
+
+The embedded mode's counters (``GOVERNANCE_COUNTERS=local``, and ``auto`` on SQLite without
+``REDIS_URL``). Every worker and thread of every gateway process on the host that uses the same
+SQLite database shares one table (``governance.counters.local_store``), so a request limit of N
+admits exactly N requests across all of them, as Redis does across hosts. Check-and-reserve is one
+short critical section with no database access; settling runs on the settler thread after the
+answer, like the Redis backend's: the ledger brings the database rows up to date first, then the
+hot copy is settled.
+
+The three operations below are line-for-line ports of the Lua scripts in
+``governance.counters.lua`` (same arguments, same replies, same window, rebuild, watermark and
+epoch rules), so everything ``RedisCounters`` builds on them (rebuild from the database when a
+counter is missing, settle after a rebuild, live reads, resets, epochs) holds unchanged. Python
+integers are exact, so there is no double-precision ceiling here.
+
+When the table cannot serve a call (full, or its file unusable), the backend is marked down for a
+second and enforcement falls back to the database counters (still exact); on recovery the epoch
+is bumped so every hot counter is rebuilt from the database, as after a Redis outage.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from governance.counters.base import Counter
+from governance.counters.local_store import Record, SharedTable, StoreError, Table, key_digest
+from governance.counters.redis_backend import RedisCounters, counter_key
+
+_digests: dict[str, bytes] = {}
+
+
+def _digest(key: str) -> bytes:
+    found = _digests.get(key)
+    if found is None:
+        if len(_digests) > 100_000:
+            _digests.clear()
+        found = _digests[key] = key_digest(key)
+    return found
+
+
+def _window(anchor: int, now: int, length: int, calendar_start: int, calendar_end: int) -> tuple[int, int]:
+    if calendar_start > 0:
+        return calendar_start, calendar_end
+    start = anchor
+    if now >= anchor + length:
+        start = anchor + (now - anchor) // length * length
+    return start, start + length
+
+
+def _admit(table: Table, keys: list[str], args: list[Any]) -> list[Any]:
+    now, keep = int(args[0]), int(args[1])
+    epoch = table.epoch
+    names = [_digest(k) for k in keys[1:]]
+    state = [table.get(name, now) for name in names]
+    missing = [i + 1 for i, h in enumerate(state) if h is None or h.epoch != epoch]
+    if missing:
+        return ["missing", missing]
+    plan, rejected = [], []
+    for i, h in enumerate(state):
+        b = 2 + i * 6
+        kind, limit, reserve = args[b], int(args[b + 1]), int(args[b + 2])
+        usage, anchor = h.usage, h.anchor
+        start, reset = _window(anchor, now, int(args[b + 3]), int(args[b + 4]), int(args[b + 5]))
+        if anchor < start:
+            usage, anchor = 0, start
+        bad = usage >= limit or (kind != "t" and usage + reserve > limit)
+        if bad:
+            rejected.append([i + 1, usage, reset])
+        plan.append((usage + reserve, anchor, reset))
+    if rejected:
+        return ["reject", rejected]
+    out = []
+    for name, h, (usage, anchor, reset) in zip(names, state, plan, strict=True):
+        h.usage, h.anchor, h.expiry = usage, anchor, now + max(reset - now, 0) + keep
+        table.put(name, h, now)
+        out.append([h.generation, anchor, usage])
+    return ["ok", out]
+
+
+def _settle(table: Table, keys: list[str], args: list[Any]) -> int:
+    now, keep, record = int(args[0]), int(args[1]), int(args[2])
+    epoch = table.epoch
+    for i, key in enumerate(keys[1:]):
+        name = _digest(key)
+        h = table.get(name, now)
+        b = 3 + i * 7
+        # A database admission passes "" as its generation: it matches no stored generation.
+        generation = args[b]
+        rebuilt = h is not None and h.generation != generation
+        seen = rebuilt and (record == 0 or record <= h.watermark)
+        if h is None or h.epoch != epoch or seen:
+            continue
+        usage, anchor = h.usage, h.anchor
+        start, reset = _window(anchor, now, int(args[b + 4]), int(args[b + 5]), int(args[b + 6]))
+        same = h.generation == generation and anchor == int(args[b + 1]) and anchor >= start
+        if anchor < start:
+            usage, anchor = 0, start
+        if same:
+            usage -= int(args[b + 2])
+        h.usage, h.anchor = max(usage + int(args[b + 3]), 0), anchor
+        h.expiry = now + max(reset - now, 0) + keep
+        table.put(name, h, now)
+    return 1
+
+
+def _init(table: Table, keys: list[str], args: list[Any]) -> int:
+    now, keep = int(args[0]), int(args[1])
+    epoch = table.epoch
+    for i, key in enumerate(keys[1:]):
+        name = _digest(key)
+        b = 2 + i * 5
+        h = table.get(name, now)
+        if h is None or h.epoch != epoch:
+            # Generations come as 16 hex digits; 15 of them fit a signed 64-bit slot.
+            generation = int(str(args[b + 2])[:15], 16)
+            expiry = now + int(args[b + 3]) + keep
+            table.put(name, Record(int(args[b]), int(args[b + 1]), generation, epoch, int(args[b + 4]), expiry), now)
+    return 1
+
+
+class _Script:
+    """Callable like a registered Lua script: ``script(keys=..., args=...)``."""
+
+    def __init__(self, table: SharedTable, operation) -> None:
+        self.table, self.operation = table, operation
+
+    def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
+        with self.table.locked() as table:
+            return self.operation(table, keys, args)
+
+
+class LocalCounters(RedisCounters):
+    """Hot counters shared by the processes of one host (see module doc)."""
+
+    name = "local"
+    errors = (StoreError,)
+
+    def __init__(self, path: str | None) -> None:
+        # Not RedisCounters.__init__: it would build a Redis client. The scripts are local calls.
+        self.table = SharedTable(path)
+        self._admit = _Script(self.table, _admit)
+        self._settle = _Script(self.table, _settle)
+        self._init = _Script(self.table, _init)
+        self._lock = threading.Lock()
+        self._down_until = None
+
+    def _fetch(self, counters: list[Counter]) -> list[Any]:
+        now = int(time.time() * 1000)
+        with self.table.locked() as table:
+            out: list[Any] = [table.epoch]
+            for counter in counters:
+                h = table.get(_digest(counter_key(counter)), now)
+                out.append((None, None, None) if h is None else (h.usage, h.anchor, h.epoch))
+        return out
+
+    def _delete(self, keys: list[str]) -> None:
+        with self.table.locked() as table:
+            for key in keys:
+                table.delete(_digest(key))
+
+    def _incr_epoch(self) -> int:
+        with self.table.locked() as table:
+            table.set_epoch(table.epoch + 1)
+            return table.epoch

@@ -1,0 +1,197 @@
+"""A table of counters in a memory-mapped file, shared by every worker process on one host.
+
+The embedded mode's hot counters (``governance.counters.local_backend``) live here instead of in
+Redis: the same records (usage, window anchor, generation, epoch, watermark, expiry) under the
+same rules, read and written by every gunicorn worker and thread of every gateway process that
+uses the same SQLite database. The file sits beside that database (``<database>.counters``).
+
+- **Atomic**: every operation runs under an exclusive ``flock`` on the file. Each thread opens its
+  own descriptor (``flock`` treats each open file description as a holder), so the lock excludes
+  threads of one process as well as other processes, and waiters sleep in the kernel until the
+  holder is done. The critical sections are a few struct reads and writes.
+- **Layout**: a header (magic, epoch) and a fixed number of 64-byte slots, open addressing with
+  linear probing from the key's hash. A key is the 16-byte BLAKE2b digest of the counter's name.
+  A slot whose expiry has passed reads as absent and is reused by the next insert.
+- **Disposable**: everything here can be rebuilt from the database (the ledger keeps the rows up
+  to date), so a full table or an unreadable file makes the caller fall back to the database
+  counters instead of failing; a file of another format is reset on open.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+MAGIC = b"BFCNT001"
+HEADER = struct.Struct("<8sq")  # magic, epoch
+SLOT = struct.Struct("<16sqqqqqq")  # key, usage, anchor ms, generation, epoch, watermark, expiry ms
+HEADER_SIZE = 64
+SLOTS = 1 << 16  # 4 MiB; live counters are bounded by configured budgets and rate limits
+MAX_PROBE = 256
+EMPTY = bytes(16)
+INT64 = (1 << 63) - 1
+
+
+class StoreError(Exception):
+    """The table cannot serve this call (full, or the file cannot be used)."""
+
+
+@dataclass(slots=True)
+class Record:
+    usage: int
+    anchor: int
+    generation: int
+    epoch: int
+    watermark: int
+    expiry: int
+
+
+def key_digest(name: str) -> bytes:
+    return hashlib.blake2b(name.encode(), digest_size=16).digest()
+
+
+def _clamp(value: int) -> int:
+    return max(-INT64, min(INT64, int(value)))
+
+
+class Table:
+    """The view of the table an operation gets while it holds the lock."""
+
+    __slots__ = ("buf", "slots")
+
+    def __init__(self, buf, slots: int) -> None:
+        self.buf, self.slots = buf, slots
+
+    @property
+    def epoch(self) -> int:
+        return HEADER.unpack_from(self.buf, 0)[1]
+
+    def set_epoch(self, epoch: int) -> None:
+        HEADER.pack_into(self.buf, 0, MAGIC, epoch)
+
+    def _probe(self, key: bytes) -> Iterator[tuple[int, tuple]]:
+        start = int.from_bytes(key[:8], "little") % self.slots
+        for step in range(min(MAX_PROBE, self.slots)):
+            offset = HEADER_SIZE + ((start + step) % self.slots) * SLOT.size
+            yield offset, SLOT.unpack_from(self.buf, offset)
+
+    def get(self, key: bytes, now_ms: int) -> Record | None:
+        for _, slot in self._probe(key):
+            if slot[0] == EMPTY:
+                return None
+            if slot[0] == key:
+                return Record(*slot[1:]) if slot[6] > now_ms else None
+        return None
+
+    def put(self, key: bytes, record: Record, now_ms: int) -> None:
+        free = None
+        for offset, slot in self._probe(key):
+            if slot[0] == key:
+                free = offset
+                break
+            if free is None and (slot[0] == EMPTY or slot[6] <= now_ms):
+                free = offset
+            if slot[0] == EMPTY:
+                break
+        if free is None:
+            raise StoreError("the counter table is full")
+        SLOT.pack_into(
+            self.buf,
+            free,
+            key,
+            _clamp(record.usage),
+            record.anchor,
+            record.generation,
+            record.epoch,
+            record.watermark,
+            record.expiry,
+        )
+
+    def delete(self, key: bytes) -> None:
+        for offset, slot in self._probe(key):
+            if slot[0] == EMPTY:
+                return
+            if slot[0] == key:
+                SLOT.pack_into(self.buf, offset, key, *slot[1:6], 0)  # expired: reads as absent
+                return
+
+
+class SharedTable:
+    """The table in ``path`` (or in private memory when ``path`` is None: one process only)."""
+
+    def __init__(self, path: str | None, slots: int = SLOTS) -> None:
+        self.path, self.slots = path, slots
+        self.size = HEADER_SIZE + slots * SLOT.size
+        self._local = threading.local()
+        self._maps: dict[int, mmap.mmap] = {}
+        self._maps_lock = threading.Lock()
+        self._private_lock = threading.Lock()
+
+    def _map(self) -> mmap.mmap:
+        pid = os.getpid()
+        found = self._maps.get(pid)
+        if found is not None:
+            return found
+        with self._maps_lock:
+            found = self._maps.get(pid)
+            if found is None:
+                found = self._open()
+                self._maps = {pid: found}  # a map inherited over fork() is the parent's, not ours
+        return found
+
+    def _open(self) -> mmap.mmap:
+        if self.path is None:
+            buf = mmap.mmap(-1, self.size)
+            HEADER.pack_into(buf, 0, MAGIC, 0)
+            return buf
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fresh = os.fstat(fd).st_size != self.size or os.pread(fd, len(MAGIC), 0) != MAGIC
+                if fresh:
+                    # New, or written by another format or table size: start empty (the
+                    # counters are rebuilt from the database on first use).
+                    os.ftruncate(fd, 0)
+                    os.ftruncate(fd, self.size)
+                    os.pwrite(fd, HEADER.pack(MAGIC, 0), 0)
+                return mmap.mmap(fd, self.size)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)  # the map keeps the file; locking uses per-thread descriptors
+
+    def _lock_fd(self) -> int:
+        key = os.getpid()
+        if getattr(self._local, "pid", None) != key:
+            self._local.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            self._local.pid = key
+        return self._local.fd
+
+    @contextmanager
+    def locked(self) -> Iterator[Table]:
+        """Exclusive use of the table for one operation."""
+        try:
+            buf = self._map()
+            if self.path is None:
+                lock = self._private_lock
+                lock.acquire()
+            else:
+                fd = self._lock_fd()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"counter table unusable: {type(exc).__name__}") from exc
+        try:
+            yield Table(buf, self.slots)
+        finally:
+            if self.path is None:
+                lock.release()
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
