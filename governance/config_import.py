@@ -253,23 +253,27 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
             if key_name in seen_keys:
                 c.fail(f"{kpath}.name", f"duplicate key name {key_name!r}")
             seen_keys.add(key_name)
-            keys.append({
-                "name": key_name,
-                "value": c.string(key, "value", kpath, required=True, max_length=4096),
-                "models": c.string_list(key, "models", kpath),
-                "weight": c.number(key, "weight", kpath, positive=False),
-                "enabled": c.boolean(key, "enabled", kpath, True),
-                "path": kpath,
-            })
-        plan.providers.append({
-            "name": name,
-            "api_format": api_format or default_api_format(name),
-            "base_url": base_url or DEFAULT_BASE_URLS.get(name),
-            "timeout": c.number(network, "default_request_timeout_in_seconds", f"{path}.network_config"),
-            "extra_headers": {k: c.env(v, f"{path}.network_config.extra_headers.{k}") for k, v in headers.items()},
-            "keys": keys,
-            "path": path,
-        })
+            keys.append(
+                {
+                    "name": key_name,
+                    "value": c.string(key, "value", kpath, required=True, max_length=4096),
+                    "models": c.string_list(key, "models", kpath),
+                    "weight": c.number(key, "weight", kpath, positive=False),
+                    "enabled": c.boolean(key, "enabled", kpath, True),
+                    "path": kpath,
+                }
+            )
+        plan.providers.append(
+            {
+                "name": name,
+                "api_format": api_format or default_api_format(name),
+                "base_url": base_url or DEFAULT_BASE_URLS.get(name),
+                "timeout": c.number(network, "default_request_timeout_in_seconds", f"{path}.network_config"),
+                "extra_headers": {k: c.env(v, f"{path}.network_config.extra_headers.{k}") for k, v in headers.items()},
+                "keys": keys,
+                "path": path,
+            }
+        )
     provider_names = {p["name"] for p in plan.providers} | set(Provider.objects.values_list("name", flat=True))
     keys_by_provider = {p["name"]: {k["name"] for k in p["keys"]} for p in plan.providers}
 
@@ -347,12 +351,14 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
         if customer_ref is not None and not _exists(Customer, "customer", customer_ref, seen_customer):
             c.fail(f"{path}.customer_id", f"customer {customer_ref!r} is not defined in the file or the database")
         if team_id:
-            plan.teams.append({
-                "id": team_id,
-                "name": c.string(item, "name", path, required=True),
-                "customer_id": str(customer_ref) if customer_ref is not None else None,
-                "path": path,
-            })
+            plan.teams.append(
+                {
+                    "id": team_id,
+                    "name": c.string(item, "name", path, required=True),
+                    "customer_id": str(customer_ref) if customer_ref is not None else None,
+                    "path": path,
+                }
+            )
             link("team", team_id, item, path)
 
     seen_vk: dict = {}
@@ -393,28 +399,32 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
                 if pc_id in seen_pc:
                     c.fail(f"{pc_path}.id", f"duplicate provider config id {pc_id!r}")
                 seen_pc[pc_id] = pc_path
-            configs.append({
-                "config_id": pc_id,
-                "provider": provider,
-                "weight": c.number(pc, "weight", pc_path, positive=False),
-                "allowed_models": c.string_list(pc, "allowed_models", pc_path),
-                "key_names": key_names,
-                "path": pc_path,
-            })
+            configs.append(
+                {
+                    "config_id": pc_id,
+                    "provider": provider,
+                    "weight": c.number(pc, "weight", pc_path, positive=False),
+                    "allowed_models": c.string_list(pc, "allowed_models", pc_path),
+                    "key_names": key_names,
+                    "path": pc_path,
+                }
+            )
             link("provider_config", pc_id, pc, pc_path)
         if vk_id:
-            plan.virtual_keys.append({
-                "id": vk_id,
-                "name": c.string(item, "name", path, required=True),
-                "value": value,
-                "description": c.string(item, "description", path, max_length=10_000) or "",
-                "is_active": c.boolean(item, "is_active", path, True),
-                "allow_all_providers": c.boolean(item, "allow_all_providers", path, False),
-                "team_id": str(team_ref) if team_ref is not None else None,
-                "customer_id": str(customer_ref) if customer_ref is not None else None,
-                "provider_configs": configs,
-                "path": path,
-            })
+            plan.virtual_keys.append(
+                {
+                    "id": vk_id,
+                    "name": c.string(item, "name", path, required=True),
+                    "value": value,
+                    "description": c.string(item, "description", path, max_length=10_000) or "",
+                    "is_active": c.boolean(item, "is_active", path, True),
+                    "allow_all_providers": c.boolean(item, "allow_all_providers", path, False),
+                    "team_id": str(team_ref) if team_ref is not None else None,
+                    "customer_id": str(customer_ref) if customer_ref is not None else None,
+                    "provider_configs": configs,
+                    "path": path,
+                }
+            )
             link("virtual_key", vk_id, item, path)
 
     owners = {"virtual_key": seen_vk, "team": seen_team, "customer": seen_customer, "provider_config": seen_pc}
@@ -489,8 +499,13 @@ def _apply(plan: _Plan) -> ImportResult:
     for spec in plan.teams:
         customer = Customer.objects.get(pk=stable_id("customer", spec["customer_id"])) if spec["customer_id"] else None
         owners[("team", spec["id"])] = _upsert(
-            Team, stable_id("team", spec["id"]), {"name": spec["name"], "customer": customer}, result, "teams",
-            spec["path"], plan,
+            Team,
+            stable_id("team", spec["id"]),
+            {"name": spec["name"], "customer": customer},
+            result,
+            "teams",
+            spec["path"],
+            plan,
         )
     for spec in plan.virtual_keys:
         owners[("virtual_key", spec["id"])] = vk = _apply_virtual_key(spec, result, plan)
@@ -512,8 +527,13 @@ def _apply(plan: _Plan) -> ImportResult:
         spec = {k: v for k, v in plan.rate_limits[ref].items() if k != "path"}
         owner = owners[(kind, owner_id)]
         _upsert(
-            RateLimit, stable_id("rate_limit", f"{ref}:{kind}:{owner_id}"), {**spec, kind: owner}, result,
-            "rate_limits", path, plan,
+            RateLimit,
+            stable_id("rate_limit", f"{ref}:{kind}:{owner_id}"),
+            {**spec, kind: owner},
+            result,
+            "rate_limits",
+            path,
+            plan,
         )
     return result
 

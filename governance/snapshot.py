@@ -207,10 +207,11 @@ def virtual_key(value: str) -> VirtualKeySnapshot | None:
     cached = _vks.get(key)
     claim = None
     if cached is not None:
-        if now - cached[0] < _ttl():
+        ttl = _ttl()
+        if now - cached[0] < ttl:
             return cached[1]
-        claim = ("vk", key)
-        if not _claim_reload(claim):
+        claim = ("vk", key) if ttl > 0 else None  # a TTL of 0 means never serve a cached copy
+        if claim is not None and not _claim_reload(claim):
             return cached[1]
     try:
         generation = _generation
@@ -232,10 +233,11 @@ def providers() -> dict[str, ProviderSnapshot]:
     cached, now = _providers, time.monotonic()
     claim = None
     if cached is not None:
-        if now - cached[0] < _ttl():
+        ttl = _ttl()
+        if now - cached[0] < ttl:
             return cached[1]
-        claim = ("providers", "")
-        if not _claim_reload(claim):
+        claim = ("providers", "") if ttl > 0 else None
+        if claim is not None and not _claim_reload(claim):
             return cached[1]
     try:
         generation = _generation
@@ -251,11 +253,11 @@ def providers() -> dict[str, ProviderSnapshot]:
 
 def price(provider: str, model: str) -> PriceSnapshot | None:
     global _prices
-    cached, now = _prices, time.monotonic()
-    if cached is not None and now - cached[0] < _ttl():
+    cached, now, ttl = _prices, time.monotonic(), _ttl()
+    if cached is not None and now - cached[0] < ttl:
         return cached[1].get((provider, model))
-    claim = ("prices", "")
-    if cached is not None and not _claim_reload(claim):
+    claim = ("prices", "") if cached is not None and ttl > 0 else None
+    if claim is not None and not _claim_reload(claim):
         return cached[1].get((provider, model))
     try:
         generation = _generation
@@ -268,7 +270,7 @@ def price(provider: str, model: str) -> PriceSnapshot | None:
                 _prices = (now, table)
         return table.get((provider, model))
     finally:
-        if cached is not None:
+        if claim is not None:
             _reloaded(claim)
 
 

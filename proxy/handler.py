@@ -216,11 +216,26 @@ def _json_reply(answer, resolved: Resolved, ticket: accounting.Ticket, started: 
         payload = None
     if isinstance(payload, dict):
         usage = usage_from_body(payload)
-        payload["extra_fields"] = _extra_fields(resolved, latency)
-        data = json.dumps(payload, separators=(",", ":")).encode()
+        data = _with_extra_fields(data, payload, _extra_fields(resolved, latency))
     headers = [("Content-Type", answer.headers.get("content-type", "application/json"))]
     headers += upstream.response_headers(answer)
     return Reply(answer.status, headers, Body(data, ticket, usage, answer.status, _ms(ticket.started)))
+
+
+def _with_extra_fields(data: bytes, payload: dict[str, Any], extra: dict[str, Any]) -> bytes:
+    """The upstream's answer with ``extra_fields`` added as its last member.
+
+    Spliced in before the closing brace rather than re-encoding the whole answer: the upstream's
+    bytes (number formatting included) reach the client unchanged, and a large answer (an
+    embedding is thousands of floats) costs no re-encoding.
+    """
+    if payload and "extra_fields" not in payload:
+        end = data.rstrip()
+        # UTF-8 only (json.loads also reads UTF-16/32, whose braces are not single bytes).
+        if end.endswith(b"}") and data.lstrip()[:1] == b"{":
+            return end[:-1] + b',"extra_fields":' + json.dumps(extra, separators=(",", ":")).encode() + b"}"
+    payload["extra_fields"] = extra
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 class StreamBody:

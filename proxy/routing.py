@@ -178,6 +178,8 @@ def choose_key(provider: ProviderSnapshot, model: str, config: ProviderConfigSna
 
 
 def _weighted_pick(items: list, weights: list[float]):
+    if len(items) == 1:
+        return items[0]
     if sum(weights) <= 0:
         return random.choice(items)
     return random.choices(items, weights=weights, k=1)[0]

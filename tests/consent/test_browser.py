@@ -33,7 +33,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = ALL_ARTIFACTS / "consent"
 
 
-
 class _Callback(http.server.BaseHTTPRequestHandler):
     """Plays the MCP client's loopback redirect URI: remembers the query, says "connected"."""
 

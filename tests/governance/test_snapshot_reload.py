@@ -1,0 +1,47 @@
+"""Expired configuration snapshots: one thread reloads, the others are not held up; TTL 0 never caches."""
+
+from __future__ import annotations
+
+import pytest
+
+from governance import snapshot
+from governance.keys import digest
+from governance.services import virtual_key_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def key_value(settings):
+    snapshot.invalidate_local()
+    return virtual_key_create(name="reload")[1]
+
+
+def _expire(value: str) -> None:
+    loaded_at, snap = snapshot._vks[digest(value)]
+    snapshot._vks[digest(value)] = (loaded_at - 3600, snap)
+
+
+def test_while_one_thread_reloads_an_expired_key_the_others_get_the_expired_copy(key_value, settings):
+    settings.GOVERNANCE_CONFIG_CACHE_SECONDS = 5
+    first = snapshot.virtual_key(key_value)
+    _expire(key_value)
+    claim = ("vk", digest(key_value))
+    assert snapshot._claim_reload(claim)  # another thread is reloading it
+    try:
+        assert snapshot.virtual_key(key_value) is first
+    finally:
+        snapshot._reloaded(claim)
+    reloaded = snapshot.virtual_key(key_value)  # nobody reloading: this call reloads
+    assert reloaded is not first and reloaded == first
+
+
+def test_a_ttl_of_zero_never_serves_a_cached_copy(key_value, settings):
+    settings.GOVERNANCE_CONFIG_CACHE_SECONDS = 0
+    first = snapshot.virtual_key(key_value)
+    claim = ("vk", digest(key_value))
+    assert snapshot._claim_reload(claim)
+    try:
+        assert snapshot.virtual_key(key_value) is not first
+    finally:
+        snapshot._reloaded(claim)
