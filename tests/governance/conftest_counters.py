@@ -1,6 +1,6 @@
 """Fixtures for the counter, enforcement and ledger tests (imported by those test modules).
 
-- ``counter_mode``: runs a test against the database counters and against Redis (the configured
+- ``counter_mode``: runs a test against the database counters, the local table and Redis (the configured
   ``REDIS_URL`` when there is one, else a private ``redis-server`` started by the tests).
 - ``private_redis``: a redis-server on a free private port that tests may stop and restart; the
   shared Redis on 6379 is never touched.

@@ -1,6 +1,6 @@
 """Every rejection of SPEC section 6 that the counters produce: status, type, message, Retry-After.
 
-Each test runs against the database counters and against Redis.
+Each test runs against the database counters, the host-local table and Redis.
 """
 
 from __future__ import annotations

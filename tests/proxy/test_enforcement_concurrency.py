@@ -2,7 +2,7 @@
 
 The session gateway runs 2 gunicorn workers with 8 threads each; the second test adds another
 gunicorn master on the same database (and the same Redis when ``REDIS_URL`` is set; in embedded
-mode both use the SQLite file and the database counters). Every client thread has its own
+mode both use the SQLite file and its host-local counter table). Every client thread has its own
 connection.
 """
 
