@@ -35,14 +35,31 @@ def _lock_path() -> str | None:
     return name + ".writers.lock"
 
 
+class ThreadDescriptor:
+    """A file descriptor owned by one thread of one process, closed when the thread ends.
+
+    For ``flock``: a descriptor inherited over fork() would be one holder shared by parent and
+    child, and one shared by threads would not exclude them from each other."""
+
+    def __init__(self, path: str, flags: int) -> None:
+        self.key = (os.getpid(), path)
+        self.fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+
+    def __del__(self) -> None:  # thread-local values are dropped when their thread ends
+        if self.key[0] == os.getpid():
+            os.close(self.fd)
+
+
+def thread_descriptor(local: threading.local, path: str, flags: int = os.O_RDWR | os.O_CREAT) -> int:
+    """This thread's descriptor for ``path`` (opened on first use in this thread and process)."""
+    held = getattr(local, "descriptor", None)
+    if held is None or held.key != (os.getpid(), path):
+        local.descriptor = held = ThreadDescriptor(path, flags)
+    return held.fd
+
+
 def _lock_fd(path: str) -> int:
-    # Opened per thread and per process: a descriptor inherited over fork() would be one holder
-    # shared by parent and child, and one shared by threads would not exclude them from each other.
-    key = (os.getpid(), path)
-    if getattr(_local, "key", None) != key:
-        _local.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        _local.key = key
-    return _local.fd
+    return thread_descriptor(_local, path)
 
 
 @contextmanager

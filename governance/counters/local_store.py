@@ -29,6 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from governance.writes import thread_descriptor
+
 MAGIC = b"BFCNT001"
 HEADER = struct.Struct("<8sq")  # magic, epoch
 SLOT = struct.Struct("<16sqqqqqq")  # key, usage, anchor ms, generation, epoch, watermark, expiry ms
@@ -169,11 +171,7 @@ class SharedTable:
             os.close(fd)  # the map keeps the file; locking uses per-thread descriptors
 
     def _lock_fd(self) -> int:
-        key = os.getpid()
-        if getattr(self._local, "pid", None) != key:
-            self._local.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-            self._local.pid = key
-        return self._local.fd
+        return thread_descriptor(self._local, self.path, os.O_RDWR)
 
     @contextmanager
     def locked(self) -> Iterator[Table]:
