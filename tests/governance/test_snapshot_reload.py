@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from governance import snapshot
@@ -13,19 +15,22 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def key_value(settings):
+    # No Redis: its invalidation listener clears the cache on (re)connect, at any moment.
+    settings.REDIS_URL = None
     snapshot.invalidate_local()
     return virtual_key_create(name="reload")[1]
 
 
-def _expire(value: str) -> None:
-    loaded_at, snap = snapshot._vks[digest(value)]
-    snapshot._vks[digest(value)] = (loaded_at - 3600, snap)
+def _cache_expired(value: str):
+    """Put an expired snapshot of the key in the cache, as if loaded an hour ago; returns it."""
+    snap = snapshot._load_virtual_key(digest(value))
+    snapshot._vks[digest(value)] = (time.monotonic() - 3600, snap)
+    return snap
 
 
 def test_while_one_thread_reloads_an_expired_key_the_others_get_the_expired_copy(key_value, settings):
     settings.GOVERNANCE_CONFIG_CACHE_SECONDS = 5
-    first = snapshot.virtual_key(key_value)
-    _expire(key_value)
+    first = _cache_expired(key_value)
     claim = ("vk", digest(key_value))
     assert snapshot._claim_reload(claim)  # another thread is reloading it
     try:
@@ -38,7 +43,7 @@ def test_while_one_thread_reloads_an_expired_key_the_others_get_the_expired_copy
 
 def test_a_ttl_of_zero_never_serves_a_cached_copy(key_value, settings):
     settings.GOVERNANCE_CONFIG_CACHE_SECONDS = 0
-    first = snapshot.virtual_key(key_value)
+    first = _cache_expired(key_value)
     claim = ("vk", digest(key_value))
     assert snapshot._claim_reload(claim)
     try:
