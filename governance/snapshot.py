@@ -37,9 +37,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -199,79 +201,69 @@ def _reloaded(name: tuple[str, str]) -> None:
         _reloading.discard(name)
 
 
+def _cached(name: tuple[str, str], entry: tuple[float, Any] | None, load: Callable[[], Any], store) -> Any:
+    """The value of one cache entry ``(loaded at, value)``: the cached value while fresh; once
+    expired, reloaded by one thread (``store`` keeps the result, called under the lock, unless an
+    invalidation happened meanwhile) while the others get the expired copy."""
+    now = time.monotonic()
+    claim = None
+    if entry is not None:
+        ttl = _ttl()
+        if now - entry[0] < ttl:
+            return entry[1]
+        if ttl > 0:  # a TTL of 0 means never serve a cached copy
+            if not _claim_reload(name):
+                return entry[1]
+            claim = name
+    try:
+        generation = _generation
+        value = load()
+        with _lock:
+            if generation == _generation:
+                store((now, value))
+        return value
+    finally:
+        if claim is not None:
+            _reloaded(claim)
+
+
 def virtual_key(value: str) -> VirtualKeySnapshot | None:
     """The snapshot for a presented VK value, or None when no key has that value."""
     _ensure_subscriber()
     key = digest(value)
-    now = time.monotonic()
-    cached = _vks.get(key)
-    claim = None
-    if cached is not None:
-        ttl = _ttl()
-        if now - cached[0] < ttl:
-            return cached[1]
-        claim = ("vk", key) if ttl > 0 else None  # a TTL of 0 means never serve a cached copy
-        if claim is not None and not _claim_reload(claim):
-            return cached[1]
-    try:
-        generation = _generation
-        snapshot = _load_virtual_key(key)
-        if snapshot is not None:
-            with _lock:
-                if generation == _generation:
-                    _vks[key] = (now, snapshot)
-        return snapshot
-    finally:
-        if claim is not None:
-            _reloaded(claim)
+
+    def store(entry: tuple[float, VirtualKeySnapshot | None]) -> None:
+        if entry[1] is not None:  # unknown values are not cached
+            _vks[key] = entry
+
+    return _cached(("vk", key), _vks.get(key), lambda: _load_virtual_key(key), store)
 
 
 def providers() -> dict[str, ProviderSnapshot]:
     """Every configured provider by name, with its keys."""
-    global _providers
     _ensure_subscriber()
-    cached, now = _providers, time.monotonic()
-    claim = None
-    if cached is not None:
-        ttl = _ttl()
-        if now - cached[0] < ttl:
-            return cached[1]
-        claim = ("providers", "") if ttl > 0 else None
-        if claim is not None and not _claim_reload(claim):
-            return cached[1]
-    try:
-        generation = _generation
-        loaded = _load_providers()
-        with _lock:
-            if generation == _generation:
-                _providers = (now, loaded)
-        return loaded
-    finally:
-        if claim is not None:
-            _reloaded(claim)
+    return _cached(("providers", ""), _providers, _load_providers, _store_providers)
+
+
+def _store_providers(entry: tuple[float, dict[str, ProviderSnapshot]]) -> None:
+    global _providers
+    _providers = entry
 
 
 def price(provider: str, model: str) -> PriceSnapshot | None:
+    return _cached(("prices", ""), _prices, _load_prices, _store_prices).get((provider, model))
+
+
+def _load_prices() -> dict[tuple[str, str], PriceSnapshot]:
+    rows = ModelPrice.objects.values_list(
+        "provider", "model", "input_cost_per_token", "output_cost_per_token", "cached_input_cost_per_token"
+    )
+    return {(p, m): PriceSnapshot(i, o, c) for p, m, i, o, c in rows}
+
+
+def _store_prices(entry: tuple[float, dict[tuple[str, str], PriceSnapshot]]) -> None:
     global _prices
-    cached, now, ttl = _prices, time.monotonic(), _ttl()
-    if cached is not None and now - cached[0] < ttl:
-        return cached[1].get((provider, model))
-    claim = ("prices", "") if cached is not None and ttl > 0 else None
-    if claim is not None and not _claim_reload(claim):
-        return cached[1].get((provider, model))
-    try:
-        generation = _generation
-        rows = ModelPrice.objects.values_list(
-            "provider", "model", "input_cost_per_token", "output_cost_per_token", "cached_input_cost_per_token"
-        )
-        table = {(p, m): PriceSnapshot(i, o, c) for p, m, i, o, c in rows}
-        with _lock:
-            if generation == _generation:
-                _prices = (now, table)
-        return table.get((provider, model))
-    finally:
-        if claim is not None:
-            _reloaded(claim)
+    _prices = entry
 
 
 # --- loading --------------------------------------------------------------------------------

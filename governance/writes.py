@@ -25,14 +25,21 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 _local = threading.local()
 
 
-def _lock_path() -> str | None:
+def sqlite_file() -> str | None:
+    """The default database's SQLite file; None for another database or an in-memory SQLite
+    (which lives in one process: nothing to share or queue across processes)."""
     conn = connections[DEFAULT_DB_ALIAS]
     if conn.vendor != "sqlite":
         return None
     name = str(conn.settings_dict["NAME"])
     if name == ":memory:" or name.startswith("file:") or "mode=memory" in name:
-        return None  # an in-memory database lives in one process: nothing to queue across
-    return name + ".writers.lock"
+        return None
+    return name
+
+
+def _lock_path() -> str | None:
+    name = sqlite_file()
+    return None if name is None else name + ".writers.lock"
 
 
 class ThreadDescriptor:

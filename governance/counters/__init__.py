@@ -51,6 +51,7 @@ from governance.counters.base import (
 from governance.counters.database import DatabaseCounters
 from governance.counters.local_backend import LocalCounters
 from governance.counters.redis_backend import RedisCounters
+from governance.writes import sqlite_file
 
 __all__ = [
     "Admission",
@@ -96,13 +97,10 @@ def redis_counters() -> RedisCounters | None:
 def local_table_path() -> str | None:
     """Where the local table lives: beside the SQLite database (so every process using that
     database shares it), else in ``BIFROST_DATA_DIR``; None for an in-memory database."""
-    db = connections[DEFAULT_DB_ALIAS].settings_dict
-    if db["ENGINE"] != "django.db.backends.sqlite3":
+    if connections[DEFAULT_DB_ALIAS].vendor != "sqlite":
         return str(Path(settings.DATA_DIR) / "counters.table")
-    name = str(db["NAME"])
-    if name == ":memory:" or name.startswith("file:") or "mode=memory" in name:
-        return None
-    return name + ".counters"
+    name = sqlite_file()
+    return None if name is None else name + ".counters"
 
 
 def local_counters() -> LocalCounters | None:

@@ -52,10 +52,6 @@ class CounterRow:
             setattr(self, name, value)
 
 
-def model_for(counter: Counter) -> type[Model]:
-    return Budget if counter.kind == BUDGET else RateLimit
-
-
 def row_key(counter: Counter) -> tuple[str, str]:
     return ("budget" if counter.kind == BUDGET else "rate_limit", counter.spec_id)
 
