@@ -1,4 +1,6 @@
-"""One multi-row INSERT of UsageRecords through the cursor, for the ledger's hot paths.
+"""UsageRecord INSERTs through the cursor, for the ledger's hot paths: one multi-row statement
+(one round trip to a database server), or on SQLite without ``RETURNING`` one prepared
+single-row statement run for every row.
 
 Not ``bulk_create``/``create``: building model instances and running every field's generic
 conversion costs several times the insert itself, and this runs for every request. Values are
@@ -41,7 +43,7 @@ def _params(row: dict, ops, native_uuid: bool) -> list:
 
 
 def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid.UUID, int]:
-    """Insert ``rows`` (UsageRecord field values by attname) in one statement; call inside a
+    """Insert ``rows`` (UsageRecord field values by attname) in one call; call inside a
     transaction. With ``returning``, answers ``{request_id: new row id}`` for the rows inserted
     (a request already recorded is absent)."""
     if not rows:
