@@ -122,6 +122,7 @@ GOVERNANCE_CONFIG_CACHE_SECONDS = env_float("GOVERNANCE_CONFIG_CACHE_SECONDS", 5
 PROXY_DEFAULT_TIMEOUT_SECONDS = env_float("PROXY_DEFAULT_TIMEOUT_SECONDS", 60.0, minimum=0.1)
 PROXY_CONNECT_TIMEOUT_SECONDS = env_float("PROXY_CONNECT_TIMEOUT_SECONDS", 5.0, minimum=0.1)
 PROXY_POOL_MAXSIZE = env_int("PROXY_POOL_MAXSIZE", 64, minimum=1)
+PROXY_MAX_RESPONSE_BYTES = env_int("PROXY_MAX_RESPONSE_BYTES", 256 * 1024 * 1024, minimum=1024)
 
 # --- Request limits -------------------------------------------------------------------------
 MAX_REQUEST_BODY_BYTES = env_int("BIFROST_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
@@ -160,7 +161,6 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-STATICFILES_DIRS = [BASE_DIR / "static"]
 # Serve straight from the app/static folders: no collectstatic step needed to run.
 WHITENOISE_USE_FINDERS = True
 

@@ -11,6 +11,7 @@ already recorded is skipped (``ON CONFLICT DO NOTHING``): a retried write never 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -19,27 +20,51 @@ from django.db.models.constants import OnConflict
 from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualKey
 
 FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
-_MISSING = object()
 UUID_COLUMNS = {"request_id", "virtual_key_id", "team_id", "customer_id", "provider_key_id"}
+Adapter = Callable[[dict], list]
+_adapters: dict[tuple[str, bool], Adapter] = {}
 
 
-def _params(row: dict, ops, native_uuid: bool) -> list:
-    values = []
+def _adapter(conn) -> Adapter:
+    """The function turning one row (field values by attname) into statement parameters in
+    ``FIELDS`` order for this backend; built once per backend, since it runs for every request."""
+    key = (conn.vendor, conn.features.has_native_uuid_field)
+    found = _adapters.get(key)
+    if found is not None:
+        return found
+    ops, native_uuid = conn.ops, key[1]
+
+    def as_uuid(value):
+        value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        return value if native_uuid else value.hex
+
+    def as_money(value, field=UsageRecord._meta.get_field("cost")):
+        return ops.adapt_decimalfield_value(Decimal(value), field.max_digits, field.decimal_places)
+
+    steps = []
     for f in FIELDS:
-        value = row.get(f.attname, _MISSING)
-        if value is _MISSING:
-            value = f.get_default()  # evaluated only when absent: it costs more than the lookup
-        if value is None:
-            pass
-        elif f.attname in UUID_COLUMNS:
-            value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-            value = value if native_uuid else value.hex
+        if f.attname in UUID_COLUMNS:
+            convert = as_uuid
         elif f.attname == "created_at":
-            value = ops.adapt_datetimefield_value(value)
+            convert = ops.adapt_datetimefield_value
         elif f.attname == "cost":
-            value = ops.adapt_decimalfield_value(Decimal(value), f.max_digits, f.decimal_places)
-        values.append(value)
-    return values
+            convert = as_money
+        else:
+            convert = None
+        # The default is computed only when the row lacks the field (request_id's makes an id).
+        steps.append((f.attname, f.get_default, convert))
+
+    def adapt(row: dict) -> list:
+        values = []
+        for attname, default, convert in steps:
+            value = row[attname] if attname in row else default()
+            if value is not None and convert is not None:
+                value = convert(value)
+            values.append(value)
+        return values
+
+    _adapters[key] = adapt
+    return adapt
 
 
 def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid.UUID, int]:
@@ -50,7 +75,7 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
         return {}
     conn = connections[DEFAULT_DB_ALIAS]
     ops = conn.ops
-    native_uuid = conn.features.has_native_uuid_field
+    adapt = _adapter(conn)
     quote = ops.quote_name
     columns = ", ".join(quote(f.column) for f in FIELDS)
     one = "(" + ", ".join(["%s"] * len(FIELDS)) + ")"
@@ -60,14 +85,14 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
         # In-process SQLite: one prepared single-row statement run for every row in C beats
         # one long statement (which the backend would also rewrite placeholder by placeholder).
         with conn.cursor() as cursor:
-            cursor.executemany(f"{head} VALUES {one} {suffix}", [_params(row, ops, native_uuid) for row in rows])
+            cursor.executemany(f"{head} VALUES {one} {suffix}", [adapt(row) for row in rows])
         return {}
     # Identifiers come from the model definition; every value is a parameter. One statement:
     # one round trip to a database server.
     sql = f"{head} VALUES {', '.join([one] * len(rows))} {suffix}"
     if returning:
         sql += f" RETURNING {quote('id')}, {quote('request_id')}"
-    params = [value for row in rows for value in _params(row, ops, native_uuid)]
+    params = [value for row in rows for value in adapt(row)]
     with conn.cursor() as cursor:
         cursor.execute(sql, params)
         if not returning:

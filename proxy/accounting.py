@@ -40,6 +40,7 @@ from django.utils import timezone
 from governance import enforcement, snapshot
 from governance.counters.base import Admission
 from governance.ledger import LedgerEntry
+from governance.models.usage import new_request_id
 from governance.pricing import cost_of
 from governance.snapshot import PriceSnapshot
 from proxy import ledger
@@ -57,7 +58,7 @@ class Ticket:
     # Read once, before the upstream call: finishing needs no database (the answer has been given
     # by then, and a database that went away meanwhile must not cost the request its usage row).
     price: PriceSnapshot | None = None
-    request_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    request_id: uuid.UUID = field(default_factory=new_request_id)
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
     admission: Admission | None = None

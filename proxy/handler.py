@@ -17,7 +17,7 @@ from typing import Any
 from django.core.signals import request_finished
 
 from governance import snapshot
-from proxy import accounting, auth, errors, routing, upstream
+from proxy import accounting, auth, errors, http1, routing, upstream
 from proxy.errors import ProxyError
 from proxy.routing import Resolved, Route
 from proxy.usage import MAX_TOKENS, SseScanner, Usage, estimate_prompt_tokens, usage_from_body
@@ -25,6 +25,7 @@ from proxy.usage import MAX_TOKENS, SseScanner, Usage, estimate_prompt_tokens, u
 logger = logging.getLogger("bifrost.proxy")
 
 STREAMABLE = {"chat_completion", "text_completion", "responses", "messages"}
+MAX_ERROR_BODY = 1024 * 1024  # an upstream error answer is read this far for its message
 JSON_HEADERS = [("Content-Type", "application/json")]
 SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
 
@@ -179,9 +180,14 @@ def _extra_fields(resolved: Resolved, latency_ms: int) -> dict[str, Any]:
 
 def _upstream_error(answer, resolved: Resolved) -> ProxyError:
     """The upstream's error in the project's shape, keeping its message, type and code."""
-    data = answer.data if answer.data is not None else b""
-    if not answer.isclosed():
-        answer.release_conn()
+    data = answer.data
+    if data is None:  # a streamed request's error answer: read it for its message
+        try:
+            data = answer.read(MAX_ERROR_BODY)
+        except http1.UpstreamError:
+            data = b""
+        finally:
+            answer.release()
     fields: dict[str, Any] = {}
     message = f"upstream provider '{resolved.provider.name}' answered {answer.status}"
     try:
@@ -195,7 +201,8 @@ def _upstream_error(answer, resolved: Resolved) -> ProxyError:
             message = error
     except (ValueError, UnicodeDecodeError):
         pass
-    headers = {"Retry-After": answer.headers["retry-after"]} if "retry-after" in answer.headers else {}
+    retry_after = answer.header("retry-after")
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
     return ProxyError(
         answer.status,
         message,
@@ -217,7 +224,7 @@ def _json_reply(answer, resolved: Resolved, ticket: accounting.Ticket, started: 
     if isinstance(payload, dict):
         usage = usage_from_body(payload)
         data = _with_extra_fields(data, payload, _extra_fields(resolved, latency))
-    headers = [("Content-Type", answer.headers.get("content-type", "application/json"))]
+    headers = [("Content-Type", answer.header("content-type", "application/json"))]
     headers += upstream.response_headers(answer)
     return Reply(answer.status, headers, Body(data, ticket, usage, answer.status, _ms(ticket.started)))
 
@@ -257,20 +264,9 @@ class StreamBody:
         self._iterator = self._relay()
         return self._iterator
 
-    def _upstream_chunks(self) -> Iterator[bytes]:
-        answer = self.answer
-        if answer.chunked and answer.supports_chunked_reads():
-            yield from answer.read_chunked(decode_content=False)
-            return
-        while True:
-            data = answer.read1(65536)
-            if not data:
-                return
-            yield data
-
     def _relay(self) -> Iterator[bytes]:
         try:
-            for data in self._upstream_chunks():
+            for data in self.answer.stream():
                 out = self.scanner.feed(data)
                 if out:
                     yield out
@@ -296,10 +292,9 @@ class StreamBody:
             if self._iterator is not None:
                 self._iterator.close()
             if self.done:
-                self.answer.release_conn()
+                self.answer.release()
             else:  # unread bytes left: this connection cannot be reused
                 self.answer.close()
-                self.answer.release_conn()
         finally:
             try:
                 self._account()

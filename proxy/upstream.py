@@ -1,23 +1,20 @@
-"""The HTTP client to upstream providers: pooled urllib3 connections per upstream origin.
+"""Calls to upstream providers over pooled keep-alive connections (``proxy.http1``).
 
-urllib3 rather than ``requests`` on the hot path: it is ``requests``' own transport without the
-per-call session, environment (``trust_env``) and hook machinery, about 2.5x less CPU per call.
-Retries and redirects are off (fallbacks are the proxy's own decision); the connect timeout is
-``PROXY_CONNECT_TIMEOUT_SECONDS`` and the read timeout the provider's ``timeout_seconds`` (it
-bounds every wait for bytes, so a stream that stalls is cut off too).
+The hot path's own HTTP/1.1 client rather than urllib3 or ``requests``: see ``proxy.http1`` for
+why (about 10x less CPU per call). Retries and redirects are off (fallbacks are the proxy's own
+decision); the connect timeout is ``PROXY_CONNECT_TIMEOUT_SECONDS`` and the read timeout the
+provider's ``timeout_seconds`` (it bounds every wait for bytes, so a stream that stalls is cut off
+too). A JSON answer larger than ``PROXY_MAX_RESPONSE_BYTES`` is refused (502).
 """
 
 from __future__ import annotations
 
-import threading
+from urllib.parse import urlsplit
 
-import urllib3
 from django.conf import settings
-from urllib3.connectionpool import HTTPConnectionPool, connection_from_url
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError, TimeoutError
-from urllib3.util import parse_url
 
 from governance.snapshot import KeySnapshot, ProviderSnapshot
+from proxy import http1
 from proxy.errors import ProxyError
 
 # Never forwarded: hop-by-hop headers (RFC 9110 section 7.6.1), ones we set ourselves, the
@@ -69,29 +66,27 @@ DROP_RESPONSE_HEADERS = frozenset(
     }
 )
 
-# One connection pool per upstream origin, found by the full URL of the call: the
-# PoolManager's per-call URL parsing and pool lookup cost ~7 % of the gateway's CPU per request.
-_targets: dict[str, tuple[HTTPConnectionPool, str]] = {}
-_pools: dict[tuple[str, str, int | None], HTTPConnectionPool] = {}
-_pool_lock = threading.Lock()
-MAX_TARGETS = 1024  # distinct upstream URLs remembered; beyond that the table starts afresh
+# The pool and request path for each upstream URL, so a call parses no URL: remembered up to
+# MAX_TARGETS distinct URLs, then the table starts afresh.
+_targets: dict[str, tuple[http1.Pool, str]] = {}
+MAX_TARGETS = 1024
 
 
-def target(url: str) -> tuple[HTTPConnectionPool, str]:
+def target(url: str) -> tuple[http1.Pool, str]:
     """The pooled connections for ``url``'s origin and the path to request there."""
     found = _targets.get(url)
     if found is not None:
         return found
-    parsed = parse_url(url)
-    origin = (parsed.scheme or "http", parsed.host or "", parsed.port)
-    with _pool_lock:
-        pool = _pools.get(origin)
-        if pool is None:
-            pool = connection_from_url(url, maxsize=settings.PROXY_POOL_MAXSIZE, block=False, retries=False)
-            _pools[origin] = pool
-        if len(_targets) >= MAX_TARGETS:
-            _targets.clear()
-        found = _targets[url] = (pool, parsed.request_uri)
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url}")
+    port = parts.port or (443 if scheme == "https" else 80)
+    pool = http1.pool_for(scheme, parts.hostname, port, settings.PROXY_POOL_MAXSIZE)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if len(_targets) >= MAX_TARGETS:
+        _targets.clear()
+    found = _targets[url] = (pool, path)
     return found
 
 
@@ -145,37 +140,43 @@ def send(
     client_headers: list[tuple[str, str]],
     *,
     stream: bool,
-) -> urllib3.BaseHTTPResponse:
-    """One upstream call. Network failures become ProxyError 502/504 (retryable)."""
-    timeout = urllib3.Timeout(connect=settings.PROXY_CONNECT_TIMEOUT_SECONDS, read=provider.timeout_seconds)
+) -> http1.Response:
+    """One upstream call; with ``stream`` False the body is read (``.data``) and the connection
+    released. Network failures become ProxyError 502/504 (retryable)."""
+    name = provider.name
     try:
         pool, request_path = target(upstream_url(provider, path))
-        return pool.urlopen(
+        headers = request_headers(provider, key, client_headers)
+        answer = http1.request(
+            pool,
             method,
             request_path,
-            body=body,
-            headers=request_headers(provider, key, client_headers),
-            timeout=timeout,
-            retries=False,
-            redirect=False,
-            assert_same_host=False,
-            preload_content=not stream,
-            decode_content=False,
+            headers.items(),
+            body,
+            connect_timeout=settings.PROXY_CONNECT_TIMEOUT_SECONDS,
+            read_timeout=provider.timeout_seconds,
         )
-    except NewConnectionError:
-        raise ProxyError(
-            502, f"upstream provider '{provider.name}' is unreachable", retryable=True, upstream_reached=False
-        ) from None
-    except ConnectTimeoutError:
-        message = f"upstream provider '{provider.name}' did not accept a connection in time"
+        if not stream:
+            try:
+                answer.read(settings.PROXY_MAX_RESPONSE_BYTES)
+            finally:
+                answer.release()
+        return answer
+    except ValueError as exc:
+        raise ProxyError(400, f"cannot forward the request: {exc}") from None
+    except http1.ConnectTimeout:
+        message = f"upstream provider '{name}' did not accept a connection in time"
         raise ProxyError(504, message, retryable=True, upstream_reached=False) from None
-    except TimeoutError:
-        message = f"upstream provider '{provider.name}' did not answer within {provider.timeout_seconds:g}s"
+    except http1.ConnectFailed:
+        raise ProxyError(
+            502, f"upstream provider '{name}' is unreachable", retryable=True, upstream_reached=False
+        ) from None
+    except http1.ReadTimeout:
+        message = f"upstream provider '{name}' did not answer within {provider.timeout_seconds:g}s"
         raise ProxyError(504, message, retryable=True) from None
-    except (ProtocolError, HTTPError, OSError) as exc:
-        message = f"upstream provider '{provider.name}' failed: {type(exc).__name__}"
-        raise ProxyError(502, message, retryable=True) from None
+    except http1.UpstreamError as exc:
+        raise ProxyError(502, f"upstream provider '{name}' failed: {exc}", retryable=True) from None
 
 
-def response_headers(upstream: urllib3.BaseHTTPResponse) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in upstream.headers.items() if name.lower() not in DROP_RESPONSE_HEADERS]
+def response_headers(upstream: http1.Response) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in upstream.headers if name.lower() not in DROP_RESPONSE_HEADERS]

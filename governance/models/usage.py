@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 
 from django.db import models
 
 from governance.models.limits import MONEY
+
+
+def new_request_id() -> uuid.UUID:
+    """A time-ordered UUID (version 7: 48 bits of Unix milliseconds, the version and variant,
+    74 random bits). Rows are inserted in nearly ascending ``request_id`` order, so the unique index grows at
+    its end instead of touching a random page per row; on a big ledger that keeps inserts cheap."""
+    rand = int.from_bytes(os.urandom(10), "big")
+    millis = time.time_ns() // 1_000_000
+    value = millis << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62 | rand & (1 << 62) - 1
+    return uuid.UUID(int=value)
 
 
 class UsageRecord(models.Model):
@@ -16,14 +28,23 @@ class UsageRecord(models.Model):
     acknowledging) can never count a request twice.
     """
 
-    request_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    request_id = models.UUIDField(default=new_request_id, unique=True, editable=False)
     created_at = models.DateTimeField(db_index=True)
+    # No single-column indexes on these three: the (reference, created_at) indexes below serve
+    # the same lookups, and each index is one more B-tree to update per request.
     virtual_key = models.ForeignKey(
-        "governance.VirtualKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+        "governance.VirtualKey",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="usage_records",
+        db_index=False,
     )
-    team = models.ForeignKey("governance.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    team = models.ForeignKey(
+        "governance.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
     customer = models.ForeignKey(
-        "governance.Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "governance.Customer", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     provider = models.CharField(max_length=63)
     model = models.CharField(max_length=255)

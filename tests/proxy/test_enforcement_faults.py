@@ -57,7 +57,7 @@ def test_failed_upstream_costs_nothing_but_counts_the_request_it_made(gateway, m
     after = post(gateway.url, chat("gpt-4o-mini"), vk=live.value)
 
     assert (failed.status, failed.json()["error"]["message"]) == (500, "mock upstream failure 500")
-    assert dropped.error[0::2] == (502, "upstream provider 'openai' failed: ProtocolError")
+    assert dropped.error[0::2] == (502, "upstream provider 'openai' failed: connection closed before an answer")
     # Both attempts reached the upstream, so they used the two request slots.
     assert after.error == (
         429,
