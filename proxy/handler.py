@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.core.signals import request_finished
+from django import db
 
 from governance import snapshot
 from proxy import accounting, auth, errors, http1, routing, upstream
@@ -25,9 +25,19 @@ from proxy.usage import MAX_TOKENS, SseScanner, Usage, estimate_prompt_tokens, u
 logger = logging.getLogger("bifrost.proxy")
 
 STREAMABLE = {"chat_completion", "text_completion", "responses", "messages"}
+# One encoder for the hot path: ``json.dumps`` with ``separators`` builds a new one every call.
+compact_json = json.JSONEncoder(separators=(",", ":")).encode
 MAX_ERROR_BODY = 1024 * 1024  # an upstream error answer is read this far for its message
 JSON_HEADERS = [("Content-Type", "application/json")]
 SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
+
+
+def request_done() -> None:
+    """Django's end-of-request database cleanup, run when a body is closed: connections past
+    ``CONN_MAX_AGE`` or left unusable by an error are closed, as after a view. Called directly
+    rather than through ``request_finished``: the signal's dispatch and its other receivers (cache
+    and URLconf resets, which the inference path never touches) cost about 25 µs a request."""
+    db.close_old_connections()
 
 
 @dataclass(slots=True)
@@ -61,7 +71,7 @@ class Body:
             if self.ticket is not None:
                 accounting.finish(self.ticket, self.usage or Usage(), self.status, self.latency_ms, False)
         finally:
-            request_finished.send(sender=Body)
+            request_done()
 
 
 def error_reply(exc: ProxyError) -> Reply:
@@ -165,7 +175,7 @@ def _outgoing_body(resolved: Resolved, route: Route) -> tuple[bytes, bool]:
             options["include_usage"] = True
             strip_usage = True
         out["stream_options"] = options
-    return json.dumps(out, separators=(",", ":")).encode(), strip_usage
+    return compact_json(out).encode(), strip_usage
 
 
 def _extra_fields(resolved: Resolved, latency_ms: int) -> dict[str, Any]:
@@ -240,9 +250,9 @@ def _with_extra_fields(data: bytes, payload: dict[str, Any], extra: dict[str, An
         end = data.rstrip()
         # UTF-8 only (json.loads also reads UTF-16/32, whose braces are not single bytes).
         if end.endswith(b"}") and data.lstrip()[:1] == b"{":
-            return end[:-1] + b',"extra_fields":' + json.dumps(extra, separators=(",", ":")).encode() + b"}"
+            return end[:-1] + b',"extra_fields":' + compact_json(extra).encode() + b"}"
     payload["extra_fields"] = extra
-    return json.dumps(payload, separators=(",", ":")).encode()
+    return compact_json(payload).encode()
 
 
 class StreamBody:
@@ -299,7 +309,7 @@ class StreamBody:
             try:
                 self._account()
             finally:
-                request_finished.send(sender=StreamBody)
+                request_done()
 
     def _account(self) -> None:
         usage = self.scanner.usage

@@ -2,11 +2,11 @@
 
 ``bifrost_site.wsgi`` sends those paths here and everything else to Django's handler. The
 inference path skips Django's per-request machinery (URL resolver, middleware, HttpRequest and
-HttpResponse objects: about 180 µs a call on a 2-core machine) while settings, the ORM and
-signals stay Django's: ``request_finished`` is sent when the body is closed, as Django sends it,
-so database connections are recycled (``CONN_MAX_AGE``, health checks) exactly as for views.
-``request_started`` is not sent: its receivers only repeat that cleanup (and reset the debug
-query log), and it costs a signal dispatch on every request.
+HttpResponse objects: about 180 µs a call on a 2-core machine) while settings and the ORM stay
+Django's. Neither ``request_started`` nor ``request_finished`` is sent (a signal dispatch costs
+more than the work of its receivers here); the one cleanup that matters on this path, closing
+database connections past ``CONN_MAX_AGE`` or broken by an error, runs when the body is closed
+(``proxy.handler.request_done``), as Django runs it after a view.
 This module is the only place that speaks WSGI; the work is in ``proxy.handler``.
 """
 

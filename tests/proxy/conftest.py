@@ -7,7 +7,8 @@
   need committed rows: they use ``transactional_db``. Its config cache TTL is 0, because the
   test database is emptied between tests without signals.
 - ``call``: the inference WSGI function called in this process (for query counts and the
-  allow-list rows), with ``close_old_connections`` detached as Django's test client does.
+  allow-list rows), with the proxy's ``close_old_connections`` patched out (as Django's test client
+  detaches it): it would drop the test transaction's connection.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from unittest.mock import patch
 from pathlib import Path
 
 import pytest
 import urllib3
 from django.conf import settings
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from governance import snapshot
 from governance.services import provider_create, provider_key_create, virtual_key_create
@@ -182,18 +183,14 @@ def send(
         captured["status"] = int(status.split()[0])
         captured["headers"] = {k.lower(): v for k, v in response_headers}
 
-    # Keep the test's database connection: the proxy sends request_finished like a server would.
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    try:
+    # Keep the test's database connection: the proxy closes "old" connections after each request
+    # like a server would, and inside the test transaction that would drop it.
+    with patch("proxy.handler.db.close_old_connections"):
         body_iter = application(environ, start_response)
         try:
             data = b"".join(body_iter)
         finally:
             body_iter.close()
-    finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
     return Answer(captured["status"], captured["headers"], data)
 
 
