@@ -38,8 +38,10 @@ def _adapter(conn) -> Adapter:
         value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
         return value if native_uuid else value.hex
 
-    def as_money(value, field=UsageRecord._meta.get_field("cost")):
-        return ops.adapt_decimalfield_value(Decimal(value), field.max_digits, field.decimal_places)
+    cost = UsageRecord._meta.get_field("cost")
+
+    def as_money(value):
+        return ops.adapt_decimalfield_value(Decimal(value), cost.max_digits, cost.decimal_places)
 
     steps = []
     for f in FIELDS:

@@ -21,8 +21,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from unittest.mock import patch
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 import urllib3
