@@ -1,6 +1,6 @@
-"""UsageRecord INSERTs through the cursor, for the ledger's hot paths: one multi-row statement
-(one round trip to a database server), or on SQLite without ``RETURNING`` one prepared
-single-row statement run for every row.
+"""UsageRecord INSERTs through the cursor, for the ledger's hot paths: one single-row statement
+run for every row (prepared once; pipelined in one round trip on PostgreSQL), or one multi-row
+statement when the new row ids are wanted (``RETURNING``).
 
 Not ``bulk_create``/``create``: building model instances and running every field's generic
 conversion costs several times the insert itself, and this runs for every request. Values are
@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from decimal import Decimal
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models.constants import OnConflict
 
@@ -83,22 +84,28 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
     one = "(" + ", ".join(["%s"] * len(FIELDS)) + ")"
     suffix = ops.on_conflict_suffix_sql(FIELDS, OnConflict.IGNORE, None, None)
     head = f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {quote(UsageRecord._meta.db_table)} ({columns})"
-    if not returning and conn.vendor == "sqlite":
-        # In-process SQLite: one prepared single-row statement run for every row in C beats
-        # one long statement (which the backend would also rewrite placeholder by placeholder).
-        with conn.cursor() as cursor:
-            cursor.executemany(f"{head} VALUES {one} {suffix}", [adapt(row) for row in rows])
+    if not returning:
+        # One single-row statement run for every row. On SQLite it is prepared once and run in C;
+        # one long statement would be rewritten placeholder by placeholder. On PostgreSQL the
+        # rows go in one pipeline (one round trip) with server-side binding: the statement is
+        # parsed and prepared once, where Django's client-side binding parses a long multi-row
+        # statement anew every batch (too long for psycopg's cache) and quotes every value.
+        sql, params = f"{head} VALUES {one} {suffix}", [adapt(row) for row in rows]
+        if conn.vendor == "postgresql":
+            # Wrapped as Django wraps its own cursors: query logging and execute wrappers apply.
+            server_bound = psycopg.Cursor(conn.connection)
+            cursor = conn.make_debug_cursor(server_bound) if conn.queries_logged else conn.make_cursor(server_bound)
+        else:
+            cursor = conn.cursor()
+        with cursor:
+            cursor.executemany(sql, params)
         return {}
-    # Identifiers come from the model definition; every value is a parameter. One statement:
-    # one round trip to a database server.
-    sql = f"{head} VALUES {', '.join([one] * len(rows))} {suffix}"
-    if returning:
-        sql += f" RETURNING {quote('id')}, {quote('request_id')}"
+    # Identifiers come from the model definition; every value is a parameter. One statement
+    # with RETURNING: one round trip to a database server.
+    sql = f"{head} VALUES {', '.join([one] * len(rows))} {suffix} RETURNING {quote('id')}, {quote('request_id')}"
     params = [value for row in rows for value in adapt(row)]
     with conn.cursor() as cursor:
         cursor.execute(sql, params)
-        if not returning:
-            return {}
         return {uuid.UUID(str(request_id)): pk for pk, request_id in cursor.fetchall()}
 
 
