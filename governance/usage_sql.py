@@ -1,6 +1,6 @@
-"""UsageRecord INSERTs through the cursor, for the ledger's hot paths: one single-row statement
-run for every row (prepared once; pipelined in one round trip on PostgreSQL), or one multi-row
-statement when the new row ids are wanted (``RETURNING``).
+"""UsageRecord INSERTs through the cursor, for the ledger's hot paths. PostgreSQL: one statement
+of column arrays, whatever the batch size. SQLite: one prepared single-row statement run for
+every row, or one multi-row statement when the new row ids are wanted (``RETURNING``).
 
 Not ``bulk_create``/``create``: building model instances and running every field's generic
 conversion costs several times the insert itself, and this runs for every request. Values are
@@ -84,24 +84,29 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
     one = "(" + ", ".join(["%s"] * len(FIELDS)) + ")"
     suffix = ops.on_conflict_suffix_sql(FIELDS, OnConflict.IGNORE, None, None)
     head = f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {quote(UsageRecord._meta.db_table)} ({columns})"
-    if not returning:
-        # One single-row statement run for every row. On SQLite it is prepared once and run in C;
-        # one long statement would be rewritten placeholder by placeholder. On PostgreSQL the
-        # rows go in one pipeline (one round trip) with server-side binding: the statement is
-        # parsed and prepared once, where Django's client-side binding parses a long multi-row
-        # statement anew every batch (too long for psycopg's cache) and quotes every value.
-        sql, params = f"{head} VALUES {one} {suffix}", [adapt(row) for row in rows]
-        if conn.vendor == "postgresql":
-            # Wrapped as Django wraps its own cursors: query logging and execute wrappers apply.
-            server_bound = psycopg.Cursor(conn.connection)
-            cursor = conn.make_debug_cursor(server_bound) if conn.queries_logged else conn.make_cursor(server_bound)
-        else:
-            cursor = conn.cursor()
+    if conn.vendor == "postgresql":
+        # One statement whatever the number of rows: the columns go as arrays and ``unnest`` turns
+        # them back into rows. Its text never changes, so psycopg parses it once and the server
+        # prepares it once; bound server-side, the values are sent, not quoted into the text. A
+        # multi-row VALUES statement is parsed anew for every batch size, and one single-row
+        # statement per row costs the server an executor run per row.
+        casts = ", ".join(f"%s::{f.db_type(conn)}[]" for f in FIELDS)
+        sql = f"{head} SELECT * FROM unnest({casts}) {suffix}"  # noqa: S608 (identifiers and types from the model)
+        if returning:
+            sql += f" RETURNING {quote('id')}, {quote('request_id')}"
+        params = [list(column) for column in zip(*(adapt(row) for row in rows), strict=True)]
+        # Wrapped as Django wraps its own cursors: query logging and execute wrappers apply.
+        server_bound = psycopg.Cursor(conn.connection)
+        cursor = conn.make_debug_cursor(server_bound) if conn.queries_logged else conn.make_cursor(server_bound)
         with cursor:
-            cursor.executemany(sql, params)
+            cursor.execute(sql, params)
+            return {uuid.UUID(str(rid)): pk for pk, rid in cursor.fetchall()} if returning else {}
+    if not returning:
+        # SQLite: one single-row statement prepared once and run for every row in C; one long
+        # statement would be rewritten placeholder by placeholder.
+        with conn.cursor() as cursor:
+            cursor.executemany(f"{head} VALUES {one} {suffix}", [adapt(row) for row in rows])
         return {}
-    # Identifiers come from the model definition; every value is a parameter. One statement
-    # with RETURNING: one round trip to a database server.
     sql = f"{head} VALUES {', '.join([one] * len(rows))} {suffix} RETURNING {quote('id')}, {quote('request_id')}"
     params = [value for row in rows for value in adapt(row)]
     with conn.cursor() as cursor:
