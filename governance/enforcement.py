@@ -233,6 +233,7 @@ def settle_many(settlements: list[Settlement], *, now: datetime | None = None) -
     finally:
         # Database admissions settle onto the hot copy too when Redis is the primary: one made
         # after another process's recovery rebuild would otherwise never reach Redis.
+        hot = []
         for index, admission, actuals, retried in [] if database_down else open_:
             charged, record_id = outcome.get(index, (True, None))
             results[index] = charged
@@ -240,7 +241,8 @@ def settle_many(settlements: list[Settlement], *, now: datetime | None = None) -
             # request, the hot copy not yet (the record id tells a rebuilt counter it has it).
             charge_hot = charged or (retried and record_id is not None)
             if admission.backend in (*HOT_BACKENDS, "database"):
-                _settle_hot(admission, actuals if charge_hot else [0 * a for a in actuals], now, record_id)
+                hot.append((admission, actuals if charge_hot else [0 * a for a in actuals], record_id))
+        _settle_hot(hot, now)
     return results
 
 
@@ -249,16 +251,20 @@ def release(admission: Admission, *, now: datetime | None = None) -> None:
     settle(admission, actual_cost=Decimal("0"), actual_tokens=0, upstream_called=False, now=now)
 
 
-def _settle_hot(admission: Admission, actuals: list[Decimal | int], now: datetime, record_id: int | None) -> None:
+def _settle_hot(items: list[tuple[Admission, list[Decimal | int], int | None]], now: datetime) -> None:
+    """The hot copy of a batch of settles (``(admission, actuals, record_id)``), in one call."""
     backend = hot_counters()
-    if backend is None:
+    if backend is None or not items:
         return
     try:
-        backend.settle(admission, actuals, now, record_id=record_id)
+        backend.settle_many(items, now)
     except CountersUnavailable:
         # The ledger already has the usage; the hot copy is rebuilt from it (epoch bump on
-        # reconnect), which also drops this request's reservation.
-        logger.warning("could not settle hot counters", extra={"request_id": admission.request_id})
+        # reconnect), which also drops these requests' reservations.
+        logger.warning(
+            "could not settle hot counters",
+            extra={"request_ids": [str(admission.request_id) for admission, _, _ in items]},
+        )
 
 
 # --- live reads for the management API ---------------------------------------------------------

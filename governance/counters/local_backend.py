@@ -156,6 +156,10 @@ class LocalCounters(RedisCounters):
                 out.append((None, None, None) if h is None else (h.usage, h.anchor, h.epoch))
         return out
 
+    def _settle_each(self, calls: list[tuple[list[str], list[Any]]]) -> None:
+        for keys, args in calls:
+            self._settle(keys=keys, args=args)
+
     def _delete(self, keys: list[str]) -> None:
         with self.table.locked() as table:
             for key in keys:

@@ -215,6 +215,17 @@ class RedisCounters:
         self, admission: Admission, actuals: list[Decimal | int], now: datetime, *, record_id: int | None
     ) -> None:
         """Replace each reservation by the actual amount (0 releases it entirely)."""
+        self.settle_many([(admission, actuals, record_id)], now)
+
+    def settle_many(self, items: list[tuple[Admission, list[Decimal | int], int | None]], now: datetime) -> None:
+        """``settle`` for a batch of ``(admission, actuals, record_id)``: one round trip to Redis."""
+        if items:
+            calls = [self._settle_args(admission, actuals, now, record_id) for admission, actuals, record_id in items]
+            self._call(lambda: self._settle_each(calls))
+
+    def _settle_args(
+        self, admission: Admission, actuals: list[Decimal | int], now: datetime, record_id: int | None
+    ) -> tuple[list[str], list[Any]]:
         keys = [EPOCH_KEY]
         args: list[Any] = [to_ms(now), KEEP_MS, record_id or 0]
         for counter, mark, actual in zip(admission.counters, admission.marks, actuals, strict=True):
@@ -227,7 +238,7 @@ class RedisCounters:
                 generation, anchor, reserved = "", 0, 0
             keys.append(counter_key(counter))
             args += [generation, anchor, reserved, units(counter, actual), *window_args(counter, now)]
-        self._call(lambda: self._settle(keys=keys, args=args))
+        return keys, args
 
     # --- reads and maintenance ---------------------------------------------------------------------
     def read(self, counters: list[Counter], now: datetime) -> list[tuple[Decimal | int, datetime, datetime] | None]:
@@ -263,6 +274,14 @@ class RedisCounters:
             pipe.hmget(counter_key(counter), "u", "a", "e")
         epoch, *hashes = pipe.execute()
         return [epoch or "0", *hashes]
+
+    def _settle_each(self, calls: list[tuple[list[str], list[Any]]]) -> None:
+        # One pipeline: a batch of settles costs one round trip (and one reply parse) instead of
+        # one per request. Each script still runs atomically on its own counters.
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            self._settle(keys=keys, args=args, client=pipe)
+        pipe.execute()
 
     def _delete(self, keys: list[str]) -> None:
         self.client.delete(*keys)
