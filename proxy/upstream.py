@@ -77,11 +77,14 @@ def target(url: str) -> tuple[http1.Pool, str]:
     found = _targets.get(url)
     if found is not None:
         return found
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
+    try:
+        parts = urlsplit(url)
+        scheme, port = parts.scheme.lower(), parts.port
+    except ValueError:  # an invalid port: a configuration error, not the client's
+        scheme = port = None
     if scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url}")
-    port = parts.port or (443 if scheme == "https" else 80)
+        raise ProxyError(502, "upstream base URL is not a valid http(s) URL", retryable=True, upstream_reached=False)
+    port = port or (443 if scheme == "https" else 80)
     pool = http1.pool_for(scheme, parts.hostname, port, settings.PROXY_POOL_MAXSIZE)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if len(_targets) >= MAX_TARGETS:
