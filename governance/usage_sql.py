@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 
 import psycopg
@@ -23,17 +24,33 @@ from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualK
 FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 UUID_COLUMNS = {"request_id", "virtual_key_id", "team_id", "customer_id", "provider_key_id"}
 Adapter = Callable[[dict], list]
-_adapters: dict[tuple[str, bool], Adapter] = {}
 
 
-def _adapter(conn) -> Adapter:
-    """The function turning one row (field values by attname) into statement parameters in
-    ``FIELDS`` order for this backend; built once per backend, since it runs for every request."""
+@dataclass(frozen=True)
+class Statements:
+    """What a backend needs to insert rows, built once per backend: this runs for every request."""
+
+    adapt: Adapter  # one row (field values by attname) -> parameters in ``FIELDS`` order
+    head: str  # INSERT ... INTO table (columns)
+    one: str  # the placeholders of one row
+    suffix: str  # ON CONFLICT DO NOTHING, as the backend writes it
+    returning: str  # RETURNING id, request_id
+    columns_as_arrays: str  # %s::type[] per column, for PostgreSQL's unnest
+
+
+_statements: dict[tuple[str, bool], Statements] = {}
+
+
+def _prepared(conn) -> Statements:
     key = (conn.vendor, conn.features.has_native_uuid_field)
-    found = _adapters.get(key)
-    if found is not None:
-        return found
-    ops, native_uuid = conn.ops, key[1]
+    found = _statements.get(key)
+    if found is None:
+        found = _statements[key] = _build(conn, native_uuid=key[1])
+    return found
+
+
+def _build(conn, *, native_uuid: bool) -> Statements:
+    ops = conn.ops
 
     def as_uuid(value):
         value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
@@ -66,8 +83,16 @@ def _adapter(conn) -> Adapter:
             values.append(value)
         return values
 
-    _adapters[key] = adapt
-    return adapt
+    quote = ops.quote_name
+    columns = ", ".join(quote(f.column) for f in FIELDS)
+    return Statements(
+        adapt=adapt,
+        head=f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {quote(UsageRecord._meta.db_table)} ({columns})",
+        one="(" + ", ".join(["%s"] * len(FIELDS)) + ")",
+        suffix=ops.on_conflict_suffix_sql(FIELDS, OnConflict.IGNORE, None, None),
+        returning=f"RETURNING {quote('id')}, {quote('request_id')}",
+        columns_as_arrays=", ".join(f"%s::{f.db_type(conn)}[]" for f in FIELDS),
+    )
 
 
 def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid.UUID, int]:
@@ -77,24 +102,17 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
     if not rows:
         return {}
     conn = connections[DEFAULT_DB_ALIAS]
-    ops = conn.ops
-    adapt = _adapter(conn)
-    quote = ops.quote_name
-    columns = ", ".join(quote(f.column) for f in FIELDS)
-    one = "(" + ", ".join(["%s"] * len(FIELDS)) + ")"
-    suffix = ops.on_conflict_suffix_sql(FIELDS, OnConflict.IGNORE, None, None)
-    head = f"{ops.insert_statement(on_conflict=OnConflict.IGNORE)} {quote(UsageRecord._meta.db_table)} ({columns})"
+    st = _prepared(conn)
     if conn.vendor == "postgresql":
         # One statement whatever the number of rows: the columns go as arrays and ``unnest`` turns
         # them back into rows. Its text never changes, so psycopg parses it once and the server
         # prepares it once; bound server-side, the values are sent, not quoted into the text. A
         # multi-row VALUES statement is parsed anew for every batch size, and one single-row
         # statement per row costs the server an executor run per row.
-        casts = ", ".join(f"%s::{f.db_type(conn)}[]" for f in FIELDS)
-        sql = f"{head} SELECT * FROM unnest({casts}) {suffix}"  # noqa: S608 (identifiers and types from the model)
+        sql = f"{st.head} SELECT * FROM unnest({st.columns_as_arrays}) {st.suffix}"  # noqa: S608 (identifiers and types from the model)
         if returning:
-            sql += f" RETURNING {quote('id')}, {quote('request_id')}"
-        params = [list(column) for column in zip(*(adapt(row) for row in rows), strict=True)]
+            sql += f" {st.returning}"
+        params = [list(column) for column in zip(*(st.adapt(row) for row in rows), strict=True)]
         # Wrapped as Django wraps its own cursors: query logging and execute wrappers apply.
         server_bound = psycopg.Cursor(conn.connection)
         cursor = conn.make_debug_cursor(server_bound) if conn.queries_logged else conn.make_cursor(server_bound)
@@ -105,10 +123,10 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
         # SQLite: one single-row statement prepared once and run for every row in C; one long
         # statement would be rewritten placeholder by placeholder.
         with conn.cursor() as cursor:
-            cursor.executemany(f"{head} VALUES {one} {suffix}", [adapt(row) for row in rows])
+            cursor.executemany(f"{st.head} VALUES {st.one} {st.suffix}", [st.adapt(row) for row in rows])
         return {}
-    sql = f"{head} VALUES {', '.join([one] * len(rows))} {suffix} RETURNING {quote('id')}, {quote('request_id')}"
-    params = [value for row in rows for value in adapt(row)]
+    sql = f"{st.head} VALUES {', '.join([st.one] * len(rows))} {st.suffix} {st.returning}"
+    params = [value for row in rows for value in st.adapt(row)]
     with conn.cursor() as cursor:
         cursor.execute(sql, params)
         return {uuid.UUID(str(request_id)): pk for pk, request_id in cursor.fetchall()}

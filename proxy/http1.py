@@ -35,7 +35,7 @@ import socket
 import ssl
 import zlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 logger = logging.getLogger("bifrost.upstream")
 
@@ -240,7 +240,9 @@ def _forget_pools() -> None:
 os.register_at_fork(after_in_child=_forget_pools)
 
 
-def encode_head(method: str, path: str, host_header: str, headers: list[tuple[str, str]], length: int | None) -> bytes:
+def encode_head(
+    method: str, path: str, host_header: str, headers: Iterable[tuple[str, str]], length: int | None
+) -> bytes:
     lines = [f"{method} {path} HTTP/1.1", f"host: {host_header}"]
     for name, value in headers:
         if not _TOKEN.match(name):
@@ -403,7 +405,7 @@ def request(
     pool: Pool,
     method: str,
     path: str,
-    headers: list[tuple[str, str]],
+    headers: Iterable[tuple[str, str]],
     body: bytes | None,
     *,
     connect_timeout: float,
