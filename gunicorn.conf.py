@@ -6,7 +6,10 @@ Chosen for a small machine (measured on 2 cores, see bench/README.md):
 - ``worker_connections`` bounded, so the kernel spreads keep-alive clients over all workers
   instead of one worker accepting every connection and halving throughput;
 - usage rows are written by a per-worker writer thread in batches (``proxy.ledger``) and the
-  queue is drained when a worker exits (including on SIGTERM).
+  queue is drained when a worker exits (including on SIGTERM), or journaled to
+  ``BIFROST_DATA_DIR/ledger-journal`` while the database is away (``proxy.journal``);
+- a per-worker lease thread (``governance.reaper``) keeps this worker's reservations alive and
+  settles those of dead workers (a SIGKILL-ed worker's are settled by its replacement).
 """
 
 from __future__ import annotations
@@ -35,9 +38,11 @@ def _serves_gateway() -> bool:
 
 def post_worker_init(worker) -> None:
     if _serves_gateway():
+        from governance import reaper
         from proxy import ledger
 
         ledger.start_writer()
+        reaper.start()
 
 
 def worker_exit(server, worker) -> None:
@@ -45,3 +50,7 @@ def worker_exit(server, worker) -> None:
         from proxy import ledger
 
         ledger.flush(timeout=graceful_timeout)
+
+        from governance import reaper
+
+        reaper.stop()

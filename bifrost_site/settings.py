@@ -7,6 +7,7 @@ database-backed counters. ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL`` switch
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from pathlib import Path
@@ -18,6 +19,12 @@ from bifrost_site.env import env_bool, env_choice, env_float, env_int, env_list,
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("BIFROST_DATA_DIR", str(BASE_DIR / "var"))).resolve()
+
+
+def private_file(path: Path):
+    """Create ``path`` readable by its owner only (0600) from the first byte, whatever the umask:
+    ``write_text`` then ``chmod`` would leave it readable by others in between."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w")
 
 
 def _secret_key() -> str:
@@ -32,8 +39,18 @@ def _secret_key() -> str:
         return key_file.read_text().strip()
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(50)
-    key_file.write_text(key)
-    key_file.chmod(0o600)
+    # Written whole to a private temporary file, then linked into place: a process starting at
+    # the same moment either links first or reads the complete key of the one that did.
+    draft = DATA_DIR / f".secret_key.{os.getpid()}"
+    draft.unlink(missing_ok=True)
+    try:
+        with private_file(draft) as handle:
+            handle.write(key)
+        os.link(draft, key_file)
+    except FileExistsError:
+        key = key_file.read_text().strip()
+    finally:
+        draft.unlink(missing_ok=True)
     return key
 
 
@@ -94,6 +111,16 @@ if DATABASE_URL is None:
 _db = dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))
 _db["CONN_HEALTH_CHECKS"] = True
 if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite creates a missing database file with the umask's mode (usually world-readable), and
+    # its -wal/-shm/-journal files copy the database file's mode. An empty file is a valid empty
+    # database, so creating it here first, 0600, makes every later open (migrate included) use it.
+    if _db["NAME"] and _db["NAME"] != ":memory:" and not str(_db["NAME"]).startswith("file:"):
+        try:
+            private_file(Path(_db["NAME"])).close()
+        except FileExistsError:
+            pass
+        except OSError:
+            pass  # e.g. a missing directory: SQLite reports it, naming the path, when it connects
     # WAL + immediate transactions: concurrent writers queue on the lock instead of failing
     # with "database is locked" halfway through a transaction.
     _db["OPTIONS"] = {
@@ -114,7 +141,13 @@ if GOVERNANCE_COUNTERS == "redis" and REDIS_URL is None:
     raise ImproperlyConfigured("GOVERNANCE_COUNTERS=redis needs REDIS_URL")
 GOVERNANCE_ENFORCE_VIRTUAL_KEYS = env_bool("GOVERNANCE_ENFORCE_VIRTUAL_KEYS", True)
 # Output tokens reserved for a request that sets no max_tokens (worst-case budget reservation).
+# A model without a price on a path that has a budget: "block" refuses it before the upstream call
+# (400 model_unpriced naming the model); "allow" lets it through at $0, recorded priced=false.
+GOVERNANCE_UNPRICED_MODELS = env_choice("GOVERNANCE_UNPRICED_MODELS", "block", ("block", "allow"))
 GOVERNANCE_DEFAULT_MAX_TOKENS = env_int("GOVERNANCE_DEFAULT_MAX_TOKENS", 4096, minimum=1)
+# A reservation whose process died is settled within this bound (``governance.reaper``): at once on
+# the same host (the dead process's lease file is unlocked), after this long from another host.
+GOVERNANCE_LEASE_SECONDS = env_float("GOVERNANCE_LEASE_SECONDS", 30.0, minimum=1)
 # Seconds a process caches a virtual key's configuration; changes also invalidate it at once.
 GOVERNANCE_CONFIG_CACHE_SECONDS = env_float("GOVERNANCE_CONFIG_CACHE_SECONDS", 5.0, minimum=0)
 
@@ -128,6 +161,9 @@ PROXY_MAX_RESPONSE_BYTES = env_int("PROXY_MAX_RESPONSE_BYTES", 256 * 1024 * 1024
 MAX_REQUEST_BODY_BYTES = env_int("BIFROST_MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 USAGE_RETENTION_DAYS = env_int("BIFROST_USAGE_RETENTION_DAYS", 400, minimum=1)
+# Usage rows + settlements a gunicorn worker holds in memory while the database does not take
+# them; past this, new ones go to a local journal in DATA_DIR, replayed once it is back (proxy.ledger).
+LEDGER_MEMORY_ROWS = env_int("BIFROST_LEDGER_MEMORY_ROWS", 10_000, minimum=1)
 
 # --- Secrets at rest ------------------------------------------------------------------------
 # Fernet key (urlsafe base64, 32 bytes) for provider key values; derived from SECRET_KEY when
@@ -187,6 +223,14 @@ CONSENT_VK_RATE_PER_FLOW = _rate("CONSENT_VK_RATE_PER_FLOW", "10/15m")
 CONSENT_VK_RATE_PER_IP = _rate("CONSENT_VK_RATE_PER_IP", "30/10m")
 # CSRF refusals in the project's shapes (JSON on API paths, a plain page elsewhere).
 CSRF_FAILURE_VIEW = "consent.views.csrf_failure"
+
+# --- Management API: HTTP Basic --------------------------------------------------------------
+# Seconds a process remembers a verified username+password (as an HMAC digest, with the user's
+# password hash, rechecked against the user row on every use); 0 hashes the password every time.
+API_BASIC_AUTH_CACHE_SECONDS = env_int("API_BASIC_AUTH_CACHE_SECONDS", 5, minimum=0, maximum=60)
+# Failed Basic attempts allowed per username and per client address before 429.
+API_BASIC_AUTH_FAILURES_PER_USER = _rate("API_BASIC_AUTH_FAILURES_PER_USER", "10/15m")
+API_BASIC_AUTH_FAILURES_PER_IP = _rate("API_BASIC_AUTH_FAILURES_PER_IP", "30/15m")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

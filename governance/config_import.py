@@ -47,7 +47,7 @@ from django.db import IntegrityError, transaction
 from governance.durations import validate_duration
 from governance.keys import digest, last_four, new_virtual_key_value
 from governance.models import Budget, Customer, Provider, ProviderConfig, ProviderKey, RateLimit, Team, VirtualKey
-from governance.models.providers import ApiFormat, default_api_format
+from governance.models.providers import ApiFormat, default_api_format, extra_header_problem
 from governance.services.validation import check
 
 NAMESPACE = uuid.UUID("5b0f7f7e-6a43-4b52-9d59-1f0c1b7c2f11")
@@ -243,7 +243,14 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
         base_url = c.string(network, "base_url", f"{path}.network_config", max_length=500)
         if base_url is None and name not in DEFAULT_BASE_URLS and "base_url" not in network:
             c.fail(f"{path}.network_config.base_url", "is required for a provider without a default URL")
-        headers = c.obj(network.get("extra_headers", {}), f"{path}.network_config.extra_headers")
+        headers_path = f"{path}.network_config.extra_headers"
+        headers = {}
+        for header, raw_value in c.obj(network.get("extra_headers", {}), headers_path).items():
+            headers[header] = value = c.env(raw_value, f"{headers_path}.{header}")
+            env_unset = value is None and isinstance(raw_value, str)  # already reported by c.env
+            problem = None if env_unset else extra_header_problem(header, value)
+            if problem:
+                c.fail(f"{headers_path}.{header}", problem)
         keys = []
         seen_keys: set[str] = set()
         for index, raw_key in enumerate(c.items(spec.get("keys"), f"{path}.keys")):
@@ -269,7 +276,7 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
                 "api_format": api_format or default_api_format(name),
                 "base_url": base_url or DEFAULT_BASE_URLS.get(name),
                 "timeout": c.number(network, "default_request_timeout_in_seconds", f"{path}.network_config"),
-                "extra_headers": {k: c.env(v, f"{path}.network_config.extra_headers.{k}") for k, v in headers.items()},
+                "extra_headers": headers,
                 "keys": keys,
                 "path": path,
             }

@@ -32,12 +32,25 @@ Rules written down here:
   still admitted by Redis; their settles are retried until the database answers (``proxy.ledger``)
   and keep their reservations meanwhile, so nothing is lost and nothing overshoots; a request that
   needs the database (configuration not cached, counters to rebuild) is answered 503.
+- **Hot copy rebuilt** (Redis restarted or back from an outage, local table reset): counters are
+  rebuilt from the database rows, minus the reservations of database admissions still in flight
+  (their leases say which); every request then settles onto the rebuilt copy exactly once (the
+  record-id watermark), so once all have settled Redis, the rows and the ledger agree exactly.
+  Database admissions used to stay in the copy next to their actual amount: counted twice.
+- **A worker that dies between admit and settle** (SIGKILL, out of memory): the reservation is
+  leased to its process in the same atomic step as the reservation (``governance.counters.leases``),
+  and the lease reaper (``governance.reaper``, a thread in every worker) settles a dead process's
+  reservations: on its host as soon as its lease file is unlocked (about a second after the
+  replacement worker starts), from another host once its registration expires
+  (``GOVERNANCE_LEASE_SECONDS``). Each gets a UsageRecord with status 0: charged its reservation if
+  the upstream call had started (or that is unknown), released if it had not.
 - **Accepted imprecision** (bounded, never silent): a Redis restart forgets the reservations of
-  requests in flight at that instant, so for the seconds until they settle the hot counters are
-  short by their estimates; while one host falls back to the database and another still reaches
-  Redis, each sees the other's settled usage but not its reservations. A worker killed with
-  SIGKILL between admit and settle leaves its reservation counted until the window resets
-  (database) or the hot counter is rebuilt (Redis, local table).
+  requests in flight at that instant, and a rebuild leaves out those of database admissions in
+  flight, so for the seconds until they settle the hot counters are short by their estimates;
+  while one host falls back to the database and another still reaches Redis, each sees the
+  other's settled usage but not its reservations. A request whose worker died is charged its
+  worst case, not what it used; so is one whose process, alive on another host, could not renew
+  its registration for ``GOVERNANCE_LEASE_SECONDS`` (its own late settle then changes nothing).
 - **SIGTERM loses nothing**: settle and the ledger write finish before the request does, and
   gunicorn's graceful shutdown lets in-flight requests finish before the worker exits.
 
@@ -54,6 +67,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
@@ -64,6 +78,7 @@ from governance.counters import (
     database_counters,
     fallback_allowed,
     hot_counters,
+    leases,
     primary_counters,
 )
 from governance.counters.base import (
@@ -109,6 +124,7 @@ def admit(
     estimated_cost: Decimal,
     estimated_tokens: int,
     now: datetime | None = None,
+    entry: LedgerEntry | None = None,
 ) -> Admission | Rejection:
     """Check every budget and rate limit on the path and reserve on all of them, atomically.
 
@@ -119,6 +135,10 @@ def admit(
     ``budget_exceeded``, 429 ``token_limited``/``request_limited``/``rate_limited`` with
     ``Retry-After``, 503 ``governance_unavailable``). ``request_id`` (a UUID) becomes the
     UsageRecord's ``request_id``.
+
+    The reservation is leased to this process in the same atomic step
+    (``governance.counters.leases``); ``entry`` (its provider, model, key, team, customer...)
+    is what the UsageRecord says if the lease reaper has to settle it.
     """
     now = now or timezone.now()
     request_id = uuid.UUID(str(request_id))
@@ -132,22 +152,30 @@ def admit(
     backends = [primary]
     if primary is not database_counters() and fallback_allowed():
         backends.append(database_counters())
-    for backend in backends:
-        try:
-            result = backend.admit(
-                request_id=request_id,
-                counters=counters,
-                estimated_cost=estimated_cost,
-                estimated_tokens=estimated_tokens,
-                now=now,
-            )
-        except CountersUnavailable as exc:
-            logger.warning("counters unavailable", extra={"backend": backend.name, "error": str(exc)})
-            continue
-        if isinstance(result, Admission):
-            return result
-        return rejection_for(result, now)
-    return UNAVAILABLE
+    lease = leases.prepare(
+        str(request_id), counters, estimated_cost, estimated_tokens, now, entry, settings.GOVERNANCE_LEASE_SECONDS
+    )
+    try:
+        for backend in backends:
+            try:
+                result = backend.admit(
+                    request_id=request_id,
+                    counters=counters,
+                    estimated_cost=estimated_cost,
+                    estimated_tokens=estimated_tokens,
+                    now=now,
+                    lease=lease,
+                )
+            except CountersUnavailable as exc:
+                logger.warning("counters unavailable", extra={"backend": backend.name, "error": str(exc)})
+                continue
+            if isinstance(result, Admission):
+                lease = None  # the admission holds it now
+                return result
+            return rejection_for(result, now)
+        return UNAVAILABLE
+    finally:
+        leases.cancel(lease)  # refused, unavailable, or an exception (e.g. stale configuration)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +187,8 @@ class Settlement:
     actual_tokens: int
     upstream_called: bool
     entry: LedgerEntry | None = None
+    # Set by the lease reaper (``governance.reaper``): "reached", "not_reached" or "unknown".
+    reaped: str = ""
 
 
 def settle(
@@ -189,7 +219,12 @@ def settle_many(settlements: list[Settlement], *, now: datetime | None = None) -
     ``retrying`` and the error is raised: the same settlements are to be passed again later, and
     until then their reservations stay counted. The transaction may have committed even so (the
     connection broke before its acknowledgement); the next attempt finds the UsageRecords and
-    settles only the hot copy, so each request is charged exactly once either way."""
+    settles only the hot copy, so each request is charged exactly once either way. A request the
+    lease reaper settled meanwhile (its worker presumed dead) is not charged again either.
+
+    Settlements marked ``reaped`` come from the lease reaper: their hot copies count only if the
+    reaper removes the lease (``lua.SETTLE`` mode ``reap``). Each settled admission's lease slot
+    in this process is freed."""
     now = now or timezone.now()
     charges, results, open_ = [], [False] * len(settlements), []
     for index, item in enumerate(settlements):
@@ -212,11 +247,21 @@ def settle_many(settlements: list[Settlement], *, now: datetime | None = None) -
                 actuals.append(actual_tokens)
             else:
                 actuals.append(1 if item.upstream_called else 0)
-        open_.append((index, admission, actuals, retried))
+        open_.append((index, admission, actuals, bool(item.reaped)))
         if item.entry is not None or admission.backend == "database":
-            charge = ledger.Charge(item.entry, admission, actual_cost, actual_tokens, actuals, retried=retried)
+            reached = None if item.reaped == "unknown" else item.upstream_called
+            charge = ledger.Charge(
+                item.entry,
+                admission,
+                actual_cost,
+                actual_tokens,
+                actuals,
+                retried=retried,
+                upstream_reached=reached,
+                reaping=bool(item.reaped),
+            )
             charges.append((index, charge))
-    outcome: dict[int, tuple[bool, int | None]] = {}
+    outcome: dict[int, ledger.Recorded] = {}
     database_down = False
     try:
         if charges:
@@ -233,16 +278,18 @@ def settle_many(settlements: list[Settlement], *, now: datetime | None = None) -
     finally:
         # Database admissions settle onto the hot copy too when Redis is the primary: one made
         # after another process's recovery rebuild would otherwise never reach Redis.
-        hot = []
-        for index, admission, actuals, retried in [] if database_down else open_:
-            charged, record_id = outcome.get(index, (True, None))
-            results[index] = charged
-            # A retried settle whose first attempt committed: the ledger and the rows have the
-            # request, the hot copy not yet (the record id tells a rebuilt counter it has it).
-            charge_hot = charged or (retried and record_id is not None)
-            if admission.backend in (*HOT_BACKENDS, "database"):
-                hot.append((admission, actuals if charge_hot else [0 * a for a in actuals], record_id))
-        _settle_hot(hot, now)
+        hot: dict[bool, list] = {False: [], True: []}
+        for index, admission, actuals, reaping in [] if database_down else open_:
+            result = outcome.get(index) or ledger.Recorded(True, None, actuals)
+            results[index] = result.charged
+            # ``hot`` is None when another party settled this request, hot copy included (or
+            # will: the reaper after a settle whose hot part never ran).
+            if result.hot is not None and admission.backend in (*HOT_BACKENDS, "database"):
+                hot[reaping].append((admission, result.hot, result.record_id))
+        _settle_hot(hot[False], now)
+        _settle_hot(hot[True], now, reaping=True)
+        for _, admission, _, _ in [] if database_down else open_:
+            leases.finished(admission.lease)
     return results
 
 
@@ -251,16 +298,20 @@ def release(admission: Admission, *, now: datetime | None = None) -> None:
     settle(admission, actual_cost=Decimal("0"), actual_tokens=0, upstream_called=False, now=now)
 
 
-def _settle_hot(items: list[tuple[Admission, list[Decimal | int], int | None]], now: datetime) -> None:
+def _settle_hot(
+    items: list[tuple[Admission, list[Decimal | int], int | None]], now: datetime, *, reaping: bool = False
+) -> None:
     """The hot copy of a batch of settles (``(admission, actuals, record_id)``), in one call."""
     backend = hot_counters()
     if backend is None or not items:
         return
     try:
-        backend.settle_many(items, now)
+        backend.settle_many(items, now, reaping=reaping)
     except CountersUnavailable:
         # The ledger already has the usage; the hot copy is rebuilt from it (epoch bump on
-        # reconnect), which also drops these requests' reservations.
+        # reconnect), which also drops these requests' reservations. Their leases stay (the
+        # Redis ones until the hot copy is reachable): a reaper finds the records and only
+        # removes them, as the rebuilt counters already hold the records' amounts.
         logger.warning(
             "could not settle hot counters",
             extra={"request_ids": [str(admission.request_id) for admission, _, _ in items]},

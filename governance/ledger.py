@@ -18,11 +18,19 @@ the rows. The ledger write happens before the worker returns from ``settle()``; 
 graceful shutdown (SIGTERM) lets in-flight requests finish, so stopping a worker loses nothing.
 
 Rows are locked and computed as described in ``governance.counters.rows`` (exact Decimal
-arithmetic, fixed lock order). If the database cannot be written after a few attempts, the
-entry is logged in full (no secrets: ids, model, tokens, cost) so that it can be replayed, and
-the error is raised; the proxy's settler then tries the batch again until the database answers.
+arithmetic, fixed lock order). If the database cannot be reached after a few attempts, the error
+is raised and the proxy's settler tries the batch again until the database answers (journaling it
+to disk past its memory bound, ``proxy.journal``). A batch the database refuses for any other
+reason is logged entry by entry (no secrets: ids, model, tokens, cost) so that it can be replayed.
 A retried batch (``Charge.retried``) may find its records already written by an attempt whose
 commit was not acknowledged: those rows were updated in that same transaction and are left alone.
+
+**Settled elsewhere.** A request may also have been settled by the lease reaper
+(``governance.reaper``: its worker was presumed dead, status ``REAPED_STATUS``). The unique
+``request_id`` (and, for a database admission, the delete of its ``CounterLease`` row in the same
+transaction) makes exactly one writer charge the rows; each charge's result (``Recorded.hot``)
+tells the caller what to settle the hot copy with: the writer's amounts, the existing record's
+amounts (the reaper finishing a settle whose hot part never ran), or nothing.
 """
 
 from __future__ import annotations
@@ -33,10 +41,12 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.db import IntegrityError, OperationalError
 
-from governance.counters.base import BUDGET, HOT_BACKENDS, Admission
+from governance.counters.base import BUDGET, HOT_BACKENDS, TOKENS, Admission
+from governance.counters.database import delete_leases
 from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key, save_rows, set_state, unique_rows
 from governance.models import UsageRecord
 from governance.usage_sql import clear_missing_references, insert_usage_rows
@@ -44,6 +54,8 @@ from governance.writes import write_transaction
 
 logger = logging.getLogger("bifrost.ledger")
 ATTEMPTS = 3
+# The status of a record the lease reaper wrote: no answer, the worker serving the request died.
+REAPED_STATUS = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +76,7 @@ class LedgerEntry:
     latency_ms: int = 0
     streamed: bool = False
     priced: bool = True
+    estimated: bool = False
     created_at: datetime | None = None
 
 
@@ -78,6 +91,18 @@ class Charge:
     actuals: list[Decimal | int]
     # A second attempt after a failure whose commit is unknown (``enforcement.settle_many``).
     retried: bool = False
+    # What the record says: whether the upstream was reached (None: unknown, reaped elsewhere).
+    upstream_reached: bool | None = True
+    # The lease reaper settling a dead owner's reservation.
+    reaping: bool = False
+
+
+class Recorded(NamedTuple):
+    """The outcome of one charge."""
+
+    charged: bool  # this call wrote the UsageRecord and charged the rows
+    record_id: int | None  # the request's UsageRecord, if there is one
+    hot: list[Decimal | int] | None  # what to settle the hot copy with; None: leave it alone
 
 
 def record(
@@ -96,13 +121,14 @@ def record(
     is charged a second time (reservations are still released). The record id lets a rebuilt
     Redis counter tell whether its database snapshot already included this request.
     """
-    return record_many([Charge(entry, admission, cost, total_tokens, actuals)], now=now)[0]
+    result = record_many([Charge(entry, admission, cost, total_tokens, actuals)], now=now)[0]
+    return result.charged, result.record_id
 
 
-def record_many(charges: list[Charge], *, now: datetime) -> list[tuple[bool, int | None]]:
+def record_many(charges: list[Charge], *, now: datetime) -> list[Recorded]:
     """``record`` for a batch of requests in ONE transaction: each counter row is locked and
     written once for the whole batch, so requests sharing a budget do not queue on its row lock
-    one commit at a time. Returns ``(charged, record id)`` per charge, in order."""
+    one commit at a time. Returns a ``Recorded`` per charge, in order."""
     check_references = False
     for attempt in range(1, ATTEMPTS + 1):
         try:
@@ -117,8 +143,12 @@ def record_many(charges: list[Charge], *, now: datetime) -> list[tuple[bool, int
             check_references = True
         except OperationalError as exc:
             if attempt == ATTEMPTS:
-                for charge in charges:
-                    _log_lost(charge.entry, charge.admission, charge.cost, charge.total_tokens, exc)
+                # The database is away: nothing is lost (the caller retries the batch, and past
+                # its memory bound the proxy journals it to disk), so one line, not one per entry.
+                logger.warning(
+                    "ledger batch not written; the caller retries it",
+                    extra={"requests": len(charges), "error": type(exc).__name__},
+                )
                 raise
             time.sleep(0.05 * attempt)
         except Exception as exc:
@@ -132,7 +162,11 @@ def _applies(admission: Admission, actuals: list[Decimal | int]) -> bool:
     return admission.backend == "database" or (admission.backend in HOT_BACKENDS and any(actuals))
 
 
-def _record_batch(charges: list[Charge], now: datetime, check_references: bool) -> list[tuple[bool, int | None]]:
+def _holds_db_lease(admission: Admission) -> bool:
+    return admission.backend == "database" and admission.lease is not None and admission.lease.db_id > 0
+
+
+def _record_batch(charges: list[Charge], now: datetime, check_references: bool) -> list[Recorded]:
     with write_transaction():
         # Lock the counter rows *before* inserting: the record ids are then allocated while the
         # rows are held, which orders them against a Redis rebuild's snapshot of the same rows.
@@ -140,31 +174,85 @@ def _record_batch(charges: list[Charge], now: datetime, check_references: bool) 
             c for charge in charges if _applies(charge.admission, charge.actuals) for c in charge.admission.counters
         ]
         rows = lock_rows(counters) if counters else {}
-        records = [_row(charge, now) for charge in charges if charge.entry is not None]
+        # A database admission is settled by whoever deletes its lease: if it is gone, its
+        # reservation was already settled (by the reaper, or by this settle's own first attempt).
+        owned = delete_leases([c.admission.lease.db_id for c in charges if _holds_db_lease(c.admission)])
+        gone = {
+            index
+            for index, charge in enumerate(charges)
+            if _holds_db_lease(charge.admission) and charge.admission.lease.db_id not in owned
+        }
+        records = [
+            _row(charge, now) for index, charge in enumerate(charges) if charge.entry is not None and index not in gone
+        ]
         if check_references:
             clear_missing_references(records)
         inserted = insert_usage_rows(records, returning=True)
         results, changed = [], []
-        for charge in charges:
+        for index, charge in enumerate(charges):
             admission, actuals = charge.admission, charge.actuals
             apply = _applies(admission, actuals)
-            charged, record_id = True, None
-            if charge.entry is not None:
+            release = admission.backend == "database"
+            charged, record_id = index not in gone, None
+            if charged and charge.entry is not None:
                 record_id = inserted.get(uuid.UUID(str(admission.request_id)))
                 charged = record_id is not None
-            if not charged and charge.retried:
-                # The first attempt committed (only its acknowledgement was lost): the record and
-                # the rows' changes are already in, so nothing more here; the caller settles the
-                # hot copy with the existing record's id.
-                results.append((False, _record_id(admission.request_id)))
+            if charged:
+                if apply:
+                    changed += _apply(admission, rows, actuals, now, release=release)
+                results.append(Recorded(True, record_id, actuals))
                 continue
-            if not charged:
-                actuals = [Decimal("0") if c.kind == BUDGET else 0 for c in admission.counters]
+            elsewhere = _settled_elsewhere(charge, _existing(admission.request_id), index in gone)
+            if elsewhere is not None:
+                results.append(elsewhere)
+                continue
+            # A different admission that reuses a recorded request id: it charges nothing and
+            # gives its own reservation back.
+            zeros = [Decimal("0") if c.kind == BUDGET else 0 for c in admission.counters]
             if apply:
-                changed += _apply(admission, rows, actuals, now, release=admission.backend == "database")
-            results.append((charged, record_id))
+                changed += _apply(admission, rows, zeros, now, release=release)
+            results.append(Recorded(False, None, zeros))
         save_rows(unique_rows(changed))
     return results
+
+
+def _existing(request_id: str) -> tuple | None:
+    """``(id, status_code, cost, total_tokens, upstream_reached)`` of the request's record."""
+    return (
+        UsageRecord.objects.filter(request_id=uuid.UUID(str(request_id)))
+        .values_list("pk", "status_code", "cost", "total_tokens", "upstream_reached")
+        .first()
+    )
+
+
+def _settled_elsewhere(charge: Charge, found: tuple | None, lease_gone: bool) -> Recorded | None:
+    """The result of a charge whose request already has its record (or whose lease is gone); None
+    when it is another admission reusing the request id, which releases its own reservation."""
+    admission = charge.admission
+    if found is None:
+        return Recorded(False, None, None)  # the lease went with a settle that wrote no record
+    record_id, status, cost, tokens, reached = found
+    if charge.reaping:
+        if admission.backend == "database":
+            return Recorded(False, record_id, None)
+        # The owner wrote the record but died before settling the hot copy: the reaper settles it
+        # with the record's amounts (only if it removes the lease, so only once).
+        amounts = []
+        for counter in admission.counters:
+            if counter.kind == BUDGET:
+                amounts.append(Decimal(cost))
+            elif counter.kind == TOKENS:
+                amounts.append(int(tokens))
+            else:
+                amounts.append(0 if reached is False else 1)
+        return Recorded(False, record_id, amounts)
+    if status == REAPED_STATUS:
+        return Recorded(False, record_id, None)  # the reaper settled it, hot copy included
+    if charge.retried:
+        # This settle's own first attempt committed (only its acknowledgement was lost): the
+        # record and the rows are in; the hot copy is settled with the record's id.
+        return Recorded(False, record_id, charge.actuals)
+    return Recorded(False, record_id, None) if lease_gone else None
 
 
 def _row(charge: Charge, now: datetime) -> dict:
@@ -172,12 +260,13 @@ def _row(charge: Charge, now: datetime) -> dict:
     entry = charge.entry
     fields = {name: getattr(entry, name) for name in entry.__slots__}  # asdict deep-copies: slow
     fields["created_at"] = fields["created_at"] or now
-    fields.update(request_id=charge.admission.request_id, cost=charge.cost, total_tokens=charge.total_tokens)
+    fields.update(
+        request_id=charge.admission.request_id,
+        cost=charge.cost,
+        total_tokens=charge.total_tokens,
+        upstream_reached=charge.upstream_reached,
+    )
     return fields
-
-
-def _record_id(request_id: str) -> int | None:
-    return UsageRecord.objects.filter(request_id=uuid.UUID(str(request_id))).values_list("pk", flat=True).first()
 
 
 def _apply(admission: Admission, rows: dict, actuals: list[Decimal | int], now: datetime, *, release: bool) -> list:

@@ -1,53 +1,142 @@
-"""Model prices: the seed data file and its loader."""
+"""Model prices: the shipped catalog, the rule that finds a model's price, and the cost of a request.
+
+**Finding a price** (:func:`find_price`, used by the proxy through ``governance.snapshot``). A
+price row names a *provider* — a configured provider's name or a provider type (``openai``,
+``anthropic``, ``gemini``: the catalog's rows) — and a model. For a request to model ``m`` on
+provider ``p`` of format ``f``, the first hit of this order wins:
+
+1. a row for ``p``'s own name (an operator's negotiated or provider-specific price);
+2. a row for ``p``'s type ``f`` (so ``openai-eu`` or ``azure-prod`` of the OpenAI format price
+   ``gpt-4o`` like ``openai`` does);
+3. a row for the model under any provider (a Gemini model served through an OpenAI-compatible
+   endpoint; rows are taken in provider-name order, so the answer is deterministic).
+
+Within each step the model's name is tried as sent, then with one and then two version
+suffixes removed — ``-latest``, a date (``-2024-11-20``, ``-20241022``, ``@20241022``), a
+four-digit snapshot (``-0613``) or a three-digit revision (``-002``) — and then the same for the
+part after the last ``/`` (``openai/gpt-4o`` on a routing provider, ``models/gemini-2.5-pro``).
+So ``gpt-4o-2024-11-20`` costs what ``gpt-4o`` costs unless a row names the dated id itself.
+
+A model with no price is *unpriced*: the proxy refuses it on a path that carries a budget
+(``GOVERNANCE_UNPRICED_MODELS=block``, the default) and otherwise records it at $0 flagged
+``priced=False``. A price of 0 is a price.
+
+**Loading.** Migration 0003 loads the catalog into an empty table, so a bare ``manage.py
+migrate`` prices every model in it; ``manage.py seed_prices`` adds missing rows and ``--update``
+overwrites rows from the file.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, TypeVar
 
 from django.db import transaction
 
-from governance.models import ModelPrice
-
-SEED_FILE = Path(__file__).parent / "data" / "model_prices.json"
+CATALOG_FILE = Path(__file__).parent / "data" / "model_prices.json"
 PER_MILLION = Decimal(1_000_000)
+
+# One version suffix: -latest, a date, a four-digit snapshot or a three-digit revision.
+_VERSION_SUFFIX = re.compile(r"(?:-latest|-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4}|-\d{3})$")
+
+P = TypeVar("P")
 
 
 def _per_token(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value) / PER_MILLION
 
 
-@transaction.atomic
-def seed_model_prices(*, update: bool = False) -> tuple[int, int]:
-    """Insert the shipped prices; existing rows are kept unless ``update`` (admin edits win)."""
+def catalog_rows() -> list[dict[str, Any]]:
+    """The shipped catalog as model field values (USD per token)."""
+    rows = []
+    for row in json.loads(CATALOG_FILE.read_text())["prices"]:
+        rows.append(
+            {
+                "provider": row["provider"],
+                "model": row["model"],
+                "input_cost_per_token": _per_token(row["input"]),
+                "output_cost_per_token": _per_token(row["output"]),
+                "cached_input_cost_per_token": _per_token(row["cached_input"]),
+            }
+        )
+    return rows
+
+
+def load_catalog(model, *, update: bool = False) -> tuple[int, int]:
+    """Insert the catalog's rows into ``model`` (the ModelPrice class, or its historical version
+    in a migration); existing rows are kept unless ``update``. Returns (created, updated)."""
     created = updated = 0
-    for row in json.loads(SEED_FILE.read_text())["prices"]:
-        values = {
-            "input_cost_per_token": _per_token(row["input"]),
-            "output_cost_per_token": _per_token(row["output"]),
-            "cached_input_cost_per_token": _per_token(row["cached_input"]),
-        }
+    for row in catalog_rows():
+        keys = {"provider": row.pop("provider"), "model": row.pop("model")}
         if update:
-            _, was_created = ModelPrice.objects.update_or_create(
-                provider=row["provider"], model=row["model"], defaults=values
-            )
+            _, was_created = model.objects.update_or_create(**keys, defaults=row)
             updated += not was_created
         else:
-            _, was_created = ModelPrice.objects.get_or_create(
-                provider=row["provider"], model=row["model"], defaults=values
-            )
+            _, was_created = model.objects.get_or_create(**keys, defaults=row)
         created += was_created
     return created, updated
 
 
-def price_for(provider: str, model: str) -> ModelPrice | None:
-    """The price row for provider/model, or None when the model is unpriced."""
-    return ModelPrice.objects.filter(provider=provider, model=model).first()
+@transaction.atomic
+def seed_model_prices(*, update: bool = False) -> tuple[int, int]:
+    """Insert the shipped prices; existing rows are kept unless ``update`` (admin edits win)."""
+    from governance.models import ModelPrice
+
+    return load_catalog(ModelPrice, update=update)
+
+
+def model_name_variants(model: str) -> list[str]:
+    """The names tried for ``model``, most specific first (the rule in the module docstring)."""
+    names: list[str] = []
+    for name in (model, model.rsplit("/", 1)[-1]):
+        current = name
+        names.append(current)
+        for _ in range(2):
+            stripped = _VERSION_SUFFIX.sub("", current)
+            if not stripped or stripped == current:
+                break
+            names.append(stripped)
+            current = stripped
+    return list(dict.fromkeys(names))
+
+
+def find_price(
+    rows: Mapping[tuple[str, str], P],
+    by_model: Mapping[str, P],
+    *,
+    provider: str,
+    provider_type: str,
+    model: str,
+) -> P | None:
+    """The price of ``model`` on ``provider`` (of type ``provider_type``) among ``rows`` (by
+    ``(provider, model)``) and ``by_model`` (the first row of each model in provider order)."""
+    names = model_name_variants(model)
+    for owner in dict.fromkeys((provider, provider_type)):
+        for name in names:
+            hit = rows.get((owner, name))
+            if hit is not None:
+                return hit
+    for name in names:
+        hit = by_model.get(name)
+        if hit is not None:
+            return hit
+    return None
+
+
+def index_by_model(rows: Iterable[tuple[tuple[str, str], P]]) -> dict[str, P]:
+    """``{model: price}`` keeping the first provider in name order for each model."""
+    out: dict[str, P] = {}
+    for (_, model), price in sorted(rows, key=lambda item: item[0]):
+        out.setdefault(model, price)
+    return out
 
 
 def cost_of(
-    price: ModelPrice | None,
+    price,
     *,
     prompt_tokens: int,
     completion_tokens: int,
@@ -56,9 +145,10 @@ def cost_of(
 ) -> tuple[Decimal, bool]:
     """``(cost in USD, priced)``. A cost reported by the upstream wins over our price table.
 
-    ``prompt_tokens`` includes ``cached_tokens`` (OpenAI's convention), so cached tokens are
-    charged at the cached price and only the rest at the input price. Unpriced models cost 0
-    and are flagged ``priced=False`` so the bypass is visible.
+    ``price`` is anything with the three ``*_cost_per_token`` attributes (a ModelPrice row or a
+    snapshot). ``prompt_tokens`` includes ``cached_tokens`` (OpenAI's convention), so cached
+    tokens are charged at the cached price and only the rest at the input price. Unpriced models
+    cost 0 and are flagged ``priced=False`` so the bypass is visible.
     """
     if upstream_cost is not None:
         return Decimal(upstream_cost), True

@@ -1,7 +1,7 @@
 """Cache invalidation: any change to the configuration the proxy caches clears the snapshots.
 
-See ``governance.snapshot`` for the full rule (immediate in this process, Redis pub/sub or the
-TTL elsewhere).
+See ``governance.snapshot`` for the full rule: immediate in this process, and on the next request
+of every other worker and process once the transaction commits (``governance.freshness``).
 """
 
 from __future__ import annotations

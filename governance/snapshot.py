@@ -15,16 +15,15 @@ Invalidation rule (what an operator can rely on):
 1. In the process that made a change, it is immediate: ``governance.signals`` clears every cache
    on ``post_save`` / ``post_delete`` / ``m2m_changed`` of the configuration models, and again
    when the transaction commits (so a reader that loaded the old rows mid-transaction cannot
-   re-cache them: each load checks a generation number bumped by every invalidation). A rotated,
-   deactivated or deleted key therefore stops working at once in that process.
-2. In other processes and hosts, with ``REDIS_URL`` set: the committing process publishes on
-   the Redis channel :data:`CHANNEL`; every process runs a daemon thread subscribed to it that
-   clears its caches on each message (and on every (re)connect, in case messages were missed).
-3. Without Redis (embedded mode), or while the subscriber is disconnected, entries expire after
-   ``GOVERNANCE_CONFIG_CACHE_SECONDS`` (default 5 s): that bounds how long another worker may
-   act on an old configuration. The TTL is also kept as a backstop in Redis mode. When an entry
-  expires, one thread reloads it while the others keep answering from the expired copy for the
-  few milliseconds the reload takes (rather than every busy thread querying at once).
+   re-cache them: each load checks a generation number bumped by every invalidation).
+2. Every other worker and process, on this host or another, sees the change on its next request:
+   after the commit ``governance.freshness`` moves the shared configuration generation, and every
+   inference request compares it with the generation its caches were taken at (one shared-memory
+   read in embedded mode; in the Redis round trip the request already makes in production).
+3. Entries also expire after ``GOVERNANCE_CONFIG_CACHE_SECONDS`` (default 5 s), a backstop for a
+   process killed between its commit and the generation bump. When an entry expires, one thread
+   reloads it while the others keep answering from the expired copy for the few milliseconds the
+   reload takes (rather than every busy thread querying at once).
 
 Unknown values are not cached, so a key created in one worker works in all of them at once.
 Budget and rate-limit *usage* is not part of a snapshot (it lives in the counters); counters
@@ -33,8 +32,6 @@ must move usage with ``QuerySet.update`` (no signal) so that spending does not f
 
 from __future__ import annotations
 
-import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -48,13 +45,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from governance import freshness, pricing
 from governance.keys import digest
 from governance.limitspec import BudgetSpec, RateLimitSpec
 from governance.models import Budget, ModelPrice, Provider, ProviderConfig, ProviderKey, VirtualKey
-
-logger = logging.getLogger("bifrost.snapshot")
-
-CHANNEL = "bifrost:governance:config-invalidate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +150,7 @@ _lock = threading.Lock()
 _generation = 0
 _vks: dict[str, tuple[float, VirtualKeySnapshot]] = {}
 _providers: tuple[float, dict[str, ProviderSnapshot]] | None = None
-_prices: tuple[float, dict[tuple[str, str], PriceSnapshot]] | None = None
+_prices: tuple[float, PriceBook] | None = None
 
 
 def _ttl() -> float:
@@ -181,7 +175,7 @@ def invalidate() -> None:
 
 def _after_commit() -> None:
     invalidate_local()
-    _publish()
+    freshness.changed()
 
 
 _reloading: set[tuple[str, str]] = set()
@@ -229,7 +223,6 @@ def _cached(name: tuple[str, str], entry: tuple[float, Any] | None, load: Callab
 
 def virtual_key(value: str) -> VirtualKeySnapshot | None:
     """The snapshot for a presented VK value, or None when no key has that value."""
-    _ensure_subscriber()
     key = digest(value)
 
     def store(entry: tuple[float, VirtualKeySnapshot | None]) -> None:
@@ -241,7 +234,6 @@ def virtual_key(value: str) -> VirtualKeySnapshot | None:
 
 def providers() -> dict[str, ProviderSnapshot]:
     """Every configured provider by name, with its keys."""
-    _ensure_subscriber()
     return _cached(("providers", ""), _providers, _load_providers, _store_providers)
 
 
@@ -250,18 +242,44 @@ def _store_providers(entry: tuple[float, dict[str, ProviderSnapshot]]) -> None:
     _providers = entry
 
 
-def price(provider: str, model: str) -> PriceSnapshot | None:
-    return _cached(("prices", ""), _prices, _load_prices, _store_prices).get((provider, model))
+def price(provider: ProviderSnapshot, model: str) -> PriceSnapshot | None:
+    """The price of ``model`` on ``provider`` by the rule in ``governance.pricing``; None = unpriced."""
+    return _cached(("prices", ""), _prices, _load_prices, _store_prices).find(provider.name, provider.api_format, model)
 
 
-def _load_prices() -> dict[tuple[str, str], PriceSnapshot]:
+class PriceBook:
+    """Every price row, with the answers of the lookup rule remembered per (provider, model)."""
+
+    MEMO_LIMIT = 10_000  # model names come from clients: the memo must not grow without bound
+
+    def __init__(self, rows: dict[tuple[str, str], PriceSnapshot]) -> None:
+        self.rows = rows
+        self.by_model = pricing.index_by_model(rows.items())
+        self.memo: dict[tuple[str, str, str], PriceSnapshot | None] = {}
+
+    def find(self, provider: str, provider_type: str, model: str) -> PriceSnapshot | None:
+        key = (provider, provider_type, model)
+        try:
+            return self.memo[key]
+        except KeyError:
+            pass
+        found = pricing.find_price(
+            self.rows, self.by_model, provider=provider, provider_type=provider_type, model=model
+        )
+        if len(self.memo) >= self.MEMO_LIMIT:
+            self.memo.clear()
+        self.memo[key] = found
+        return found
+
+
+def _load_prices() -> PriceBook:
     rows = ModelPrice.objects.values_list(
         "provider", "model", "input_cost_per_token", "output_cost_per_token", "cached_input_cost_per_token"
     )
-    return {(p, m): PriceSnapshot(i, o, c) for p, m, i, o, c in rows}
+    return PriceBook({(p, m): PriceSnapshot(i, o, c) for p, m, i, o, c in rows})
 
 
-def _store_prices(entry: tuple[float, dict[tuple[str, str], PriceSnapshot]]) -> None:
+def _store_prices(entry: tuple[float, PriceBook]) -> None:
     global _prices
     _prices = entry
 
@@ -372,57 +390,3 @@ def _load_providers() -> dict[str, ProviderSnapshot]:
         )
         for p in Provider.objects.all()
     }
-
-
-# --- cross-process invalidation through Redis -----------------------------------------------
-
-_redis_client = None
-_subscriber_pid: int | None = None
-
-
-def _redis():
-    global _redis_client
-    if _redis_client is None:
-        import redis
-
-        _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    return _redis_client
-
-
-def _publish() -> None:
-    if not settings.REDIS_URL:
-        return
-    try:
-        _redis().publish(CHANNEL, str(os.getpid()))
-    except Exception as exc:  # Redis down: the TTL still bounds staleness in other processes.
-        logger.warning("config invalidation not published", extra={"error": type(exc).__name__})
-
-
-def _ensure_subscriber() -> None:
-    """Start (once per process, again after a fork) the thread that listens for invalidations."""
-    global _subscriber_pid
-    if not settings.REDIS_URL or _subscriber_pid == os.getpid():
-        return
-    with _lock:
-        if _subscriber_pid == os.getpid():
-            return
-        _subscriber_pid = os.getpid()
-    threading.Thread(target=_listen, name="bifrost-config-invalidations", daemon=True).start()
-
-
-def _listen() -> None:
-    import redis
-
-    while True:
-        try:
-            client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, health_check_interval=30)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(CHANNEL)
-            # Anything published while we were not listening is lost: start from a clean cache.
-            invalidate_local()
-            for message in pubsub.listen():
-                if message.get("type") == "message":
-                    invalidate_local()
-        except Exception as exc:
-            logger.warning("config invalidation listener reconnecting", extra={"error": type(exc).__name__})
-            time.sleep(1)

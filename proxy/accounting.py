@@ -37,7 +37,8 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from governance import enforcement, snapshot
+from governance import enforcement, freshness, snapshot
+from governance.counters import leases
 from governance.counters.base import Admission
 from governance.ledger import LedgerEntry
 from governance.models.usage import new_request_id
@@ -73,47 +74,111 @@ class Rejection:
 
 
 def output_cap(body: dict[str, Any], request_type: str) -> int:
-    """The most output tokens the request may produce (what the budget reserves for)."""
+    """The most output tokens the request may produce (what the budget reserves for): the
+    request's cap (or ``GOVERNANCE_DEFAULT_MAX_TOKENS``) times the number of answers it asks for
+    (``n``, or ``best_of`` for completions, which the provider generates and bills in full)."""
     if request_type in NO_OUTPUT:
         return 0
+    cap = settings.GOVERNANCE_DEFAULT_MAX_TOKENS
     for name in OUTPUT_CAPS:
         value = body.get(name)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return settings.GOVERNANCE_DEFAULT_MAX_TOKENS
+            cap = value
+            break
+    choices = max(_positive(body.get("n")), _positive(body.get("best_of")))
+    return cap * choices
+
+
+def _positive(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
+
+
+def unpriced_rejection(resolved: Resolved) -> Rejection:
+    model, provider = resolved.model, resolved.provider.name
+    return Rejection(
+        400,
+        "model_unpriced",
+        f"Model '{model}' on provider '{provider}' has no price, and this request's path has a budget, so "
+        f"its cost cannot be counted: add a price for '{model}' (admin: Model prices, or "
+        "`manage.py seed_prices --update` for the shipped catalog), or set GOVERNANCE_UNPRICED_MODELS=allow "
+        "to let unpriced models through at $0",
+    )
 
 
 def begin(resolved: Resolved) -> Ticket | Rejection:
-    ticket = Ticket(resolved, snapshot.price(resolved.provider.name, resolved.model))
+    """Admit one attempt (see the module doc); raises ``freshness.StaleConfig`` when the
+    configuration it was decided on changed meanwhile (nothing stays reserved then)."""
+    ticket = Ticket(resolved, snapshot.price(resolved.provider, resolved.model))
     if resolved.vk is None:
+        freshness.confirm()
         return ticket
     budgets, rate_limits = resolved.vk.limits_for(resolved.provider.name)
     if not budgets and not rate_limits:
+        freshness.confirm()
         return ticket
+    if budgets and ticket.price is None and settings.GOVERNANCE_UNPRICED_MODELS == "block":
+        return unpriced_rejection(resolved)
     prompt = estimate_prompt_tokens(resolved.body)
     output = output_cap(resolved.body, resolved.request_type)
     estimated_cost, _ = cost_of(ticket.price, prompt_tokens=prompt, completion_tokens=output)
+    vk = resolved.vk
+    # What the UsageRecord says should the lease reaper have to settle this attempt (its worker
+    # died before finishing it): kept with the reservation's lease.
+    leased = LedgerEntry(
+        provider=resolved.provider.name,
+        model=resolved.model,
+        status_code=0,
+        virtual_key_id=vk.id,
+        team_id=vk.team_id,
+        customer_id=vk.customer_id,
+        provider_key_id=resolved.key.id,
+        request_type=resolved.request_type,
+        streamed=resolved.stream,
+        priced=ticket.price is not None,
+    )
     result = enforcement.admit(
         request_id=ticket.request_id,
         budgets=budgets,
         rate_limits=rate_limits,
         estimated_cost=estimated_cost,
         estimated_tokens=prompt + output,
+        entry=leased,
     )
     if not isinstance(result, Admission):
         return Rejection(result.status, result.type, result.message, dict(result.headers))
+    try:
+        freshness.confirm()  # no-op when the admit's own round trip checked it
+    except freshness.StaleConfig:
+        enforcement.release(result)
+        raise
     ticket.admission = result
     return ticket
 
 
+def calling(ticket: Ticket) -> None:
+    """The upstream call is about to start: marked on the admission's lease, so that a worker
+    killed from now on has its reservation charged, and one killed before released."""
+    if ticket.admission is not None:
+        leases.mark_called(ticket.admission.lease)
+
+
 def finish(
-    ticket: Ticket, usage: Usage, status_code: int, latency_ms: int, streamed: bool, *, upstream_called: bool = True
+    ticket: Ticket,
+    usage: Usage,
+    status_code: int,
+    latency_ms: int,
+    streamed: bool,
+    *,
+    upstream_called: bool = True,
+    delivered: bool = False,
 ) -> None:
+    """``delivered``: part of the answer reached the client before the attempt failed (a stream
+    the upstream broke off), so it is charged like a success, at ``usage``."""
     if ticket.finished:
         return
     ticket.finished = True
     resolved = ticket.resolved
-    succeeded = status_code < 400 or status_code == CLIENT_CLOSED
+    succeeded = status_code < 400 or status_code == CLIENT_CLOSED or delivered
     # Failed attempts cost nothing; a cut-off stream is charged for what was produced.
     if succeeded:
         cost, priced = cost_of(
@@ -144,6 +209,7 @@ def finish(
         "latency_ms": max(0, latency_ms),
         "streamed": streamed,
         "priced": priced,
+        "estimated": usage.estimated and succeeded,
         "created_at": timezone.now(),
     }
     if ticket.admission is not None:
@@ -159,4 +225,12 @@ def finish(
                 # Database unreachable: the settler retries it; the slot stays taken until then.
                 ledger.settle(settlement)
         return
-    ledger.record({**fields, "request_id": ticket.request_id, "cost": cost, "total_tokens": total})
+    ledger.record(
+        {
+            **fields,
+            "request_id": ticket.request_id,
+            "cost": cost,
+            "total_tokens": total,
+            "upstream_reached": upstream_called,
+        }
+    )

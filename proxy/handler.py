@@ -16,7 +16,7 @@ from typing import Any
 
 from django import db
 
-from governance import snapshot
+from governance import freshness, snapshot
 from proxy import accounting, auth, errors, http1, routing, upstream
 from proxy.errors import ProxyError
 from proxy.routing import Resolved, Route
@@ -80,17 +80,35 @@ def error_reply(exc: ProxyError) -> Reply:
 
 
 def handle(route: Route, environ: dict, raw: bytes) -> Reply:
+    """Answer one request. A configuration change committed while it was being decided (seen
+    before any upstream call: ``governance.freshness``) starts it over on the new configuration."""
     started = time.monotonic()
+    for _ in range(freshness.MAX_RESTARTS):
+        try:
+            return _handle(route, environ, raw, started)
+        except freshness.StaleConfig:
+            continue
+    return error_reply(ProxyError(503, CONFIG_CHANGING, headers={"Retry-After": "1"}))
+
+
+CONFIG_CHANGING = "The gateway's configuration kept changing while this request was decided; retry shortly"
+
+
+def _handle(route: Route, environ: dict, raw: bytes, started: float) -> Reply:
+    freshness.begin_request()
     try:
         vk = auth.authenticate(environ)
         if route.request_type == "list_models":
             from proxy.models_list import list_models
 
-            return Reply(200, JSON_HEADERS, Body(list_models(route, vk)))
+            listing = list_models(route, vk)
+            freshness.confirm()
+            return Reply(200, JSON_HEADERS, Body(listing))
         body = _parse_body(raw)
         model = body.get("model")
         if not isinstance(model, str) or not model.strip():
             raise errors.bad_request("model is required (a string such as 'openai/gpt-4o-mini')")
+        check_fields(body)
         fallbacks = routing.parse_fallbacks(body.pop("fallbacks", None))
         stream = body.get("stream") is True and route.request_type in STREAMABLE
         providers = snapshot.providers()
@@ -98,7 +116,27 @@ def handle(route: Route, environ: dict, raw: bytes) -> Reply:
         client_headers = upstream.forwardable_headers(environ)
         return _attempt(route, body, model, stream, vk, providers, candidates, client_headers, started)
     except ProxyError as exc:
+        freshness.confirm()  # a refusal decided on old configuration is not given: start over
         return error_reply(exc)
+
+
+def check_fields(body: dict[str, Any]) -> None:
+    """The request fields the gateway itself reads, type-checked like the management API's JSON:
+    a value of another type would change what is reserved, streamed or charged."""
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise errors.bad_request("stream must be true or false")
+    for name in (*accounting.OUTPUT_CAPS, "n", "best_of"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise errors.bad_request(f"{name} must be a positive integer")
+    options = body.get("stream_options")
+    if options is not None:
+        if not isinstance(options, dict):
+            raise errors.bad_request("stream_options must be an object")
+        include = options.get("include_usage")
+        if include is not None and not isinstance(include, bool):
+            raise errors.bad_request("stream_options.include_usage must be true or false")
 
 
 def _parse_body(raw: bytes) -> dict[str, Any]:
@@ -130,6 +168,7 @@ def _attempt(route, body, model, stream, vk, providers, candidates, client_heade
             )
             continue
         payload, strip_usage = _outgoing_body(resolved, route)
+        accounting.calling(ticket)
         try:
             answer = upstream.send(
                 "POST", resolved.provider, resolved.key, route.upstream_path, payload, client_headers, stream=stream
@@ -234,9 +273,21 @@ def _json_reply(answer, resolved: Resolved, ticket: accounting.Ticket, started: 
     if isinstance(payload, dict):
         usage = usage_from_body(payload)
         data = _with_extra_fields(data, payload, _extra_fields(resolved, latency))
+    if not usage.prompt_tokens and not usage.completion_tokens and usage.upstream_cost is None:
+        usage = estimated_usage(resolved, data)
     headers = [("Content-Type", answer.header("content-type", "application/json"))]
     headers += upstream.response_headers(answer)
     return Reply(answer.status, headers, Body(data, ticket, usage, answer.status, _ms(ticket.started)))
+
+
+def estimated_usage(resolved: Resolved, answer: bytes) -> Usage:
+    """A successful answer whose usage cannot be read is never free: the request's input estimate
+    plus one token per four bytes of the answer (capped at the request's output cap), flagged
+    ``estimated`` on its record."""
+    prompt = estimate_prompt_tokens(resolved.body)
+    completion = min(-(-len(answer) // 4), accounting.output_cap(resolved.body, resolved.request_type))
+    total = min(prompt + completion, MAX_TOKENS)
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, estimated=True)
 
 
 def _with_extra_fields(data: bytes, payload: dict[str, Any], extra: dict[str, Any]) -> bytes:
@@ -267,6 +318,7 @@ class StreamBody:
             delta_marker=b'"text"' if route.request_type == "text_completion" else b'"delta"',
         )
         self.done = False
+        self.relayed = False  # some of the answer reached the client
         self.failed_status: int | None = None
         self._iterator: Iterator[bytes] | None = None
 
@@ -279,6 +331,7 @@ class StreamBody:
             for data in self.answer.stream():
                 out = self.scanner.feed(data)
                 if out:
+                    self.relayed = True
                     yield out
             rest = self.scanner.flush()
             if rest:
@@ -323,4 +376,6 @@ class StreamBody:
                 usage.prompt_tokens = estimate_prompt_tokens(self.ticket.resolved.body)
             usage.total_tokens = min(usage.prompt_tokens + usage.completion_tokens, MAX_TOKENS)
             usage.estimated = True
-        accounting.finish(self.ticket, usage, status, _ms(self.ticket.started), True)
+        # A stream the upstream broke off after content reached the client is charged what was
+        # delivered (the record keeps the 502/504 and says the tokens are estimated).
+        accounting.finish(self.ticket, usage, status, _ms(self.ticket.started), True, delivered=self.relayed)

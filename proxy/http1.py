@@ -10,7 +10,8 @@ work. This client does what an upstream call needs and nothing more:
 - one request with a body of known length; header names must be tokens and values must not
   hold CR, LF or NUL, so no forwarded client header can split the request (``ValueError``);
 - responses framed as RFC 9112 section 6.3 says: no body (HEAD, 1xx, 204, 304), chunked,
-  ``Content-Length``, or read to the close; interim 1xx responses are skipped;
+  ``Content-Length``, or read to the close; interim 1xx responses are skipped; an answer with both
+  ``Content-Length`` and ``Transfer-Encoding`` is an error (a smuggling risk, never guessed at);
 - keep-alive: a connection returns to its pool only when its response was read to the end and
   neither side asked to close it. An idle connection is polled before reuse, and one the server
   closed meanwhile is discarded. A request is sent at most once, except when writing it to a
@@ -282,6 +283,11 @@ class Response:
         self.complete = False
         self._chunked = False
         self._length: int | None = None
+        if "transfer-encoding" in self._lookup and "content-length" in self._lookup:
+            # RFC 9112 section 6.3: a sign of request smuggling or response splitting, "ought to
+            # be handled as an error". Two parsers disagreeing on where this answer ends could
+            # hand its tail to the next request on this connection, so it is refused outright.
+            raise UpstreamError("answer has both Content-Length and Transfer-Encoding")
         if head_only or status in (204, 304):
             self._length = 0
         elif "transfer-encoding" in self._lookup:

@@ -2,12 +2,12 @@
 
 By default ``record`` inserts at once (one query, in the caller's thread). Under gunicorn the
 worker starts a writer thread (``start_writer`` from ``gunicorn.conf.py``): ``record`` then only
-queues the row and the thread inserts whatever has queued with one ``bulk_create``, so a burst
+queues the row and the thread inserts whatever has queued with one statement, so a burst
 of requests costs one INSERT instead of one each. The queue is drained when the worker exits
 (``flush`` from gunicorn's ``worker_exit`` hook, also on SIGTERM), so stopping a worker loses no
-usage. Accepted imprecision: a worker killed with SIGKILL or crashing loses the rows still
-queued: those of the last ``WINDOW_SECONDS`` (20 ms) plus the write in progress.
-A failed write (database briefly unreachable) is retried with back-off, never dropped.
+usage. Accepted imprecision: a worker killed with SIGKILL or crashing loses the rows of requests
+without limits still queued: those of the last ``WINDOW_SECONDS`` (20 ms) plus the write in
+progress. A failed write (database briefly unreachable) is retried with back-off, never dropped.
 
 Requests that carry budgets or rate limits are settled through ``governance.enforcement`` (ledger
 rows + counter catch-up in one transaction). Under gunicorn ``settle`` only queues the
@@ -15,10 +15,27 @@ settlement: a settler thread takes whatever finished in the last ``WINDOW_SECOND
 it as one batch (``enforcement.settle_many``), so requests sharing a budget cost one row lock and
 one commit per batch instead of one each, and the request thread is free the moment the answer
 is sent. ``flush`` drains this queue too. Until its settle has run, a request keeps its
-worst-case reservation: a delay errs towards refusing, never towards overshooting. While the
+worst-case reservation: a delay errs towards refusing, never towards overshooting. If the worker
+dies before (SIGKILL, out of memory), that reservation is leased to it, and the lease reaper of
+another worker settles it at its worst case, with a UsageRecord of status 0 (``governance.reaper``):
+nothing stays counted for a request that no longer exists, and nothing is counted twice. While the
 database cannot be reached, a batch is retried with back-off (nothing of it is settled until the
 database takes all of it), so a database outage delays usage rows but loses none; a batch that
 fails for any other reason is logged in full for replay and dropped.
+
+**Bounded memory.** A worker holds at most ``BIFROST_LEDGER_MEMORY_ROWS`` usage rows and
+settlements in memory (queued, or in a batch being written), however long the database is away.
+Past the bound, ``record`` and ``settle`` append the entry to the process's local journal
+(``proxy.journal``: ``BIFROST_DATA_DIR/ledger-journal/``, fsync'd in batches, the calling thread
+waits for the disk) instead of queueing it. A journal thread per worker replays journals (its own
+once spilling has stopped, and those of processes that died or exited) at start and every few
+seconds once the database answers, each entry exactly once (see ``proxy.journal``). On exit
+(``flush``, SIGTERM) a backlog the database does not take is journaled instead of being lost; a
+batch still in the database's hands after a short grace is journaled as ``maybe`` (the replay
+then settles it without double-counting, whether or not that last attempt committed). Accepted
+imprecision: SIGKILL loses what the worker held in memory, at most the bound (the last few ms of
+usage while the database answers); for governed requests that means their actual amounts: the
+lease reaper charges their reservations instead.
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ import queue
 import threading
 import time
 
+from django.conf import settings
 from django.db import (
     DatabaseError,
     IntegrityError,
@@ -38,6 +56,7 @@ from django.db import (
 
 from governance.usage_sql import clear_missing_references, insert_usage_rows
 from governance.writes import write_transaction
+from proxy import journal
 
 logger = logging.getLogger("bifrost.ledger")
 
@@ -49,6 +68,29 @@ _pending = 0
 BATCH = 500
 # How long the writer collects rows after the first one: a burst becomes one INSERT.
 WINDOW_SECONDS = 0.02
+# Usage rows + settlements held in memory before new ones go to the journal (start_writer).
+_bound = 10_000
+_journal: journal.Journal | None = None
+# Set by ``flush`` at exit: the threads journal what the database does not take, and stop replaying.
+_closing = threading.Event()
+# When a writer or settler last failed to reach the database (monotonic seconds).
+_last_failure = -1e9
+_journal_error_logged = -1e9
+# Exit: how long a batch already in the database's hands may take before it is journaled as "maybe".
+IN_FLIGHT_GRACE_SECONDS = 2.0
+
+
+class _Held:
+    """A batch a writer or settler thread took from its queue (``flush`` journals it at exit)."""
+
+    __slots__ = ("kind", "items", "journaled")
+
+    def __init__(self, kind: str, items: list) -> None:
+        self.kind, self.items, self.journaled = kind, items, False
+
+
+_held_lock = threading.Lock()
+_held: set[_Held] = set()
 
 
 def record(fields: dict) -> None:
@@ -56,6 +98,8 @@ def record(fields: dict) -> None:
     global _pending
     if _queue is None:
         _write([fields])
+        return
+    if _spilled("row", fields):
         return
     with _idle:
         _pending += 1
@@ -70,9 +114,80 @@ def settle(settlement) -> None:
 
         enforcement.settle_many([settlement])
         return
+    if _spilled("settle", settlement):
+        return
     with _idle:
         _pending += 1
     _settlements.put(settlement)
+
+
+def _spilled(kind: str, item) -> bool:
+    """Past the memory bound (or exiting): append ``item`` to the journal; False to queue it."""
+    global _journal_error_logged
+    if _journal is None or (_pending < _bound and not _closing.is_set()):
+        return False
+    try:
+        _journal.append(kind, [item])
+    except (journal.JournalError, TypeError, ValueError):
+        # Held in memory instead (over the bound) rather than lost; said once a minute, not per request.
+        if time.monotonic() - _journal_error_logged > 60:
+            _journal_error_logged = time.monotonic()
+            logger.exception("could not journal usage; keeping it in memory past the bound")
+        return False
+    return True
+
+
+def _take(kind: str, source: queue.Queue) -> _Held:
+    """The next batch from ``source``: the first entry and whatever else arrives within
+    ``WINDOW_SECONDS`` (up to ``BATCH``), registered from the start so ``flush`` can journal it."""
+    first = source.get()
+    with _held_lock:
+        held = _Held(kind, [first])
+        _held.add(held)
+    # Sleep rather than wait on the queue: one wake-up per batch instead of one per row.
+    time.sleep(WINDOW_SECONDS)
+    with _held_lock:
+        while len(held.items) < BATCH and not held.journaled:
+            try:
+                held.items.append(source.get_nowait())
+            except queue.Empty:
+                break
+    return held
+
+
+def _let_go(held: _Held) -> None:
+    with _held_lock:
+        _held.discard(held)
+
+
+def _journal_held(held: _Held, *, maybe: bool) -> bool:
+    """Journal a held batch once (by its thread, or by ``flush`` at exit); False if impossible."""
+    with _held_lock:
+        return _journal_held_locked(held, maybe=maybe)
+
+
+def _journal_held_locked(held: _Held, *, maybe: bool) -> bool:
+    if held.journaled:
+        return True
+    if _journal is None:
+        return False
+    try:
+        _journal.append(held.kind, held.items, maybe=maybe)
+    except (journal.JournalError, TypeError, ValueError):
+        logger.exception("could not journal usage at exit", extra={"entries": len(held.items)})
+        return False
+    held.journaled = True
+    return True
+
+
+def _back_off(held: _Held, delay: float) -> bool:
+    """Wait before the next attempt at a batch the database did not take. True when the batch was
+    journaled instead (the worker is exiting): the thread is done with it."""
+    global _last_failure
+    _last_failure = time.monotonic()
+    if _closing.wait(delay) or held.journaled:
+        return _journal_held(held, maybe=False)
+    return False
 
 
 def _settle_loop() -> None:
@@ -81,13 +196,8 @@ def _settle_loop() -> None:
 
     assert _settlements is not None
     while True:
-        batch = [_settlements.get()]
-        time.sleep(WINDOW_SECONDS)
-        while len(batch) < BATCH:
-            try:
-                batch.append(_settlements.get_nowait())
-            except queue.Empty:
-                break
+        held = _take("settle", _settlements)
+        batch = held.items
         delay = 0.1
         try:
             while True:
@@ -101,7 +211,8 @@ def _settle_loop() -> None:
                         "settle batch failed; retrying", extra={"requests": len(batch), "error": type(exc).__name__}
                     )
                     connection.close()
-                    time.sleep(delay)
+                    if _back_off(held, delay):
+                        break
                     delay = min(delay * 2, 2.0)
                 except Exception:
                     # Not a database outage: retrying cannot help. governance.ledger has logged
@@ -110,33 +221,119 @@ def _settle_loop() -> None:
                     connection.close()
                     break
         finally:
+            _let_go(held)
             with _idle:
                 _pending -= len(batch)
                 _idle.notify_all()
 
 
 def start_writer() -> None:
-    """Switch this process to queued writes and deferred settles (call once per worker process)."""
-    global _queue, _thread, _settlements
+    """Switch this process to queued writes and deferred settles (call once per worker process),
+    with at most ``BIFROST_LEDGER_MEMORY_ROWS`` of them in memory and the rest journaled."""
+    global _queue, _thread, _settlements, _bound, _journal
     if _thread is not None and _thread.is_alive():
         return
+    _bound = settings.LEDGER_MEMORY_ROWS
+    _journal = journal.Journal(journal.directory())
     _settlements = queue.Queue()
     threading.Thread(target=_settle_loop, name="bifrost-settler", daemon=True).start()
     _queue = queue.Queue()
     _thread = threading.Thread(target=_run, name="bifrost-ledger-writer", daemon=True)
     _thread.start()
+    threading.Thread(
+        target=journal.run_replayer,
+        args=(_journal,),
+        kwargs={"write_rows": write_rows, "stop": _closing},
+        name="bifrost-ledger-journal",
+        daemon=True,
+    ).start()
+
+
+def backlog() -> tuple[int, int]:
+    """(entries held in memory, entries this process has journaled since it started)."""
+    return _pending, _journal.written if _journal is not None else 0
 
 
 def flush(timeout: float = 10.0) -> bool:
-    """Wait until every queued row is written; False if that took longer than ``timeout``."""
+    """Wait until every queued row and settlement is written; False if some are neither written
+    nor journaled after ``timeout``.
+
+    When the database does not take them (it failed in the last few seconds, or half of
+    ``timeout`` went by), the rest is journaled: the threads journal the batches they hold at their
+    next failure (at once when backing off) and then their queues; a batch still in the
+    database's hands after ``IN_FLIGHT_GRACE_SECONDS`` is journaled as ``maybe``."""
     deadline = time.monotonic() + timeout
+    patience = time.monotonic() + timeout / 2
+    if not _wait_idle(lambda: _journal is not None and (_failing() or time.monotonic() >= patience), deadline):
+        return _journal_backlog(deadline)
+    return True
+
+
+def _failing() -> bool:
+    return time.monotonic() - _last_failure < 5.0
+
+
+def _wait_idle(give_up, deadline: float) -> bool:
+    """Wait until nothing is pending; False as soon as ``give_up()`` or at ``deadline``."""
     with _idle:
         while _pending:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                logger.error("usage rows still queued at exit", extra={"rows": _pending})
+            if remaining <= 0 or give_up():
                 return False
-            _idle.wait(remaining)
+            _idle.wait(min(remaining, 0.05))
+    return True
+
+
+def _journal_backlog(deadline: float) -> bool:
+    global _pending
+    if _journal is None:
+        logger.error("usage rows still queued at exit", extra={"rows": _pending})
+        return False
+    _journal.keep_open()  # entries journaled as "maybe" must not be replayed while this process lives
+    _closing.set()
+    grace = min(deadline, time.monotonic() + IN_FLIGHT_GRACE_SECONDS)
+    if _wait_idle(lambda: False, grace):
+        logger.warning("usage backlog journaled at exit", extra={"journaled": _journal.written})
+        return True
+    # A thread is still waiting on the database: journal the batches held as "maybe" and what is
+    # queued behind them. Under ``_held_lock`` no thread moves entries from a queue to a batch.
+    in_flight = 0
+    while True:
+        with _held_lock:
+            for held in _held:
+                if not held.journaled:
+                    in_flight += len(held.items)
+                    if not _journal_held_locked(held, maybe=True):
+                        return False
+            drained = 0
+            for source, kind in ((_queue, "row"), (_settlements, "settle")):
+                items = []
+                while source is not None:
+                    try:
+                        items.append(source.get_nowait())
+                    except queue.Empty:
+                        break
+                try:
+                    _journal.append(kind, items)
+                except (journal.JournalError, TypeError, ValueError):
+                    logger.exception("usage lost at exit", extra={"entries": len(items)})
+                    return False
+                drained += len(items)
+            holding = sum(len(held.items) for held in _held)
+        with _idle:
+            _pending -= drained
+            # Taken from a queue by a thread that has not registered its batch yet?
+            in_transit = _pending - holding
+        if in_transit <= 0:
+            break
+        if time.monotonic() >= deadline:
+            logger.error("usage still queued at exit", extra={"entries": in_transit})
+            return False
+        time.sleep(0.01)
+    logger.warning(
+        "usage backlog journaled at exit, with writes still in flight",
+        extra={"journaled": _journal.written, "in_flight": in_flight},
+    )
     return True
 
 
@@ -144,14 +341,8 @@ def _run() -> None:
     global _pending
     assert _queue is not None
     while True:
-        rows = [_queue.get()]
-        # Sleep rather than wait on the queue: one wake-up per batch instead of one per row.
-        time.sleep(WINDOW_SECONDS)
-        while len(rows) < BATCH:
-            try:
-                rows.append(_queue.get_nowait())
-            except queue.Empty:
-                break
+        held = _take("row", _queue)
+        rows = held.items
         delay = 0.1
         while True:
             try:
@@ -160,15 +351,22 @@ def _run() -> None:
             except DatabaseError as exc:
                 logger.warning("usage write failed; retrying", extra={"rows": len(rows), "error": type(exc).__name__})
                 connection.close()
-                time.sleep(delay)
+                if _back_off(held, delay):
+                    break
                 delay = min(delay * 2, 5.0)
             except Exception:
                 # A row the database can never accept must not block the rows behind it forever.
                 logger.exception("usage rows dropped", extra={"rows": len(rows)})
                 break
+        _let_go(held)
         with _idle:
             _pending -= len(rows)
             _idle.notify_all()
+
+
+def write_rows(rows: list[dict]) -> None:
+    """Insert usage rows now, idempotent on ``request_id`` (the journal replay writes through this)."""
+    _write(rows)
 
 
 def _write(rows: list[dict]) -> None:

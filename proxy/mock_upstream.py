@@ -15,7 +15,8 @@ Failure modes are chosen by words in the model name, so a test selects them per 
 ``fail-500``, ``fail-429``, ``fail-400``, ``hang`` (never answers), ``slow-<ms>`` (waits before
 the headers), ``slow-stream`` / ``slow-stream-<ms>`` (pauses between chunks, 300 ms by default),
 ``reset`` (drops the connection without an answer), ``reset-mid-stream`` (drops it after two
-chunks) and ``echo`` (the answer carries the request's path, headers and body under ``echo``).
+chunks), ``echo`` (the answer carries the request's path, headers and body under ``echo``) and
+``no-usage`` (a JSON chat answer without its ``usage`` object).
 ``garbage-stream`` answers 200 ``text/event-stream`` whose body is exactly the chunks listed
 (base64) in the request body's ``mock_chunks``, one HTTP chunk each, then ends the body, or
 drops the connection when ``mock_abort`` is true: fuzz tests send truncated or garbage events
@@ -208,6 +209,8 @@ def answer_chat(req: Request, body: dict[str, Any], model: str, legacy: bool) ->
         }
         if "echo" in model:
             payload["echo"] = {"path": req.path, "headers": req.headers, "body": body}
+        if "no-usage" in model:  # an upstream that does not report usage
+            del payload["usage"]
         return Answer(whole=_json(200, payload), tokens=(prompt, completion))
     kind = "text_completion" if legacy else "chat.completion.chunk"
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

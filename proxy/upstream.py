@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from governance.models.providers import RESERVED_EXTRA_HEADERS
 from governance.snapshot import KeySnapshot, ProviderSnapshot
 from proxy import http1
 from proxy.errors import ProxyError
@@ -45,9 +46,15 @@ DROP_REQUEST_HEADERS = frozenset(
         "x-forwarded-host",
         "x-forwarded-proto",
         "x-real-ip",
+        # They choose which organisation or project of the operator's provider account is
+        # billed: that is the operator's decision (a provider's extra_headers), never a caller's.
+        "openai-organization",
+        "openai-project",
     }
 )
-DROP_RESPONSE_HEADERS = frozenset(
+# Answer headers naming the operator's provider account: callers have no business knowing it.
+ACCOUNT_RESPONSE_HEADERS = frozenset({"openai-organization", "openai-project", "anthropic-organization-id"})
+DROP_RESPONSE_HEADERS = ACCOUNT_RESPONSE_HEADERS | frozenset(
     {
         "connection",
         "keep-alive",
@@ -125,7 +132,11 @@ def request_headers(
     # Identity: the proxy reads the body (usage) and must not have to decompress it.
     headers["accept-encoding"] = "identity"
     for name, value in provider.extra_headers:
-        headers[name.lower()] = value
+        lower = name.lower()
+        # Refused on every write (governance.models.providers); skipped here too, for rows saved
+        # before that rule: a second Host or Content-Length would desynchronise the upstream.
+        if lower not in RESERVED_EXTRA_HEADERS:
+            headers[lower] = value
     if provider.api_format == "anthropic":
         headers["x-api-key"] = key.value
         headers.setdefault("anthropic-version", "2023-06-01")

@@ -105,10 +105,19 @@ class SseScanner:
         self.seen_usage = False
         self.content_events = 0
         self._buffer = b""
+        self._after_cr = False  # the last read ended in CR: an LF starting the next one ends no line
 
     def feed(self, data: bytes) -> bytes:
+        # Lines end in CRLF, LF or CR (the SSE spec allows all three); they are passed on as LF.
+        # A CRLF can be split across reads: its CR already ended the line, so its LF is dropped,
+        # or the two events around it would merge into one and lose a usage chunk.
+        if self._after_cr and data[:1] == b"\n":
+            data = data[1:]
         if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
+            self._after_cr = data[-1:] == b"\r"
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        elif data:
+            self._after_cr = False
         buffer = self._buffer + data if self._buffer else data
         cut = buffer.rfind(b"\n\n")
         if cut < 0:
@@ -170,7 +179,50 @@ def _event_json(event: bytes) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
+# Everything a provider counts as input, in the OpenAI, Anthropic and Responses request shapes.
+PROMPT_FIELDS = (
+    "messages",
+    "system",
+    "input",
+    "prompt",
+    "instructions",
+    "tools",
+    "functions",
+    "tool_choice",
+    "function_call",
+    "response_format",
+    "text",
+)
+# An image costs its provider at most about this many input tokens (Anthropic: ~1,600 for the
+# largest image it accepts unresized; OpenAI: 1,105 for a high-detail 2048x768 tile set).
+IMAGE_TOKENS = 1600
+_IMAGE_PARTS = (b'"type": "image_url"', b'"type": "input_image"', b'"type": "image"')
+# Base64 image payloads are not text: each image is counted at IMAGE_TOKENS instead.
+_IMAGE_DATA = re.compile(
+    rb'data:image/[A-Za-z0-9.+-]+;base64,[A-Za-z0-9+/=]*|"media_type": "image/[^"]*", "data": "[A-Za-z0-9+/=]*"'
+)
+
+
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """About four characters per token, for answers cut off before the upstream reported usage."""
-    text = json.dumps([body.get(k) for k in ("messages", "system", "input", "prompt") if k in body])
-    return max(1, len(text) // 4)
+    """A worst-case count of the request's input tokens, never below what the provider bills.
+
+    Rule (written down for operators): one token per four characters of the JSON of every input
+    field (:data:`PROMPT_FIELDS`: messages, system, tools and functions with their schemas,
+    tool choice, instructions, response format schemas...), rounded up; each image part counts
+    :data:`IMAGE_TOKENS` and its base64 data (a ``data:image/...`` URL, or Anthropic's
+    ``media_type``/``data`` pair) is not counted as text; any other file (a PDF...) counts its
+    base64 text at the same four characters per token, which is above what providers bill.
+    Real tokenizers average more than four characters per token on English and code, so this
+    errs towards reserving too much, and the settle gives the difference back.
+    """
+    parts = [body[name] for name in PROMPT_FIELDS if name in body]
+    if not parts:
+        return 1
+    # ASCII escapes on purpose: a non-Latin character becomes six characters (1.5 tokens), about
+    # what tokenizers spend on it.
+    text = json.dumps(parts).encode()
+    size = len(text)
+    images = sum(text.count(marker) for marker in _IMAGE_PARTS)
+    if images and (b"base64" in text or b'"data": "' in text):
+        size -= sum(len(match) for match in _IMAGE_DATA.findall(text))
+    return max(1, -(-size // 4) + images * IMAGE_TOKENS)

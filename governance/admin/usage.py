@@ -22,7 +22,7 @@ CHART_HEIGHT = 120
 class StatusFilter(admin.SimpleListFilter):
     title = "status"
     parameter_name = "status"
-    RANGES = {"2xx": (200, 299), "4xx": (400, 499), "429": (429, 429), "5xx": (500, 599)}
+    RANGES = {"2xx": (200, 299), "4xx": (400, 499), "429": (429, 429), "5xx": (500, 599), "0": (0, 0)}
 
     def lookups(self, request, model_admin):
         return [
@@ -30,6 +30,7 @@ class StatusFilter(admin.SimpleListFilter):
             ("4xx", "Client error (4xx)"),
             ("429", "Limited (429)"),
             ("5xx", "Upstream error (5xx)"),
+            ("0", "Worker died (0, settled by the lease reaper)"),
         ]
 
     def queryset(self, request, queryset):
@@ -85,7 +86,8 @@ class UsageRecordAdmin(GovernanceModelAdmin):
 
     @admin.display(description="status", ordering="status_code")
     def status(self, record: UsageRecord) -> str:
-        level = "ok" if record.status_code < 400 else ("warn" if record.status_code < 500 else "over")
+        status = record.status_code
+        level = "over" if status == 0 or status >= 500 else ("warn" if status >= 400 else "ok")
         return format_html('<span class="gov-badge gov-badge-{}">{}</span>', level, record.status_code)
 
     @admin.display(description="cost", ordering="cost")

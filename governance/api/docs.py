@@ -194,21 +194,19 @@ class QuotaEntityOut(serializers.Serializer):
     rate_limit = RateLimitOut(allow_null=True)
 
 
-class QuotaVirtualKeyOut(serializers.Serializer):
-    id = serializers.UUIDField()
-    name = serializers.CharField()
-    value = serializers.CharField(help_text="masked (sk-bf-…abcd)")
-    is_active = serializers.BooleanField(help_text="false when the key is deactivated or expired")
-    expires_at = serializers.DateTimeField(allow_null=True)
-    budgets = BudgetOut(many=True)
-    rate_limit = RateLimitOut(allow_null=True)
-    provider_configs = QuotaProviderConfigOut(many=True)
-    team = QuotaEntityOut(allow_null=True)
-    customer = QuotaEntityOut(allow_null=True, help_text="the key's own customer, or its team's")
-
-
 class QuotaOut(serializers.Serializer):
-    virtual_key = QuotaVirtualKeyOut()
+    """Bifrost v1.5's quota response at the top level, the limits that also cap the key beside it."""
+
+    virtual_key_name = serializers.CharField(help_text="Bifrost v1.5 field")
+    is_active = serializers.BooleanField(help_text="Bifrost v1.5 field; false when the key is deactivated or expired")
+    budgets = BudgetOut(many=True, help_text="Bifrost v1.5 field: the key's own budgets, live usage")
+    rate_limit = RateLimitOut(allow_null=True, help_text="Bifrost v1.5 field: the key's own rate limit, or null")
+    virtual_key_id = serializers.UUIDField()
+    virtual_key_value = serializers.CharField(help_text="masked (sk-bf-…abcd)")
+    expires_at = serializers.DateTimeField(allow_null=True)
+    provider_configs = QuotaProviderConfigOut(many=True)
+    team = QuotaEntityOut(allow_null=True, help_text="the key's team: its budgets and rate limit also cap the key")
+    customer = QuotaEntityOut(allow_null=True, help_text="the key's own customer, or its team's")
 
 
 # The one error body (``bifrost_site.errors.error_body``), declared on every operation by the

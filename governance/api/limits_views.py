@@ -10,7 +10,6 @@ from rest_framework.response import Response
 
 from governance import selectors, services
 from governance.api import docs
-from governance.api.permissions import ActionPermission
 from governance.api.representations import budget_json, rate_limit_json
 from governance.api.views import get_or_404
 from governance.live import live_usage
@@ -27,7 +26,7 @@ class BudgetViewSet(viewsets.GenericViewSet):
         return Response({"budgets": [budget_json(b, usage) for b in budgets], "count": len(budgets)})
 
     @extend_schema(parameters=[docs.ID_PARAM], request=None, responses=docs.BudgetMessageOut)
-    @action(detail=True, methods=["post"], permission_classes=[ActionPermission])
+    @action(detail=True, methods=["post"])
     def reset(self, request: Request, pk: str) -> Response:
         budget = services.budget_reset_usage(get_or_404(Budget.objects.all(), pk, "Budget not found"))
         return Response(

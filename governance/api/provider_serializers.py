@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from rest_framework import serializers
 
 from governance.api.serializers import StrictCharField, StrictFloatField
-from governance.models.providers import PROVIDER_NAME_RE, ApiFormat
-
-# RFC 9110 token characters: anything else (spaces, colons, control characters) is refused.
-HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
+from governance.models.providers import MAX_HEADER_VALUE, PROVIDER_NAME_RE, ApiFormat, extra_header_problem
 
 
 class _StrictText:
@@ -39,14 +34,17 @@ def _strict_bool(value, field: str) -> bool:
 class NetworkConfigInput(serializers.Serializer):
     base_url = StrictURLField(max_length=500)
     default_request_timeout_in_seconds = StrictFloatField(min_value=0.1, max_value=3600, required=False)
-    extra_headers = serializers.DictField(child=StrictCharField(allow_blank=True, max_length=4096), required=False)
+    extra_headers = serializers.DictField(
+        child=StrictCharField(allow_blank=True, max_length=MAX_HEADER_VALUE), required=False
+    )
 
     def validate_extra_headers(self, value: dict) -> dict:
+        # The model's rule (also applied by the admin and the config import), reported here so
+        # the error names ``network_config.extra_headers``.
         for name, header_value in value.items():
-            if not HEADER_NAME_RE.fullmatch(name):
-                raise serializers.ValidationError(f"invalid header name {name!r}")
-            if any(ch in header_value for ch in "\r\n\x00"):
-                raise serializers.ValidationError(f"invalid value for header {name!r}: no line breaks or NUL")
+            problem = extra_header_problem(name, header_value)
+            if problem:
+                raise serializers.ValidationError(problem)
         return value
 
 

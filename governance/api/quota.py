@@ -5,6 +5,33 @@ Bearer sk-bf-…``, ``x-api-key``, ``x-goog-api-key``), not by an admin credenti
 application can check its remaining budget without management rights. It reveals nothing
 beyond the key's own budgets and rate limits, and those of the team and customer above it
 that also cap it.
+
+The top level is Bifrost v1.5's documented response, so tools written for Bifrost read it
+unchanged::
+
+    {"virtual_key_name": "svc", "is_active": true,
+     "budgets": [{"id", "max_limit", "reset_duration", "calendar_aligned", "current_usage",
+                  "last_reset", "created_at", "updated_at", ...}],
+     "rate_limit": {"id", "token_max_limit", "token_reset_duration", "token_current_usage",
+                    "token_last_reset", "request_max_limit", "request_reset_duration",
+                    "request_current_usage", "request_last_reset", ...} | null,
+     ...}
+
+Decisions where Bifrost's contract is silent (also in the README):
+
+- ``budgets`` and ``rate_limit`` are the key's **own**, as in Bifrost v1.5. The limits of the
+  levels above, which cap the key too, are beside them: ``team`` and ``customer`` (the key's
+  direct customer, or its team's), each ``{"id", "name", "budgets", "rate_limit"}`` or null;
+  so are ``provider_configs`` (per-provider budgets and rate limits), ``virtual_key_id``,
+  ``virtual_key_value`` (masked, ``sk-bf-…abcd``) and ``expires_at``. Nothing is nested under
+  a ``virtual_key`` wrapper any more: the top level is the key.
+- ``rate_limit`` is ``null`` (present, not omitted) when the key has none.
+- ``is_active`` is false when the key is deactivated **or** expired: either way it is refused.
+- Usage is live: that of the current window, reservations of requests in flight included
+  (what the next request's check sees); a window that has ended reads as 0. Each budget also
+  carries ``resets_at`` and ``owner``, as everywhere in this API.
+- Bifrost's ``config_hash`` (its config-file sync marker) is not rendered, nor are
+  ``created_at``/``updated_at`` on rate limits: these rows do not have them.
 """
 
 from __future__ import annotations
@@ -27,7 +54,15 @@ class QuotaView(APIView):
     authentication_classes: list = []
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(auth=docs.VIRTUAL_KEY_AUTH, responses={200: docs.QuotaOut})
+    @extend_schema(
+        auth=docs.VIRTUAL_KEY_AUTH,
+        responses={200: docs.QuotaOut},
+        description=(
+            "The calling virtual key's budgets and rate limit with live usage, in Bifrost v1.5's shape "
+            "(`virtual_key_name`, `is_active`, `budgets`, `rate_limit`); the team's and customer's limits, "
+            "which also cap the key, beside them. Authenticated by the virtual key, no admin credential."
+        ),
+    )
     def get(self, request: Request) -> Response:
         value = presented_virtual_key(request.META)
         if value is None:
@@ -60,26 +95,26 @@ class QuotaView(APIView):
         usage = usage_for(owners)
         return Response(
             {
-                "virtual_key": {
-                    "id": str(vk.pk),
-                    "name": vk.name,
-                    "value": vk.masked_value,
-                    "is_active": vk.is_active and not vk.is_expired,
-                    "expires_at": vk.expires_at.isoformat().replace("+00:00", "Z") if vk.expires_at else None,
-                    "budgets": [budget_json(b, usage) for b in vk.budgets.all()],
-                    "rate_limit": rate_limit_json(rate_limit_of(vk), usage),
-                    "provider_configs": [
-                        {
-                            "provider": pc.provider.name,
-                            "allowed_models": list(pc.allowed_models),
-                            "budgets": [budget_json(b, usage) for b in pc.budgets.all()],
-                            "rate_limit": rate_limit_json(rate_limit_of(pc), usage),
-                        }
-                        for pc in vk.provider_configs.all()
-                    ],
-                    "team": _entity(team, usage),
-                    "customer": _entity(customer, usage),
-                }
+                # Bifrost v1.5's fields.
+                "virtual_key_name": vk.name,
+                "is_active": vk.is_active and not vk.is_expired,
+                "budgets": [budget_json(b, usage) for b in vk.budgets.all()],
+                "rate_limit": rate_limit_json(rate_limit_of(vk), usage),
+                # Beside them: the key's identity and the limits that also cap it.
+                "virtual_key_id": str(vk.pk),
+                "virtual_key_value": vk.masked_value,
+                "expires_at": vk.expires_at.isoformat().replace("+00:00", "Z") if vk.expires_at else None,
+                "provider_configs": [
+                    {
+                        "provider": pc.provider.name,
+                        "allowed_models": list(pc.allowed_models),
+                        "budgets": [budget_json(b, usage) for b in pc.budgets.all()],
+                        "rate_limit": rate_limit_json(rate_limit_of(pc), usage),
+                    }
+                    for pc in vk.provider_configs.all()
+                ],
+                "team": _entity(team, usage),
+                "customer": _entity(customer, usage),
             }
         )
 

@@ -18,7 +18,6 @@ from rest_framework.response import Response
 
 from governance import selectors, services
 from governance.api import docs, listing
-from governance.api.permissions import ActionPermission
 from governance.api.representations import customer_json, team_json, usage_for, virtual_key_json
 from governance.api.serializers import (
     CustomerInput,
@@ -95,7 +94,7 @@ class VirtualKeyViewSet(viewsets.GenericViewSet):
         return Response({"message": "Virtual key deleted successfully"})
 
     @extend_schema(parameters=[docs.ID_PARAM], request=None, responses=docs.VirtualKeyMessageOut)
-    @action(detail=True, methods=["post"], permission_classes=[ActionPermission])
+    @action(detail=True, methods=["post"])
     def rotate(self, request: Request, pk: str) -> Response:
         value = services.virtual_key_rotate(self._fetch(pk))
         return Response(

@@ -23,9 +23,12 @@
 If the database is unreachable too (or in ``database`` mode), the answer is 503; enforcement
 never lets a request through unchecked and never answers 500.
 
-Every backend exposes ``admit(request_id=, counters=, estimated_cost=, estimated_tokens=, now=)``
-returning an ``Admission`` or a list of ``Violation``; settling goes through
+Every backend exposes ``admit(request_id=, counters=, estimated_cost=, estimated_tokens=, now=,
+lease=)`` returning an ``Admission`` or a list of ``Violation``; settling goes through
 ``governance.ledger`` (database rows) and, for hot admissions, the hot backend's ``settle``.
+Each backend files the reservation's lease (``governance.counters.leases``) in the same atomic
+step as the reservation, so the reservations of a process that dies get settled by the lease
+reaper (``governance.reaper``).
 """
 
 from __future__ import annotations

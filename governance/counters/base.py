@@ -199,6 +199,7 @@ class Admission:
     estimated_tokens: int
     admitted_at: datetime
     state: str = field(default="open")  # open -> settled | released; retrying after a database outage
+    lease: Any = None  # its ``governance.counters.leases.Lease``: who holds the reservation, and where
 
     @property
     def budget_ids(self) -> list[str]:
@@ -217,31 +218,56 @@ def _money(amount: Decimal, rounding: str) -> str:
     return str(Decimal(amount).quantize(Decimal("0.0001"), rounding=rounding))
 
 
-def rejection_for(violations: list[Violation], now: datetime) -> Rejection:
-    """Turn violations into the SPEC section 6 answer. Rate limits are reported before budgets."""
-    rate = [v for v in violations if v.counter.kind != BUDGET]
-    if rate:
-        parts = []
-        for v in rate:
-            noun = "token" if v.counter.kind == TOKENS else "request"
-            parts.append(
-                f"{v.counter.entity} {noun} limit exceeded ({int(v.usage)}/{int(v.counter.limit)}, "
-                f"resets every {v.counter.duration})"
-            )
-        kinds = {v.counter.kind for v in rate}
-        type_ = "rate_limited" if len(kinds) > 1 else ("token_limited" if TOKENS in kinds else "request_limited")
-        retry = max(retry_after_seconds(v.resets_at, now) for v in rate)
-        return Rejection(429, type_, "Rate limit check failed: " + "; ".join(parts), retry)
-    v = violations[0]
+def _rate_part(v: Violation) -> str:
+    noun = "token" if v.counter.kind == TOKENS else "request"
+    return (
+        f"{v.counter.entity} {noun} limit exceeded ({int(v.usage)}/{int(v.counter.limit)}, "
+        f"resets every {v.counter.duration})"
+    )
+
+
+def _budget_part(v: Violation) -> str:
     # Exhausted: show the usage (Bifrost's message). Otherwise show where this request's
     # worst case would have taken it.
     usage = Decimal(v.usage)
     projected = usage if usage >= v.counter.limit else usage + Decimal(v.counter.reserve)
-    message = (
-        f"Budget exceeded: {v.counter.entity} budget exceeded: "
+    return (
+        f"{v.counter.entity} budget exceeded: "
         f"{_money(projected, ROUND_CEILING)} >= {_money(Decimal(v.counter.limit), ROUND_FLOOR)} dollars"
     )
-    return Rejection(402, "budget_exceeded", message, retry_after_seconds(v.resets_at, now))
+
+
+def rejection_for(violations: list[Violation], now: datetime) -> Rejection:
+    """Turn violations into the SPEC section 6 answer, naming **every** counter that refused.
+
+    Every backend checks all counters of the path and returns all that refuse, in path order
+    (rate limits, then budgets; provider config -> VK -> team -> customer), so a client learns in
+    one answer everything that stands in its way:
+
+    - any rate limit refused: 429. ``type`` is ``token_limited`` or ``request_limited`` when only
+      one kind refused, ``rate_limited`` when both did. The message lists every refusing rate
+      limit (``Rate limit check failed: A; B``) and then, when budgets refused too, every one of
+      them (``. Budget exceeded: C; D``), so the client knows that waiting for the rate window
+      will not be enough. ``Retry-After`` is the latest reset among the refusing rate limits:
+      budgets never set it (a 402 carries none either; an exhausted budget is a spending
+      decision an admin may change at any time, not only a window to wait for);
+    - only budgets refused: 402 ``budget_exceeded`` listing every refusing budget
+      (``Budget exceeded: A; B``).
+    """
+    rate = [v for v in violations if v.counter.kind != BUDGET]
+    budgets = [v for v in violations if v.counter.kind == BUDGET]
+    budget_message = "Budget exceeded: " + "; ".join(_budget_part(v) for v in budgets) if budgets else ""
+    if rate:
+        kinds = {v.counter.kind for v in rate}
+        type_ = "rate_limited" if len(kinds) > 1 else ("token_limited" if TOKENS in kinds else "request_limited")
+        message = "Rate limit check failed: " + "; ".join(_rate_part(v) for v in rate)
+        if budget_message:
+            message += ". " + budget_message
+        # Every refusing rate limit must clear before the request can pass: the latest reset wins.
+        retry = max(retry_after_seconds(v.resets_at, now) for v in rate)
+        return Rejection(429, type_, message, retry)
+    retry = max(retry_after_seconds(v.resets_at, now) for v in budgets)
+    return Rejection(402, "budget_exceeded", budget_message, retry)
 
 
 UNAVAILABLE = Rejection(

@@ -12,7 +12,10 @@ The three operations below are line-for-line ports of the Lua scripts in
 ``governance.counters.lua`` (same arguments, same replies, same window, rebuild, watermark and
 epoch rules), so everything ``RedisCounters`` builds on them (rebuild from the database when a
 counter is missing, settle after a rebuild, live reads, resets, epochs) holds unchanged. Python
-integers are exact, so there is no double-precision ceiling here.
+integers are exact, so there is no double-precision ceiling here. The one difference is where
+the lease lives (``governance.counters.leases``): in the owner's lease file, written and cleared
+inside the same critical section as the counters, and a dead owner is known for certain (its
+file lock is free), so no tombstone is needed.
 
 When the table cannot serve a call (full, or its file unusable), the backend is marked down for a
 second and enforcement falls back to the database counters (still exact); on recovery the epoch
@@ -25,9 +28,11 @@ import threading
 import time
 from typing import Any
 
+from governance import freshness
+from governance.counters import leases
 from governance.counters.base import Counter
 from governance.counters.local_store import Record, SharedTable, StoreError, Table, key_digest
-from governance.counters.redis_backend import RedisCounters, counter_key
+from governance.counters.redis_backend import LEASE_PREFIX, RedisCounters, counter_key
 
 _digests: dict[str, bytes] = {}
 
@@ -53,14 +58,14 @@ def _window(anchor: int, now: int, length: int, calendar_start: int, calendar_en
 def _admit(table: Table, keys: list[str], args: list[Any]) -> list[Any]:
     now, keep = int(args[0]), int(args[1])
     epoch = table.epoch
-    names = [_digest(k) for k in keys[1:]]
+    names = [_digest(k) for k in keys[3:]]
     state = [table.get(name, now) for name in names]
     missing = [i + 1 for i, h in enumerate(state) if h is None or h.epoch != epoch]
     if missing:
         return ["missing", missing]
     plan, rejected = [], []
     for i, h in enumerate(state):
-        b = 2 + i * 6
+        b = 6 + i * 6
         kind, limit, reserve = args[b], int(args[b + 1]), int(args[b + 2])
         usage, anchor = h.usage, h.anchor
         start, reset = _window(anchor, now, int(args[b + 3]), int(args[b + 4]), int(args[b + 5]))
@@ -77,25 +82,49 @@ def _admit(table: Table, keys: list[str], args: list[Any]) -> list[Any]:
         h.usage, h.anchor, h.expiry = usage, anchor, now + max(reset - now, 0) + keep
         table.put(name, h, now)
         out.append([h.generation, anchor, usage])
+    slot = int(args[5])
+    if args[2] and slot >= 0:
+        # The lease, in this process's own lease file, before the table lock is let go.
+        own = leases.book()
+        if own is not None and LEASE_PREFIX + own.owner == keys[1]:
+            marks = ";".join(f"{generation},{anchor}" for generation, anchor, _ in out)
+            own.file.write(slot, str(args[2]), f"{args[3]}\n{marks}".encode(), leases.ADMITTED)
     return ["ok", out]
 
 
 def _settle(table: Table, keys: list[str], args: list[Any]) -> int:
     now, keep, record = int(args[0]), int(args[1]), int(args[2])
+    rid, mode, slot = str(args[3]), args[4], int(args[5])
+    if rid and slot >= 0 and mode != "db":
+        # The lease is the slot in its owner's file. Gone means the reaper settled the request (the
+        # owner is certainly dead then: the file lock says so), so neither mode may act again.
+        owner = keys[1].removeprefix(LEASE_PREFIX)
+        own = leases.own_book(owner)
+        if own is not None:  # the usual case: this process settles its own admission
+            held = own.file.holds(slot, rid)
+            if held:
+                own.file.clear(slot)
+        else:
+            with leases.file_of(owner) as lease_file:
+                held = lease_file is not None and lease_file.holds(slot, rid)
+                if held:
+                    lease_file.clear(slot)
+        if not held:
+            return 0
     epoch = table.epoch
-    for i, key in enumerate(keys[1:]):
+    for i, key in enumerate(keys[3:]):
         name = _digest(key)
         h = table.get(name, now)
-        b = 3 + i * 7
+        b = 6 + i * 7
         # A database admission passes "" as its generation: it matches no stored generation.
         generation = args[b]
-        rebuilt = h is not None and h.generation != generation
+        rebuilt = h is not None and (mode == "db" or h.generation != generation)
         seen = rebuilt and (record == 0 or record <= h.watermark)
         if h is None or h.epoch != epoch or seen:
             continue
         usage, anchor = h.usage, h.anchor
         start, reset = _window(anchor, now, int(args[b + 4]), int(args[b + 5]), int(args[b + 6]))
-        same = h.generation == generation and anchor == int(args[b + 1]) and anchor >= start
+        same = not rebuilt and anchor == int(args[b + 1]) and anchor >= start
         if anchor < start:
             usage, anchor = 0, start
         if same:
@@ -147,6 +176,10 @@ class LocalCounters(RedisCounters):
         self._lock = threading.Lock()
         self._down_until = None
 
+    def _admit_and_config(self, keys: list[str], args: list[Any]) -> tuple[Any, Any]:
+        # The configuration generation is not here: ``freshness.confirm`` reads it where it lives.
+        return freshness.UNREAD, self._admit(keys=keys, args=args)
+
     def _fetch(self, counters: list[Counter]) -> list[Any]:
         now = int(time.time() * 1000)
         with self.table.locked() as table:
@@ -164,6 +197,19 @@ class LocalCounters(RedisCounters):
         with self.table.locked() as table:
             for key in keys:
                 table.delete(_digest(key))
+
+    # Local leases live in the owners' lease files, which the reaper finds on its own: no registry.
+    def heartbeat(self, owner: str, until_ms: int) -> None:
+        pass
+
+    def expired_owners(self, now_ms: int, limit: int = 100) -> list[str]:
+        return []
+
+    def leases_of(self, owner: str) -> dict[str, str]:
+        return {}
+
+    def drop_owner(self, owner: str) -> None:
+        pass
 
     def _incr_epoch(self) -> int:
         with self.table.locked() as table:

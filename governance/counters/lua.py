@@ -1,8 +1,10 @@
 """Lua scripts run atomically inside Redis: one round trip for check-and-reserve, one for settle.
 
-Every counter is a hash ``{u: usage, a: window anchor (ms), g: generation, e: epoch}``. Usage is an
-integer (nano-dollars, tokens or requests). ``KEYS[1]`` is the epoch key: a counter built under an
-older epoch is treated as missing and rebuilt from the database (see ``redis_backend``).
+Every counter is a hash ``{u: usage, a: window anchor (ms), g: generation, e: epoch, w: record
+watermark}``. Usage is an integer (nano-dollars, tokens or requests). ``KEYS[1]`` is the epoch
+key: a counter built under an older epoch is treated as missing and rebuilt from the database
+(see ``redis_backend``). Leases (``governance.counters.leases``) are
+written by the admit script and removed by the settle script, in the same round trips.
 
 Numbers are formatted with ``%.0f`` before they go back to Redis: Lua 5.1 would otherwise print
 them with 14 significant digits and lose precision.
@@ -28,17 +30,22 @@ local now = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
 """
 
-# ARGV: now_ms, keep_ms, then per counter: kind ('b' budget, 'r' requests, 't' tokens), limit,
-# reserve, window length ms, calendar start ms (0 = not calendar), calendar end ms.
+# KEYS: epoch, the owner's lease hash, the owners' sorted set, then one key per counter.
+# ARGV: now_ms, keep_ms, request id ('' = no lease), lease payload, owner registration expiry ms
+# (wall clock), lease slot (for the local port), then per counter: kind ('b' budget, 'r'
+# requests, 't' tokens), limit, reserve, window length ms, calendar start ms (0 = not calendar),
+# calendar end ms.
 # Reply: {'missing', {i...}} | {'reject', {{i, usage, reset_ms}...}} | {'ok', {{gen, anchor, usage}...}}
+# On 'ok' the lease ``payload .. "\n" .. "gen,anchor;..."`` is filed under the request id in the
+# owner's hash, and the owner is registered (``NX``: its lease thread keeps the score current).
 ADMIT = (
     _COMMON
     + """
-local n = #KEYS - 1
+local n = #KEYS - 3
 local state = {}
 local missing = {}
 for i = 1, n do
-  local h = redis.call('HMGET', KEYS[i + 1], 'u', 'a', 'g', 'e')
+  local h = redis.call('HMGET', KEYS[i + 3], 'u', 'a', 'g', 'e')
   if (not h[1]) or h[4] ~= epoch then
     missing[#missing + 1] = i
   else
@@ -49,7 +56,7 @@ if #missing > 0 then return {'missing', missing} end
 local plan = {}
 local rejected = {}
 for i = 1, n do
-  local b = 2 + (i - 1) * 6
+  local b = 6 + (i - 1) * 6
   local kind = ARGV[b + 1]
   local limit = tonumber(ARGV[b + 2])
   local reserve = tonumber(ARGV[b + 3])
@@ -64,41 +71,66 @@ for i = 1, n do
 end
 if #rejected > 0 then return {'reject', rejected} end
 local out = {}
+local marks = {}
 for i = 1, n do
-  local key = KEYS[i + 1]
+  local key = KEYS[i + 3]
   redis.call('HSET', key, 'u', fmt(plan[i][1]), 'a', fmt(plan[i][2]))
   redis.call('PEXPIRE', key, math.max(plan[i][3] - now, 0) + keep)
   out[i] = {state[i][3], fmt(plan[i][2]), fmt(plan[i][1])}
+  marks[i] = state[i][3] .. ',' .. fmt(plan[i][2])
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4] .. '\\n' .. table.concat(marks, ';'))
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[5], KEYS[2])
 end
 return {'ok', out}
 """
 )
 
-# ARGV: now_ms, keep_ms, UsageRecord id (0 = none), then per counter: generation, anchor at
-# admission, reserved, actual, window length ms, calendar start ms, calendar end ms.
+# KEYS: epoch, the owner's lease hash, the request's tombstone, then one key per counter.
+# ARGV: now_ms, keep_ms, UsageRecord id (0 = none), request id ('' = no lease), mode, lease slot
+# (for the local port), then per counter: generation, anchor at admission, reserved, actual,
+# window length ms, calendar start ms, calendar end ms.
+# Mode: 'hot' settles a Redis admission, 'db' a database admission (made while Redis was
+# unreachable), 'reap' is the lease reaper settling a dead owner's Redis admission.
+# The lease: every mode removes it (a 'db' admission may have left one behind when its Redis
+# admit timed out after Redis ran it). 'reap' acts only if it removed it, and leaves a tombstone;
+# 'hot' does nothing when the lease is gone and a tombstone says the reaper settled the request.
+# Per counter:
 # - missing or from an older epoch: skipped; it will be rebuilt from the database, which the
 #   ledger has already brought up to date;
+# - rebuilt since admission (other generation; always for 'db': a rebuild leaves database
+#   reservations out, see ``redis_backend._rebuild``): the actual amount is added only if the
+#   rebuild's database snapshot predates this request's UsageRecord (watermark ``w`` = highest
+#   record id the snapshot saw);
 # - same generation and window: the reservation is replaced by the actual amount;
-# - rebuilt since admission (other generation): the reservation is not in it; the actual amount
-#   is added only if the rebuild's database snapshot predates this request's UsageRecord
-#   (watermark ``w`` = highest record id the snapshot saw; see ``redis_backend._rebuild``);
 # - same generation, window moved on: the reservation went with the old window; add the actual.
 SETTLE = (
     _COMMON
     + """
-local n = #KEYS - 1
+local n = #KEYS - 3
 local record = tonumber(ARGV[3])
+local mode = ARGV[5]
+if ARGV[4] ~= '' then
+  local owned = redis.call('HDEL', KEYS[2], ARGV[4])
+  if mode == 'reap' then
+    if owned == 0 then return 0 end
+    redis.call('SET', KEYS[3], '1', 'PX', keep)
+  elseif mode == 'hot' and owned == 0 and redis.call('EXISTS', KEYS[3]) == 1 then
+    return 0
+  end
+end
 for i = 1, n do
-  local key = KEYS[i + 1]
+  local key = KEYS[i + 3]
+  local b = 6 + (i - 1) * 7
   local h = redis.call('HMGET', key, 'u', 'a', 'g', 'e', 'w')
-  local rebuilt = h[1] and h[3] ~= ARGV[4 + (i - 1) * 7]
+  local rebuilt = h[1] and (mode == 'db' or h[3] ~= ARGV[b + 1])
   local seen = rebuilt and (record == 0 or record <= tonumber(h[5] or '0'))
   if h[1] and h[4] == epoch and not seen then
-    local b = 3 + (i - 1) * 7
     local u = tonumber(h[1])
     local a = tonumber(h[2])
     local start, reset = window(a, now, tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]))
-    local same = (h[3] == ARGV[b + 1]) and (a == tonumber(ARGV[b + 2])) and (a >= start)
+    local same = (not rebuilt) and (a == tonumber(ARGV[b + 2])) and (a >= start)
     if a < start then u = 0; a = start end
     if same then u = u - tonumber(ARGV[b + 3]) end
     u = math.max(u + tonumber(ARGV[b + 4]), 0)
@@ -128,3 +160,10 @@ end
 return 1
 """
 )
+
+# KEYS: the owners' sorted set, a dead owner's lease hash. Drops the owner's registration once it
+# holds no lease (a lease filed meanwhile keeps it).
+DROP_OWNER = """
+if redis.call('HLEN', KEYS[2]) == 0 then redis.call('ZREM', KEYS[1], KEYS[2]) end
+return 1
+"""

@@ -7,10 +7,16 @@
 - **Backed by the database**: a counter missing from Redis (restart, eviction, TTL, manual reset)
   is rebuilt from its database row on first use, never started at zero. The ledger brings the
   rows up to date on every settle, so the rebuild sees all settled usage; a settle racing with a
-  rebuild is counted exactly once (watermark, see ``_rebuild``). Reservations of
-  requests in flight at the instant of a rebuild are not in the rows: those requests settle
-  their actual amount onto the rebuilt counter, and until then the counter is short by their
-  estimates (bounded by what was in flight; documented in ``governance.enforcement``).
+  rebuild is counted exactly once (watermark, see ``_rebuild``). Reservations of requests in
+  flight at the instant of a rebuild are not in the copy: those requests settle their actual
+  amount onto the rebuilt counter, and until then the counter is short by their estimates
+  (bounded by what was in flight; documented in ``governance.enforcement``). That includes
+  *database* admissions (made while Redis was unreachable): their reservations are in the rows,
+  so the rebuild subtracts them (their leases say which); copying them, as it used to, counted
+  such a request twice once it settled its actual amount on top.
+- **Leases** (``governance.counters.leases``): the admit script files the reservation under its
+  request id in the owner's lease hash and the settle script removes it, in the same round trips;
+  ``heartbeat``, ``expired_owners``, ``leases_of`` and ``drop_owner`` serve the lease reaper.
 - **Epoch**: a process that could not reach Redis (and used the database meanwhile) increments
   ``bf:gov:epoch`` on its first successful contact. Every counter built under an older epoch is
   then rebuilt from the database, so usage recorded during the outage is not missed by counters
@@ -35,7 +41,8 @@ import redis
 from django.db import DatabaseError, transaction
 from django.db.models import Max
 
-from governance.counters import lua
+from governance import freshness
+from governance.counters import leases, lua
 from governance.counters.base import (
     BUDGET,
     TOKENS,
@@ -47,6 +54,7 @@ from governance.counters.base import (
     limit_units,
     units_to_dollars,
 )
+from governance.counters.database import database_reservations
 from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key
 from governance.durations import calendar_window_end, calendar_window_start, duration_seconds
 from governance.models import UsageRecord
@@ -55,6 +63,9 @@ logger = logging.getLogger("bifrost.counters")
 
 KEY_PREFIX = "bf:gov:"
 EPOCH_KEY = KEY_PREFIX + "epoch"
+OWNERS_KEY = KEY_PREFIX + "owners"  # sorted set: owner lease hash -> registration expiry (ms)
+LEASE_PREFIX = KEY_PREFIX + "lease:"
+TOMBSTONE_PREFIX = KEY_PREFIX + "reaped:"
 CONNECT_TIMEOUT = 0.5
 SOCKET_TIMEOUT = 1.0
 RETRY_SECONDS = 1.0
@@ -68,6 +79,10 @@ def counter_key(counter: Counter) -> str:
     return (
         f"{KEY_PREFIX}{_KIND_CODE[counter.kind]}:{counter.spec_id}:{counter.duration}:{int(counter.calendar_aligned)}"
     )
+
+
+def lease_key(owner: str) -> str:
+    return LEASE_PREFIX + owner
 
 
 def to_ms(moment: datetime) -> int:
@@ -108,6 +123,7 @@ class RedisCounters:
         self._admit = self.client.register_script(lua.ADMIT)
         self._settle = self.client.register_script(lua.SETTLE)
         self._init = self.client.register_script(lua.INIT)
+        self._drop_owner = self.client.register_script(lua.DROP_OWNER)
         self._lock = threading.Lock()
         self._down_until: float | None = None  # monotonic time before which we do not retry
 
@@ -150,23 +166,29 @@ class RedisCounters:
         estimated_cost: Decimal,
         estimated_tokens: int,
         now: datetime,
+        lease: leases.PendingLease | None = None,
     ) -> Admission | list[Violation]:
-        keys = [EPOCH_KEY] + [counter_key(c) for c in counters]
+        keys = [EPOCH_KEY, lease_key(lease.owner if lease else ""), OWNERS_KEY] + [counter_key(c) for c in counters]
         args: list[Any] = [to_ms(now), KEEP_MS]
+        if lease is None:
+            args += ["", "", 0, -1]
+        else:
+            args += [lease.key, lease.payload, lease.until_ms, lease.slot]
         for counter in counters:
             limit = limit_units(counter.limit) if counter.kind == BUDGET else int(counter.limit)
             args += [_KIND_CODE[counter.kind], limit, units(counter, counter.reserve), *window_args(counter, now)]
         for _ in range(3):
-            tag, payload = self._call(lambda: self._admit(keys=keys, args=args))
+            config, (tag, payload) = self._call(lambda: self._admit_and_config(keys, args))
             if tag == "missing":
                 self._rebuild([counters[int(i) - 1] for i in payload], now)
                 continue
             if tag == "reject":
+                freshness.observe(config)  # a refusal on old limits is not given
                 return [
                     Violation(counters[int(i) - 1], from_units(counters[int(i) - 1], usage), from_ms(reset))
                     for i, usage, reset in payload
                 ]
-            return Admission(
+            admission = Admission(
                 request_id=str(request_id),
                 backend=self.name,
                 counters=tuple(counters),
@@ -174,8 +196,30 @@ class RedisCounters:
                 estimated_cost=estimated_cost,
                 estimated_tokens=estimated_tokens,
                 admitted_at=now,
+                lease=None if lease is None else lease.lease(),
             )
+            try:
+                freshness.observe(config)
+            except freshness.StaleConfig:
+                # Admitted on configuration that has changed: give everything back, start over.
+                self.settle_many([(admission, [0 * c.reserve for c in counters], None)], now)
+                raise
+            return admission
         raise CountersUnavailable("redis counters kept disappearing while being rebuilt")
+
+    def _admit_and_config(self, keys: list[str], args: list[Any]) -> tuple[str | None, Any]:
+        """The admit script's reply and the configuration generation (``governance.freshness``),
+        in the one round trip the admit makes anyway."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(freshness.REDIS_KEY)
+        pipe.evalsha(self._admit.sha, len(keys), *keys, *args)
+        config, reply = pipe.execute(raise_on_error=False)
+        if isinstance(reply, redis.exceptions.NoScriptError):
+            reply = self._admit(keys=keys, args=args)  # first use on this server: loads the script
+        for value in (config, reply):
+            if isinstance(value, Exception):
+                raise value
+        return config, reply
 
     def _rebuild(self, counters: list[Counter], now: datetime) -> None:
         """Load counters from their database rows (window-aware) into Redis.
@@ -184,11 +228,18 @@ class RedisCounters:
         UsageRecord id its snapshot saw: a ledger write for these rows either committed before
         the snapshot (its record id is at most that watermark, so its settle must not add it
         again) or waits for the lock and settles onto the new copy (higher id: it is added).
+
+        The copy leaves out the reservations of database admissions still in flight (their
+        ``CounterLease`` rows, written and deleted with the reservations under the same row
+        locks): like any reservation made outside this copy, each settles by adding its actual
+        amount, judged by the record watermark. Copied, a reservation would stay in the copy
+        for good next to that actual amount (or for ever, for a release that writes no record).
         """
         try:
             with transaction.atomic():
                 rows = lock_rows(counters)
                 watermark = UsageRecord.objects.aggregate(top=Max("id"))["top"] or 0
+                in_flight = database_reservations(counters, rows, now)
                 keys = [EPOCH_KEY]
                 args: list[Any] = [to_ms(now), KEEP_MS]
                 for counter in counters:
@@ -198,6 +249,7 @@ class RedisCounters:
                     else:
                         usage, start, end = counter_state(counter, row, now)
                         anchor = max(getattr(row, FIELDS[counter.kind][1]), start)
+                        usage = max(usage - in_flight.get(row_key(counter) + (counter.kind,), 0), 0 * usage)
                     keys.append(counter_key(counter))
                     args += [
                         units(counter, usage),
@@ -217,24 +269,40 @@ class RedisCounters:
         """Replace each reservation by the actual amount (0 releases it entirely)."""
         self.settle_many([(admission, actuals, record_id)], now)
 
-    def settle_many(self, items: list[tuple[Admission, list[Decimal | int], int | None]], now: datetime) -> None:
-        """``settle`` for a batch of ``(admission, actuals, record_id)``: one round trip to Redis."""
+    def settle_many(
+        self,
+        items: list[tuple[Admission, list[Decimal | int], int | None]],
+        now: datetime,
+        *,
+        reaping: bool = False,
+    ) -> None:
+        """``settle`` for a batch of ``(admission, actuals, record_id)``: one round trip to Redis.
+
+        ``reaping``: the lease reaper settles a dead owner's admissions; each counts only if the
+        script removes its lease (see ``lua.SETTLE``)."""
         if items:
-            calls = [self._settle_args(admission, actuals, now, record_id) for admission, actuals, record_id in items]
+            calls = [
+                self._settle_args(admission, actuals, now, record_id, reaping)
+                for admission, actuals, record_id in items
+            ]
             self._call(lambda: self._settle_each(calls))
 
     def _settle_args(
-        self, admission: Admission, actuals: list[Decimal | int], now: datetime, record_id: int | None
+        self, admission: Admission, actuals: list[Decimal | int], now: datetime, record_id: int | None, reaping: bool
     ) -> tuple[list[str], list[Any]]:
-        keys = [EPOCH_KEY]
-        args: list[Any] = [to_ms(now), KEEP_MS, record_id or 0]
+        lease = admission.lease
+        database = admission.backend != self.name
+        mode = "db" if database else ("reap" if reaping else "hot")
+        rid = "" if lease is None else lease.key
+        keys = [EPOCH_KEY, lease_key("" if lease is None else lease.owner), TOMBSTONE_PREFIX + rid]
+        args: list[Any] = [to_ms(now), KEEP_MS, record_id or 0, rid, mode, -1 if lease is None else lease.slot]
         for counter, mark, actual in zip(admission.counters, admission.marks, actuals, strict=True):
-            if admission.backend == self.name:
+            if not database:
                 (generation, anchor), reserved = mark, units(counter, counter.reserve)
             else:
-                # A database admission (made while Redis was unreachable): its reservation is not
-                # in a Redis generation, so the script treats the counter as rebuilt and lets the
-                # watermark decide whether the actual amount is already in the hot copy.
+                # A database admission (made while Redis was unreachable): its reservation is in no
+                # hot copy (a rebuild leaves it out), so the script treats the counter as rebuilt
+                # and lets the watermark decide whether the actual amount is already in it.
                 generation, anchor, reserved = "", 0, 0
             keys.append(counter_key(counter))
             args += [generation, anchor, reserved, units(counter, actual), *window_args(counter, now)]
@@ -264,6 +332,24 @@ class RedisCounters:
     def bump_epoch(self) -> int:
         """Invalidate every hot counter at once (they are rebuilt from the database)."""
         return int(self._call(self._incr_epoch))
+
+    # --- leases (``governance.reaper``) ---------------------------------------------------------
+    def heartbeat(self, owner: str, until_ms: int) -> None:
+        """Register ``owner`` (its lease hash) as alive until ``until_ms`` (wall clock)."""
+        self._call(lambda: self.client.zadd(OWNERS_KEY, {lease_key(owner): until_ms}))
+
+    def expired_owners(self, now_ms: int, limit: int = 100) -> list[str]:
+        """Owners whose registration has run out (dead, or cut off from Redis for that long)."""
+        found = self._call(lambda: self.client.zrangebyscore(OWNERS_KEY, "-inf", now_ms, start=0, num=limit))
+        return [key.removeprefix(LEASE_PREFIX) for key in found]
+
+    def leases_of(self, owner: str) -> dict[str, str]:
+        """``{request id: lease payload}`` of the reservations ``owner`` holds."""
+        return self._call(lambda: self.client.hgetall(lease_key(owner)))
+
+    def drop_owner(self, owner: str) -> None:
+        """Forget ``owner``'s registration once it holds no lease."""
+        self._call(lambda: self._drop_owner(keys=[OWNERS_KEY, lease_key(owner)]))
 
     # --- storage primitives (``local_backend`` provides the same over a shared file) ---------------
     def _fetch(self, counters: list[Counter]) -> list[Any]:

@@ -147,10 +147,15 @@ class _Echo:
         return value
 
 
+# What a spreadsheet may read as the start of a formula (OWASP's CSV injection list; a leading TAB
+# or CR is skipped by some spreadsheets before they look for "=").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_cell(value) -> str:
     # Neutralise spreadsheet formulas in text cells (CSV injection through model names etc.).
     text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") and not isinstance(value, int | Decimal) else text
+    return "'" + text if text[:1] in FORMULA_STARTS and not isinstance(value, int | Decimal) else text
 
 
 @staff_member_required

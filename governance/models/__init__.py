@@ -1,6 +1,8 @@
 """Governance data model: who may call what, and how much."""
 
 from governance.models.entities import ApiToken, Customer, Team, VirtualKey
+from governance.models.generation import ConfigGeneration
+from governance.models.leases import CounterLease
 from governance.models.limits import Budget, RateLimit
 from governance.models.mcp import McpClient, VirtualKeyMcpConfig
 from governance.models.providers import ModelPrice, Provider, ProviderConfig, ProviderKey
@@ -9,6 +11,8 @@ from governance.models.usage import UsageRecord
 __all__ = [
     "ApiToken",
     "Budget",
+    "ConfigGeneration",
+    "CounterLease",
     "Customer",
     "McpClient",
     "ModelPrice",

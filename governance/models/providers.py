@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from django.core.exceptions import ValidationError
@@ -35,6 +36,64 @@ def validate_model_list(value) -> None:
         raise ValidationError("duplicate entries are not allowed")
 
 
+# RFC 9110 token characters: anything else (spaces, colons, control characters) is refused.
+HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}")
+MAX_HEADER_VALUE = 4096
+# Extra headers that frame the message or manage the connection (hop-by-hop, RFC 9110 section
+# 7.6.1): a second Host, Content-Length or Transfer-Encoding would let the upstream read the
+# request differently from how the gateway sent it.
+FRAMING_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+    }
+)
+# Extra headers the gateway sets itself on every upstream call: the provider key's credential
+# (keys belong in provider keys, encrypted and write-only; extra headers are stored and shown in
+# clear), the JSON body's type, and identity encoding (usage is read from the answer).
+GATEWAY_HEADERS = frozenset({"authorization", "x-api-key", "content-type", "accept-encoding"})
+RESERVED_EXTRA_HEADERS = FRAMING_HEADERS | GATEWAY_HEADERS
+
+
+def extra_header_problem(name: object, value: object) -> str | None:
+    """Why ``name: value`` may not be a provider's extra header, or None when it may.
+
+    The one rule for the provider API, the admin form and the config import (all three reach it
+    through ``Provider.clean``; the API and the import also call it directly, to name the path).
+    """
+    if not isinstance(name, str) or not HEADER_NAME_RE.fullmatch(name):
+        return f"invalid header name {str(name)[:128]!r}"
+    if not isinstance(value, str):
+        return f"the value of header {name!r} must be a string"
+    if any(ch in value for ch in "\r\n\x00"):
+        return f"invalid value for header {name!r}: no line breaks or NUL"
+    if len(value) > MAX_HEADER_VALUE:
+        return f"the value of header {name!r} is longer than {MAX_HEADER_VALUE} characters"
+    if name.lower() in FRAMING_HEADERS:
+        return f"header {name!r} is not allowed: it frames the message or manages the connection"
+    if name.lower() in GATEWAY_HEADERS:
+        return f"header {name!r} is not allowed: the gateway sets it on every upstream call"
+    return None
+
+
+def validate_extra_headers(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError("must be an object of header name to string value")
+    for name, header_value in value.items():
+        problem = extra_header_problem(name, header_value)
+        if problem:
+            raise ValidationError(problem)
+
+
 class Provider(models.Model):
     """An upstream API (OpenAI-compatible or Anthropic-compatible) the proxy forwards to."""
 
@@ -60,11 +119,10 @@ class Provider(models.Model):
 
     def clean(self) -> None:
         super().clean()
-        headers = self.extra_headers
-        if not isinstance(headers, dict) or not all(
-            isinstance(k, str) and k and isinstance(v, str) for k, v in headers.items()
-        ):
-            raise ValidationError({"extra_headers": "must be an object of header name to string value"})
+        try:
+            validate_extra_headers(self.extra_headers)
+        except ValidationError as exc:
+            raise ValidationError({"extra_headers": exc.messages}) from None
 
 
 class ProviderKey(models.Model):

@@ -52,7 +52,10 @@ class UsageRecord(models.Model):
         "governance.ProviderKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     request_type = models.CharField(max_length=32, default="chat_completion")
-    status_code = models.PositiveSmallIntegerField()
+    status_code = models.PositiveSmallIntegerField(
+        help_text="HTTP status of the attempt. 0: no answer, the worker serving the request died (SIGKILL, out of "
+        "memory) and the lease reaper settled it (see upstream_reached)."
+    )
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
@@ -61,6 +64,21 @@ class UsageRecord(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     streamed = models.BooleanField(default=False)
     priced = models.BooleanField(default=True)
+    estimated = models.BooleanField(
+        default=False,
+        help_text="Tokens are the gateway's estimate, not the upstream's report: an answer whose usage "
+        "could not be read, or a stream cut off before its usage arrived (status 499 = the client "
+        "left, 502/504 = the upstream broke off).",
+    )
+    upstream_reached = models.BooleanField(
+        null=True,
+        default=True,
+        help_text="Whether the attempt reached the upstream (a request then counts against request limits). "
+        "For a request settled by the lease reaper (status 0): true = the worker had started the upstream call, "
+        "so the request is charged its reservation (worst-case cost and tokens); false = it had not, so it "
+        "costs nothing and gives its request slot back; empty = unknown (the worker's host could not tell), "
+        "charged like true.",
+    )
 
     class Meta:
         ordering = ["-created_at"]

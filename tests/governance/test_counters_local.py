@@ -92,7 +92,8 @@ def test_processes_sharing_the_file_admit_exactly_the_limit(tmp_path):
     counter = Counter(REQUESTS, "limit", "VK", 50, "1h", False, 0)
     key = counter_key(counter)
     now = 1_900_000_000_000
-    args = [now, 1000, "r", 50, 1, *window_args(counter, T0)]
+    # now, keep, no lease (request id, payload, registration, slot), then the counter.
+    args = [now, 1000, "", "", 0, -1, "r", 50, 1, *window_args(counter, T0)]
     with SharedTable(path).locked() as t:
         t.put(key_digest(key), Record(0, now, 1, 0, 0, expiry=now + 10**7), now_ms=0)
     children = []
@@ -102,7 +103,7 @@ def test_processes_sharing_the_file_admit_exactly_the_limit(tmp_path):
         if pid == 0:  # child: its own map and descriptors (opened after the fork)
             os.close(read)
             script = _Script(SharedTable(path), admit_script)
-            granted = sum(script(keys=["epoch", key], args=args)[0] == "ok" for _ in range(40))
+            granted = sum(script(keys=["epoch", "lease", "owners", key], args=args)[0] == "ok" for _ in range(40))
             os.write(write, struct.pack("<i", granted))
             os._exit(0)
         os.close(write)

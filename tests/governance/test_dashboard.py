@@ -101,6 +101,26 @@ def test_csv_export_lists_the_filtered_records(client, alice, ledger):
     assert {row["model"] for row in rows} == {"gpt-4o", "'=cmd|evil"}
 
 
+@pytest.mark.parametrize("model", ["\t=cmd|evil", "\r=1+1", "=1+1", "+1", "-1+2", "@SUM(A1)"])
+def test_csv_export_neutralises_every_formula_start_including_tab_and_cr(client, alice, model):
+    vk, _ = virtual_key_create(name="svc")
+    UsageRecord.objects.create(
+        created_at=timezone.now(),
+        virtual_key=vk,
+        provider="openai",
+        model=model,
+        status_code=200,
+        total_tokens=5,
+        cost=Decimal("0.5"),
+    )
+    client.force_login(alice)
+    response = client.get(URL + "usage.csv")
+    assert response.status_code == 200 and response["Content-Disposition"] == 'attachment; filename="usage.csv"'
+    [row] = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode(), newline="")))
+    assert row["model"] == "'" + model
+    assert (row["cost"], row["total_tokens"], row["virtual_key"]) == ("0.5000000000", "5", "svc")
+
+
 def test_csv_export_with_bad_filters_is_400(client, alice):
     client.force_login(alice)
     response = client.get(URL + "usage.csv", {"end": "nope"})

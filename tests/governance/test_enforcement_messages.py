@@ -112,10 +112,79 @@ def test_budget_messages_name_the_team_customer_and_provider(counter_mode, make_
     anchor_windows()
     specs = path_specs(vk, config)
 
-    assert admit(specs, cost="3.5").message == "Budget exceeded: openai budget exceeded: 3.5000 >= 3.0000 dollars"
-    assert admit(specs, cost="2.5").message == "Budget exceeded: Team budget exceeded: 2.5000 >= 2.0000 dollars"
+    # Every budget the request does not fit is named, in path order.
+    assert admit(specs, cost="3.5").message == (
+        "Budget exceeded: openai budget exceeded: 3.5000 >= 3.0000 dollars; "
+        "Team budget exceeded: 3.5000 >= 2.0000 dollars; Customer budget exceeded: 3.5000 >= 1.0000 dollars"
+    )
+    assert admit(specs, cost="2.5").message == (
+        "Budget exceeded: Team budget exceeded: 2.5000 >= 2.0000 dollars; "
+        "Customer budget exceeded: 2.5000 >= 1.0000 dollars"
+    )
     assert admit(specs, cost="1.5").message == "Budget exceeded: Customer budget exceeded: 1.5000 >= 1.0000 dollars"
     assert isinstance(admit(specs, cost="1"), Admission)
+
+
+def test_every_exhausted_budget_of_the_path_is_named_in_one_402(counter_mode, make_vk):
+    team = team_create(name="ml", budgets=[{"max_limit": "5", "reset_duration": "1w"}])
+    vk = make_vk(team=team, budgets=[{"max_limit": "10", "reset_duration": "1d"}])
+    anchor_windows()
+    specs = path_specs(vk)
+    settle(admit(specs, cost="1"), cost="12", vk=vk)
+
+    rejection = admit(specs, cost="0.001", now=T0 + timedelta(hours=1))
+
+    assert (rejection.status, rejection.type) == (402, "budget_exceeded")
+    assert rejection.message == (
+        "Budget exceeded: VK budget exceeded: 12.0000 >= 10.0000 dollars; "
+        "Team budget exceeded: 12.0000 >= 5.0000 dollars"
+    )
+    assert rejection.headers == {}
+
+
+def test_a_refusal_by_rate_limits_and_budgets_names_the_budgets_after_the_rate_limits(counter_mode, make_vk):
+    customer = customer_create(name="acme", budgets=[{"max_limit": "1", "reset_duration": "1M"}])
+    vk = make_vk(
+        customer=customer,
+        budgets=[{"max_limit": "10", "reset_duration": "1d"}],
+        rate_limit={
+            "token_max_limit": 100,
+            "token_reset_duration": "1h",
+            "request_max_limit": 1,
+            "request_reset_duration": "1m",
+        },
+    )
+    anchor_windows()
+    specs = path_specs(vk)
+    # Settling the first request's actual usage exhausts the token limit and the customer budget.
+    settle(admit(specs, cost="0.5", tokens=50), cost="1.25", tokens=120, vk=vk)
+
+    rejection = admit(specs, cost="0.01", now=T0 + timedelta(seconds=30))
+
+    assert (rejection.status, rejection.type) == (429, "rate_limited")
+    assert rejection.message == (
+        "Rate limit check failed: VK token limit exceeded (120/100, resets every 1h); "
+        "VK request limit exceeded (1/1, resets every 1m). "
+        "Budget exceeded: Customer budget exceeded: 1.2500 >= 1.0000 dollars"
+    )
+    # Retry-After is the rate limits' (the later one); the month-long budget does not set it.
+    assert rejection.headers == {"Retry-After": "3570"}
+
+
+def test_a_request_refused_only_by_its_rate_limit_does_not_mention_budgets_it_fits(counter_mode, make_vk):
+    vk = make_vk(
+        budgets=[{"max_limit": "10", "reset_duration": "1d"}],
+        rate_limit={"request_max_limit": 1, "request_reset_duration": "1m"},
+    )
+    anchor_windows()
+    specs = path_specs(vk)
+    settle(admit(specs, cost="1"), cost="1", vk=vk)
+
+    rejection = admit(specs, cost="1", now=T0 + timedelta(seconds=15))
+
+    assert (rejection.status, rejection.type) == (429, "request_limited")
+    assert rejection.message == "Rate limit check failed: VK request limit exceeded (1/1, resets every 1m)"
+    assert rejection.headers == {"Retry-After": "45"}
 
 
 def test_rejection_renders_the_bifrost_error_body_with_type_and_retry_after(counter_mode, make_vk):

@@ -17,14 +17,16 @@ Redis faults use a private ``redis-server`` started by the test; the shared Redi
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 
 from governance.counters.base import UNAVAILABLE
+from governance.models import Budget, UsageRecord
 from governance.services import provider_create, provider_key_create, virtual_key_create
-from tests.proxy.conftest import free_port, make_setup
+from tests.proxy.conftest import free_port, make_setup, wait_for
 from tests.proxy.conftest_enforcement import *  # noqa: F403 - fixtures
 from tests.proxy.conftest_enforcement import (
     budget_usage,
@@ -191,6 +193,73 @@ def test_redis_outage_falls_back_to_the_database_and_loses_no_usage(gateways, mo
     assert budget_usage(live.vk) == spend(live.vk) == 10 * Decimal("0.002")
     assert rate_limit_of(live.vk).request_current_usage == 10
     assert mock_served(mock, model) == 10
+
+
+def _hot_figures(redis_server, budget, rate_limit) -> tuple[Decimal | None, int | None]:
+    """The budget's dollars and the request count as Redis holds them, None unless built in the current epoch."""
+    client = redis_server.client()
+    epoch = client.get("bf:gov:epoch") or "0"
+    figures = []
+    for key, scale in ((f"bf:gov:b:{budget.pk}:1h:0", Decimal(10) ** 9), (f"bf:gov:r:{rate_limit.pk}:1h:0", 1)):
+        usage, built = client.hmget(key, "u", "e")
+        figures.append(None if usage is None or built != epoch else Decimal(usage) / scale)
+    return figures[0], figures[1]
+
+
+def test_after_redis_restarts_under_load_redis_the_rows_and_the_ledger_agree_exactly(
+    gateways, mock, price, fault_redis, settings
+):
+    """Redis is killed and restarted empty three times while eight clients keep two workers busy:
+    requests in flight are admitted by the old Redis, by the database (a worker that saw Redis
+    down falls back for a second) and by the new Redis, and settle across the rebuilds. Once all
+    settled, Redis, the Budget/RateLimit rows and the ledger hold the same figures."""
+    settings.REDIS_URL, settings.GOVERNANCE_COUNTERS = fault_redis.url, "auto"
+    model = "slow-30"  # requests are in flight at every restart
+    price(model, output="0.001")
+    live = make_setup(
+        mock.url,
+        rate_limit={"request_max_limit": 1_000_000, "request_reset_duration": "1h"},
+        budgets=[{"max_limit": "1000", "reset_duration": "1h"}],
+    )
+    budget, rate_limit = Budget.objects.get(virtual_key=live.vk), rate_limit_of(live.vk)
+    server = gateways(workers=2, REDIS_URL=fault_redis.url, GOVERNANCE_COUNTERS="auto")
+    streams = [Stream(server.url, live.value, chat(model, max_tokens=2)) for _ in range(8)]
+
+    def answered_at_least(more: int) -> None:
+        target = sum(len(s.replies) for s in streams) + more
+        wait_until(lambda: sum(len(s.replies) for s in streams) >= target, what=f"{more} more answers")
+
+    try:
+        for _ in range(3):
+            answered_at_least(100)
+            fault_redis.stop()
+            time.sleep(0.3)
+            fault_redis.start()
+        answered_at_least(200)
+    finally:
+        replies = [reply for s in streams for reply in s.stop()]
+
+    assert {r.status for r in replies} == {200}, {r.body for r in replies if r.status != 200}
+    # Workers did meet Redis down and admitted through the database meanwhile.
+    assert b"applying the fallback rule" in server.log.read_bytes()
+    answered = len(replies)
+    assert wait_for(lambda: UsageRecord.objects.filter(virtual_key=live.vk).count() == answered, timeout=20)
+
+    def figures():
+        budget.refresh_from_db()
+        rate_limit.refresh_from_db()
+        return (
+            _hot_figures(fault_redis, budget, rate_limit),
+            (budget.current_usage, rate_limit.request_current_usage),
+            (spend(live.vk), answered),
+        )
+
+    wait_for(lambda: len(set(figures())) == 1, timeout=10)
+    hot, rows, ledger = figures()
+    assert ledger == (answered * Decimal("0.002"), answered)
+    assert rows == ledger, (rows, ledger)
+    assert hot == ledger, (hot, ledger)
+    assert mock_served(mock, model) == answered
 
 
 def test_redis_required_and_down_answers_503_never_200_unchecked(gateways, mock, price, fault_redis, settings):

@@ -9,9 +9,11 @@ Rules under test (``governance.enforcement``, ``proxy.ledger``, ``proxy.accounti
   the ledger and the budget's database usage equals the ledger's sum; a stream that ends during
   the outage needs no database to finish; a batch whose commit was not acknowledged is charged
   exactly once when retried;
-- **SIGKILL of a worker** between admit and settle: the request's stream is cut, gunicorn starts
-  a new worker, and the killed request's reservation stays counted (bounded, towards refusing):
-  live usage = ledger + that reservation, and no request is admitted past the budget;
+- **SIGKILL of a worker** between admit and settle: the request is cut, gunicorn starts a new
+  worker, whose lease reaper settles the killed request's reservation within the lease bound
+  (``governance.reaper``): a UsageRecord with status 0 charged at the reservation, as the
+  upstream had been called; the rows, the hot counters and the ledger agree again, in every
+  counter backend, and no request is admitted past the budget meanwhile;
 - **SIGTERM of a worker** (not the master): the worker finishes the stream it is serving and
   records its usage before it exits, and the master starts a new one.
 
@@ -37,6 +39,7 @@ from governance import enforcement
 from governance import ledger as governance_ledger
 from governance.models import Budget, UsageRecord
 from governance.services import virtual_key_create
+from proxy.usage import estimate_prompt_tokens
 from proxy.wsgi import DATABASE_UNAVAILABLE
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs
@@ -307,7 +310,9 @@ def test_a_settle_whose_commit_was_not_acknowledged_is_charged_once_when_retried
 # --- killed and stopped workers ------------------------------------------------------------------
 
 
-def test_sigkill_of_a_worker_mid_stream_keeps_its_reservation_and_admits_nothing_past_the_budget(gateways, mock, price):
+def test_sigkill_of_a_worker_mid_stream_settles_its_reservation_and_admits_nothing_past_the_budget(
+    gateways, mock, price
+):
     for model in ("slow-stream", "gpt-4o-mini"):
         price(model, output="0.001")
     live = make_setup(
@@ -332,17 +337,94 @@ def test_sigkill_of_a_worker_mid_stream_keeps_its_reservation_and_admits_nothing
 
     assert [r.status for r in replies] == [200, 200, 200, 402], [r.body for r in replies]
     assert replies[3].json()["type"] == "budget_exceeded"
-    # The three answered requests are in the ledger; the killed one never settled.
-    assert wait_for(lambda: UsageRecord.objects.filter(virtual_key=live.vk).count() == 3, timeout=10)
-    rows = records(live.vk)
-    assert [(r.model, r.status_code, r.cost) for r in rows] == [("gpt-4o-mini", 200, Decimal("0.005"))] * 3
-    # Its reservation ($0.005 worst case, one request slot) is still counted: the bounded
-    # imprecision of a SIGKILL, towards refusing. Live usage never went past the limit.
-    wait_until(lambda: live_budget(live.vk) == spend(live.vk) + Decimal("0.005"), what="settled counters")
+    # The three answered requests are in the ledger, and so is the killed one: the new worker's
+    # lease reaper settled it at its reservation ($0.005 worst case, one request slot), as its
+    # upstream call had started. Whether it ran before or after the three, nothing passed the limit.
+    assert wait_for(lambda: UsageRecord.objects.filter(virtual_key=live.vk).count() == 4, timeout=10)
+    rows = sorted(records(live.vk), key=lambda r: r.status_code)
+    assert [(r.model, r.status_code, r.cost, r.upstream_reached) for r in rows] == [
+        ("slow-stream", 0, Decimal("0.005"), True)
+    ] + [("gpt-4o-mini", 200, Decimal("0.005"), True)] * 3
+    wait_until(lambda: live_budget(live.vk) == spend(live.vk) == budget_usage(live.vk), what="settled counters")
     assert live_budget(live.vk) == Decimal("0.02")
-    assert live_requests(live.vk) == 4
+    assert live_requests(live.vk) == rate_limit_of(live.vk).request_current_usage == 4
     assert (mock_served(mock, "slow-stream"), mock_served(mock, "gpt-4o-mini")) == (1, 3)
     assert mock.stats()["streams_finished"] == 0
+
+
+LEASE_SECONDS = 10
+
+
+@pytest.mark.parametrize("counters", ["local", "redis", "database"])
+def test_a_request_whose_worker_was_killed_is_settled_within_the_lease_bound(
+    counters, gateways, mock, price, fault_redis, settings
+):
+    """The upstream hangs, the worker serving the request is SIGKILL-ed: within the lease bound
+    the request has a UsageRecord (status 0, charged its reservation: the upstream had been
+    reached), and the database rows, the hot counters and the ledger agree, so the request limit
+    refuses for no request that no longer exists and the monthly budget carries no phantom."""
+    if counters == "local" and not connection.settings_dict["ENGINE"].endswith("sqlite3"):
+        pytest.skip("embedded mode (the host-local table) runs on SQLite")
+    env: dict[str, str | None] = {"GOVERNANCE_LEASE_SECONDS": str(LEASE_SECONDS), "REDIS_URL": None}
+    if counters == "redis":
+        settings.REDIS_URL = env["REDIS_URL"] = fault_redis.url
+        settings.GOVERNANCE_COUNTERS = env["GOVERNANCE_COUNTERS"] = "redis"
+    else:
+        settings.REDIS_URL = None
+        settings.GOVERNANCE_COUNTERS = env["GOVERNANCE_COUNTERS"] = counters
+    for model in ("hang", "gpt-4o-mini"):
+        price(model, output="0.001")
+    live = make_setup(
+        mock.url,
+        rate_limit={"request_max_limit": 2, "request_reset_duration": "1h"},
+        budgets=[{"max_limit": "0.1", "reset_duration": "1M", "calendar_aligned": True}],
+    )
+    server = gateways(workers=1, **env)
+    worker = the_worker(server.proc.pid)
+
+    hung: list = []
+    caller = threading.Thread(
+        target=lambda: hung.append(_outcome(lambda: post(server.url, chat("hang", max_tokens=5), vk=live.value)))
+    )
+    caller.start()
+    wait_until(lambda: mock_served(mock, "hang") == 1, what="the request at the upstream")
+    # In flight: its reservation (5 output tokens at $0.001, one request) is counted.
+    assert (live_budget(live.vk), live_requests(live.vk)) == (Decimal("0.005"), 1)
+    os.kill(worker, signal.SIGKILL)
+    killed_at = time.monotonic()
+    caller.join(REQUEST_TIMEOUT)
+    assert isinstance(hung[0], ConnectionError | http.client.HTTPException), hung
+
+    def exact() -> bool:
+        found = UsageRecord.objects.filter(virtual_key=live.vk).exists()
+        return (
+            found
+            and live_budget(live.vk) == spend(live.vk) == budget_usage(live.vk)
+            and live_requests(live.vk) == rate_limit_of(live.vk).request_current_usage == UsageRecord.objects.count()
+        )
+
+    wait_until(exact, timeout=LEASE_SECONDS, what="the killed request settled by the lease reaper")
+    assert time.monotonic() - killed_at < LEASE_SECONDS
+    record = UsageRecord.objects.get()
+    assert (record.model, record.status_code, record.upstream_reached) == ("hang", 0, True)
+    # Charged its reservation: the prompt estimate and the output cap, the cap at the output price.
+    reserved_tokens = estimate_prompt_tokens(chat("hang", max_tokens=5)) + 5
+    assert (record.provider, record.cost, record.total_tokens) == ("openai", Decimal("0.005"), reserved_tokens)
+    assert (budget_usage(live.vk), rate_limit_of(live.vk).request_current_usage) == (Decimal("0.005"), 1)
+
+    # The killed request reached the upstream, so it keeps its one request of the two.
+    replies = [post(server.url, chat("gpt-4o-mini", max_tokens=5), vk=live.value) for _ in range(2)]
+    assert [r.status for r in replies] == [200, 429], [r.body for r in replies]
+    settled(2, vk=live.vk)
+    assert budget_usage(live.vk) == spend(live.vk) == Decimal("0.010")
+    assert rate_limit_of(live.vk).request_current_usage == 2
+
+
+def _outcome(call):
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+        return exc
 
 
 def test_sigterm_of_a_worker_mid_stream_finishes_the_stream_records_it_and_is_replaced(gateways, mock, price):

@@ -423,14 +423,20 @@ def test_any_output_cap_is_admitted_or_refused_without_overshoot(governed, mock,
     answer = send("/v1/chat/completions", json.dumps(body).encode(), {"x-bf-vk": value})
     made = upstream_attempts(mock) - attempts
     assert UsageRecord.objects.count() == rows + made
-    if answer.status == 200:
+    valid = cap is None or (isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1)
+    if not valid:  # a cap of another type would change what is reserved: refused, naming it
+        assert answer.status == 400 and made == 0, answer
+        assert assert_error_shape(answer, before_upstream=True)["error"]["message"] == (
+            f"{cap_field} must be a positive integer"
+        )
+    elif answer.status == 200:
         assert made == 1
     else:
         assert answer.status in (402, 429), answer
         payload = assert_error_shape(answer, before_upstream=True)
         assert payload["type"] in ("budget_exceeded", "token_limited", "request_limited", "rate_limited")
         assert made == 0
-    if tokens_before >= 2_000:
+    if tokens_before >= 2_000 and valid:
         assert answer.status == 429 and made == 0
     mine = list(UsageRecord.objects.filter(virtual_key_id=vk.id))
     assert_rows_sane(mine)

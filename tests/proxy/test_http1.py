@@ -193,6 +193,14 @@ def test_gzip_answer_is_decoded(serve):
         (b"", "connection closed before an answer"),
         (b"SMTP ready\r\n\r\n", "malformed status line"),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", "invalid Content-Length"),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+            "answer has both Content-Length and Transfer-Encoding",
+        ),
+        (
+            b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n",
+            "answer has both Content-Length and Transfer-Encoding",
+        ),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "invalid chunk size"),
         (b"HTTP/1.1 200 OK\r\n folded\r\n\r\n", "malformed header line"),
         (b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\n\r\n", "unsupported Content-Encoding 'br'"),

@@ -59,8 +59,11 @@ def wsgi_in_test_transaction() -> Iterator[None]:
 
 
 @pytest.fixture
-def seeded(django_user_model) -> dict:
+def seeded(django_user_model, settings) -> dict:
     """Rows the generated requests can hit, and an admin API token for a superuser."""
+    # schemathesis probes every operation with invalid credentials on purpose and expects 401: the
+    # HTTP Basic failure limits (429 once reached; tests/governance/test_api_basic_auth.py) are lifted.
+    settings.API_BASIC_AUTH_FAILURES_PER_USER = settings.API_BASIC_AUTH_FAILURES_PER_IP = "1000000/s"
     admin = django_user_model.objects.create_superuser("fuzz-admin", "fuzz@example.com", "fuzz-password-123")
     _, token = services.api_token_create(user=admin, name="schemathesis")
     customer = services.customer_create(name="acme", budgets=[{"max_limit": Decimal("100"), "reset_duration": "1M"}])

@@ -1,0 +1,307 @@
+"""Configuration freshness: a committed change is in force on the next request of every worker.
+
+Each process caches configuration (``governance.snapshot``). Every committed change moves a
+*generation* that all processes can read cheaply; a request compares the generation its cached
+configuration was taken at (the process *token*) with the current one, and when they differ the
+process drops its caches and the request starts over on fresh configuration. Where the
+generation lives depends on the deployment (decided once per process, :func:`_source`):
+
+- **embedded** (SQLite, or ``GOVERNANCE_COUNTERS=local``): an 8-byte counter in a memory-mapped
+  file beside the database (``<database>.config``), shared by every worker and process on the
+  host. A request reads it once, before it looks at any configuration: one shared-memory read.
+- **production** (``REDIS_URL``): a random value under :data:`REDIS_KEY`, replaced by every
+  change. It is read in the round trip the request already makes: the budget/rate-limit admit
+  (``RedisCounters.admit`` pipelines the GET with its script and calls :func:`observe`).
+  Requests with no limits on their path, and refusals decided from configuration, read it with
+  one GET (:func:`confirm`) before the upstream call or the refusal. A missing value (Redis
+  restarted or flushed) counts as a change, so a lost update can never leave a revoked key
+  working; nothing depends on pub/sub delivery.
+- **database** (PostgreSQL without Redis, or while Redis is unreachable): the row of
+  ``ConfigGeneration``, one primary-key read per request.
+
+A change anywhere (admin, API, import, shell) reaches this module through ``governance.signals``
+-> ``snapshot.invalidate`` -> :func:`changed`, run after the transaction commits: the database row
+is bumped, then the shared copy (file or Redis). A reader that sees the new generation therefore
+reads the committed rows. Accepted, bounded imprecision: a process killed between its commit and
+the bump leaves the others on their cache until the next change or the snapshot TTL
+(``GOVERNANCE_CONFIG_CACHE_SECONDS``), which stays as a backstop.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import mmap
+import os
+import struct
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.dispatch import receiver
+
+logger = logging.getLogger("bifrost.freshness")
+
+REDIS_KEY = "bf:gov:config"
+_COUNTER = struct.Struct("<q")
+MAX_RESTARTS = 3  # a request restarted this often in a row is answered 503
+UNREAD = object()  # a backend's admit that did not read the generation
+
+
+class StaleConfig(Exception):
+    """The configuration this request used changed meanwhile: start the request over."""
+
+
+_lock = threading.Lock()
+_token: Any = None  # the generation the process caches were taken at
+_request = threading.local()  # expected: the token at request start; confirmed: checked this request
+_mode: list[str] = []  # "local", "redis", "database" or "none", decided once per configuration
+_file: dict[str, Any] = {}  # path, pid, mmap of the shared counter
+
+
+def _source() -> str:
+    if _mode:
+        return _mode[0]
+    from governance.counters import local_counters, local_table_path, redis_counters
+
+    if redis_counters() is not None:
+        mode = "redis"
+    elif settings.REDIS_URL:  # Redis configured but not for counters (GOVERNANCE_COUNTERS=local/database)
+        mode = "redis"
+    elif local_counters() is not None or connections[DEFAULT_DB_ALIAS].vendor == "sqlite":
+        mode = "local" if local_table_path() is not None else "none"
+    else:
+        mode = "database"
+    with _lock:
+        if not _mode:
+            _mode.append(mode)
+    return _mode[0]
+
+
+@receiver(setting_changed)
+def _forget_mode(*, setting: str, **kwargs) -> None:
+    # Tests (and nothing else) switch REDIS_URL, the counters or the database at run time.
+    if setting in ("REDIS_URL", "GOVERNANCE_COUNTERS", "DATABASES"):
+        with _lock:
+            _mode.clear()
+            _file.clear()
+
+
+# --- the shared counter file (embedded mode) ----------------------------------------------------
+
+
+def _file_path() -> str | None:
+    from governance.counters import local_table_path
+
+    table = local_table_path()
+    if table is None:
+        return None
+    return str(Path(table).with_suffix(".config")) if table.endswith(".counters") else table + ".config"
+
+
+def _mapped() -> mmap.mmap | None:
+    """This process's mapping of the shared counter (re-opened after a fork)."""
+    held = _file.get("map")
+    if held is not None and _file.get("pid") == os.getpid():
+        return held
+    path = _file_path()
+    if path is None:
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_size < _COUNTER.size:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_size < _COUNTER.size:
+                    os.ftruncate(fd, _COUNTER.size)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        mapped = mmap.mmap(fd, _COUNTER.size)
+    finally:
+        os.close(fd)
+    with _lock:
+        _file.update(map=mapped, pid=os.getpid(), path=path)
+    return mapped
+
+
+def _bump_file() -> None:
+    mapped = _mapped()
+    if mapped is None:
+        return
+    fd = os.open(_file["path"], os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _COUNTER.pack_into(mapped, 0, _COUNTER.unpack_from(mapped, 0)[0] + 1)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+# --- the database row ---------------------------------------------------------------------------
+
+
+def _database_value() -> int:
+    from governance.models import ConfigGeneration
+
+    value = ConfigGeneration.objects.filter(pk=1).values_list("value", flat=True).first()
+    return 0 if value is None else value
+
+
+def _bump_database() -> None:
+    from django.db.models import F
+
+    from governance.models import ConfigGeneration
+
+    if not ConfigGeneration.objects.filter(pk=1).update(value=F("value") + 1):
+        ConfigGeneration.objects.get_or_create(pk=1, defaults={"value": 1})
+
+
+# --- Redis ----------------------------------------------------------------------------------------
+
+
+def _redis_client():
+    from governance.counters import redis_counters
+
+    backend = redis_counters()
+    if backend is not None:
+        return backend
+    client = _file.get("redis")
+    if client is None:
+        import redis
+
+        client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=1.0, socket_connect_timeout=0.5, decode_responses=True
+        )
+        _file["redis"] = client
+    return client
+
+
+def _redis_value() -> Any:
+    """The Redis token, repaired when Redis lost it; None when Redis cannot be reached."""
+    from governance.counters import CountersUnavailable, redis_counters
+
+    backend = redis_counters()
+    try:
+        if backend is not None:
+            value = backend._call(lambda: backend.client.get(REDIS_KEY))
+        else:
+            value = _redis_client().get(REDIS_KEY)
+    except (CountersUnavailable, Exception) as exc:  # noqa: BLE001 - any Redis failure means "use the database"
+        logger.debug("config generation not read from redis", extra={"error": type(exc).__name__})
+        return None
+    return ("redis", value if value is not None else _repair_redis())
+
+
+def _repair_redis() -> str:
+    """Redis lost the value (restart, flush): put a new one in place. Every process sees a value
+    it has never seen, so every cache is dropped once."""
+    fresh = uuid.uuid4().hex
+    client = _redis_client()
+    raw = client.client if hasattr(client, "client") else client
+    try:
+        previous = raw.set(REDIS_KEY, fresh, nx=True, get=True)
+    except Exception:  # noqa: BLE001
+        return fresh
+    return previous if previous is not None else fresh
+
+
+def _bump_redis() -> None:
+    client = _redis_client()
+    raw = client.client if hasattr(client, "client") else client
+    try:
+        raw.set(REDIS_KEY, uuid.uuid4().hex)
+    except Exception as exc:  # noqa: BLE001 - readers fall back to the database while Redis is away
+        logger.warning("config generation not written to redis", extra={"error": type(exc).__name__})
+
+
+# --- the request side -----------------------------------------------------------------------------
+
+
+def _current() -> Any:
+    """The current generation where this deployment keeps it (one read)."""
+    mode = _source()
+    if mode == "local":
+        try:
+            mapped = _mapped()
+        except OSError as exc:  # the file cannot be used: the database row still tells
+            logger.warning("config generation file unusable", extra={"error": type(exc).__name__})
+        else:
+            if mapped is not None:
+                return ("local", _COUNTER.unpack_from(mapped, 0)[0])
+    if mode == "redis":
+        token = _redis_value()
+        if token is not None:
+            return token
+    if mode == "none":
+        return None
+    try:
+        return ("database", _database_value())
+    except DatabaseError:
+        return _token  # the database is away too: the request fails on its own if it needs it
+
+
+def _switch(token: Any) -> None:
+    global _token
+    from governance import snapshot
+
+    with _lock:
+        if _token == token:
+            return
+        _token = token
+    snapshot.invalidate_local()
+
+
+def begin_request() -> None:
+    """Called first by every inference request. Embedded and database modes check here (one
+    read); in Redis mode the check rides on the admit, or :func:`confirm` makes it."""
+    mode = _source()
+    if mode == "redis":
+        _request.expected, _request.confirmed = _token, False
+        return
+    token = _current() if mode != "none" else _token
+    if token != _token:
+        _switch(token)
+    _request.expected, _request.confirmed = token, True
+
+
+def observe(value: Any) -> None:
+    """The Redis value read in the same round trip as the admit: raise :class:`StaleConfig` when
+    it is not the one this request's configuration was taken at."""
+    if value is UNREAD or getattr(_request, "confirmed", True):
+        return
+    _check(("redis", value if value is not None else _repair_redis()))
+
+
+def confirm() -> None:
+    """Make sure this request's configuration is current before acting on it (an upstream call
+    or a refusal); one read unless the admit already checked. Raises :class:`StaleConfig`."""
+    if getattr(_request, "confirmed", True):
+        return
+    _check(_current())
+
+
+def _check(token: Any) -> None:
+    if token != getattr(_request, "expected", None):
+        _switch(token)
+        _request.expected, _request.confirmed = token, False
+        raise StaleConfig
+    _request.confirmed = True
+
+
+def changed() -> None:
+    """A configuration change committed: move the generation everywhere a reader may look."""
+    mode = _source()
+    try:
+        _bump_database()
+    except DatabaseError as exc:
+        logger.warning("config generation not written to the database", extra={"error": type(exc).__name__})
+    if mode == "local":
+        try:
+            _bump_file()
+        except OSError as exc:
+            logger.warning("config generation file not written", extra={"error": type(exc).__name__})
+    elif mode == "redis":
+        _bump_redis()

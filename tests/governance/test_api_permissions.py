@@ -1,0 +1,183 @@
+"""Every management route against staff users that hold exactly one model permission.
+
+Reads need ``view_<model>``, creates ``add_<model>``, updates and verbs (rotate, reset)
+``change_<model>``, deletes ``delete_<model>``. For each route the user holding the required
+permission succeeds and changes the database as the route says; the users holding any of the
+other three permissions of that model get 403 in the project's error shape and change nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Permission
+from drf_spectacular.generators import SchemaGenerator
+from rest_framework.test import APIClient
+
+from governance.models import Budget, Customer, Provider, ProviderKey, RateLimit, Team, VirtualKey
+from governance.services import (
+    api_token_create,
+    customer_create,
+    provider_create,
+    provider_key_create,
+    team_create,
+    virtual_key_create,
+)
+
+pytestmark = pytest.mark.django_db
+ACTIONS = ("view", "add", "change", "delete")
+# Served to any staff user (the schema) or authenticated by a virtual key (quota): no model permission.
+NOT_MODEL_ROUTES = {("GET", "/api/governance/virtual-keys/quota")}
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str  # with {vk}, {team}, {customer}, {budget}, {key} placeholders
+    model: str
+    action: str
+    body: dict | None = None
+
+    @property
+    def schema_path(self) -> str:
+        return (
+            self.path.replace("{vk}", "{id}")
+            .replace("{team}", "{id}")
+            .replace("{customer}", "{id}")
+            .replace("{budget}", "{id}")
+            .replace("providers/openai", "providers/{name}")
+            .replace("{key}", "{key_id}")
+        )
+
+
+GOV = "/api/governance"
+PROVIDER_BODY = {"provider": "anthropic", "network_config": {"base_url": "http://127.0.0.1:9"}}
+ROUTES = [
+    Route("GET", f"{GOV}/virtual-keys", "virtualkey", "view"),
+    Route("POST", f"{GOV}/virtual-keys", "virtualkey", "add", {"name": "new-key"}),
+    Route("GET", f"{GOV}/virtual-keys/{{vk}}", "virtualkey", "view"),
+    Route("PUT", f"{GOV}/virtual-keys/{{vk}}", "virtualkey", "change", {"name": "renamed"}),
+    Route("DELETE", f"{GOV}/virtual-keys/{{vk}}", "virtualkey", "delete"),
+    Route("POST", f"{GOV}/virtual-keys/{{vk}}/rotate", "virtualkey", "change"),
+    Route("GET", f"{GOV}/teams", "team", "view"),
+    Route("POST", f"{GOV}/teams", "team", "add", {"name": "new-team"}),
+    Route("GET", f"{GOV}/teams/{{team}}", "team", "view"),
+    Route("PUT", f"{GOV}/teams/{{team}}", "team", "change", {"name": "renamed"}),
+    Route("DELETE", f"{GOV}/teams/{{team}}", "team", "delete"),
+    Route("GET", f"{GOV}/customers", "customer", "view"),
+    Route("POST", f"{GOV}/customers", "customer", "add", {"name": "new-customer"}),
+    Route("GET", f"{GOV}/customers/{{customer}}", "customer", "view"),
+    Route("PUT", f"{GOV}/customers/{{customer}}", "customer", "change", {"name": "renamed"}),
+    Route("DELETE", f"{GOV}/customers/{{customer}}", "customer", "delete"),
+    Route("GET", f"{GOV}/budgets", "budget", "view"),
+    Route("POST", f"{GOV}/budgets/{{budget}}/reset", "budget", "change"),
+    Route("GET", f"{GOV}/rate-limits", "ratelimit", "view"),
+    Route("GET", "/api/providers", "provider", "view"),
+    Route("POST", "/api/providers", "provider", "add", PROVIDER_BODY),
+    Route("GET", "/api/providers/openai", "provider", "view"),
+    Route("PUT", "/api/providers/openai", "provider", "change", {"network_config": {"base_url": "http://127.0.0.1:8"}}),
+    Route("DELETE", "/api/providers/openai", "provider", "delete"),
+    Route("GET", "/api/providers/openai/keys", "providerkey", "view"),
+    Route("POST", "/api/providers/openai/keys", "providerkey", "add", {"name": "k2", "value": "sk-second-key"}),
+    Route("GET", "/api/providers/openai/keys/{key}", "providerkey", "view"),
+    Route("PUT", "/api/providers/openai/keys/{key}", "providerkey", "change", {"weight": 2.0}),
+    Route("DELETE", "/api/providers/openai/keys/{key}", "providerkey", "delete"),
+    Route("GET", "/api/keys", "providerkey", "view"),
+]
+
+
+@pytest.fixture
+def objects() -> dict[str, str]:
+    customer = customer_create(name="Acme")
+    team = team_create(name="Core")
+    vk, _ = virtual_key_create(
+        name="svc",
+        budgets=[{"max_limit": 10, "reset_duration": "1d"}],
+        rate_limit={"request_max_limit": 5, "request_reset_duration": "1m"},
+    )
+    budget = Budget.objects.get(virtual_key=vk)
+    Budget.objects.filter(pk=budget.pk).update(current_usage=Decimal("7"))
+    provider = provider_create(name="openai", base_url="http://127.0.0.1:7")
+    key = provider_key_create(provider=provider, name="main", value="sk-upstream-secret")
+    return {
+        "vk": str(vk.pk),
+        "team": str(team.pk),
+        "customer": str(customer.pk),
+        "budget": str(budget.pk),
+        "key": str(key.pk),
+    }
+
+
+def database_state() -> tuple:
+    """Everything a management route can change, in a comparable form."""
+    return (
+        sorted(VirtualKey.objects.values_list("name", "value_digest")),
+        sorted(Team.objects.values_list("name", flat=True)),
+        sorted(Customer.objects.values_list("name", flat=True)),
+        sorted(Budget.objects.values_list("current_usage", flat=True)),
+        sorted(RateLimit.objects.values_list("request_max_limit", flat=True)),
+        sorted(Provider.objects.values_list("name", "base_url")),
+        sorted(ProviderKey.objects.values_list("name", "weight")),
+    )
+
+
+def client_with(django_user_model, codename: str) -> APIClient:
+    user = django_user_model.objects.create_user(f"holder-{codename}", password="pw-123456789", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="governance", codename=codename))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=user, name='tests')[1]}")
+    return client
+
+
+def call(client: APIClient, route: Route, objects: dict[str, str]):
+    path = route.path.format(**objects)
+    return getattr(client, route.method.lower())(path, route.body, format="json")
+
+
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
+def test_each_route_needs_exactly_its_model_permission(route, objects, django_user_model):
+    for action in ACTIONS:
+        if action == route.action:
+            continue
+        before = database_state()
+        response = call(client_with(django_user_model, f"{action}_{route.model}"), route, objects)
+        assert response.status_code == 403, (action, response.content)
+        assert response.json() == {
+            "is_bifrost_error": False,
+            "status_code": 403,
+            "error": {"message": "You do not have permission to perform this action."},
+            "extra_fields": {},
+        }
+        assert database_state() == before, action
+
+    before = database_state()
+    response = call(client_with(django_user_model, f"{route.action}_{route.model}"), route, objects)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/json"
+    if route.method == "GET":
+        assert database_state() == before
+    else:
+        assert database_state() != before
+
+
+def test_rotate_with_only_add_permission_neither_rotates_nor_reveals_a_value(objects, django_user_model):
+    vk = VirtualKey.objects.get(pk=objects["vk"])
+    response = client_with(django_user_model, "add_virtualkey").post(f"{GOV}/virtual-keys/{vk.pk}/rotate")
+    assert response.status_code == 403
+    assert "sk-bf-" not in response.content.decode()
+    assert VirtualKey.objects.get(pk=vk.pk).value_digest == vk.value_digest
+
+
+def test_reset_with_only_add_permission_leaves_the_usage(objects, django_user_model):
+    response = client_with(django_user_model, "add_budget").post(f"{GOV}/budgets/{objects['budget']}/reset")
+    assert response.status_code == 403
+    assert Budget.objects.get(pk=objects["budget"]).current_usage == Decimal("7")
+
+
+def test_the_table_covers_every_operation_of_the_api():
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    served = {(method.upper(), path) for path, item in schema["paths"].items() for method in item}
+    tested = {(route.method, route.schema_path) for route in ROUTES}
+    assert served - NOT_MODEL_ROUTES == tested
