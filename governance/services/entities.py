@@ -8,6 +8,7 @@ from django.db import transaction
 
 from governance.models import Customer, Team
 from governance.services.limits import budgets_reconcile, rate_limit_apply
+from governance.services.locking import lock_before_delete
 from governance.services.validation import check
 
 
@@ -39,6 +40,7 @@ def customer_update(customer: Customer, **changes: Any) -> Customer:
 @transaction.atomic
 def customer_delete(customer: Customer) -> None:
     """Teams and virtual keys of the customer are detached (ON DELETE SET NULL), not deleted."""
+    lock_before_delete(Customer.objects.filter(pk=customer.pk))
     customer.delete()
 
 
@@ -82,4 +84,5 @@ def team_update(team: Team, **changes: Any) -> Team:
 @transaction.atomic
 def team_delete(team: Team) -> None:
     """Virtual keys of the team are detached (ON DELETE SET NULL), not deleted."""
+    lock_before_delete(Team.objects.filter(pk=team.pk))
     team.delete()

@@ -8,6 +8,7 @@ from django.db import transaction
 
 from governance.models import Provider, ProviderKey
 from governance.models.providers import default_api_format
+from governance.services.locking import lock_before_delete
 from governance.services.validation import check, field_error
 
 
@@ -45,6 +46,7 @@ def provider_update(provider: Provider, **changes: Any) -> Provider:
 @transaction.atomic
 def provider_delete(provider: Provider) -> None:
     """Its keys and every VK provider config naming it go too (ON DELETE CASCADE)."""
+    lock_before_delete(ProviderKey.objects.filter(provider=provider))
     provider.delete()
 
 
@@ -89,4 +91,5 @@ def provider_key_update(key: ProviderKey, **changes: Any) -> ProviderKey:
 
 @transaction.atomic
 def provider_key_delete(key: ProviderKey) -> None:
+    lock_before_delete(ProviderKey.objects.filter(pk=key.pk))
     key.delete()

@@ -20,6 +20,7 @@ from governance.models import (
     VirtualKeyMcpConfig,
 )
 from governance.services.limits import budgets_reconcile, rate_limit_apply
+from governance.services.locking import lock_before_delete
 from governance.services.validation import check, field_error
 
 _UNSET = object()
@@ -125,6 +126,7 @@ def virtual_key_set_active(vk: VirtualKey, active: bool) -> VirtualKey:
 @transaction.atomic
 def virtual_key_delete(vk: VirtualKey) -> None:
     """Budgets, rate limit, provider configs and MCP configs go with it (ON DELETE CASCADE)."""
+    lock_before_delete(VirtualKey.objects.filter(pk=vk.pk))
     vk.delete()
 
 
