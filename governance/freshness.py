@@ -35,6 +35,7 @@ import mmap
 import os
 import struct
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,12 @@ def _source() -> str:
 @receiver(setting_changed)
 def _forget_mode(*, setting: str, **kwargs) -> None:
     # Tests (and nothing else) switch REDIS_URL, the counters or the database at run time.
+    global _last_read
     if setting in ("REDIS_URL", "GOVERNANCE_COUNTERS", "DATABASES"):
         with _lock:
             _mode.clear()
             _file.clear()
+            _last_read = (float("-inf"), None)
 
 
 # --- the shared counter file (embedded mode) ----------------------------------------------------
@@ -287,7 +290,7 @@ def begin_request() -> None:
     read); in Redis mode the check rides on the admit, or :func:`confirm` makes it."""
     mode = _source()
     if mode == "redis":
-        _request.expected, _request.confirmed = _token, False
+        _request.expected, _request.confirmed, _request.started = _token, False, time.monotonic()
         return
     token = _current() if mode != "none" else _token
     if token != _token:
@@ -308,7 +311,25 @@ def confirm() -> None:
     or a refusal); one read unless the admit already checked. Raises :class:`StaleConfig`."""
     if getattr(_request, "confirmed", True):
         return
-    _check(_current())
+    sent_at, token = _last_read
+    if sent_at < _request.started:
+        # No read of this process was sent since this request began: make one. A read sent after
+        # that moment saw every change committed before it, so concurrent requests share one
+        # (under load most requests of a worker need no read of their own).
+        sent_at = time.monotonic()
+        token = _current()
+        _remember(sent_at, token)
+    _check(token)
+
+
+_last_read: tuple[float, Any] = (float("-inf"), None)  # (monotonic time a read was sent, its token)
+
+
+def _remember(sent_at: float, token: Any) -> None:
+    global _last_read
+    with _lock:
+        if sent_at > _last_read[0]:
+            _last_read = (sent_at, token)
 
 
 def _check(token: Any) -> None:

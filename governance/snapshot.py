@@ -168,8 +168,16 @@ def invalidate_local() -> None:
 
 
 def invalidate() -> None:
-    """Drop the caches here at once, and everywhere once the current transaction commits."""
+    """Drop the caches here at once, and everywhere once the current transaction commits.
+
+    One generation bump per transaction, however many rows it changes: an import of a thousand
+    keys must not restart every request in flight a thousand times. Django drops the callbacks of
+    a rolled-back savepoint from ``run_on_commit``, so a pending one there is always going to run.
+    """
     invalidate_local()
+    connection = transaction.get_connection()
+    if connection.in_atomic_block and any(item[1] is _after_commit for item in connection.run_on_commit):
+        return
     transaction.on_commit(_after_commit)
 
 

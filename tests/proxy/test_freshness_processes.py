@@ -127,7 +127,9 @@ def test_a_lost_redis_generation_never_leaves_a_revoked_key_working(gateways, mo
     warm(cluster, live.value)
 
     VirtualKey.objects.filter(pk=live.vk.pk).update(is_active=False)  # no signal, no bump
-    assert set(statuses(cluster, chat(), live.value)) == {200}  # nobody was told: cached
+    # Nobody was told: the workers that cached the key still serve it (one that never served it
+    # loads it afresh, so not necessarily every answer).
+    assert 200 in statuses(cluster, chat(), live.value)
     redis.Redis.from_url(settings.REDIS_URL).delete(freshness.REDIS_KEY)
 
     assert set(statuses(cluster, chat(), live.value)) == {403}
