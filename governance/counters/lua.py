@@ -30,29 +30,33 @@ local now = tonumber(ARGV[1])
 local keep = tonumber(ARGV[2])
 """
 
-# KEYS: epoch, the owner's lease hash, the owners' sorted set, then one key per counter.
+# KEYS: epoch, the owner's lease hash, the owners' sorted set, the configuration generation
+# (``governance.freshness``, read here so that checking it costs no round trip of its own), then
+# one key per counter.
 # ARGV: now_ms, keep_ms, request id ('' = no lease), lease payload, owner registration expiry ms
 # (wall clock), lease slot (for the local port), then per counter: kind ('b' budget, 'r'
 # requests, 't' tokens), limit, reserve, window length ms, calendar start ms (0 = not calendar),
 # calendar end ms.
-# Reply: {'missing', {i...}} | {'reject', {{i, usage, reset_ms}...}} | {'ok', {{gen, anchor, usage}...}}
+# Reply: {'missing', {i...}, cfg} | {'reject', {{i, usage, reset_ms}...}, cfg}
+# | {'ok', {{gen, anchor, usage}...}, cfg}, cfg being the configuration generation (nil if unset).
 # On 'ok' the lease ``payload .. "\n" .. "gen,anchor;..."`` is filed under the request id in the
 # owner's hash, and the owner is registered (``NX``: its lease thread keeps the score current).
 ADMIT = (
     _COMMON
     + """
-local n = #KEYS - 3
+local n = #KEYS - 4
+local cfg = redis.call('GET', KEYS[4]) or false
 local state = {}
 local missing = {}
 for i = 1, n do
-  local h = redis.call('HMGET', KEYS[i + 3], 'u', 'a', 'g', 'e')
+  local h = redis.call('HMGET', KEYS[i + 4], 'u', 'a', 'g', 'e')
   if (not h[1]) or h[4] ~= epoch then
     missing[#missing + 1] = i
   else
     state[i] = h
   end
 end
-if #missing > 0 then return {'missing', missing} end
+if #missing > 0 then return {'missing', missing, cfg} end
 local plan = {}
 local rejected = {}
 for i = 1, n do
@@ -69,11 +73,11 @@ for i = 1, n do
   if bad then rejected[#rejected + 1] = {i, fmt(u), fmt(reset)} end
   plan[i] = {u + reserve, a, reset}
 end
-if #rejected > 0 then return {'reject', rejected} end
+if #rejected > 0 then return {'reject', rejected, cfg} end
 local out = {}
 local marks = {}
 for i = 1, n do
-  local key = KEYS[i + 3]
+  local key = KEYS[i + 4]
   redis.call('HSET', key, 'u', fmt(plan[i][1]), 'a', fmt(plan[i][2]))
   redis.call('PEXPIRE', key, math.max(plan[i][3] - now, 0) + keep)
   out[i] = {state[i][3], fmt(plan[i][2]), fmt(plan[i][1])}
@@ -83,7 +87,7 @@ if ARGV[3] ~= '' then
   redis.call('HSET', KEYS[2], ARGV[3], ARGV[4] .. '\\n' .. table.concat(marks, ';'))
   redis.call('ZADD', KEYS[3], 'NX', ARGV[5], KEYS[2])
 end
-return {'ok', out}
+return {'ok', out, cfg}
 """
 )
 

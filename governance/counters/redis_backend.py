@@ -209,17 +209,9 @@ class RedisCounters:
 
     def _admit_and_config(self, keys: list[str], args: list[Any]) -> tuple[str | None, Any]:
         """The admit script's reply and the configuration generation (``governance.freshness``),
-        in the one round trip the admit makes anyway."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.get(freshness.REDIS_KEY)
-        pipe.evalsha(self._admit.sha, len(keys), *keys, *args)
-        config, reply = pipe.execute(raise_on_error=False)
-        if isinstance(reply, redis.exceptions.NoScriptError):
-            reply = self._admit(keys=keys, args=args)  # first use on this server: loads the script
-        for value in (config, reply):
-            if isinstance(value, Exception):
-                raise value
-        return config, reply
+        which the script reads in the one round trip the admit makes anyway (``KEYS[4]``)."""
+        tag, payload, config = self._admit(keys=[*keys[:3], freshness.REDIS_KEY, *keys[3:]], args=args)
+        return config, (tag, payload)
 
     def _rebuild(self, counters: list[Counter], now: datetime) -> None:
         """Load counters from their database rows (window-aware) into Redis.
