@@ -314,8 +314,7 @@ def confirm() -> None:
     sent_at, token = _last_read
     if sent_at < _request.started:
         # No read of this process was sent since this request began: make one. A read sent after
-        # that moment saw every change committed before it, so concurrent requests share one
-        # (under load most requests of a worker need no read of their own).
+        # that moment saw every change committed before it, so concurrent requests may share one.
         sent_at = time.monotonic()
         token = _current()
         _remember(sent_at, token)
