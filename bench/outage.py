@@ -34,7 +34,7 @@ from pathlib import Path
 
 from bench import loadgen
 from bench.run import GUNICORN, HOST, PYTHON, ROOT, SETUP, body, free_port, start
-from bench.soak import _workers
+from bench.soak import _workers, stop_all
 
 SAMPLE_SECONDS = 5.0
 
@@ -248,18 +248,9 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
         if not (rate_limit.request_current_usage == live_requests == records["governed"]):
             failures.append(f"request counter {rate_limit.request_current_usage}/{live_requests} != {records}")
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop_all(procs, None, timeout=30)
         proxy.close()
-        from django.db import connections
-
-        connections.close_all()
-        subprocess.run(["psql", "-h", HOST, "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {created_db}"])
+        stop_all([], created_db, timeout=30)
     print(f"gateway log: {log_path}")
     if failures:
         print("\nFAILED: " + "; ".join(failures))

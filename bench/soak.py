@@ -43,6 +43,22 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def stop_all(procs: list[subprocess.Popen], created_db: str | None, *, timeout: float) -> None:
+    """Stop the processes a run started (last first) and drop the database it created."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    from django.db import connections
+
+    connections.close_all()
+    if created_db:
+        subprocess.run(["psql", "-h", HOST, "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {created_db}"])
+
+
 def _workers(master: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text().split()]
@@ -189,18 +205,7 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
         if not (rate_limit.request_current_usage == live_requests == records):
             failures.append(f"request counter {rate_limit.request_current_usage}/{live_requests} != {records}")
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        from django.db import connections
-
-        connections.close_all()
-        if created_db:
-            subprocess.run(["psql", "-h", HOST, "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {created_db}"])
+        stop_all(procs, created_db, timeout=15)
     if failures:
         print("\nFAILED: " + "; ".join(failures))
         sys.exit(1)
