@@ -61,17 +61,15 @@ _lock = threading.Lock()
 _token: Any = None  # the generation the process caches were taken at
 _request = threading.local()  # expected: the token at request start; confirmed: checked this request
 _mode: list[str] = []  # "local", "redis", "database" or "none", decided once per configuration
-_file: dict[str, Any] = {}  # path, pid, mmap of the shared counter
+_file: dict[str, Any] = {}  # path, pid, mmap of the shared counter; the Redis client for writes
 
 
 def _source() -> str:
     if _mode:
         return _mode[0]
-    from governance.counters import local_counters, local_table_path, redis_counters
+    from governance.counters import local_counters, local_table_path
 
-    if redis_counters() is not None:
-        mode = "redis"
-    elif settings.REDIS_URL:  # Redis configured but not for counters (GOVERNANCE_COUNTERS=local/database)
+    if settings.REDIS_URL:  # whether or not the counters live there (GOVERNANCE_COUNTERS=local/database)
         mode = "redis"
     elif local_counters() is not None or connections[DEFAULT_DB_ALIAS].vendor == "sqlite":
         mode = "local" if local_table_path() is not None else "none"
@@ -166,11 +164,12 @@ def _bump_database() -> None:
 
 
 def _redis_client():
+    """The counters' Redis client when the counters live in Redis, else one of this module's."""
     from governance.counters import redis_counters
 
     backend = redis_counters()
     if backend is not None:
-        return backend
+        return backend.client
     client = _file.get("redis")
     if client is None:
         client = _file["redis"] = _redis_client_for(settings.REDIS_URL)
@@ -230,20 +229,16 @@ def _repair_redis() -> str:
     """Redis lost the value (restart, flush): put a new one in place. Every process sees a value
     it has never seen, so every cache is dropped once."""
     fresh = uuid.uuid4().hex
-    client = _redis_client()
-    raw = client.client if hasattr(client, "client") else client
     try:
-        previous = raw.set(REDIS_KEY, fresh, nx=True, get=True)
+        previous = _redis_client().set(REDIS_KEY, fresh, nx=True, get=True)
     except Exception:  # noqa: BLE001
         return fresh
     return previous if previous is not None else fresh
 
 
 def _bump_redis() -> None:
-    client = _redis_client()
-    raw = client.client if hasattr(client, "client") else client
     try:
-        raw.set(REDIS_KEY, uuid.uuid4().hex)
+        _redis_client().set(REDIS_KEY, uuid.uuid4().hex)
     except Exception as exc:  # noqa: BLE001 - readers fall back to the database while Redis is away
         logger.warning("config generation not written to redis", extra={"error": type(exc).__name__})
 

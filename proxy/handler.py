@@ -128,7 +128,7 @@ def check_fields(body: dict[str, Any]) -> None:
         raise errors.bad_request("stream must be true or false")
     for name in (*accounting.OUTPUT_CAPS, "n", "best_of"):
         value = body.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        if value is not None and not accounting.is_positive_int(value):
             raise errors.bad_request(f"{name} must be a positive integer")
     options = body.get("stream_options")
     if options is not None:
