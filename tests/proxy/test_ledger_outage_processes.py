@@ -188,9 +188,8 @@ def assert_exact(clients_served: dict, governed, free, mock) -> None:
     assert rate_limit_of(governed.vk).request_current_usage == served_governed
 
 
-def test_a_long_outage_under_load_keeps_worker_memory_flat_and_loses_nothing(
-    fault_redis, database_proxy, gateways, mock, price, settings, tmp_path
-):
+def two_keys(fault_redis, mock, price, settings):
+    """A governed key (budget and request limit) and a free one, on a priced model."""
     settings.REDIS_URL = fault_redis.url  # the test reads live (Redis) usage from the same server
     price(MODEL, output="0.001")
     governed = make_setup(
@@ -201,6 +200,13 @@ def test_a_long_outage_under_load_keeps_worker_memory_flat_and_loses_nothing(
     free, free_value = virtual_key_create(
         name="free", provider_configs=[{"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]}]
     )
+    return governed, free, free_value
+
+
+def test_a_long_outage_under_load_keeps_worker_memory_flat_and_loses_nothing(
+    fault_redis, database_proxy, gateways, mock, price, settings, tmp_path
+):
+    governed, free, free_value = two_keys(fault_redis, mock, price, settings)
     data_dir = tmp_path / "data"
     server = start_outage_gateway(gateways, database_proxy, fault_redis, data_dir)
     [worker] = wait_until(lambda: worker_pids(server.proc.pid), what="the worker")
@@ -250,16 +256,7 @@ def test_a_long_outage_under_load_keeps_worker_memory_flat_and_loses_nothing(
 def test_a_worker_stopped_during_the_outage_journals_its_backlog_and_another_process_replays_it(
     fault_redis, database_proxy, gateways, mock, price, settings, tmp_path
 ):
-    settings.REDIS_URL = fault_redis.url
-    price(MODEL, output="0.001")
-    governed = make_setup(
-        mock.url,
-        rate_limit={"request_max_limit": 10_000_000, "request_reset_duration": "1h"},
-        budgets=[{"max_limit": "100000", "reset_duration": "1h"}],
-    )
-    free, free_value = virtual_key_create(
-        name="free", provider_configs=[{"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]}]
-    )
+    governed, free, free_value = two_keys(fault_redis, mock, price, settings)
     data_dir = tmp_path / "data"
     server = start_outage_gateway(gateways, database_proxy, fault_redis, data_dir)
     [worker] = wait_until(lambda: worker_pids(server.proc.pid), what="the worker")
