@@ -16,6 +16,7 @@ from django_ratelimit.core import is_ratelimited
 
 from bifrost_site.errors import error_response
 from bifrost_site.middleware import wants_json
+from bifrost_site.ratelimit_keys import client_address
 from consent import services
 from consent.exceptions import MSG_CHOOSE_IDENTITY, MSG_TOO_MANY, FlowRejected, IdentityRejected
 from consent.forms import FlowForm, UserIdForm, VirtualKeyForm
@@ -76,7 +77,7 @@ def _too_many_vk_attempts(request: HttpRequest, flow: ConsentFlow) -> bool:
         increment=True,
     )
     per_address = is_ratelimited(
-        request, group="consent-vk-address", key="ip", rate=settings.CONSENT_VK_RATE_PER_IP, increment=True
+        request, group="consent-vk-address", key=client_address, rate=settings.CONSENT_VK_RATE_PER_IP, increment=True
     )
     return per_flow or per_address
 

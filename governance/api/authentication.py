@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import time
 
 from django.conf import settings
@@ -13,6 +12,7 @@ from django_ratelimit.core import get_usage
 from redis.exceptions import RedisError
 from rest_framework import authentication, exceptions
 
+from bifrost_site.ratelimit_keys import client_address
 from governance.keys import VK_PREFIX
 from governance.selectors import api_token_user
 
@@ -97,19 +97,6 @@ def forget_verified_credentials() -> None:
     _verified.clear()
 
 
-def _client_address(_group: str, request) -> str:
-    """The connection's address, an IPv6 one as its /64 (one host usually holds a whole /64).
-
-    Not django-ratelimit's ``"ip"`` key: that raises when a server gives no ``REMOTE_ADDR`` (a
-    Unix socket, some test clients); such requests share one bucket instead.
-    """
-    address = request.META.get("REMOTE_ADDR") or ""
-    try:
-        return str(ipaddress.ip_network(f"{address}/{64 if ':' in address else 32}", strict=False).network_address)
-    except ValueError:
-        return "unknown"
-
-
 def _failures(request, userid: str, *, increment: bool) -> list[dict]:
     """Failed attempts of this username and of this client address in their current windows.
 
@@ -119,7 +106,7 @@ def _failures(request, userid: str, *, increment: bool) -> list[dict]:
     """
     limits = (
         ("api-basic-user", lambda _group, _request: userid, settings.API_BASIC_AUTH_FAILURES_PER_USER),
-        ("api-basic-address", _client_address, settings.API_BASIC_AUTH_FAILURES_PER_IP),
+        ("api-basic-address", client_address, settings.API_BASIC_AUTH_FAILURES_PER_IP),
     )
     try:
         return [get_usage(request, group=group, key=key, rate=rate, increment=increment) for group, key, rate in limits]

@@ -242,6 +242,15 @@ def test_too_many_attempts_from_one_address_are_refused_across_flows(flow, vk, o
     assert fresh["Location"] == mcps(other_flow)
 
 
+def test_a_request_without_a_client_address_is_counted_not_a_500(flow, vk):
+    """A server on a Unix socket gives no REMOTE_ADDR: such requests share one bucket."""
+    response = flow.browser.post(
+        VK_PATH, {"flow_id": flow.flow_id, "vk": vk.value, "csrfmiddlewaretoken": flow.token}, REMOTE_ADDR=""
+    )
+    assert response.status_code == 302
+    assert response["Location"] == mcps(flow.flow_id)
+
+
 # --- POST /consent/user-id and /consent/skip ----------------------------------------------------
 
 
