@@ -47,6 +47,7 @@ from governance.counters.database import renew_leases
 from governance.counters.leases import ADMITTED, CALLED, Lease, Payload
 from governance.ledger import REAPED_STATUS, LedgerEntry
 from governance.models import CounterLease
+from governance.models.usage import INT_COLUMN_MAX
 
 logger = logging.getLogger("bifrost.leases")
 
@@ -239,7 +240,8 @@ def _settlement(
         customer_id=fields.get("customer_id"),
         provider_key_id=fields.get("provider_key_id"),
         request_type=str(fields.get("request_type", "chat_completion")),
-        latency_ms=max(0, int((now - payload.admitted_at) / timedelta(milliseconds=1))),
+        # A lease found weeks late must still fit the column, or its record could never be written.
+        latency_ms=min(max(0, int((now - payload.admitted_at) / timedelta(milliseconds=1))), INT_COLUMN_MAX),
         streamed=bool(fields.get("streamed", False)),
         priced=bool(fields.get("priced", True)),
         created_at=now,

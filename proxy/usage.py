@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from governance.models.usage import INT_COLUMN_MAX
+
 
 @dataclass(slots=True)
 class Usage:
@@ -26,7 +28,7 @@ class Usage:
 # What the ledger's token columns hold on every supported database (a 32-bit signed integer),
 # and the most a cost column holds (24 digits, 10 of them decimals). An upstream reporting more
 # is wrong, and storing its figure would make the ledger insert fail for good.
-MAX_TOKENS = 2**31 - 1
+MAX_TOKENS = INT_COLUMN_MAX
 MAX_COST = Decimal(10) ** 14
 
 

@@ -10,6 +10,9 @@ from django.db import models
 
 from governance.models.limits import MONEY
 
+# The most a token or latency column holds on every supported database (a 32-bit signed integer).
+INT_COLUMN_MAX = 2**31 - 1
+
 
 def new_request_id() -> uuid.UUID:
     """A time-ordered UUID (version 7: 48 bits of Unix milliseconds, the version and variant,

@@ -133,7 +133,14 @@ def counter_mode(request, settings) -> str:
     if request.param in ("database", "local"):
         settings.GOVERNANCE_COUNTERS = request.param
     else:
-        settings.REDIS_URL = _configured_redis_url() or request.getfixturevalue("private_redis").url
+        configured = _configured_redis_url()
+        if configured:
+            # Start empty, as on the private server: lease owners and leases left by earlier tests
+            # (or their gateway processes) must not be reaped by this one.
+            import redis
+
+            redis.Redis.from_url(configured).flushdb()
+        settings.REDIS_URL = configured or request.getfixturevalue("private_redis").url
         settings.GOVERNANCE_COUNTERS = "auto"
     return request.param
 
