@@ -9,13 +9,14 @@ generation lives depends on the deployment (decided once per process, :func:`_so
 - **embedded** (SQLite, or ``GOVERNANCE_COUNTERS=local``): an 8-byte counter in a memory-mapped
   file beside the database (``<database>.config``), shared by every worker and process on the
   host. A request reads it once, before it looks at any configuration: one shared-memory read.
-- **production** (``REDIS_URL``): a random value under :data:`REDIS_KEY`, replaced by every
-  change. It is read in the round trip the request already makes: the budget/rate-limit admit
-  (``RedisCounters.admit`` pipelines the GET with its script and calls :func:`observe`).
-  Requests with no limits on their path, and refusals decided from configuration, read it with
-  one GET (:func:`confirm`) before the upstream call or the refusal. A missing value (Redis
-  restarted or flushed) counts as a change, so a lost update can never leave a revoked key
-  working; nothing depends on pub/sub delivery.
+- **production** (``REDIS_URL``): a value under :data:`REDIS_KEY`, moved by every change and
+  pushed to every gateway process (``governance.freshness_push``): a change is acknowledged by
+  every live process before the call that made it answers, so while a process's subscription and
+  lease hold, its requests use its own copy (no round trip). Otherwise a request reads the value:
+  in the round trip of its budget/rate-limit admit (``RedisCounters.admit`` pipelines the GET with
+  its script and calls :func:`observe`), or with one GET (:func:`confirm`) before the upstream call
+  or a refusal. A missing value (Redis restarted or flushed) counts as a change, so a lost update
+  can never leave a revoked key working.
 - **database** (PostgreSQL without Redis, or while Redis is unreachable): the row of
   ``ConfigGeneration``, one primary-key read per request.
 
@@ -36,7 +37,6 @@ import os
 import struct
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ from django.conf import settings
 from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.dispatch import receiver
+
+from governance import freshness_push
 
 logger = logging.getLogger("bifrost.freshness")
 
@@ -86,6 +88,7 @@ def _forget_mode(*, setting: str, **kwargs) -> None:
     # Tests (and nothing else) switch REDIS_URL, the counters or the database at run time.
     global _last_read
     if setting in ("REDIS_URL", "GOVERNANCE_COUNTERS", "DATABASES"):
+        freshness_push.stop()
         with _lock:
             _mode.clear()
             _file.clear()
@@ -228,7 +231,7 @@ def _redis_value() -> Any:
 def _repair_redis() -> str:
     """Redis lost the value (restart, flush): put a new one in place. Every process sees a value
     it has never seen, so every cache is dropped once."""
-    fresh = uuid.uuid4().hex
+    fresh = freshness_push.fresh_value()
     try:
         previous = _redis_client().set(REDIS_KEY, fresh, nx=True, get=True)
     except Exception:  # noqa: BLE001
@@ -238,9 +241,11 @@ def _repair_redis() -> str:
 
 def _bump_redis() -> None:
     try:
-        _redis_client().set(REDIS_KEY, uuid.uuid4().hex)
+        client = _redis_client()
     except Exception as exc:  # noqa: BLE001 - readers fall back to the database while Redis is away
         logger.warning("config generation not written to redis", extra={"error": type(exc).__name__})
+    else:
+        freshness_push.announce(client)
 
 
 # --- the request side -----------------------------------------------------------------------------
@@ -305,6 +310,9 @@ def confirm() -> None:
     """Make sure this request's configuration is current before acting on it (an upstream call
     or a refusal); one read unless the admit already checked. Raises :class:`StaleConfig`."""
     if getattr(_request, "confirmed", True):
+        return
+    if freshness_push.trusted():  # every change reached this process before its writer answered
+        _check(_token)
         return
     sent_at, token = _last_read
     if sent_at < _request.started:

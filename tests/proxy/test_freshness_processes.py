@@ -5,7 +5,8 @@ minutes (``GOVERNANCE_CONFIG_CACHE_SECONDS=300``): only the shared configuration
 (``governance.freshness``) can tell them about a change. The change is made by this test process,
 as an operator's admin or API call in another worker would be. Runs in embedded mode (SQLite, the
 generation in a shared file) and, in the production run, with PostgreSQL and Redis (the
-generation in Redis, read in the admit's round trip) and with PostgreSQL alone (database row).
+generation pushed through Redis: ``tests/proxy/test_freshness_push.py`` covers its faults) and
+with PostgreSQL alone (database row).
 """
 
 from __future__ import annotations
