@@ -5,10 +5,10 @@ Chosen for a small machine (measured on 2 cores, see bench/README.md):
 - one worker per core, 16 threads each;
 - ``worker_connections`` bounded, so the kernel spreads keep-alive clients over all workers
   instead of one worker accepting every connection and halving throughput;
-- usage rows are written by a per-worker writer thread in batches (``proxy.ledger``) and the
+- usage rows are written by a per-worker writer thread in batches (``governance.metering.writer``) and the
   queue is drained when a worker exits (including on SIGTERM), or journaled to
-  ``BIFROST_DATA_DIR/ledger-journal`` while the database is away (``proxy.journal``);
-- a per-worker lease thread (``governance.reaper``) keeps this worker's reservations alive and
+  ``BIFROST_DATA_DIR/ledger-journal`` while the database is away (``governance.metering.journal``);
+- a per-worker lease thread (``governance.metering.reaper``) keeps this worker's reservations alive and
   settles those of dead workers (a SIGKILL-ed worker's are settled by its replacement).
 """
 
@@ -38,19 +38,18 @@ def _serves_gateway() -> bool:
 
 def post_worker_init(worker) -> None:
     if _serves_gateway():
-        from governance import reaper
-        from proxy import ledger
+        from governance.metering import reaper, writer
 
-        ledger.start_writer()
+        writer.start_writer()
         reaper.start()
 
 
 def worker_exit(server, worker) -> None:
     if _serves_gateway():
-        from proxy import ledger
+        from governance.metering import writer
 
-        ledger.flush(timeout=graceful_timeout)
+        writer.flush(timeout=graceful_timeout)
 
-        from governance import reaper
+        from governance.metering import reaper
 
         reaper.stop()

@@ -98,7 +98,7 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
     import redis
     from django.db.models import Sum
 
-    from governance import enforcement
+    from governance.metering import live
     from governance.models import Budget, RateLimit, UsageRecord
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -109,7 +109,7 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
     failures: list[str] = []
     log_path = data_dir / "gateway.log"
     try:
-        procs.append(start([PYTHON, "-m", "proxy.mock_upstream", "--port", str(mock_port)], env, mock_port))
+        procs.append(start([PYTHON, "-m", "bench.mock_upstream", "--port", str(mock_port)], env, mock_port))
         subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
         subprocess.run([PYTHON, "manage.py", "seed_prices"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
         keys = subprocess.run([PYTHON, "-c", SETUP], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
@@ -200,8 +200,8 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
         ] or Decimal("0")
         budget = Budget.objects.get(virtual_key__name="bench-governed")
         rate_limit = RateLimit.objects.get(virtual_key__name="bench-governed")
-        live = enforcement.live_budget_usage([budget.pk])[str(budget.pk)]
-        live_requests = enforcement.live_rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
+        live = live.budget_usage([budget.pk])[str(budget.pk)]
+        live_requests = live.rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
         events = []
         for line in log_path.read_text(errors="replace").splitlines():
             if line.startswith("{"):

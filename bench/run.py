@@ -181,7 +181,7 @@ def main() -> None:
     }
     procs = []
     try:
-        procs.append(start([PYTHON, "-m", "proxy.mock_upstream", "--port", str(mock_port)], base_env, mock_port))
+        procs.append(start([PYTHON, "-m", "bench.mock_upstream", "--port", str(mock_port)], base_env, mock_port))
         subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=gw_env, check=True)
         subprocess.run(
             [PYTHON, "manage.py", "seed_prices"], cwd=ROOT, env=gw_env, check=True, stdout=subprocess.DEVNULL

@@ -104,7 +104,7 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
     from django.db import connection
     from django.db.models import Sum
 
-    from governance import enforcement
+    from governance.metering import live
     from governance.models import Budget, RateLimit, UsageRecord
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -113,7 +113,7 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
     procs = []
     failures: list[str] = []
     try:
-        procs.append(start([PYTHON, "-m", "proxy.mock_upstream", "--port", str(mock_port)], env, mock_port))
+        procs.append(start([PYTHON, "-m", "bench.mock_upstream", "--port", str(mock_port)], env, mock_port))
         subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
         subprocess.run([PYTHON, "manage.py", "seed_prices"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
         keys = subprocess.run([PYTHON, "-c", SETUP], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
@@ -170,8 +170,8 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
         ledger_cost = UsageRecord.objects.aggregate(total=Sum("cost"))["total"] or Decimal("0")
         budget = Budget.objects.get(virtual_key__name="bench-governed")
         rate_limit = RateLimit.objects.get(virtual_key__name="bench-governed")
-        live = enforcement.live_budget_usage([budget.pk])[str(budget.pk)]
-        live_requests = enforcement.live_rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
+        live = live.budget_usage([budget.pk])[str(budget.pk)]
+        live_requests = live.rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
 
         all_latencies = sorted(x for r in results for x in r.latencies)
         print(f"\nsoak: {elapsed:.0f} s, c={args.concurrency} ({sse_clients} SSE), {args.workers} workers")

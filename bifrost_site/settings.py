@@ -1,8 +1,8 @@
 """Django settings, read from the environment through ``bifrost_site.env``.
 
-With nothing set the gateway runs in *embedded mode*: SQLite under ``BIFROST_DATA_DIR`` and
-database-backed counters. ``DATABASE_URL`` (PostgreSQL) and ``REDIS_URL`` switch on
-*production mode*. ``.env.example`` lists every variable.
+With nothing set the gateway runs in *embedded mode*: SQLite under ``BIFROST_DATA_DIR`` and the
+host-local counter table shared by this host's processes. ``DATABASE_URL`` (PostgreSQL) and
+``REDIS_URL`` switch on *production mode*. ``.env.example`` lists every variable.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / counters ------------------------------------------------------------------------
 REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix"))
-# Where budget and rate-limit counters live (rules in governance/counters/__init__.py): "auto"
+# Where budget and rate-limit counters live (rules in governance/metering/counters/__init__.py): "auto"
 # (Redis when REDIS_URL is set, else the host-local table on SQLite, else the database rows),
 # "redis" (fail closed without Redis), "local" (one host only) or "database".
 GOVERNANCE_COUNTERS = env_choice("GOVERNANCE_COUNTERS", "auto", ("auto", "redis", "local", "database"))
@@ -145,7 +145,7 @@ GOVERNANCE_ENFORCE_VIRTUAL_KEYS = env_bool("GOVERNANCE_ENFORCE_VIRTUAL_KEYS", Tr
 # (400 model_unpriced naming the model); "allow" lets it through at $0, recorded priced=false.
 GOVERNANCE_UNPRICED_MODELS = env_choice("GOVERNANCE_UNPRICED_MODELS", "block", ("block", "allow"))
 GOVERNANCE_DEFAULT_MAX_TOKENS = env_int("GOVERNANCE_DEFAULT_MAX_TOKENS", 4096, minimum=1)
-# A reservation whose process died is settled within this bound (``governance.reaper``): at once on
+# A reservation whose process died is settled within this bound (``governance.metering.reaper``): at once on
 # the same host (the dead process's lease file is unlocked), after this long from another host.
 GOVERNANCE_LEASE_SECONDS = env_float("GOVERNANCE_LEASE_SECONDS", 30.0, minimum=1)
 # Seconds a process caches a virtual key's configuration; changes also invalidate it at once.
@@ -162,7 +162,7 @@ MAX_REQUEST_BODY_BYTES = env_int("BIFROST_MAX_BODY_BYTES", 10 * 1024 * 1024, min
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 USAGE_RETENTION_DAYS = env_int("BIFROST_USAGE_RETENTION_DAYS", 400, minimum=1)
 # Usage rows + settlements a gunicorn worker holds in memory while the database does not take
-# them; past this, new ones go to a local journal in DATA_DIR, replayed once it is back (proxy.ledger).
+# them; past this, new ones go to a local journal in DATA_DIR, replayed once it is back (governance.metering.writer).
 LEDGER_MEMORY_ROWS = env_int("BIFROST_LEDGER_MEMORY_ROWS", 10_000, minimum=1)
 
 # --- Secrets at rest ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Top-level URL map: admin, management API, proxy, consent flow, health."""
+"""Top-level URL map: admin, management API, consent flow, health (the inference paths never reach
+Django's URL resolver: ``bifrost_site.wsgi`` hands them to ``proxy.wsgi`` first)."""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -14,5 +15,4 @@ urlpatterns = [
     path("api/governance/", include("governance.api.urls")),
     path("api/", include("governance.api.provider_urls")),
     path("", include("consent.urls")),
-    path("", include("proxy.urls")),
 ]

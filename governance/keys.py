@@ -7,7 +7,6 @@ last four characters are stored, so a database dump does not leak usable keys.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import uuid
 
@@ -27,16 +26,17 @@ def last_four(value: str) -> str:
     return value[-4:]
 
 
+# Bifrost's answers to a missing or unknown VK (the proxy's 401s and the quota endpoint's).
+VK_REQUIRED = "virtual key is required. Provide a virtual key via the x-bf-vk header."
+VK_NOT_FOUND = "virtual key not found. The provided virtual key does not exist or has been revoked."
+
+
 def mask_virtual_key(last4: str) -> str:
     return f"{VK_PREFIX}…{last4}"
 
 
 def mask_secret(last4: str) -> str:
     return f"…{last4}" if last4 else ""
-
-
-def digests_match(value: str, stored_digest: str) -> bool:
-    return hmac.compare_digest(digest(value), stored_digest)
 
 
 def new_token(prefix: str) -> str:

@@ -1,7 +1,7 @@
 """Immutable descriptions of the budgets and rate limits on a request's path.
 
-The VK configuration snapshot (``governance.snapshot``) produces them; the counter backends
-(``governance.counters``) check and reserve against them. Window state (usage, last reset)
+The VK configuration snapshot (``governance.metering.snapshot``) produces them; the counter backends
+(``governance.metering.counters``) check and reserve against them. Window state (usage, last reset)
 is not here: it belongs to the counters.
 """
 

@@ -1,6 +1,6 @@
 """Model prices: the shipped catalog, the rule that finds a model's price, and the cost of a request.
 
-**Finding a price** (:func:`find_price`, used by the proxy through ``governance.snapshot``). A
+**Finding a price** (:func:`find_price`, used by the proxy through ``governance.metering.snapshot``). A
 price row names a *provider* — a configured provider's name or a provider type (``openai``,
 ``anthropic``, ``gemini``: the catalog's rows) — and a model. For a request to model ``m`` on
 provider ``p`` of format ``f``, the first hit of this order wins:

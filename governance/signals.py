@@ -1,7 +1,7 @@
 """Cache invalidation: any change to the configuration the proxy caches clears the snapshots.
 
-See ``governance.snapshot`` for the full rule: immediate in this process, and on the next request
-of every other worker and process once the transaction commits (``governance.freshness``).
+See ``governance.metering.snapshot`` for the full rule: immediate in this process, and on the next request
+of every other worker and process once the transaction commits (``governance.metering.freshness``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from governance import snapshot
+from governance.metering import snapshot
 from governance.models import (
     Budget,
     Customer,

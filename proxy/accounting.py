@@ -4,7 +4,7 @@ The proxy calls, for every upstream attempt:
 
 1. ``begin(resolved)`` after routing and key choice, before the upstream call. When budgets or
    rate limits lie on the request's path (provider config -> VK -> team -> customer), it checks
-   and reserves on all of them in one atomic step (``governance.enforcement.admit``): a request
+   and reserves on all of them in one atomic step (``governance.metering.enforcement.admit``): a request
    slot, the prompt estimate plus the output cap as tokens, and the worst-case cost (prompt
    estimate at the input price + ``max_tokens``/``max_completion_tokens``/``max_output_tokens``,
    or ``GOVERNANCE_DEFAULT_MAX_TOKENS``, at the output price). It returns a :class:`Ticket`
@@ -20,9 +20,10 @@ The proxy calls, for every upstream attempt:
 Rules: a successful answer (and a cut-off stream) is charged its actual cost; a failed upstream
 call costs nothing; an attempt counts one request against request limits only if the upstream
 was actually reached (``upstream_called``). Requests whose path carries limits settle through
-``governance.enforcement.settle`` (UsageRecord + database counters in one transaction, then the
-Redis copy) in batches on a settler thread (``proxy.ledger.settle``), drained on graceful shutdown; requests
-without limits only need their UsageRecord, which ``proxy.ledger`` batches.
+``governance.metering.enforcement.settle`` (UsageRecord + database counters in one transaction,
+then the Redis copy) in batches on a settler thread (``governance.metering.writer.settle``),
+drained on graceful shutdown; requests without limits only need their UsageRecord, which
+``governance.metering.writer`` batches.
 """
 
 from __future__ import annotations
@@ -37,14 +38,13 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from governance import enforcement, freshness, snapshot
-from governance.counters import leases
-from governance.counters.base import Admission
-from governance.ledger import LedgerEntry
+from governance.metering import enforcement, freshness, snapshot, writer
+from governance.metering.counters import leases
+from governance.metering.counters.base import Admission, Rejection
+from governance.metering.ledger import LedgerEntry
+from governance.metering.snapshot import PriceSnapshot
 from governance.models.usage import new_request_id
 from governance.pricing import cost_of
-from governance.snapshot import PriceSnapshot
-from proxy import ledger
 from proxy.routing import Resolved
 from proxy.usage import Usage, estimate_prompt_tokens
 
@@ -63,14 +63,6 @@ class Ticket:
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
     admission: Admission | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    status: int
-    type: str
-    message: str
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 def output_cap(body: dict[str, Any], request_type: str) -> int:
@@ -93,12 +85,14 @@ def is_positive_int(value: Any) -> bool:
 def unpriced_rejection(resolved: Resolved) -> Rejection:
     model, provider = resolved.model, resolved.provider.name
     return Rejection(
-        400,
-        "model_unpriced",
-        f"Model '{model}' on provider '{provider}' has no price, and this request's path has a budget, so "
-        f"its cost cannot be counted: add a price for '{model}' (admin: Model prices, or "
-        "`manage.py seed_prices --update` for the shipped catalog), or set GOVERNANCE_UNPRICED_MODELS=allow "
-        "to let unpriced models through at $0",
+        status=400,
+        type="model_unpriced",
+        message=(
+            f"Model '{model}' on provider '{provider}' has no price, and this request's path has a budget, "
+            f"so its cost cannot be counted: add a price for '{model}' (admin: Model prices, or "
+            "`manage.py seed_prices --update` for the shipped catalog), or set "
+            "GOVERNANCE_UNPRICED_MODELS=allow to let unpriced models through at $0"
+        ),
     )
 
 
@@ -130,7 +124,7 @@ def begin(resolved: Resolved) -> Ticket | Rejection:
         entry=leased,
     )
     if not isinstance(result, Admission):
-        return Rejection(result.status, result.type, result.message, dict(result.headers))
+        return result
     try:
         freshness.confirm()  # no-op when the admit's own round trip checked it
     except freshness.StaleConfig:
@@ -207,7 +201,7 @@ def finish(
     if ticket.admission is not None:
         settlement = enforcement.Settlement(ticket.admission, cost, total, upstream_called, LedgerEntry(**fields))
         if succeeded:
-            ledger.settle(settlement)
+            writer.settle(settlement)
         else:
             # A failed attempt is settled before the proxy answers or tries a fallback, so the
             # request slot it does not use (upstream never reached) is free for the next request.
@@ -215,9 +209,9 @@ def finish(
                 enforcement.settle_many([settlement])
             except (OperationalError, InterfaceError):
                 # Database unreachable: the settler retries it; the slot stays taken until then.
-                ledger.settle(settlement)
+                writer.settle(settlement)
         return
-    ledger.record(
+    writer.record(
         {
             **fields,
             "request_id": ticket.request_id,

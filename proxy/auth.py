@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from governance import snapshot
 from governance.keys import presented_virtual_key
-from governance.snapshot import VirtualKeySnapshot
+from governance.metering import snapshot
+from governance.metering.snapshot import VirtualKeySnapshot
 from proxy import errors
 
 

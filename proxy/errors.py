@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bifrost_site.errors import error_body, error_bytes
+from governance.keys import VK_NOT_FOUND, VK_REQUIRED
+
+if TYPE_CHECKING:
+    from governance.metering.counters.base import Rejection
 
 
 class ProxyError(Exception):
@@ -37,7 +41,7 @@ class ProxyError(Exception):
         self.error_fields = error_fields or {}
         self.retryable = retryable
         # False when the upstream was never reached (connection refused or connect timeout):
-        # such an attempt does not count against request limits (governance.enforcement).
+        # such an attempt does not count against request limits (governance.metering.enforcement).
         self.upstream_reached = upstream_reached
 
     def body(self) -> bytes:
@@ -47,10 +51,6 @@ class ProxyError(Exception):
         # Upstream error details (type, code, param) kept beside the message for SDKs that read them.
         payload["error"] = {**self.error_fields, "message": self.message}
         return json.dumps(payload, separators=(",", ":")).encode()
-
-
-VK_REQUIRED = "virtual key is required. Provide a virtual key via the x-bf-vk header."
-VK_NOT_FOUND = "virtual key not found. The provided virtual key does not exist or has been revoked."
 
 
 def vk_required() -> ProxyError:
@@ -75,3 +75,9 @@ def model_blocked(model: str) -> ProxyError:
 
 def bad_request(message: str) -> ProxyError:
     return ProxyError(400, message)
+
+
+def refusal(rejection: Rejection) -> ProxyError:
+    """Governance's refusal (402, 429 or 503 from the counters; 400 for an unpriced model on a
+    budgeted path) as the proxy's answer, ``Retry-After`` included."""
+    return ProxyError(rejection.status, rejection.message, type_=rejection.type, headers=rejection.headers)

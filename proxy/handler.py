@@ -16,7 +16,7 @@ from typing import Any
 
 from django import db
 
-from governance import freshness, snapshot
+from governance.metering import freshness, snapshot
 from proxy import accounting, auth, errors, http1, routing, upstream
 from proxy.errors import ProxyError
 from proxy.routing import Resolved, Route
@@ -81,7 +81,7 @@ def error_reply(exc: ProxyError) -> Reply:
 
 def handle(route: Route, environ: dict, raw: bytes) -> Reply:
     """Answer one request. A configuration change committed while it was being decided (seen
-    before any upstream call: ``governance.freshness``) starts it over on the new configuration."""
+    before any upstream call: ``governance.metering.freshness``) starts it over on the new configuration."""
     started = time.monotonic()
     for _ in range(freshness.MAX_RESTARTS):
         try:
@@ -162,10 +162,8 @@ def _attempt(route, body, model, stream, vk, providers, candidates, client_heade
             logger.info("fallback skipped", extra={"provider": candidate.provider, "reason": exc.message})
             continue
         ticket = accounting.begin(resolved)
-        if isinstance(ticket, accounting.Rejection):
-            first_error = first_error or ProxyError(
-                ticket.status, ticket.message, type_=ticket.type, headers=ticket.headers
-            )
+        if not isinstance(ticket, accounting.Ticket):
+            first_error = first_error or errors.refusal(ticket)
             continue
         payload, strip_usage = _outgoing_body(resolved, route)
         accounting.calling(ticket)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import logging
 
-from governance import snapshot
-from governance.snapshot import ProviderSnapshot, VirtualKeySnapshot
+from governance.metering import snapshot
+from governance.metering.snapshot import ProviderSnapshot, VirtualKeySnapshot
 from proxy import upstream
 from proxy.errors import ProxyError
 from proxy.routing import Route

@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from governance.snapshot import KeySnapshot, ProviderConfigSnapshot, ProviderSnapshot, VirtualKeySnapshot
+from governance.metering.snapshot import KeySnapshot, ProviderConfigSnapshot, ProviderSnapshot, VirtualKeySnapshot
 from proxy import errors
 
 

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from governance.metering.snapshot import KeySnapshot, ProviderSnapshot
 from governance.models.providers import RESERVED_EXTRA_HEADERS
-from governance.snapshot import KeySnapshot, ProviderSnapshot
 from proxy import http1
 from proxy.errors import ProxyError
 

@@ -27,10 +27,12 @@ logger = logging.getLogger("bifrost.proxy")
 PREFIXES = ("/v1/", "/openai/", "/anthropic/")
 DATABASE_UNAVAILABLE = "The database is unavailable, so this request cannot be checked; retry shortly"
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+_STATUS_LINES[499] = "499 Client Closed Request"  # nginx's name for it; not in HTTPStatus
 
 
 def status_line(status: int) -> str:
-    return _STATUS_LINES.get(status) or f"{status} Client Closed Request"
+    """An upstream may answer any code: one the standard does not name keeps its number alone."""
+    return _STATUS_LINES.get(status) or f"{status} Unknown"
 
 
 def _read_body(environ: dict) -> bytes:

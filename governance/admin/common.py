@@ -21,7 +21,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from governance.dashboard.charts import usage_level
-from governance.live import live_usage
+from governance.metering.live import live_usage
 
 SECRETS_SESSION_KEY = "governance_one_time_secrets"
 ADMIN_MEDIA_CSS = {"all": ("governance/admin.css",)}
@@ -167,7 +167,7 @@ def usage_bar(used: Decimal | int, limit: Decimal | int | None, label: str, fmt:
 
 def attach_live_usage(budgets, rate_limits) -> None:
     """Put each row's *live* usage on it for the bars: the current window only, the hot counters
-    (Redis) and requests in flight included (``governance.live``). Two queries whatever the count.
+    (Redis) and requests in flight included (``governance.metering.live``). Two queries whatever the count.
     """
     budgets, rate_limits = list(budgets), list(rate_limits)
     if not budgets and not rate_limits:

@@ -12,7 +12,7 @@ from governance import selectors, services
 from governance.api import docs
 from governance.api.representations import budget_json, rate_limit_json
 from governance.api.views import get_or_404
-from governance.live import live_usage
+from governance.metering.live import live_usage
 from governance.models import Budget, RateLimit
 
 

@@ -46,7 +46,7 @@ from bifrost_site.errors import error_body
 from governance import selectors
 from governance.api import docs
 from governance.api.representations import budget_json, rate_limit_json, rate_limit_of, usage_for
-from governance.keys import presented_virtual_key
+from governance.keys import VK_NOT_FOUND, VK_REQUIRED, presented_virtual_key
 from governance.models import Customer, Team, VirtualKey
 
 
@@ -69,7 +69,7 @@ class QuotaView(APIView):
             return Response(
                 error_body(
                     401,
-                    "virtual key is required. Provide a virtual key via the x-bf-vk header.",
+                    VK_REQUIRED,
                     type_="virtual_key_required",
                 ),
                 status=401,
@@ -79,7 +79,7 @@ class QuotaView(APIView):
             return Response(
                 error_body(
                     401,
-                    "virtual key not found. The provided virtual key does not exist or has been revoked.",
+                    VK_NOT_FOUND,
                     type_="virtual_key_not_found",
                 ),
                 status=401,

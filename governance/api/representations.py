@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from governance.live import live_usage
+from governance.metering.live import live_usage
 from governance.models import Budget, Customer, ProviderConfig, RateLimit, Team, VirtualKey
 
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from governance.dashboard import charts, reports
 from governance.dashboard.views import budget_bar
-from governance.live import live_usage
+from governance.metering.live import live_usage
 from governance.models import UsageRecord
 
 DAYS = 30

@@ -15,7 +15,7 @@ from django.utils import timezone
 from governance import selectors
 from governance.dashboard import charts, reports
 from governance.dashboard.filters import UsageFilterForm
-from governance.live import live_usage
+from governance.metering.live import live_usage
 from governance.models import Budget, RateLimit
 
 CSV_COLUMNS = [
@@ -56,7 +56,7 @@ def _owner_label(row: Budget | RateLimit) -> str:
 
 
 def budget_bar(budget: Budget, state: dict) -> dict:
-    """Template values of one budget's bar, from its live state (``governance.live``)."""
+    """Template values of one budget's bar, from its live state (``governance.metering.live``)."""
     fraction = float(state["usage"] / budget.max_limit) if budget.max_limit else 0.0
     return {
         "used": state["usage"],

@@ -8,7 +8,7 @@ from django.db import models
 class ConfigGeneration(models.Model):
     """A single row (id 1) whose ``value`` goes up after every committed configuration change.
 
-    It is the freshness signal of last resort (``governance.freshness``): processes that have no
+    It is the freshness signal of last resort (``governance.metering.freshness``): processes that have no
     shared-memory or Redis copy of the generation to read — PostgreSQL without Redis, or while
     Redis is unreachable — compare it with the generation their cached configuration was taken at.
     """

@@ -1,4 +1,4 @@
-"""Leases of reservations held in the database counters (``governance.counters.leases``)."""
+"""Leases of reservations held in the database counters (``governance.metering.counters.leases``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ class CounterLease(models.Model):
     while the reservation is in the rows. ``owner`` names the gateway process that holds it; while
     that process lives it renews ``expires_at``. When the owner is dead (its lease file on this
     host is unlocked, or ``expires_at`` has passed), the lease reaper settles the reservation and
-    deletes the row (see ``governance.reaper``). ``payload`` holds what that takes: the counters,
+    deletes the row (see ``governance.metering.reaper``). ``payload`` holds what that takes: the counters,
     the windows the reservation was made in, the estimates and the request's ledger fields.
     The id orders leases against a hot counter's rebuild from the rows (``lease_watermark``).
     """

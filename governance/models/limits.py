@@ -2,7 +2,7 @@
 
 Each belongs to exactly one owner: a virtual key, a provider config, a team or a customer.
 ``current_usage`` / ``*_current_usage`` are the durable counters; in production mode Redis holds
-the hot copy and the database catches up within seconds (see ``governance.counters``).
+the hot copy and the database catches up within seconds (see ``governance.metering.counters``).
 """
 
 from __future__ import annotations

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 from governance.models import Budget, RateLimit
 from governance.services.validation import check, field_error
+
+logger = logging.getLogger("bifrost.enforcement")
 
 RATE_LIMIT_FIELDS = ("token_max_limit", "token_reset_duration", "request_max_limit", "request_reset_duration")
 
@@ -68,9 +73,23 @@ def rate_limit_apply(owner: models.Model, spec: dict[str, Any] | None, *, prefix
     rate_limit.save()
 
 
-def budget_reset_usage(budget: Budget) -> Budget:
+def budget_reset_usage(budget: Budget, *, now: datetime | None = None) -> Budget:
     """Set the budget's usage to zero and start a new window now, in the database and in the
-    hot counters (manual reset from the API or the admin)."""
-    from governance import enforcement  # the counters import the models: import late
+    hot counters (manual reset from the API or the admin). Requests in flight settle their actual
+    cost into the new window. If the hot counters cannot be reached, they are rebuilt from the
+    database on reconnect (the backend is marked down, so the epoch moves)."""
+    from governance.metering import counters, live  # the counters import the models: import late
 
-    return enforcement.reset_budget(budget.pk) or budget
+    now = now or timezone.now()
+    with transaction.atomic():
+        updated = Budget.objects.filter(pk=budget.pk).update(current_usage=Decimal("0"), last_reset=now)
+    if not updated:
+        return budget
+    budget = Budget.objects.get(pk=budget.pk)
+    backend = counters.hot_counters()
+    if backend is not None:
+        try:
+            backend.forget([live.budget_counter(budget)])
+        except counters.CountersUnavailable:
+            logger.warning("could not clear hot counters; they are rebuilt from the database on reconnect")
+    return budget

@@ -31,9 +31,9 @@ import redis
 from django.db import connections
 from django.db.models import Sum
 
-from governance import enforcement
-from governance.ledger import LedgerEntry
 from governance.limitspec import BudgetSpec, RateLimitSpec
+from governance.metering import enforcement
+from governance.metering.ledger import LedgerEntry
 from governance.models import Budget, ProviderConfig, RateLimit, UsageRecord, VirtualKey
 from governance.services import virtual_key_create
 

@@ -8,7 +8,7 @@ from unittest.mock import patch
 import pytest
 from django.utils import timezone
 
-from governance.enforcement import Admission
+from governance.metering.enforcement import Admission
 from governance.models import Budget, RateLimit, VirtualKey
 from governance.services import customer_create, team_create, virtual_key_create
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
@@ -22,7 +22,7 @@ T0 = datetime(2030, 1, 15, 12, 0, tzinfo=UTC)
 @contextmanager
 def freeze_now(moment: datetime):
     """The live reads' clock (windows are computed against it)."""
-    with patch("governance.live.timezone.now", return_value=moment):
+    with patch("governance.metering.live.timezone.now", return_value=moment):
         yield
 
 

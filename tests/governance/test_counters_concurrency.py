@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from governance import enforcement
-from governance.enforcement import Admission, Rejection
+from governance.metering import enforcement, live
+from governance.metering.enforcement import Admission, Rejection
 from governance.models import Budget, RateLimit, UsageRecord
 from governance.services import team_create
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
@@ -39,9 +39,7 @@ def test_request_limit_of_20_admits_exactly_20_of_60_concurrent_requests(counter
     assert (len(admitted), len(rejected)) == (20, 40)
     assert {r.type for r in rejected} == {"request_limited"}
     assert (
-        enforcement.live_rate_limit_usage([RateLimit.objects.get().pk], now=T0)[
-            str(RateLimit.objects.get().pk)
-        ].requests.usage
+        live.rate_limit_usage([RateLimit.objects.get().pk], now=T0)[str(RateLimit.objects.get().pk)].requests.usage
         == 20
     )
 
@@ -69,7 +67,7 @@ def test_concurrent_admit_and_settle_never_pass_the_budget_and_match_the_ledger(
     assert UsageRecord.objects.count() == sum(outcomes)
     # Worst case $0.05 each: at least 20 requests fit, so the budget is not refused too early.
     assert sum(outcomes) >= 20
-    assert enforcement.live_budget_usage([budget.pk], now=T0)[str(budget.pk)] == budget.current_usage
+    assert live.budget_usage([budget.pk], now=T0)[str(budget.pk)] == budget.current_usage
 
 
 def test_two_keys_of_one_team_share_its_request_limit_under_concurrency(counter_mode, make_vk):

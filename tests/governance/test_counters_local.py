@@ -2,7 +2,7 @@
 
 What is proven here: the table itself (lookups, expiry, reuse, a file of another format, a full
 table), that separate processes sharing the file admit exactly the limit, that the backend is
-chosen by the rule in ``governance.counters``, that a full table falls back to the exact database
+chosen by the rule in ``governance.metering.counters``, that a full table falls back to the exact database
 counters and rebuilds from the database afterwards, and that ``rebuild_counters`` works on it.
 The backend's enforcement rules run through every ``counter_mode`` test (the ``local`` case) and
 through the live-server tests in embedded mode.
@@ -19,7 +19,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from governance.counters import (
+from governance.metering.counters import (
     LocalCounters,
     database_counters,
     hot_counters,
@@ -27,12 +27,12 @@ from governance.counters import (
     primary_counters,
     redis_backend,
 )
-from governance.counters.base import REQUESTS, Counter
-from governance.counters.local_backend import _admit as admit_script
-from governance.counters.local_backend import _Script
-from governance.counters.local_store import MAGIC, Record, SharedTable, StoreError, key_digest
-from governance.counters.redis_backend import counter_key, window_args
-from governance.enforcement import Admission
+from governance.metering.counters.base import REQUESTS, Counter
+from governance.metering.counters.local_backend import _admit as admit_script
+from governance.metering.counters.local_backend import _Script
+from governance.metering.counters.local_store import MAGIC, Record, SharedTable, StoreError, key_digest
+from governance.metering.counters.redis_backend import counter_key, window_args
+from governance.metering.enforcement import Admission
 from governance.models import Budget
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs, settle

@@ -1,6 +1,6 @@
 """Redis restarts and outages, on a private redis-server the tests stop and start themselves.
 
-The rule under test (``governance.counters``): with ``GOVERNANCE_COUNTERS=auto`` an unreachable
+The rule under test (``governance.metering.counters``): with ``GOVERNANCE_COUNTERS=auto`` an unreachable
 Redis falls back to the database counters; with ``redis`` it fails closed with 503. Counters lost
 with a restart are rebuilt from the database, never restarted at zero.
 """
@@ -17,10 +17,11 @@ import pytest
 from django.core.management import call_command
 from django.db import OperationalError
 
-from governance import enforcement
-from governance.counters import database, redis_backend, redis_counters
-from governance.enforcement import Admission
+from governance.metering import live
+from governance.metering.counters import database, redis_backend, redis_counters
+from governance.metering.enforcement import Admission
 from governance.models import Budget, RateLimit, UsageRecord
+from proxy.errors import refusal
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs, settle
 
@@ -106,9 +107,9 @@ def test_unreachable_redis_fails_closed_with_503_when_redis_is_required(redis_mo
     rejection = admit(specs, cost="0.1")
 
     assert (rejection.status, rejection.type, rejection.retry_after) == (503, "governance_unavailable", 1)
-    response = rejection.response()
-    assert response.status_code == 503 and response["Retry-After"] == "1"
-    assert json.loads(response.content)["error"]["message"].startswith("Governance counters are unavailable")
+    answer = refusal(rejection)
+    assert answer.status == 503 and answer.headers == {"Retry-After": "1"}
+    assert json.loads(answer.body())["error"]["message"].startswith("Governance counters are unavailable")
     assert Budget.objects.get().current_usage == 0
 
 
@@ -165,12 +166,12 @@ def test_a_redis_restart_in_the_middle_of_traffic_loses_no_usage(redis_mode, mak
     assert backends == {"redis", "database"}
     # The hot copy never under-counts. It may over-count by the estimates of requests that were
     # in flight while it was rebuilt (4 threads x $0.02), never more.
-    hot = enforcement.live_budget_usage([budget.pk], now=T0)[str(budget.pk)]
+    hot = live.budget_usage([budget.pk], now=T0)[str(budget.pk)]
     assert budget.current_usage <= hot <= budget.current_usage + Decimal("0.08")
     # rebuild_counters makes it exact again.
     call_command("rebuild_counters", stdout=io.StringIO())
     assert isinstance(admit(specs, cost="0.02"), Admission)
-    assert enforcement.live_budget_usage([budget.pk], now=T0)[str(budget.pk)] == budget.current_usage + Decimal("0.02")
+    assert live.budget_usage([budget.pk], now=T0)[str(budget.pk)] == budget.current_usage + Decimal("0.02")
 
 
 def test_settling_while_redis_is_down_still_writes_the_ledger(redis_mode, make_vk):

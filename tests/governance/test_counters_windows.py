@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from governance.enforcement import Admission, Rejection, live_budget_state
+from governance.metering.enforcement import Admission, Rejection
+from governance.metering.live import budget_states
 from governance.models import Budget
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, path_specs, settle
@@ -46,7 +47,7 @@ def test_budget_usage_restarts_at_zero_when_its_window_ends(counter_mode, make_v
     budget = Budget.objects.get()
     assert budget.current_usage == Decimal("0.15")
     assert budget.last_reset == T0 + timedelta(hours=1)
-    state = live_budget_state([budget.pk], now=later)[str(budget.pk)]
+    state = budget_states([budget.pk], now=later)[str(budget.pk)]
     assert state.usage == Decimal("0.15")
     assert (state.window_start, state.resets_at) == (T0 + timedelta(hours=1), T0 + timedelta(hours=2))
 
@@ -102,4 +103,4 @@ def test_settling_after_the_window_ended_charges_the_new_window_and_drops_the_ol
 
     budget = Budget.objects.get()
     assert (budget.current_usage, budget.last_reset) == (Decimal("0.3"), T0 + timedelta(seconds=60))
-    assert live_budget_state([budget.pk], now=later)[str(budget.pk)].usage == Decimal("0.3")
+    assert budget_states([budget.pk], now=later)[str(budget.pk)].usage == Decimal("0.3")

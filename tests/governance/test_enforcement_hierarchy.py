@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from governance.enforcement import Admission, Rejection
+from governance.metering.enforcement import Admission, Rejection
 from governance.models import Budget, RateLimit
 from governance.services import customer_create, team_create
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures

@@ -11,9 +11,11 @@ from decimal import Decimal
 
 import pytest
 
-from governance.enforcement import Admission, Rejection
+from governance.metering.enforcement import Admission, Rejection
 from governance.models import Provider, ProviderConfig
 from governance.services import customer_create, provider_create, team_create
+from proxy.errors import refusal
+from proxy.handler import error_reply
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, path_specs, settle
 
@@ -193,12 +195,11 @@ def test_rejection_renders_the_bifrost_error_body_with_type_and_retry_after(coun
     specs = path_specs(vk)
     admit(specs)
 
-    response = admit(specs, now=T0 + timedelta(seconds=1)).response()
+    reply = error_reply(refusal(admit(specs, now=T0 + timedelta(seconds=1))))
 
-    assert response.status_code == 429
-    assert response["Content-Type"] == "application/json"
-    assert response["Retry-After"] == "29"
-    assert json.loads(response.content) == {
+    assert reply.status == 429
+    assert reply.headers == [("Content-Type", "application/json"), ("Retry-After", "29")]
+    assert json.loads(b"".join(reply.body)) == {
         "is_bifrost_error": False,
         "status_code": 429,
         "error": {"message": "Rate limit check failed: VK request limit exceeded (1/1, resets every 30s)"},

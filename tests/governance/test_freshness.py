@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import transaction
 
-from governance import freshness, snapshot
+from governance.metering import freshness, snapshot
 from governance.models import ConfigGeneration, Customer
 from governance.services import customer_create
 

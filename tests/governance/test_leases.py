@@ -1,6 +1,7 @@
 """Leases and the lease reaper: a reservation whose process died is settled, once, in every backend.
 
-Rules under test (``governance.counters.leases``, ``governance.reaper``, ``governance.ledger``):
+Rules under test (``governance.metering.counters.leases``, ``governance.metering.reaper``,
+``governance.metering.ledger``):
 
 - a reservation held by a dead process (its lease file unlocked: SIGKILL, out of memory) is
   settled by the next reaper pass, with a UsageRecord of status 0: at its reservation when the
@@ -31,9 +32,10 @@ import pytest
 from django.db.models import Sum
 from django.utils import timezone
 
-from governance import enforcement, reaper
-from governance.counters import hot_counters, leases, redis_backend
-from governance.enforcement import Admission, LedgerEntry
+from governance.metering import enforcement, reaper
+from governance.metering.counters import hot_counters, leases, redis_backend
+from governance.metering.enforcement import Admission, LedgerEntry
+from governance.metering.live import budget_usage, rate_limit_usage
 from governance.models import Budget, CounterLease, RateLimit, UsageRecord
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, anchor_windows, ledger_total, path_specs, settle
@@ -103,8 +105,8 @@ def admit(vk, *, cost: str = "0", tokens: int = 0):
 def assert_exact(cost: str, tokens: int, requests: int) -> None:
     """Rows, hot copy (live usage) and ledger all hold these figures."""
     budget, rate_limit = Budget.objects.get(), RateLimit.objects.get()
-    live_budget = enforcement.live_budget_usage([budget.pk], now=T0)[str(budget.pk)]
-    live = enforcement.live_rate_limit_usage([rate_limit.pk], now=T0)[str(rate_limit.pk)]
+    live_budget = budget_usage([budget.pk], now=T0)[str(budget.pk)]
+    live = rate_limit_usage([rate_limit.pk], now=T0)[str(rate_limit.pk)]
     ledger_tokens = UsageRecord.objects.aggregate(total=Sum("total_tokens"))["total"] or 0
     assert budget.current_usage == live_budget == ledger_total() == Decimal(cost)
     assert rate_limit.token_current_usage == live.tokens.usage == ledger_tokens == tokens
@@ -249,7 +251,7 @@ def test_a_database_admission_in_flight_when_the_hot_copy_is_rebuilt_is_counted_
     assert settle(hot, cost="0.05", vk=vk)
 
     budget, rate_limit = Budget.objects.get(), RateLimit.objects.get()
-    live = enforcement.live_rate_limit_usage([rate_limit.pk], now=T0)[str(rate_limit.pk)]
+    live = rate_limit_usage([rate_limit.pk], now=T0)[str(rate_limit.pk)]
     assert budget.current_usage == ledger_total() == Decimal("0.25")
-    assert enforcement.live_budget_usage([budget.pk], now=T0)[str(budget.pk)] == Decimal("0.25")
+    assert budget_usage([budget.pk], now=T0)[str(budget.pk)] == Decimal("0.25")
     assert rate_limit.request_current_usage == live.requests.usage == UsageRecord.objects.count() == 3

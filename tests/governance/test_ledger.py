@@ -12,9 +12,11 @@ from decimal import Decimal
 
 import pytest
 
-from governance import enforcement
-from governance.enforcement import Admission, LedgerEntry, Rejection
+from governance.metering import enforcement
+from governance.metering.enforcement import Admission, LedgerEntry, Rejection
+from governance.metering.live import budget_states, budget_usage, rate_limit_usage
 from governance.models import Budget, RateLimit, UsageRecord
+from governance.services.limits import budget_reset_usage
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs, settle
 
@@ -84,9 +86,7 @@ def test_settling_twice_or_recording_the_same_request_again_charges_once(counter
 
     assert UsageRecord.objects.count() == 1
     assert Budget.objects.get().current_usage == Decimal("0.3") == ledger_total()
-    assert enforcement.live_budget_usage([Budget.objects.get().pk], now=T0)[str(Budget.objects.get().pk)] == Decimal(
-        "0.3"
-    )
+    assert budget_usage([Budget.objects.get().pk], now=T0)[str(Budget.objects.get().pk)] == Decimal("0.3")
 
 
 def test_a_failed_upstream_call_costs_nothing_but_counts_one_request(counter_mode, make_vk):
@@ -114,11 +114,9 @@ def test_a_request_released_before_the_upstream_call_gives_everything_back(count
     enforcement.release(first, now=T0)
 
     assert UsageRecord.objects.count() == 0
-    state = enforcement.live_rate_limit_usage([RateLimit.objects.get().pk], now=T0)[str(RateLimit.objects.get().pk)]
+    state = rate_limit_usage([RateLimit.objects.get().pk], now=T0)[str(RateLimit.objects.get().pk)]
     assert state.requests.usage == 1
-    assert enforcement.live_budget_usage([Budget.objects.get().pk], now=T0)[str(Budget.objects.get().pk)] == Decimal(
-        "0.5"
-    )
+    assert budget_usage([Budget.objects.get().pk], now=T0)[str(Budget.objects.get().pk)] == Decimal("0.5")
     assert isinstance(admit(specs, cost="0.5"), Admission)
     enforcement.release(second, now=T0)
 
@@ -154,8 +152,8 @@ def test_live_usage_shows_requests_in_flight_and_their_windows(counter_mode, mak
     admission = admit(path_specs(vk), cost="0.25", tokens=40, now=T0 + timedelta(minutes=10))
     rate_limit, budget = RateLimit.objects.get(), Budget.objects.get()
 
-    live = enforcement.live_rate_limit_usage([rate_limit.pk, uuid.uuid4()], now=T0 + timedelta(minutes=10))
-    budget_state = enforcement.live_budget_state([budget.pk], now=T0)[str(budget.pk)]
+    live = rate_limit_usage([rate_limit.pk, uuid.uuid4()], now=T0 + timedelta(minutes=10))
+    budget_state = budget_states([budget.pk], now=T0)[str(budget.pk)]
 
     state = live[str(rate_limit.pk)]
     assert list(live) == [str(rate_limit.pk)]
@@ -171,7 +169,7 @@ def test_live_usage_shows_requests_in_flight_and_their_windows(counter_mode, mak
         T0 + timedelta(days=1),
     )
     settle(admission, cost="0.1", tokens=30, vk=vk)
-    assert enforcement.live_budget_usage([budget.pk], now=T0)[str(budget.pk)] == Decimal("0.1")
+    assert budget_usage([budget.pk], now=T0)[str(budget.pk)] == Decimal("0.1")
 
 
 def test_reset_budget_zeroes_usage_in_the_database_and_the_hot_copy(counter_mode, make_vk):
@@ -182,25 +180,11 @@ def test_reset_budget_zeroes_usage_in_the_database_and_the_hot_copy(counter_mode
     assert isinstance(admit(specs, cost="0.1"), Rejection)
     budget = Budget.objects.get()
 
-    reset = enforcement.reset_budget(budget.pk, now=T0 + timedelta(minutes=5))
+    reset = budget_reset_usage(budget, now=T0 + timedelta(minutes=5))
 
     assert (reset.current_usage, reset.last_reset) == (Decimal("0"), T0 + timedelta(minutes=5))
-    assert enforcement.live_budget_usage([budget.pk], now=T0 + timedelta(minutes=6))[str(budget.pk)] == Decimal("0")
+    assert budget_usage([budget.pk], now=T0 + timedelta(minutes=6))[str(budget.pk)] == Decimal("0")
     assert isinstance(admit(specs, cost="0.9", now=T0 + timedelta(minutes=6)), Admission)
-    assert enforcement.reset_budget(uuid.uuid4()) is None
-
-
-def test_reset_rate_limit_gives_the_request_slots_back(counter_mode, make_vk):
-    vk = make_vk(**LIMITS)
-    anchor_windows()
-    specs = path_specs(vk)
-    for _ in range(2):
-        settle(admit(specs), vk=vk)
-    assert admit(specs).type == "request_limited"
-
-    enforcement.reset_rate_limit(RateLimit.objects.get().pk, now=T0 + timedelta(minutes=1))
-
-    assert isinstance(admit(specs, now=T0 + timedelta(minutes=2)), Admission)
 
 
 def test_rebuild_counters_without_redis_says_there_is_nothing_to_rebuild(settings, db):

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from governance import snapshot
+from governance.metering import snapshot
+from governance.metering.snapshot import KeySnapshot, ProviderSnapshot
 from governance.models import ModelPrice
 from governance.pricing import CATALOG_FILE, find_price, index_by_model, model_name_variants, seed_model_prices
-from governance.snapshot import KeySnapshot, ProviderSnapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from governance import snapshot
 from governance.keys import digest
+from governance.metering import snapshot
 from governance.services import virtual_key_create
 
 pytestmark = pytest.mark.django_db

@@ -1,6 +1,6 @@
 """Fixtures of the proxy tests: the mock upstream, a live gateway, in-process calls, a provider setup.
 
-- ``mock``: ``proxy.mock_upstream`` in a subprocess for the whole session (``mock.stats()``,
+- ``mock``: ``bench.mock_upstream`` in a subprocess for the whole session (``mock.stats()``,
   reset before every test that uses it).
 - ``gateway``: the real thing, gunicorn with ``gunicorn.conf.py`` on a free port, sharing the
   test database (a SQLite file or PostgreSQL's ``test_`` database) and Redis. Tests that use it
@@ -29,7 +29,7 @@ import urllib3
 from django.conf import settings
 from django.db import connection
 
-from governance import snapshot
+from governance.metering import snapshot
 from governance.services import provider_create, provider_key_create, virtual_key_create
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ class Mock:
 def mock_server():
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy.mock_upstream", "--port", str(port)],
+        [sys.executable, "-m", "bench.mock_upstream", "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -33,7 +33,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Sum
 
-from governance import enforcement
+from governance.metering import live
 from governance.models import Budget, ModelPrice, RateLimit, UsageRecord
 from tests.proxy.conftest import HOST, ROOT, free_port, wait_for, wait_port
 
@@ -163,8 +163,8 @@ def settled(count: int, *, vk=None, timeout: float = 10.0, **filters: Any) -> li
             return False
         budgets = list(Budget.objects.all())
         limits = list(RateLimit.objects.all())
-        live_b = enforcement.live_budget_usage([b.pk for b in budgets])
-        live_r = enforcement.live_rate_limit_usage([r.pk for r in limits])
+        live_b = live.budget_usage([b.pk for b in budgets])
+        live_r = live.rate_limit_usage([r.pk for r in limits])
         for budget in budgets:
             if live_b[str(budget.pk)] != budget.current_usage:
                 return False

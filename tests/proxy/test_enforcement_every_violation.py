@@ -21,8 +21,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from governance.counters import hot_counters
-from governance.counters.base import REQUESTS, Counter
+from governance.metering.counters import hot_counters
+from governance.metering.counters.base import REQUESTS, Counter
 from governance.services import team_create
 from tests.governance.conftest_counters import _configured_redis_url, private_redis, redis_server_process
 from tests.proxy.conftest import make_setup

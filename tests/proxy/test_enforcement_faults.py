@@ -1,6 +1,6 @@
 """Faults through live gateway processes: failed upstreams, Redis outages, SIGTERM with requests in flight.
 
-Rules under test (``governance.enforcement``):
+Rules under test (``governance.metering.enforcement``):
 
 - a failed upstream costs nothing; an attempt that reached the upstream (an error answer, a
   dropped connection) counts one request against request limits, a connection that was refused
@@ -23,7 +23,7 @@ from decimal import Decimal
 
 import pytest
 
-from governance.counters.base import UNAVAILABLE
+from governance.metering.counters.base import UNAVAILABLE
 from governance.models import Budget, UsageRecord
 from governance.services import provider_create, provider_key_create, virtual_key_create
 from tests.proxy.conftest import free_port, make_setup, wait_for

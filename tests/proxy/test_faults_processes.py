@@ -1,6 +1,6 @@
 """Faults of the processes around a live gateway: a database outage under load, a worker killed or stopped mid-stream.
 
-Rules under test (``governance.enforcement``, ``proxy.ledger``, ``proxy.accounting``):
+Rules under test (``governance.metering.enforcement``, ``governance.metering.writer``, ``proxy.accounting``):
 
 - **database outage** (PostgreSQL mode, Redis up): Redis keeps admitting with the configuration
   the gateway has cached; a request that needs the database meanwhile is answered 503 in the
@@ -11,7 +11,7 @@ Rules under test (``governance.enforcement``, ``proxy.ledger``, ``proxy.accounti
   exactly once when retried;
 - **SIGKILL of a worker** between admit and settle: the request is cut, gunicorn starts a new
   worker, whose lease reaper settles the killed request's reservation within the lease bound
-  (``governance.reaper``): a UsageRecord with status 0 charged at the reservation, as the
+  (``governance.metering.reaper``): a UsageRecord with status 0 charged at the reservation, as the
   upstream had been called; the rows, the hot counters and the ledger agree again, in every
   counter backend, and no request is admitted past the budget meanwhile;
 - **SIGTERM of a worker** (not the master): the worker finishes the stream it is serving and
@@ -35,8 +35,8 @@ from pathlib import Path
 import pytest
 from django.db import OperationalError, connection
 
-from governance import enforcement
-from governance import ledger as governance_ledger
+from governance.metering import ledger
+from governance.metering import live as live_counters
 from governance.models import Budget, UsageRecord
 from governance.services import virtual_key_create
 from proxy.usage import estimate_prompt_tokens
@@ -151,12 +151,12 @@ class OpenStream:
 
 def live_budget(vk) -> Decimal:
     budget = Budget.objects.get(virtual_key=vk)
-    return enforcement.live_budget_usage([budget.pk])[str(budget.pk)]
+    return live_counters.budget_usage([budget.pk])[str(budget.pk)]
 
 
 def live_requests(vk) -> int:
     rate_limit = rate_limit_of(vk)
-    return enforcement.live_rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
+    return live_counters.rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
 
 
 # --- database outage -----------------------------------------------------------------------------
@@ -285,13 +285,13 @@ def test_a_settle_whose_commit_was_not_acknowledged_is_charged_once_when_retried
     anchor_windows()
     specs = path_specs(vk)
     admission = admit(specs, cost="0.5")
-    record_many = governance_ledger.record_many
+    record_many = ledger.record_many
 
     def commit_then_lose_the_acknowledgement(charges, *, now):
         record_many(charges, now=now)
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(governance_ledger, "record_many", commit_then_lose_the_acknowledgement)
+    monkeypatch.setattr(ledger, "record_many", commit_then_lose_the_acknowledgement)
     with pytest.raises(OperationalError):
         settle_now(admission, cost="0.3", vk=vk)
     monkeypatch.undo()
@@ -302,8 +302,8 @@ def test_a_settle_whose_commit_was_not_acknowledged_is_charged_once_when_retried
     assert UsageRecord.objects.count() == 1
     assert budget.current_usage == ledger_total() == Decimal("0.3")
     assert rate_limit.request_current_usage == 1
-    assert enforcement.live_budget_usage([budget.pk], now=T0)[str(budget.pk)] == Decimal("0.3")
-    live = enforcement.live_rate_limit_usage([rate_limit.pk], now=T0)[str(rate_limit.pk)]
+    assert live_counters.budget_usage([budget.pk], now=T0)[str(budget.pk)] == Decimal("0.3")
+    live = live_counters.rate_limit_usage([rate_limit.pk], now=T0)[str(rate_limit.pk)]
     assert live.requests.usage == 1
 
 

@@ -2,7 +2,7 @@
 
 Two gateway processes of two workers each, on the test database, cache configuration for five
 minutes (``GOVERNANCE_CONFIG_CACHE_SECONDS=300``): only the shared configuration generation
-(``governance.freshness``) can tell them about a change. The change is made by this test process,
+(``governance.metering.freshness``) can tell them about a change. The change is made by this test process,
 as an operator's admin or API call in another worker would be. Runs in embedded mode (SQLite, the
 generation in a shared file) and, in the production run, with PostgreSQL and Redis (the
 generation pushed through Redis: ``tests/proxy/test_freshness_push.py`` covers its faults) and
@@ -15,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from governance import freshness
+from governance.metering import freshness
 from governance.models import RateLimit, UsageRecord, VirtualKey
 from governance.services import provider_create, provider_key_create, virtual_key_delete, virtual_key_rotate
 from governance.services.virtual_keys import virtual_key_set_active

@@ -28,10 +28,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from bench.mock_upstream import ROUTES as MOCK_ROUTES
+from bench.mock_upstream import answer_chat, answer_messages, answer_responses
 from governance.models import ModelPrice, UsageRecord
 from governance.services import virtual_key_create
-from proxy.mock_upstream import ROUTES as MOCK_ROUTES
-from proxy.mock_upstream import answer_chat, answer_messages, answer_responses
 from proxy.routing import ROUTES
 from tests.proxy.conftest import Answer, make_setup, send
 

@@ -1,4 +1,4 @@
-"""The ledger's local journal (``proxy.journal``) and the memory bound of ``proxy.ledger``.
+"""The ledger's local journal (``governance.metering.journal``) and the memory bound of ``governance.metering.writer``.
 
 Rules under test:
 
@@ -27,12 +27,10 @@ from django.core.management import call_command
 from django.db import OperationalError
 from django.utils import timezone
 
-from governance import enforcement
-from governance import ledger as governance_ledger
-from governance.enforcement import LedgerEntry, Settlement
+from governance.metering import enforcement, journal, ledger, writer
+from governance.metering.enforcement import LedgerEntry, Settlement
+from governance.metering.live import budget_usage, rate_limit_usage
 from governance.models import Budget, RateLimit, UsageRecord
-from proxy import journal
-from proxy import ledger as proxy_ledger
 from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs
 
@@ -84,7 +82,7 @@ def journal_files(path) -> list:
 
 
 def replay(path) -> journal.Replayed:
-    return journal.replay_pending(path, write_rows=proxy_ledger.write_rows)
+    return journal.replay_pending(path, write_rows=writer.write_rows)
 
 
 def assert_counters_equal_the_ledger(vk, count: int, cost: Decimal, tokens: int) -> None:
@@ -93,8 +91,8 @@ def assert_counters_equal_the_ledger(vk, count: int, cost: Decimal, tokens: int)
     assert budget.current_usage == ledger_total(virtual_key=vk) == cost
     assert (rate_limit.request_current_usage, rate_limit.token_current_usage) == (count, tokens)
     # The live view: the hot copy (Redis, local table) where there is one, else the rows.
-    assert enforcement.live_budget_usage([budget.pk], now=T0)[str(budget.pk)] == cost
-    live = enforcement.live_rate_limit_usage([rate_limit.pk], now=T0)[str(rate_limit.pk)]
+    assert budget_usage([budget.pk], now=T0)[str(budget.pk)] == cost
+    live = rate_limit_usage([rate_limit.pk], now=T0)[str(rate_limit.pk)]
     assert (live.requests.usage, live.tokens.usage) == (count, tokens)
 
 
@@ -235,13 +233,13 @@ def test_a_settle_whose_commit_was_not_acknowledged_is_charged_once_from_the_jou
     vk = make_vk(**LIMITS)
     anchor_windows()
     item = settlement(vk, path_specs(vk))
-    record_many = governance_ledger.record_many
+    record_many = ledger.record_many
 
     def commit_then_lose_the_acknowledgement(charges, *, now):
         record_many(charges, now=now)
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(governance_ledger, "record_many", commit_then_lose_the_acknowledgement)
+    monkeypatch.setattr(ledger, "record_many", commit_then_lose_the_acknowledgement)
     with pytest.raises(OperationalError):
         enforcement.settle_many([item], now=T0)
     monkeypatch.undo()
@@ -299,14 +297,14 @@ def test_an_unreadable_line_is_kept_for_an_operator_and_the_rest_is_replayed(tmp
 
 @pytest.fixture
 def queued_ledger(tmp_path, monkeypatch):
-    """``proxy.ledger`` in queued mode without its threads, a bound of 5 and a journal in tmp_path."""
+    """``governance.metering.writer`` in queued mode without its threads, a bound of 5 and a journal in tmp_path."""
     log = journal.Journal(tmp_path)
     rows, settles = queue.Queue(), queue.Queue()
-    monkeypatch.setattr(proxy_ledger, "_queue", rows)
-    monkeypatch.setattr(proxy_ledger, "_settlements", settles)
-    monkeypatch.setattr(proxy_ledger, "_journal", log)
-    monkeypatch.setattr(proxy_ledger, "_bound", 5)
-    monkeypatch.setattr(proxy_ledger, "_pending", 0)
+    monkeypatch.setattr(writer, "_queue", rows)
+    monkeypatch.setattr(writer, "_settlements", settles)
+    monkeypatch.setattr(writer, "_journal", log)
+    monkeypatch.setattr(writer, "_bound", 5)
+    monkeypatch.setattr(writer, "_pending", 0)
     yield rows, settles, log
     log.close()
 
@@ -318,12 +316,12 @@ def test_past_the_memory_bound_usage_goes_to_the_journal(queued_ledger, make_vk,
     specs = path_specs(vk)
 
     for _ in range(3):
-        proxy_ledger.record(usage_row())
+        writer.record(usage_row())
     for _ in range(6):
-        proxy_ledger.settle(settlement(vk, specs))
+        writer.settle(settlement(vk, specs))
 
     assert (rows.qsize(), settles.qsize()) == (3, 2)
-    assert proxy_ledger.backlog() == (5, 4)
+    assert writer.backlog() == (5, 4)
     log.close()
     assert replay(tmp_path).settlements == 4
 
@@ -335,20 +333,20 @@ def test_at_exit_a_backlog_the_database_does_not_take_is_journaled_the_batch_in_
     vk = make_vk(**LIMITS)
     anchor_windows()
     specs = path_specs(vk)
-    monkeypatch.setattr(proxy_ledger, "_closing", threading.Event())
-    monkeypatch.setattr(proxy_ledger, "IN_FLIGHT_GRACE_SECONDS", 0.2)
-    monkeypatch.setattr(proxy_ledger, "_last_failure", proxy_ledger.time.monotonic())  # the database is failing
+    monkeypatch.setattr(writer, "_closing", threading.Event())
+    monkeypatch.setattr(writer, "IN_FLIGHT_GRACE_SECONDS", 0.2)
+    monkeypatch.setattr(writer, "_last_failure", writer.time.monotonic())  # the database is failing
     # The settler is stuck in a database call with two settlements; one more and a row are queued.
-    in_flight = proxy_ledger._Held("settle", [settlement(vk, specs), settlement(vk, specs)])
-    monkeypatch.setattr(proxy_ledger, "_held", {in_flight})
+    in_flight = writer._Held("settle", [settlement(vk, specs), settlement(vk, specs)])
+    monkeypatch.setattr(writer, "_held", {in_flight})
     settles.put(settlement(vk, specs))
     rows.put(usage_row())
-    monkeypatch.setattr(proxy_ledger, "_pending", 4)
+    monkeypatch.setattr(writer, "_pending", 4)
 
-    assert proxy_ledger.flush(timeout=5) is True
+    assert writer.flush(timeout=5) is True
 
-    assert proxy_ledger._closing.is_set() and in_flight.journaled
-    assert (rows.qsize(), settles.qsize(), proxy_ledger._pending) == (0, 0, 2)  # the stuck thread lets go of 2
+    assert writer._closing.is_set() and in_flight.journaled
+    assert (rows.qsize(), settles.qsize(), writer._pending) == (0, 0, 2)  # the stuck thread lets go of 2
     log.seal_if_idle(idle_seconds=0)
     assert journal_files(tmp_path) != []  # kept open (locked) while the process lives: not claimable
     assert replay(tmp_path) == journal.Replayed()
@@ -376,3 +374,13 @@ def test_manage_py_replay_ledger_journal_replays_what_no_process_holds(settings,
     assert "1 journal files replayed (2 usage rows, 0 settlements); 0 entries set aside" in out.getvalue()
     assert UsageRecord.objects.count() == 2
     assert not journal.pending()
+
+
+def test_a_journal_written_before_the_metering_package_still_names_its_classes():
+    """Journals outlive upgrades made during an outage: the old module paths still resolve."""
+    from governance.metering.counters.base import Admission
+
+    assert journal._class("governance.enforcement:Settlement") is enforcement.Settlement
+    assert journal._class("governance.counters.base:Admission") is Admission
+    with pytest.raises(ValueError, match="untrusted"):
+        journal._class("os:PathLike")

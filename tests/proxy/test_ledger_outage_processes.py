@@ -1,6 +1,6 @@
 """A long database outage under load, through a live gateway: memory stays flat and nothing is lost.
 
-Rules under test (``proxy.ledger``, ``proxy.journal``):
+Rules under test (``governance.metering.writer``, ``governance.metering.journal``):
 
 - a worker holds at most ``BIFROST_LEDGER_MEMORY_ROWS`` usage rows and settlements in memory
   while the database is away; past that, they go to its journal under ``BIFROST_DATA_DIR``, so

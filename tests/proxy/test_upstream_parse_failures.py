@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from governance import enforcement
+from governance.metering.live import budget_usage, rate_limit_usage
 from governance.models import Budget, ModelPrice, RateLimit, UsageRecord
 from tests.proxy.conftest import make_setup
 from tests.proxy.test_http1 import Scripted, reply
@@ -81,8 +81,8 @@ def assert_settled_as_a_failed_reached_attempt(setup, status: int) -> None:
     limit = RateLimit.objects.get(virtual_key=setup.vk)
     # The worst-case reservation ($0.1 + prompt, 50+ tokens) is released: nothing is spent...
     assert budget.current_usage == 0
-    assert enforcement.live_budget_usage([budget.pk])[str(budget.pk)] == 0
-    live = enforcement.live_rate_limit_usage([limit.pk])[str(limit.pk)]
+    assert budget_usage([budget.pk])[str(budget.pk)] == 0
+    live = rate_limit_usage([limit.pk])[str(limit.pk)]
     assert live.tokens.usage == 0 and limit.token_current_usage == 0
     # ...but the upstream was reached, so the attempt counts one request.
     assert live.requests.usage == 1 and limit.request_current_usage == 1

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from governance import snapshot
+from governance.metering import snapshot
 from governance.services import customer_create, team_create, virtual_key_update
 from proxy.usage import SseScanner, read_usage
 

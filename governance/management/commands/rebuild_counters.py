@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from governance.counters import CountersUnavailable, hot_counters
+from governance.metering.counters import CountersUnavailable, hot_counters
 
 
 class Command(BaseCommand):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 from django.db import InterfaceError, OperationalError
 
-from proxy import journal, ledger
+from governance.metering import journal, writer
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         directory = journal.directory()
         try:
-            done = journal.replay_pending(directory, write_rows=ledger.write_rows)
+            done = journal.replay_pending(directory, write_rows=writer.write_rows)
         except (OperationalError, InterfaceError) as exc:
             raise CommandError(f"the database is unavailable ({type(exc).__name__}); the journals are kept") from None
         self.stdout.write(

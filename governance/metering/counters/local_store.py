@@ -1,6 +1,6 @@
 """A table of counters in a memory-mapped file, shared by every worker process on one host.
 
-The embedded mode's hot counters (``governance.counters.local_backend``) live here instead of in
+The embedded mode's hot counters (``governance.metering.counters.local_backend``) live here instead of in
 Redis: the same records (usage, window anchor, generation, epoch, watermark, expiry) under the
 same rules, read and written by every gunicorn worker and thread of every gateway process that
 uses the same SQLite database. The file sits beside that database (``<database>.counters``).
@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from governance.writes import thread_descriptor
+from governance.metering.sqlite_lock import thread_descriptor
 
 MAGIC = b"BFCNT001"
 HEADER = struct.Struct("<8sq")  # magic, epoch

@@ -28,7 +28,7 @@ ledger with these counts.
 
 It is an asyncio server with a tiny HTTP/1.1 parser (keep-alive, ``Content-Length`` bodies) so
 that one core answers far more requests per second than the gateway forwards: the benchmark
-must measure the gateway, not the mock. Run it with ``python -m proxy.mock_upstream --port N``,
+must measure the gateway, not the mock. Run it with ``python -m bench.mock_upstream --port N``,
 or in a background thread with :func:`serve_in_thread`.
 """
 

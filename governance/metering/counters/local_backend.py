@@ -2,18 +2,18 @@
 
 The embedded mode's counters (``GOVERNANCE_COUNTERS=local``, and ``auto`` on SQLite without
 ``REDIS_URL``). Every worker and thread of every gateway process on the host that uses the same
-SQLite database shares one table (``governance.counters.local_store``), so a request limit of N
+SQLite database shares one table (``governance.metering.counters.local_store``), so a request limit of N
 admits exactly N requests across all of them, as Redis does across hosts. Check-and-reserve is one
 short critical section with no database access; settling runs on the settler thread after the
 answer, like the Redis backend's: the ledger brings the database rows up to date first, then the
 hot copy is settled.
 
 The three operations below are line-for-line ports of the Lua scripts in
-``governance.counters.lua`` (same arguments, same replies, same window, rebuild, watermark and
+``governance.metering.counters.lua`` (same arguments, same replies, same window, rebuild, watermark and
 epoch rules), so everything ``RedisCounters`` builds on them (rebuild from the database when a
 counter is missing, settle after a rebuild, live reads, resets, epochs) holds unchanged. Python
 integers are exact, so there is no double-precision ceiling here. The one difference is where
-the lease lives (``governance.counters.leases``): in the owner's lease file, written and cleared
+the lease lives (``governance.metering.counters.leases``): in the owner's lease file, written and cleared
 inside the same critical section as the counters, and a dead owner is known for certain (its
 file lock is free), so no tombstone is needed.
 
@@ -28,11 +28,11 @@ import threading
 import time
 from typing import Any
 
-from governance import freshness
-from governance.counters import leases
-from governance.counters.base import Counter
-from governance.counters.local_store import Record, SharedTable, StoreError, Table, key_digest
-from governance.counters.redis_backend import LEASE_PREFIX, RedisCounters, counter_key
+from governance.metering import freshness
+from governance.metering.counters import leases
+from governance.metering.counters.base import Counter
+from governance.metering.counters.local_store import Record, SharedTable, StoreError, Table, key_digest
+from governance.metering.counters.redis_backend import LEASE_PREFIX, RedisCounters, counter_key
 
 _digests: dict[str, bytes] = {}
 

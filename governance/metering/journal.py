@@ -1,6 +1,6 @@
 """The ledger's local journal: usage the database cannot take yet, kept on disk instead of in memory.
 
-``proxy.ledger`` holds at most ``BIFROST_LEDGER_MEMORY_ROWS`` usage rows and settlements in memory
+``governance.metering.writer`` holds at most ``BIFROST_LEDGER_MEMORY_ROWS`` usage rows and settlements in memory
 per worker. Past that bound (a database outage under load), each new one is appended here instead,
 and answered only once it is on disk:
 
@@ -78,6 +78,13 @@ REPLAY_MAX_BACKOFF = 5.0
 OUTAGE = (OperationalError, InterfaceError)
 # Only classes of these packages are rebuilt from a journal line.
 TRUSTED_MODULES = ("governance.", "proxy.")
+# Where the classes named by journals written before the metering package existed live now: a
+# journal outlives an upgrade made during a database outage, and must still replay.
+MOVED_MODULES = {
+    "governance.enforcement": "governance.metering.enforcement",
+    "governance.ledger": "governance.metering.ledger",
+    "governance.counters": "governance.metering.counters",
+}
 
 
 class JournalError(Exception):
@@ -142,6 +149,9 @@ def _decode(value: Any) -> Any:
 
 def _class(name: str) -> type:
     module, _, qualname = name.partition(":")
+    for old, new in MOVED_MODULES.items():
+        if module == old or module.startswith(old + "."):
+            module = new + module[len(old) :]
     if not module.startswith(TRUSTED_MODULES):
         raise ValueError(f"journal names an untrusted class {name!r}")
     found: Any = importlib.import_module(module)
@@ -491,7 +501,7 @@ class _File:
         return refused
 
     def _settle(self, settles: list[tuple[dict, bytes, Any]]) -> list[bytes]:
-        from governance import enforcement
+        from governance.metering import enforcement
 
         if not settles:
             return []
@@ -534,7 +544,7 @@ class _File:
 def forget_hot_copies(settlements: list[Any]) -> None:
     """Drop the hot copies (Redis or the local table) of these settlements' counters, so that
     they are rebuilt from the database rows on next use."""
-    from governance.counters import CountersUnavailable, hot_counters
+    from governance.metering.counters import CountersUnavailable, hot_counters
 
     backend = hot_counters()
     if backend is None:

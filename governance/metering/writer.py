@@ -9,7 +9,7 @@ usage. Accepted imprecision: a worker killed with SIGKILL or crashing loses the 
 without limits still queued: those of the last ``WINDOW_SECONDS`` (20 ms) plus the write in
 progress. A failed write (database briefly unreachable) is retried with back-off, never dropped.
 
-Requests that carry budgets or rate limits are settled through ``governance.enforcement`` (ledger
+Requests that carry budgets or rate limits are settled through ``governance.metering.enforcement`` (ledger
 rows + counter catch-up in one transaction). Under gunicorn ``settle`` only queues the
 settlement: a settler thread takes whatever finished in the last ``WINDOW_SECONDS`` and settles
 it as one batch (``enforcement.settle_many``), so requests sharing a budget cost one row lock and
@@ -17,7 +17,7 @@ one commit per batch instead of one each, and the request thread is free the mom
 is sent. ``flush`` drains this queue too. Until its settle has run, a request keeps its
 worst-case reservation: a delay errs towards refusing, never towards overshooting. If the worker
 dies before (SIGKILL, out of memory), that reservation is leased to it, and the lease reaper of
-another worker settles it at its worst case, with a UsageRecord of status 0 (``governance.reaper``):
+another worker settles it at its worst case, with a UsageRecord of status 0 (``governance.metering.reaper``):
 nothing stays counted for a request that no longer exists, and nothing is counted twice. While the
 database cannot be reached, a batch is retried with back-off (nothing of it is settled until the
 database takes all of it), so a database outage delays usage rows but loses none; a batch that
@@ -26,10 +26,10 @@ fails for any other reason is logged in full for replay and dropped.
 **Bounded memory.** A worker holds at most ``BIFROST_LEDGER_MEMORY_ROWS`` usage rows and
 settlements in memory (queued, or in a batch being written), however long the database is away.
 Past the bound, ``record`` and ``settle`` append the entry to the process's local journal
-(``proxy.journal``: ``BIFROST_DATA_DIR/ledger-journal/``, fsync'd in batches, the calling thread
+(``governance.metering.journal``: ``BIFROST_DATA_DIR/ledger-journal/``, fsync'd in batches, the calling thread
 waits for the disk) instead of queueing it. A journal thread per worker replays journals (its own
 once spilling has stopped, and those of processes that died or exited) at start and every few
-seconds once the database answers, each entry exactly once (see ``proxy.journal``). On exit
+seconds once the database answers, each entry exactly once (see ``governance.metering.journal``). On exit
 (``flush``, SIGTERM) a backlog the database does not take is journaled instead of being lost; a
 batch still in the database's hands after a short grace is journaled as ``maybe`` (the replay
 then settles it without double-counting, whether or not that last attempt committed). Accepted
@@ -54,9 +54,9 @@ from django.db import (
     connection,
 )
 
-from governance.usage_sql import clear_missing_references, insert_usage_rows
-from governance.writes import write_transaction
-from proxy import journal
+from governance.metering import journal
+from governance.metering.sqlite_lock import write_transaction
+from governance.metering.usage_rows import clear_missing_references, insert_usage_rows
 
 logger = logging.getLogger("bifrost.ledger")
 
@@ -110,7 +110,7 @@ def settle(settlement) -> None:
     """Settle a governed request (an ``enforcement.Settlement``): queued under gunicorn, else now."""
     global _pending
     if _settlements is None:
-        from governance import enforcement
+        from governance.metering import enforcement
 
         enforcement.settle_many([settlement])
         return
@@ -192,7 +192,7 @@ def _back_off(held: _Held, delay: float) -> bool:
 
 def _settle_loop() -> None:
     global _pending
-    from governance import enforcement
+    from governance.metering import enforcement
 
     assert _settlements is not None
     while True:
@@ -215,7 +215,7 @@ def _settle_loop() -> None:
                         break
                     delay = min(delay * 2, 2.0)
                 except Exception:
-                    # Not a database outage: retrying cannot help. governance.ledger has logged
+                    # Not a database outage: retrying cannot help. governance.metering.ledger has logged
                     # every entry of the batch in full for replay.
                     logger.exception("settle batch failed", extra={"requests": len(batch)})
                     connection.close()

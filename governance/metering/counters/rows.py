@@ -25,7 +25,7 @@ from functools import cache
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Model
 
-from governance.counters.base import BUDGET, REQUESTS, TOKENS, Counter
+from governance.metering.counters.base import BUDGET, REQUESTS, TOKENS, Counter
 from governance.models import Budget, RateLimit
 
 FIELDS = {

@@ -17,7 +17,7 @@ Invalidation rule (what an operator can rely on):
    when the transaction commits (so a reader that loaded the old rows mid-transaction cannot
    re-cache them: each load checks a generation number bumped by every invalidation).
 2. Every other worker and process, on this host or another, sees the change on its next request:
-   after the commit ``governance.freshness`` moves the shared configuration generation, and every
+   after the commit ``governance.metering.freshness`` moves the shared configuration generation, and every
    inference request compares it with the generation its caches were taken at (one shared-memory
    read in embedded mode; in the Redis round trip the request already makes in production).
 3. Entries also expire after ``GOVERNANCE_CONFIG_CACHE_SECONDS`` (default 5 s), a backstop for a
@@ -45,9 +45,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from governance import freshness, pricing
+from governance import pricing
 from governance.keys import digest
 from governance.limitspec import BudgetSpec, RateLimitSpec
+from governance.metering import freshness
 from governance.models import Budget, ModelPrice, Provider, ProviderConfig, ProviderKey, VirtualKey
 
 

@@ -93,7 +93,7 @@ def channel(client) -> str:
 
 def announce(client) -> None:
     """Move the generation, publish it, and wait until every live process holds it."""
-    from governance import freshness
+    from governance.metering import freshness
 
     try:
         value, receivers = client.eval(BUMP, 1, freshness.REDIS_KEY, uuid.uuid4().hex, channel(client))
@@ -147,7 +147,7 @@ class Listener(threading.Thread):
         self._client: Any = None
 
     def run(self) -> None:
-        from governance import freshness
+        from governance.metering import freshness
 
         self._client = freshness._redis_client_for(self.url)
         pause = 0.05
@@ -186,7 +186,7 @@ class Listener(threading.Thread):
             self._release()
 
     def _record(self) -> None:
-        from governance import freshness
+        from governance.metering import freshness
 
         value = self._client.get(freshness.REDIS_KEY)
         if value is None:

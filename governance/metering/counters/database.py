@@ -3,12 +3,12 @@
 Check-and-reserve is one short transaction: lock every row on the path in the fixed order,
 compute each window, check every counter, and reserve on all of them or none. The transaction
 ends before the proxy calls upstream; settling is a second short transaction (in
-``governance.ledger``). Works on SQLite (IMMEDIATE transactions serialise writers, queued fairly
-by ``governance.writes``) and PostgreSQL (row locks).
+``governance.metering.ledger``). Works on SQLite (IMMEDIATE transactions serialise writers, queued fairly
+by ``governance.metering.sqlite_lock``) and PostgreSQL (row locks).
 
 A reservation is kept in ``current_usage`` itself, so usage read from the database includes the
 requests in flight. The same transaction writes the reservation's lease (a ``CounterLease`` row,
-see ``governance.counters.leases``), which the settle transaction deletes: if the worker dies in
+see ``governance.metering.counters.leases``), which the settle transaction deletes: if the worker dies in
 between (SIGKILL, out of memory), the lease reaper settles the reservation once the owner is known
 dead, instead of it standing until the window resets. The lease row's delete is also what makes
 a settle count once: the ledger charges a database admission only if it deleted its lease.
@@ -22,9 +22,9 @@ from decimal import Decimal
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
-from governance.counters import leases
-from governance.counters.base import Admission, Counter, CountersUnavailable, Violation
-from governance.counters.rows import (
+from governance.metering.counters import leases
+from governance.metering.counters.base import Admission, Counter, CountersUnavailable, Violation
+from governance.metering.counters.rows import (
     FIELDS,
     CounterRow,
     counter_state,
@@ -34,8 +34,8 @@ from governance.counters.rows import (
     set_state,
     unique_rows,
 )
+from governance.metering.sqlite_lock import write_transaction
 from governance.models import CounterLease
-from governance.writes import write_transaction
 
 
 class DatabaseCounters:

@@ -3,7 +3,7 @@
 Every counter is a hash ``{u: usage, a: window anchor (ms), g: generation, e: epoch, w: record
 watermark}``. Usage is an integer (nano-dollars, tokens or requests). ``KEYS[1]`` is the epoch
 key: a counter built under an older epoch is treated as missing and rebuilt from the database
-(see ``redis_backend``). Leases (``governance.counters.leases``) are
+(see ``redis_backend``). Leases (``governance.metering.counters.leases``) are
 written by the admit script and removed by the settle script, in the same round trips.
 
 Numbers are formatted with ``%.0f`` before they go back to Redis: Lua 5.1 would otherwise print
@@ -31,7 +31,7 @@ local keep = tonumber(ARGV[2])
 """
 
 # KEYS: epoch, the owner's lease hash, the owners' sorted set, the configuration generation
-# (``governance.freshness``, read here so that checking it costs no round trip of its own), then
+# (``governance.metering.freshness``, read here so that checking it costs no round trip of its own), then
 # one key per counter.
 # ARGV: now_ms, keep_ms, request id ('' = no lease), lease payload, owner registration expiry ms
 # (wall clock), lease slot (for the local port), then per counter: kind ('b' budget, 'r'

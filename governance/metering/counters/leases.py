@@ -1,10 +1,10 @@
 """Leases: every reservation names the process holding it, so a dead process's reservations get settled.
 
-A reservation (``governance.enforcement.admit``) used to stand until its window reset when the
+A reservation (``governance.metering.enforcement.admit``) used to stand until its window reset when the
 worker holding it died between admit and settle (SIGKILL, out of memory): a monthly budget carried
 a phantom reservation for a month, a request limit refused for requests that no longer existed.
 Now every admission holds a **lease** that its settle removes, and a reservation whose owner is
-dead is settled by the lease reaper (``governance.reaper``) within a bounded time.
+dead is settled by the lease reaper (``governance.metering.reaper``) within a bounded time.
 
 - **Owner.** Each process that admits is an *owner* (``<host>-<pid>-<random>``) with a **lease
   file** in the lease directory of its database and hot counters (``<sqlite file>.leases/<counters>/``
@@ -70,7 +70,7 @@ from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.dispatch import receiver
 
-from governance.counters.base import BUDGET, REQUESTS, TOKENS, Counter
+from governance.metering.counters.base import BUDGET, REQUESTS, TOKENS, Counter
 
 logger = logging.getLogger("bifrost.leases")
 
@@ -374,8 +374,8 @@ def directory() -> Path | None:
     """The lease directory of the default database and the hot counters in use (None for an
     in-memory SQLite database). A reaper settles a dead owner's leases from the stores of its own
     configuration, so the files of owners using another Redis (or none) are not its to judge."""
-    from governance.counters import hot_counters
-    from governance.writes import sqlite_file
+    from governance.metering.counters import hot_counters
+    from governance.metering.sqlite_lock import sqlite_file
 
     conn = connections[DEFAULT_DB_ALIAS]
     hot = hot_counters()

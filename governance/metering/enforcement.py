@@ -27,9 +27,9 @@ Rules written down here:
   ``upstream_called=False`` cost and tokens are forced to 0.
 - **Redis unreachable**: ``GOVERNANCE_COUNTERS=auto`` falls back to the database counters;
   ``GOVERNANCE_COUNTERS=redis`` fails closed with 503 ``governance_unavailable``. If the database
-  cannot be reached either, 503. Never open, never 500 (see ``governance.counters``).
+  cannot be reached either, 503. Never open, never 500 (see ``governance.metering.counters``).
 - **Database unreachable** (Redis up): requests whose configuration the process has cached are
-  still admitted by Redis; their settles are retried until the database answers (``proxy.ledger``)
+  still admitted by Redis; their settles are retried until the database answers (``governance.metering.writer``)
   and keep their reservations meanwhile, so nothing is lost and nothing overshoots; a request that
   needs the database (configuration not cached, counters to rebuild) is answered 503.
 - **Hot copy rebuilt** (Redis restarted or back from an outage, local table reset): counters are
@@ -38,8 +38,8 @@ Rules written down here:
   record-id watermark), so once all have settled Redis, the rows and the ledger agree exactly.
   Database admissions used to stay in the copy next to their actual amount: counted twice.
 - **A worker that dies between admit and settle** (SIGKILL, out of memory): the reservation is
-  leased to its process in the same atomic step as the reservation (``governance.counters.leases``),
-  and the lease reaper (``governance.reaper``, a thread in every worker) settles a dead process's
+  leased to its process in the same atomic step as the reservation (``governance.metering.counters.leases``),
+  and the lease reaper (``governance.metering.reaper``, a thread in every worker) settles a dead process's
   reservations: on its host as soon as its lease file is unlocked (about a second after the
   replacement worker starts), from another host once its registration expires
   (``GOVERNANCE_LEASE_SECONDS``). Each gets a UsageRecord with status 0: charged its reservation if
@@ -54,8 +54,8 @@ Rules written down here:
 - **SIGTERM loses nothing**: settle and the ledger write finish before the request does, and
   gunicorn's graceful shutdown lets in-flight requests finish before the worker exits.
 
-Live reads for the management API: ``live_budget_usage``, ``live_budget_state``,
-``live_rate_limit_usage``; manual resets: ``reset_budget``, ``reset_rate_limit``.
+Live reads are ``governance.metering.live``'s; a manual budget reset is a limit service
+(``governance.services.limits.budget_reset_usage``).
 """
 
 from __future__ import annotations
@@ -68,11 +68,12 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
-from governance import ledger
-from governance.counters import (
+from governance.limitspec import BudgetSpec, RateLimitSpec
+from governance.metering import ledger
+from governance.metering.counters import (
     HOT_BACKENDS,
     CountersUnavailable,
     database_counters,
@@ -81,37 +82,25 @@ from governance.counters import (
     leases,
     primary_counters,
 )
-from governance.counters.base import (
+from governance.metering.counters.base import (
     BUDGET,
-    REQUESTS,
     TOKENS,
     UNAVAILABLE,
     Admission,
-    Counter,
     Rejection,
     build_counters,
     rejection_for,
 )
-from governance.counters.rows import counter_state
-from governance.ledger import LedgerEntry
-from governance.limitspec import BudgetSpec, RateLimitSpec
-from governance.models import Budget, RateLimit
+from governance.metering.ledger import LedgerEntry
 
 logger = logging.getLogger("bifrost.enforcement")
 
 __all__ = [
     "Admission",
-    "CounterState",
     "LedgerEntry",
-    "RateLimitState",
     "Rejection",
     "admit",
-    "live_budget_state",
-    "live_budget_usage",
-    "live_rate_limit_usage",
     "release",
-    "reset_budget",
-    "reset_rate_limit",
     "settle",
 ]
 
@@ -137,7 +126,7 @@ def admit(
     UsageRecord's ``request_id``.
 
     The reservation is leased to this process in the same atomic step
-    (``governance.counters.leases``); ``entry`` (its provider, model, key, team, customer...)
+    (``governance.metering.counters.leases``); ``entry`` (its provider, model, key, team, customer...)
     is what the UsageRecord says if the lease reaper has to settle it.
     """
     now = now or timezone.now()
@@ -187,7 +176,7 @@ class Settlement:
     actual_tokens: int
     upstream_called: bool
     entry: LedgerEntry | None = None
-    # Set by the lease reaper (``governance.reaper``): "reached", "not_reached" or "unknown".
+    # Set by the lease reaper (``governance.metering.reaper``): "reached", "not_reached" or "unknown".
     reaped: str = ""
 
 
@@ -215,7 +204,7 @@ def settle_many(settlements: list[Settlement], *, now: datetime | None = None) -
     Redis copy of each. The proxy's settler thread batches what finished in the last few ms.
 
     If the database cannot be reached (``OperationalError`` or ``InterfaceError`` after
-    ``governance.ledger``'s retries), the hot copy is left alone, the admissions are marked
+    ``governance.metering.ledger``'s retries), the hot copy is left alone, the admissions are marked
     ``retrying`` and the error is raised: the same settlements are to be passed again later, and
     until then their reservations stay counted. The transaction may have committed even so (the
     connection broke before its acknowledgement); the next attempt finds the UsageRecords and
@@ -316,141 +305,3 @@ def _settle_hot(
             "could not settle hot counters",
             extra={"request_ids": [str(admission.request_id) for admission, _, _ in items]},
         )
-
-
-# --- live reads for the management API ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CounterState:
-    """Live usage of one counter in its current window (reservations of requests in flight included)."""
-
-    usage: Decimal | int
-    limit: Decimal | int
-    reset_duration: str
-    window_start: datetime
-    resets_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RateLimitState:
-    tokens: CounterState | None
-    requests: CounterState | None
-
-
-def _budget_counter(budget: Budget) -> Counter:
-    return Counter(
-        BUDGET, str(budget.pk), "", budget.max_limit, budget.reset_duration, budget.calendar_aligned, Decimal("0")
-    )
-
-
-def _rate_counters(rate_limit: RateLimit) -> list[Counter]:
-    out = []
-    if rate_limit.token_max_limit is not None and rate_limit.token_reset_duration:
-        out.append(
-            Counter(
-                TOKENS, str(rate_limit.pk), "", rate_limit.token_max_limit, rate_limit.token_reset_duration, False, 0
-            )
-        )
-    if rate_limit.request_max_limit is not None and rate_limit.request_reset_duration:
-        out.append(
-            Counter(
-                REQUESTS,
-                str(rate_limit.pk),
-                "",
-                rate_limit.request_max_limit,
-                rate_limit.request_reset_duration,
-                False,
-                0,
-            )
-        )
-    return out
-
-
-def _states(pairs: list[tuple[Counter, object]], now: datetime) -> list[CounterState]:
-    """Database state for each (counter, row), replaced by the Redis hot copy where one exists."""
-    states = []
-    for counter, row in pairs:
-        usage, start, end = counter_state(counter, row, now)
-        states.append(CounterState(usage, counter.limit, counter.duration, start, end))
-    backend = hot_counters()
-    if backend is None or not pairs:
-        return states
-    try:
-        hot = backend.read([c for c, _ in pairs], now)
-    except CountersUnavailable:
-        return states
-    return [
-        CounterState(h[0], s.limit, s.reset_duration, h[1], h[2]) if h is not None else s
-        for s, h in zip(states, hot, strict=True)
-    ]
-
-
-def live_budget_state(budget_ids: Iterable[str | uuid.UUID], *, now: datetime | None = None) -> dict[str, CounterState]:
-    """Live usage, limit and current window of each budget (unknown ids are left out)."""
-    now = now or timezone.now()
-    budgets = list(Budget.objects.filter(pk__in=list(budget_ids)))
-    pairs = [(_budget_counter(b), b) for b in budgets]
-    return {str(b.pk): state for b, state in zip(budgets, _states(pairs, now), strict=True)}
-
-
-def live_budget_usage(budget_ids: Iterable[str | uuid.UUID], *, now: datetime | None = None) -> dict[str, Decimal]:
-    """Live usage in USD of each budget in its current window: ``{budget_id: Decimal}``."""
-    return {pk: state.usage for pk, state in live_budget_state(budget_ids, now=now).items()}
-
-
-def live_rate_limit_usage(
-    rate_limit_ids: Iterable[str | uuid.UUID], *, now: datetime | None = None
-) -> dict[str, RateLimitState]:
-    """Live token and request usage of each rate limit, with window start and reset time."""
-    now = now or timezone.now()
-    limits = list(RateLimit.objects.filter(pk__in=list(rate_limit_ids)))
-    pairs = [(c, r) for r in limits for c in _rate_counters(r)]
-    by_key = {(c.spec_id, c.kind): s for (c, _), s in zip(pairs, _states(pairs, now), strict=True)}
-    return {
-        str(r.pk): RateLimitState(by_key.get((str(r.pk), TOKENS)), by_key.get((str(r.pk), REQUESTS))) for r in limits
-    }
-
-
-# --- manual resets --------------------------------------------------------------------------------
-
-
-def reset_budget(budget_id: str | uuid.UUID, *, now: datetime | None = None) -> Budget | None:
-    """Zero a budget's usage and start a new window now, in the database and the hot copy.
-
-    Returns the updated budget, or None when it does not exist. Requests in flight settle their
-    actual cost into the new window. If Redis cannot be reached the hot copy is rebuilt from the
-    database on reconnect (the backend is marked down, so the epoch is bumped).
-    """
-    now = now or timezone.now()
-    with transaction.atomic():
-        updated = Budget.objects.filter(pk=budget_id).update(current_usage=Decimal("0"), last_reset=now)
-    if not updated:
-        return None
-    budget = Budget.objects.get(pk=budget_id)
-    _forget([_budget_counter(budget)])
-    return budget
-
-
-def reset_rate_limit(rate_limit_id: str | uuid.UUID, *, now: datetime | None = None) -> RateLimit | None:
-    """Zero a rate limit's token and request usage and start new windows now (database and hot copy)."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        updated = RateLimit.objects.filter(pk=rate_limit_id).update(
-            token_current_usage=0, token_last_reset=now, request_current_usage=0, request_last_reset=now
-        )
-    if not updated:
-        return None
-    rate_limit = RateLimit.objects.get(pk=rate_limit_id)
-    _forget(_rate_counters(rate_limit))
-    return rate_limit
-
-
-def _forget(counters: list[Counter]) -> None:
-    backend = hot_counters()
-    if backend is None:
-        return
-    try:
-        backend.forget(counters)
-    except CountersUnavailable:
-        logger.warning("could not clear hot counters; they are rebuilt from the database on reconnect")

@@ -38,22 +38,14 @@ REQUESTS = "requests"
 # Backends holding a hot copy of the counters in front of the database rows.
 HOT_BACKENDS = ("redis", "local")
 
-# Entity label -> position in the fixed lock order. Any other label is a provider name
-# (a provider config's budget or rate limit), which comes first.
-LEVELS = {"VK": 1, "Team": 2, "Customer": 3}
-
 NANO = Decimal(1_000_000_000)
 # Lua numbers are IEEE doubles: integers are exact up to 2**53. Nano-dollars allow budgets up to
-# about $9 million; larger limits are clamped there (documented in governance.counters.redis_backend).
+# about $9 million; larger limits are clamped there (documented in governance.metering.counters.redis_backend).
 MAX_EXACT_UNITS = 2**53 - 1
 
 
 class CountersUnavailable(Exception):
     """The counter store could not be reached (Redis down, database down)."""
-
-
-def level_of(entity: str) -> int:
-    return LEVELS.get(entity, 0)
 
 
 def dollars_to_units(amount: Decimal, *, rounding: str = ROUND_CEILING) -> int:
@@ -80,12 +72,6 @@ class Counter:
     duration: str
     calendar_aligned: bool
     reserve: Decimal | int
-
-    @property
-    def sort_key(self) -> tuple[int, int, str, str]:
-        # Rate limits before budgets, then provider config -> VK -> team -> customer, then id:
-        # the same total order in every transaction, so row locks never deadlock.
-        return (0 if self.kind != BUDGET else 1, level_of(self.entity), self.spec_id, self.kind)
 
     def window(self, last_reset: datetime, now: datetime) -> tuple[datetime, datetime]:
         """(start, end) of the window containing ``now`` for a counter last reset at ``last_reset``."""
@@ -158,11 +144,9 @@ class Violation:
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """Why a request may not go upstream, in the SPEC section 6 shape.
-
-    ``response()`` renders the Bifrost error body; ``headers`` carries ``Retry-After`` for 429
-    and 503 answers.
-    """
+    """Why a request may not go upstream, in the SPEC section 6 shape: the one refusal type from
+    the counters to the HTTP answer (``proxy.errors.refusal``). ``headers`` carries
+    ``Retry-After`` for 429 and 503 answers."""
 
     status: int
     type: str
@@ -174,11 +158,6 @@ class Rejection:
         if self.retry_after is not None and self.status in (429, 503):
             return {"Retry-After": str(self.retry_after)}
         return {}
-
-    def response(self) -> Any:
-        from bifrost_site.errors import error_response
-
-        return error_response(self.status, self.message, type_=self.type, headers=self.headers)
 
 
 @dataclass(slots=True)
@@ -199,7 +178,7 @@ class Admission:
     estimated_tokens: int
     admitted_at: datetime
     state: str = field(default="open")  # open -> settled | released; retrying after a database outage
-    lease: Any = None  # its ``governance.counters.leases.Lease``: who holds the reservation, and where
+    lease: Any = None  # its ``governance.metering.counters.leases.Lease``: who holds the reservation, and where
 
     @property
     def budget_ids(self) -> list[str]:

@@ -13,7 +13,7 @@
 - ``redis`` — Redis only: **when Redis is unreachable, requests are refused with 503**
   ``governance_unavailable`` (fail closed) instead of falling back, for operators who prefer
   refusing to the small cross-host imprecision of a partial outage (see
-  ``governance.enforcement``).
+  ``governance.metering.enforcement``).
 - ``local`` — the local table, whatever the database; only correct when every gateway process
   sharing the database runs on this host (the table is a file beside SQLite, or, for PostgreSQL,
   in ``BIFROST_DATA_DIR``). Falls back to the database counters like ``auto``.
@@ -25,10 +25,10 @@ never lets a request through unchecked and never answers 500.
 
 Every backend exposes ``admit(request_id=, counters=, estimated_cost=, estimated_tokens=, now=,
 lease=)`` returning an ``Admission`` or a list of ``Violation``; settling goes through
-``governance.ledger`` (database rows) and, for hot admissions, the hot backend's ``settle``.
-Each backend files the reservation's lease (``governance.counters.leases``) in the same atomic
+``governance.metering.ledger`` (database rows) and, for hot admissions, the hot backend's ``settle``.
+Each backend files the reservation's lease (``governance.metering.counters.leases``) in the same atomic
 step as the reservation, so the reservations of a process that dies get settled by the lease
-reaper (``governance.reaper``).
+reaper (``governance.metering.reaper``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.dispatch import receiver
 
-from governance.counters.base import (
+from governance.metering.counters.base import (
     HOT_BACKENDS,
     Admission,
     Counter,
@@ -51,10 +51,10 @@ from governance.counters.base import (
     build_counters,
     rejection_for,
 )
-from governance.counters.database import DatabaseCounters
-from governance.counters.local_backend import LocalCounters
-from governance.counters.redis_backend import RedisCounters
-from governance.writes import sqlite_file
+from governance.metering.counters.database import DatabaseCounters
+from governance.metering.counters.local_backend import LocalCounters
+from governance.metering.counters.redis_backend import RedisCounters
+from governance.metering.sqlite_lock import sqlite_file
 
 __all__ = [
     "Admission",

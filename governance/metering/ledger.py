@@ -17,16 +17,16 @@ mode, the reservations of requests in flight), and a Redis restart can rebuild i
 the rows. The ledger write happens before the worker returns from ``settle()``; gunicorn's
 graceful shutdown (SIGTERM) lets in-flight requests finish, so stopping a worker loses nothing.
 
-Rows are locked and computed as described in ``governance.counters.rows`` (exact Decimal
+Rows are locked and computed as described in ``governance.metering.counters.rows`` (exact Decimal
 arithmetic, fixed lock order). If the database cannot be reached after a few attempts, the error
 is raised and the proxy's settler tries the batch again until the database answers (journaling it
-to disk past its memory bound, ``proxy.journal``). A batch the database refuses for any other
+to disk past its memory bound, ``governance.metering.journal``). A batch the database refuses for any other
 reason is logged entry by entry (no secrets: ids, model, tokens, cost) so that it can be replayed.
 A retried batch (``Charge.retried``) may find its records already written by an attempt whose
 commit was not acknowledged: those rows were updated in that same transaction and are left alone.
 
 **Settled elsewhere.** A request may also have been settled by the lease reaper
-(``governance.reaper``: its worker was presumed dead, status ``REAPED_STATUS``). The unique
+(``governance.metering.reaper``: its worker was presumed dead, status ``REAPED_STATUS``). The unique
 ``request_id`` (and, for a database admission, the delete of its ``CounterLease`` row in the same
 transaction) makes exactly one writer charge the rows; each charge's result (``Recorded.hot``)
 tells the caller what to settle the hot copy with: the writer's amounts, the existing record's
@@ -45,12 +45,20 @@ from typing import NamedTuple
 
 from django.db import IntegrityError, OperationalError
 
-from governance.counters.base import BUDGET, HOT_BACKENDS, TOKENS, Admission
-from governance.counters.database import delete_leases
-from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key, save_rows, set_state, unique_rows
+from governance.metering.counters.base import BUDGET, HOT_BACKENDS, TOKENS, Admission
+from governance.metering.counters.database import delete_leases
+from governance.metering.counters.rows import (
+    FIELDS,
+    counter_state,
+    lock_rows,
+    row_key,
+    save_rows,
+    set_state,
+    unique_rows,
+)
+from governance.metering.sqlite_lock import write_transaction
+from governance.metering.usage_rows import clear_missing_references, insert_usage_rows
 from governance.models import UsageRecord
-from governance.usage_sql import clear_missing_references, insert_usage_rows
-from governance.writes import write_transaction
 
 logger = logging.getLogger("bifrost.ledger")
 ATTEMPTS = 3

@@ -1,6 +1,6 @@
 """Configuration freshness: a committed change is in force on the next request of every worker.
 
-Each process caches configuration (``governance.snapshot``). Every committed change moves a
+Each process caches configuration (``governance.metering.snapshot``). Every committed change moves a
 *generation* that all processes can read cheaply; a request compares the generation its cached
 configuration was taken at (the process *token*) with the current one, and when they differ the
 process drops its caches and the request starts over on fresh configuration. Where the
@@ -10,7 +10,7 @@ generation lives depends on the deployment (decided once per process, :func:`_so
   file beside the database (``<database>.config``), shared by every worker and process on the
   host. A request reads it once, before it looks at any configuration: one shared-memory read.
 - **production** (``REDIS_URL``): a value under :data:`REDIS_KEY`, moved by every change and
-  pushed to every gateway process (``governance.freshness_push``): a change is acknowledged by
+  pushed to every gateway process (``governance.metering.freshness_push``): a change is acknowledged by
   every live process before the call that made it answers, so while a process's subscription and
   lease hold, its requests use its own copy (no round trip). Otherwise a request reads the value:
   in the round trip of its budget/rate-limit admit (``RedisCounters.admit`` pipelines the GET with
@@ -45,7 +45,7 @@ from django.core.signals import setting_changed
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.dispatch import receiver
 
-from governance import freshness_push
+from governance.metering import freshness_push
 
 logger = logging.getLogger("bifrost.freshness")
 
@@ -69,7 +69,7 @@ _file: dict[str, Any] = {}  # path, pid, mmap of the shared counter; the Redis c
 def _source() -> str:
     if _mode:
         return _mode[0]
-    from governance.counters import local_counters, local_table_path
+    from governance.metering.counters import local_counters, local_table_path
 
     if settings.REDIS_URL:  # whether or not the counters live there (GOVERNANCE_COUNTERS=local/database)
         mode = "redis"
@@ -99,7 +99,7 @@ def _forget_mode(*, setting: str, **kwargs) -> None:
 
 
 def _file_path() -> str | None:
-    from governance.counters import local_table_path
+    from governance.metering.counters import local_table_path
 
     table = local_table_path()
     if table is None:
@@ -168,7 +168,7 @@ def _bump_database() -> None:
 
 def _redis_client():
     """The counters' Redis client when the counters live in Redis, else one of this module's."""
-    from governance.counters import redis_counters
+    from governance.metering.counters import redis_counters
 
     backend = redis_counters()
     if backend is not None:
@@ -217,7 +217,7 @@ def _redis_client_for(url: str):
 def _redis_value() -> Any:
     """The Redis token, repaired when Redis lost it; None when Redis cannot be reached (or is
     marked down by the counters: then the database row tells, without waiting on a timeout)."""
-    from governance.counters import redis_counters
+    from governance.metering.counters import redis_counters
 
     backend = redis_counters()
     try:
@@ -276,7 +276,7 @@ def _current() -> Any:
 
 def _switch(token: Any) -> None:
     global _token
-    from governance import snapshot
+    from governance.metering import snapshot
 
     with _lock:
         if _token == token:

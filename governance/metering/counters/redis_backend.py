@@ -10,11 +10,11 @@
   rebuild is counted exactly once (watermark, see ``_rebuild``). Reservations of requests in
   flight at the instant of a rebuild are not in the copy: those requests settle their actual
   amount onto the rebuilt counter, and until then the counter is short by their estimates
-  (bounded by what was in flight; documented in ``governance.enforcement``). That includes
+  (bounded by what was in flight; documented in ``governance.metering.enforcement``). That includes
   *database* admissions (made while Redis was unreachable): their reservations are in the rows,
   so the rebuild subtracts them (their leases say which); copying them, as it used to, counted
   such a request twice once it settled its actual amount on top.
-- **Leases** (``governance.counters.leases``): the admit script files the reservation under its
+- **Leases** (``governance.metering.counters.leases``): the admit script files the reservation under its
   request id in the owner's lease hash and the settle script removes it, in the same round trips;
   ``heartbeat``, ``expired_owners``, ``leases_of`` and ``drop_owner`` serve the lease reaper.
 - **Epoch**: a process that could not reach Redis (and used the database meanwhile) increments
@@ -23,7 +23,7 @@
   that survived in Redis.
 - **Down detection**: a connection error or timeout marks Redis down for this process for
   ``RETRY_SECONDS``; meanwhile calls fail fast with ``CountersUnavailable`` and the caller
-  applies the fallback rule (``governance.counters``).
+  applies the fallback rule (``governance.metering.counters``).
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ import redis
 from django.db import DatabaseError, transaction
 from django.db.models import Max
 
-from governance import freshness
-from governance.counters import leases, lua
-from governance.counters.base import (
+from governance.durations import calendar_window_end, calendar_window_start, duration_seconds
+from governance.metering import freshness
+from governance.metering.counters import leases, lua
+from governance.metering.counters.base import (
     BUDGET,
     TOKENS,
     Admission,
@@ -54,9 +55,8 @@ from governance.counters.base import (
     limit_units,
     units_to_dollars,
 )
-from governance.counters.database import database_reservations
-from governance.counters.rows import FIELDS, counter_state, lock_rows, row_key
-from governance.durations import calendar_window_end, calendar_window_start, duration_seconds
+from governance.metering.counters.database import database_reservations
+from governance.metering.counters.rows import FIELDS, counter_state, lock_rows, row_key
 from governance.models import UsageRecord
 
 logger = logging.getLogger("bifrost.counters")
@@ -208,7 +208,7 @@ class RedisCounters:
         raise CountersUnavailable("redis counters kept disappearing while being rebuilt")
 
     def _admit_and_config(self, keys: list[str], args: list[Any]) -> tuple[str | None, Any]:
-        """The admit script's reply and the configuration generation (``governance.freshness``),
+        """The admit script's reply and the configuration generation (``governance.metering.freshness``),
         which the script reads in the one round trip the admit makes anyway (``KEYS[4]``)."""
         tag, payload, config = self._admit(keys=[*keys[:3], freshness.REDIS_KEY, *keys[3:]], args=args)
         return config, (tag, payload)
@@ -325,7 +325,7 @@ class RedisCounters:
         """Invalidate every hot counter at once (they are rebuilt from the database)."""
         return int(self._call(self._incr_epoch))
 
-    # --- leases (``governance.reaper``) ---------------------------------------------------------
+    # --- leases (``governance.metering.reaper``) ---------------------------------------------------------
     def heartbeat(self, owner: str, until_ms: int) -> None:
         """Register ``owner`` (its lease hash) as alive until ``until_ms`` (wall clock)."""
         self._call(lambda: self.client.zadd(OWNERS_KEY, {lease_key(owner): until_ms}))

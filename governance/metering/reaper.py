@@ -1,14 +1,14 @@
 """The lease reaper: settles the reservations of gateway processes that died holding them.
 
 Every gateway worker runs one thread for this (``start``, from gunicorn's ``post_worker_init``;
-``governance.counters.leases`` explains the leases). Each second it:
+``governance.metering.counters.leases`` explains the leases). Each second it:
 
 1. looks at the other lease files of its database and hot counters on this host and takes the
    lock of any whose owner has died (SIGKILL, out of memory: the kernel dropped the owner's lock),
    then settles all that owner's reservations: the ones in the file (local table), its Redis lease
    hash and its ``CounterLease`` rows. The file's marks say whether each request had started its
    upstream call; a dead worker is usually reaped by its replacement within a second or two. While
-   this host has ledger journals not yet replayed (``proxy.journal``), it waits: their settles
+   this host has ledger journals not yet replayed (``governance.metering.journal``), it waits: their settles
    charge what the requests really used, and remove the leases;
 2. every third of ``GOVERNANCE_LEASE_SECONDS``: renews its own registration (Redis) and the expiry
    of its own database leases, and reaps owners of other hosts whose registration or leases have
@@ -18,7 +18,7 @@ A reaped reservation gets a UsageRecord with status 0 (``ledger.REAPED_STATUS``)
 had been reached (or that is unknown) it is charged its reservation (worst-case cost and tokens,
 one request), else it costs nothing and gives its request slot back. Settling goes through
 ``enforcement.settle_many`` like any other settle, so windows, rebuilds and "exactly once" follow
-the usual rules (see ``governance.ledger``).
+the usual rules (see ``governance.metering.ledger``).
 
 Accepted, bounded imprecision: a process on another host that is alive but cannot renew its
 registration for ``GOVERNANCE_LEASE_SECONDS`` (cut off from Redis or the database that long) has
@@ -39,13 +39,13 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
-from governance import enforcement
-from governance.counters import CountersUnavailable, hot_counters
-from governance.counters import leases as lease_store
-from governance.counters.base import Admission
-from governance.counters.database import renew_leases
-from governance.counters.leases import ADMITTED, CALLED, Lease, Payload
-from governance.ledger import REAPED_STATUS, LedgerEntry
+from governance.metering import enforcement
+from governance.metering.counters import CountersUnavailable, hot_counters
+from governance.metering.counters import leases as lease_store
+from governance.metering.counters.base import Admission
+from governance.metering.counters.database import renew_leases
+from governance.metering.counters.leases import ADMITTED, CALLED, Lease, Payload
+from governance.metering.ledger import REAPED_STATUS, LedgerEntry
 from governance.models import CounterLease
 from governance.models.usage import INT_COLUMN_MAX
 
@@ -121,9 +121,9 @@ def run_once(*, remote: bool = True, now: datetime | None = None) -> int:
     if own is None:
         return 0
     settled = 0
-    # Usage journaled while the database was away (``proxy.journal``) is replayed first: it holds
+    # Usage journaled while the database was away (``governance.metering.journal``) is replayed first: it holds
     # what this host's dead processes really used, where reaping would charge the worst case.
-    from proxy import journal  # the proxy builds on governance, not the other way round
+    from governance.metering import journal  # the proxy builds on governance, not the other way round
 
     journaled = journal.pending()
     for path in sorted(own.directory.glob(f"*{lease_store.SUFFIX}")):
