@@ -147,7 +147,9 @@ class ProviderAdminForm(forms.ModelForm):
         required=False,
     )
     base_url = forms.URLField(
-        max_length=500, assume_scheme="https", help_text="The upstream API root without /v1, e.g. https://api.openai.com (a trailing /v1 is not doubled)"
+        max_length=500,
+        assume_scheme="https",
+        help_text="The upstream API root without /v1, e.g. https://api.openai.com (a trailing /v1 is not doubled)",
     )
 
     class Meta:
