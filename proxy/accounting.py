@@ -45,12 +45,11 @@ from governance.metering.ledger import LedgerEntry
 from governance.metering.snapshot import PriceSnapshot
 from governance.models.usage import new_request_id
 from governance.pricing import cost_of
-from proxy.routing import Resolved
+from proxy.routing import Resolved, Route
 from proxy.usage import Usage, estimate_prompt_tokens
 
 CLIENT_CLOSED = 499
 OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-NO_OUTPUT = ("embedding",)
 
 
 @dataclass(slots=True)
@@ -65,11 +64,11 @@ class Ticket:
     admission: Admission | None = None
 
 
-def output_cap(body: dict[str, Any], request_type: str) -> int:
+def output_cap(body: dict[str, Any], route: Route) -> int:
     """The most output tokens the request may produce (what the budget reserves for): the
     request's cap (or ``GOVERNANCE_DEFAULT_MAX_TOKENS``) times the number of answers it asks for
     (``n``, or ``best_of`` for completions, which the provider generates and bills in full)."""
-    if request_type in NO_OUTPUT:
+    if not route.produces_output:
         return 0
     default = settings.GOVERNANCE_DEFAULT_MAX_TOKENS
     cap = next((body[name] for name in OUTPUT_CAPS if is_positive_int(body.get(name))), default)
@@ -110,7 +109,7 @@ def begin(resolved: Resolved) -> Ticket | Rejection:
     if budgets and ticket.price is None and settings.GOVERNANCE_UNPRICED_MODELS == "block":
         return unpriced_rejection(resolved)
     prompt = estimate_prompt_tokens(resolved.body)
-    output = output_cap(resolved.body, resolved.request_type)
+    output = output_cap(resolved.body, resolved.route)
     estimated_cost, _ = cost_of(ticket.price, prompt_tokens=prompt, completion_tokens=output)
     # What the UsageRecord says should the lease reaper have to settle this attempt (its worker
     # died before finishing it): kept with the reservation's lease.
@@ -144,7 +143,7 @@ def _who(resolved: Resolved) -> dict[str, Any]:
         "team_id": vk.team_id if vk else None,
         "customer_id": vk.customer_id if vk else None,
         "provider_key_id": resolved.key.id,
-        "request_type": resolved.request_type,
+        "request_type": resolved.route.request_type,
     }
 
 
@@ -160,8 +159,8 @@ def finish(
     usage: Usage,
     status_code: int,
     latency_ms: int,
-    streamed: bool,
     *,
+    streamed: bool,
     upstream_called: bool = True,
     delivered: bool = False,
 ) -> None:

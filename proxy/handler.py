@@ -19,12 +19,11 @@ from django import db
 from governance.metering import freshness, snapshot
 from proxy import accounting, auth, errors, http1, routing, upstream
 from proxy.errors import ProxyError
-from proxy.routing import Resolved, Route
+from proxy.routing import InferenceRequest, Resolved, Route
 from proxy.usage import MAX_TOKENS, SseScanner, Usage, estimate_prompt_tokens, usage_from_body
 
 logger = logging.getLogger("bifrost.proxy")
 
-STREAMABLE = {"chat_completion", "text_completion", "responses", "messages"}
 # One encoder for the hot path: ``json.dumps`` with ``separators`` builds a new one every call.
 compact_json = json.JSONEncoder(separators=(",", ":")).encode
 MAX_ERROR_BODY = 1024 * 1024  # an upstream error answer is read this far for its message
@@ -69,7 +68,7 @@ class Body:
     def close(self) -> None:
         try:
             if self.ticket is not None:
-                accounting.finish(self.ticket, self.usage or Usage(), self.status, self.latency_ms, False)
+                accounting.finish(self.ticket, self.usage or Usage(), self.status, self.latency_ms, streamed=False)
         finally:
             request_done()
 
@@ -104,20 +103,32 @@ def _handle(route: Route, environ: dict, raw: bytes, started: float) -> Reply:
             listing = list_models(route, vk)
             freshness.confirm()
             return Reply(200, JSON_HEADERS, Body(listing))
-        body = _parse_body(raw)
-        model = body.get("model")
-        if not isinstance(model, str) or not model.strip():
-            raise errors.bad_request("model is required (a string such as 'openai/gpt-4o-mini')")
-        check_fields(body)
-        fallbacks = routing.parse_fallbacks(body.pop("fallbacks", None))
-        stream = body.get("stream") is True and route.request_type in STREAMABLE
+        request = _request(route, environ, raw, vk, started)
         providers = snapshot.providers()
-        candidates = routing.plan(route, model, fallbacks, vk, providers)
-        client_headers = upstream.forwardable_headers(environ)
-        return _attempt(route, body, model, stream, vk, providers, candidates, client_headers, started)
+        return _attempt(request, providers, routing.plan(request, providers))
     except ProxyError as exc:
         freshness.confirm()  # a refusal decided on old configuration is not given: start over
         return error_reply(exc)
+
+
+def _request(route: Route, environ: dict, raw: bytes, vk, started: float) -> InferenceRequest:
+    """The request's facts, read and checked once (400 for a body the gateway cannot act on)."""
+    body = _parse_body(raw)
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise errors.bad_request("model is required (a string such as 'openai/gpt-4o-mini')")
+    check_fields(body)
+    fallbacks = routing.parse_fallbacks(body.pop("fallbacks", None))
+    return InferenceRequest(
+        route=route,
+        body=body,
+        model=model,
+        stream=body.get("stream") is True and route.streamable,
+        fallbacks=fallbacks,
+        vk=vk,
+        client_headers=upstream.forwardable_headers(environ),
+        started=started,
+    )
 
 
 def check_fields(body: dict[str, Any]) -> None:
@@ -151,11 +162,12 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _attempt(route, body, model, stream, vk, providers, candidates, client_headers, started) -> Reply:
+def _attempt(request: InferenceRequest, providers, candidates: list[routing.Candidate]) -> Reply:
+    route, stream = request.route, request.stream
     first_error: ProxyError | None = None
     for index, candidate in enumerate(candidates):
         try:
-            resolved = routing.resolve(candidate, route, vk, providers, original_model=model, stream=stream, body=body)
+            resolved = routing.resolve(candidate, request, providers)
         except ProxyError as exc:
             if index == 0:
                 raise  # the primary's allow-list and key checks answer before any upstream call
@@ -165,21 +177,27 @@ def _attempt(route, body, model, stream, vk, providers, candidates, client_heade
         if not isinstance(ticket, accounting.Ticket):
             first_error = first_error or errors.refusal(ticket)
             continue
-        payload, strip_usage = _outgoing_body(resolved, route)
+        payload, strip_usage = _outgoing_body(resolved)
         accounting.calling(ticket)
         try:
             answer = upstream.send(
-                "POST", resolved.provider, resolved.key, route.upstream_path, payload, client_headers, stream=stream
+                "POST",
+                resolved.provider,
+                resolved.key,
+                route.upstream_path,
+                payload,
+                request.client_headers,
+                stream=stream,
             )
         except ProxyError as exc:
             accounting.finish(
-                ticket, Usage(), exc.status, _ms(ticket.started), stream, upstream_called=exc.upstream_reached
+                ticket, Usage(), exc.status, _ms(ticket.started), streamed=stream, upstream_called=exc.upstream_reached
             )
             first_error = first_error or exc
             continue
         if answer.status >= 400:
             exc = _upstream_error(answer, resolved)
-            accounting.finish(ticket, Usage(), answer.status, _ms(ticket.started), stream)
+            accounting.finish(ticket, Usage(), answer.status, _ms(ticket.started), streamed=stream)
             if answer.status == 429 or answer.status >= 500:
                 first_error = first_error or exc
                 continue
@@ -188,9 +206,9 @@ def _attempt(route, body, model, stream, vk, providers, candidates, client_heade
             return Reply(
                 answer.status,
                 SSE_HEADERS + upstream.response_headers(answer),
-                StreamBody(answer, ticket, route, strip_usage),
+                StreamBody(answer, ticket, strip_usage=strip_usage),
             )
-        return _json_reply(answer, resolved, ticket, started)
+        return _json_reply(answer, resolved, ticket)
     assert first_error is not None  # plan() never returns an empty list
     raise first_error
 
@@ -199,12 +217,11 @@ def _ms(since: float) -> int:
     return int((time.monotonic() - since) * 1000)
 
 
-def _outgoing_body(resolved: Resolved, route: Route) -> tuple[bytes, bool]:
+def _outgoing_body(resolved: Resolved) -> tuple[bytes, bool]:
     out = dict(resolved.body)
     out["model"] = resolved.model
     strip_usage = False
-    wants_usage_option = route.api_format == "openai" and route.request_type in ("chat_completion", "text_completion")
-    if resolved.stream and wants_usage_option:
+    if resolved.stream and resolved.route.usage_option:
         options = out.get("stream_options")
         options = dict(options) if isinstance(options, dict) else {}
         if not options.get("include_usage"):
@@ -218,9 +235,9 @@ def _outgoing_body(resolved: Resolved, route: Route) -> tuple[bytes, bool]:
 def _extra_fields(resolved: Resolved, latency_ms: int) -> dict[str, Any]:
     return {
         "provider": resolved.provider.name,
-        "original_model_requested": resolved.original_model,
+        "original_model_requested": resolved.request.model,
         "resolved_model_used": resolved.model,
-        "request_type": resolved.request_type,
+        "request_type": resolved.route.request_type,
         "latency": latency_ms,
     }
 
@@ -260,9 +277,9 @@ def _upstream_error(answer, resolved: Resolved) -> ProxyError:
     )
 
 
-def _json_reply(answer, resolved: Resolved, ticket: accounting.Ticket, started: float) -> Reply:
+def _json_reply(answer, resolved: Resolved, ticket: accounting.Ticket) -> Reply:
     data = answer.data
-    latency = _ms(started)
+    latency = _ms(resolved.request.started)
     usage = Usage()
     try:
         payload = json.loads(data)
@@ -283,7 +300,7 @@ def estimated_usage(resolved: Resolved, answer: bytes) -> Usage:
     plus one token per four bytes of the answer (capped at the request's output cap), flagged
     ``estimated`` on its record."""
     prompt = estimate_prompt_tokens(resolved.body)
-    completion = min(-(-len(answer) // 4), accounting.output_cap(resolved.body, resolved.request_type))
+    completion = min(-(-len(answer) // 4), accounting.output_cap(resolved.body, resolved.route))
     total = min(prompt + completion, MAX_TOKENS)
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, estimated=True)
 
@@ -307,14 +324,11 @@ def _with_extra_fields(data: bytes, payload: dict[str, Any], extra: dict[str, An
 class StreamBody:
     """Relays an upstream event stream chunk by chunk; accounts once when it ends, however it ends."""
 
-    def __init__(self, answer, ticket: accounting.Ticket, route: Route, strip_usage: bool) -> None:
+    def __init__(self, answer, ticket: accounting.Ticket, *, strip_usage: bool) -> None:
         self.answer = answer
         self.ticket = ticket
-        self.route = route
-        self.scanner = SseScanner(
-            strip_usage_chunk=strip_usage,
-            delta_marker=b'"text"' if route.request_type == "text_completion" else b'"delta"',
-        )
+        self.route = ticket.resolved.route
+        self.scanner = SseScanner(strip_usage_chunk=strip_usage, delta_marker=self.route.sse_marker)
         self.done = False
         self.relayed = False  # some of the answer reached the client
         self.failed_status: int | None = None
@@ -376,4 +390,4 @@ class StreamBody:
             usage.estimated = True
         # A stream the upstream broke off after content reached the client is charged what was
         # delivered (the record keeps the 502/504 and says the tokens are estimated).
-        accounting.finish(self.ticket, usage, status, _ms(self.ticket.started), True, delivered=self.relayed)
+        accounting.finish(self.ticket, usage, status, _ms(self.ticket.started), streamed=True, delivered=self.relayed)

@@ -27,36 +27,64 @@ from proxy import errors
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One inference endpoint: what it is, which API format it speaks, where it goes upstream."""
+    """One inference endpoint: what it is, which API format it speaks, where it goes upstream, and
+    the facts of its request type the proxy acts on (a new endpoint is one entry in ``ROUTES``)."""
 
     request_type: str
     api_format: str
     default_provider: str | None
     upstream_path: str
     method: str = "POST"
+    streamable: bool = False  # ``"stream": true`` asks for an event stream
+    produces_output: bool = True  # output tokens are reserved for it (not for embeddings)
+    # Its streams report usage only when asked (``stream_options.include_usage``): the proxy asks,
+    # and hides the extra chunk from a client that did not.
+    usage_option: bool = False
+    sse_marker: bytes = b'"delta"'  # what marks an event that carries content, counted when usage is missing
+
+
+_OPENAI_ENDPOINTS = {
+    "chat/completions": {"request_type": "chat_completion", "streamable": True, "usage_option": True},
+    "completions": {
+        "request_type": "text_completion",
+        "streamable": True,
+        "usage_option": True,
+        "sse_marker": b'"text"',
+    },
+    "embeddings": {"request_type": "embedding", "produces_output": False},
+    "responses": {"request_type": "responses", "streamable": True},
+}
 
 
 def _openai_routes() -> dict[str, Route]:
     routes = {}
-    for name, request_type in (
-        ("chat/completions", "chat_completion"),
-        ("completions", "text_completion"),
-        ("embeddings", "embedding"),
-        ("responses", "responses"),
-    ):
+    for name, facts in _OPENAI_ENDPOINTS.items():
         upstream = f"/v1/{name}"
-        routes[f"/v1/{name}"] = Route(request_type, "openai", None, upstream)
-        routes[f"/openai/v1/{name}"] = Route(request_type, "openai", "openai", upstream)
-        routes[f"/openai/{name}"] = Route(request_type, "openai", "openai", upstream)
+        for path, default in ((f"/v1/{name}", None), (f"/openai/v1/{name}", "openai"), (f"/openai/{name}", "openai")):
+            routes[path] = Route(api_format="openai", default_provider=default, upstream_path=upstream, **facts)
     for path, default in (("/v1/models", None), ("/openai/v1/models", "openai"), ("/openai/models", "openai")):
-        routes[path] = Route("list_models", "openai", default, "/v1/models", method="GET")
+        routes[path] = Route("list_models", "openai", default, "/v1/models", method="GET", produces_output=False)
     return routes
 
 
 ROUTES: dict[str, Route] = {
     **_openai_routes(),
-    "/anthropic/v1/messages": Route("messages", "anthropic", "anthropic", "/v1/messages"),
+    "/anthropic/v1/messages": Route("messages", "anthropic", "anthropic", "/v1/messages", streamable=True),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    """The facts of one inference request, gathered once by the handler before routing."""
+
+    route: Route
+    body: dict[str, Any]  # without ``fallbacks``, which the gateway consumes
+    model: str  # as the client wrote it
+    stream: bool
+    fallbacks: list[str]
+    vk: VirtualKeySnapshot | None
+    client_headers: list[tuple[str, str]]  # the ones that may go upstream
+    started: float  # monotonic time the request arrived
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +97,29 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """The seam handed to accounting: everything decided before an upstream attempt."""
+    """The seam handed to accounting: one attempt of a request, decided before its upstream call."""
 
-    vk: VirtualKeySnapshot | None
+    request: InferenceRequest
     provider: ProviderSnapshot
     config: ProviderConfigSnapshot | None
     key: KeySnapshot
-    model: str
-    original_model: str
-    request_type: str
-    stream: bool
-    body: dict[str, Any]
+    model: str  # as the provider is asked for it
+
+    @property
+    def vk(self) -> VirtualKeySnapshot | None:
+        return self.request.vk
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.request.body
+
+    @property
+    def stream(self) -> bool:
+        return self.request.stream
+
+    @property
+    def route(self) -> Route:
+        return self.request.route
 
 
 def split_model(model: str, providers: dict[str, ProviderSnapshot]) -> tuple[str | None, str]:
@@ -89,14 +129,9 @@ def split_model(model: str, providers: dict[str, ProviderSnapshot]) -> tuple[str
     return None, model
 
 
-def plan(
-    route: Route,
-    model: str,
-    fallbacks: list[str],
-    vk: VirtualKeySnapshot | None,
-    providers: dict[str, ProviderSnapshot],
-) -> list[Candidate]:
+def plan(request: InferenceRequest, providers: dict[str, ProviderSnapshot]) -> list[Candidate]:
     """Primary first, then the fallbacks; 400 when no provider can be named for the model."""
+    route, model, vk = request.route, request.model, request.vk
     provider, bare = split_model(model, providers)
     candidates: list[Candidate] = []
     if provider is not None:
@@ -120,7 +155,7 @@ def plan(
         primary = _weighted_pick(weighted, [c.weight or 0.0 for c in weighted])
         rest = sorted((c for c in weighted if c is not primary), key=lambda c: -(c.weight or 0.0))
         candidates += [Candidate(c.provider, bare) for c in (primary, *rest)]
-    for entry in fallbacks:
+    for entry in request.fallbacks:
         fb_provider, fb_model = split_model(entry, providers)
         candidates.append(Candidate(fb_provider or "", fb_model))
     return candidates
@@ -134,17 +169,9 @@ def parse_fallbacks(value: Any) -> list[str]:
     return value
 
 
-def resolve(
-    candidate: Candidate,
-    route: Route,
-    vk: VirtualKeySnapshot | None,
-    providers: dict[str, ProviderSnapshot],
-    *,
-    original_model: str,
-    stream: bool,
-    body: dict[str, Any],
-) -> Resolved:
+def resolve(candidate: Candidate, request: InferenceRequest, providers: dict[str, ProviderSnapshot]) -> Resolved:
     """Check the allow-lists and choose a key for one candidate (ProxyError 400/403 otherwise)."""
+    vk = request.vk
     provider = providers.get(candidate.provider)
     if provider is None:
         name = candidate.provider or candidate.model
@@ -156,12 +183,12 @@ def resolve(
             raise errors.provider_blocked(provider.name)
         if config is not None and not config.allows_model(candidate.model):
             raise errors.model_blocked(candidate.model)
-    if provider.api_format != route.api_format:
+    if provider.api_format != request.route.api_format:
         where = "/anthropic/v1/messages" if provider.api_format == "anthropic" else "the /v1 routes"
         message = f"provider '{provider.name}' speaks the {provider.api_format} API: call it via {where}"
         raise errors.bad_request(message)
     key = choose_key(provider, candidate.model, config)
-    return Resolved(vk, provider, config, key, candidate.model, original_model, route.request_type, stream, body)
+    return Resolved(request, provider, config, key, candidate.model)
 
 
 def choose_key(provider: ProviderSnapshot, model: str, config: ProviderConfigSnapshot | None) -> KeySnapshot:

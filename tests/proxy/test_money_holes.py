@@ -13,6 +13,7 @@ from governance.models import Budget, ModelPrice, UsageRecord
 from governance.pricing import seed_model_prices
 from governance.services import provider_create, provider_key_create
 from proxy.accounting import output_cap
+from proxy.routing import ROUTES
 from proxy.usage import IMAGE_TOKENS, estimate_prompt_tokens
 from tests.proxy.conftest import make_setup
 
@@ -175,10 +176,13 @@ def test_images_count_a_fixed_amount_and_their_base64_is_not_text():
 
 
 def test_several_answers_multiply_the_output_reservation(settings):
-    assert output_cap({"max_tokens": 100, "n": 3}, "chat_completion") == 300
-    assert output_cap({"max_tokens": 100, "best_of": 5, "n": 2}, "text_completion") == 500
-    assert output_cap({"n": 2}, "chat_completion") == 2 * settings.GOVERNANCE_DEFAULT_MAX_TOKENS
-    assert output_cap({"n": 4}, "embedding") == 0
+    chat, completions, embeddings = (
+        ROUTES[f"/v1/{name}"] for name in ("chat/completions", "completions", "embeddings")
+    )
+    assert output_cap({"max_tokens": 100, "n": 3}, chat) == 300
+    assert output_cap({"max_tokens": 100, "best_of": 5, "n": 2}, completions) == 500
+    assert output_cap({"n": 2}, chat) == 2 * settings.GOVERNANCE_DEFAULT_MAX_TOKENS
+    assert output_cap({"n": 4}, embeddings) == 0
 
 
 def test_n_answers_are_reserved_before_the_call(call, mock):
