@@ -10,6 +10,7 @@ back and the page is shown again with the service's messages as form errors, nev
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +21,7 @@ from django.db import IntegrityError
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from governance.dashboard.charts import usage_level
+from governance.dashboard.charts import money, usage_level
 from governance.metering.live import live_usage
 
 SECRETS_SESSION_KEY = "governance_one_time_secrets"
@@ -46,13 +47,65 @@ def error_items(error: ValidationError) -> list[tuple[str | None, list[str]]]:
     return [(None, error.messages)]
 
 
-class ServiceSaveMixin:
-    """Turns service ``ValidationError``/``IntegrityError`` at save time into form errors.
+@dataclass(frozen=True)
+class Services:
+    """The service functions a page writes through.
+
+    ``delete`` is ``None`` where no service exists because the model has no invariants beyond
+    its own (the stock delete is then the right one); ``update`` is ``None`` on pages that never
+    change a row.
+    """
+
+    create: Callable[..., Any] | None = None
+    update: Callable[..., Any] | None = None
+    delete: Callable[[Any], None] | None = None
+
+
+class ServiceAdminMixin:
+    """Saves and deletes through ``services`` and shows a service rejection as form errors.
+
+    A page declares ``services`` and the form fields they take (``service_fields`` on both,
+    ``create_fields`` on create only), and overrides ``service_data`` or ``created`` where a
+    service takes more than form fields or returns more than the row. A page whose save reshapes
+    a parent's list overrides ``save_model`` and declares only ``Services(delete=...)``.
 
     ``changeform_view`` runs in one transaction; raising out of it rolls back everything the
     services wrote. The view then runs again on the same POST with the errors attached to the
     form's ``clean()``, so the user sees their input with the messages, and nothing was written.
     """
+
+    services = Services()
+    service_fields: tuple[str, ...] = ()
+    create_fields: tuple[str, ...] = ()
+
+    def service_data(self, form, change: bool) -> dict[str, Any]:
+        fields = self.service_fields if change else (*self.create_fields, *self.service_fields)
+        return {field: form.cleaned_data[field] for field in fields}
+
+    def created(self, request: HttpRequest, result: Any) -> Any:
+        """The row in the create service's ``result``; the place to hold a one-time secret."""
+        return result
+
+    def save_model(self, request, obj, form, change):
+        data = self.service_data(form, change)
+        if change:
+            self.run_service(self.services.update, obj, **data)
+        else:
+            adopt(obj, self.created(request, self.run_service(self.services.create, **data)))
+
+    def delete_model(self, request, obj):
+        if self.services.delete is None:
+            return super().delete_model(request, obj)
+        return self.services.delete(obj)
+
+    def delete_queryset(self, request, queryset):
+        if self.services.delete is None:
+            return super().delete_queryset(request, queryset)
+        # A row at a time: each deletion is its own service call (locks, cascades, reconciling
+        # the owner's list), which one bulk ``queryset.delete()`` would skip.
+        for obj in queryset:
+            self.services.delete(obj)
+        return None
 
     def run_service(self, func, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -136,14 +189,6 @@ def take_secrets(request: HttpRequest) -> list[dict[str, str]]:
 
 
 # --- usage bars ---------------------------------------------------------------------------------
-
-
-def money(value: Decimal) -> str:
-    """USD with cents; more digits only for amounts below a cent."""
-    value = Decimal(value)
-    if value and abs(value) < Decimal("0.01"):
-        return f"${value.normalize():f}"
-    return f"${value:,.2f}"
 
 
 def usage_bar(used: Decimal | int, limit: Decimal | int | None, label: str, fmt: Callable[[Any], str] = str) -> str:

@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from governance.admin.common import GovernanceModelAdmin, adopt, budget_bars, rate_limit_bars, related_rate_limit
+from governance.admin.common import GovernanceModelAdmin, Services, budget_bars, rate_limit_bars, related_rate_limit
 from governance.admin.inlines import BudgetInline, LimitsOwnerAdminMixin, RateLimitInline
 from governance.admin.virtual_keys import reset_budgets
 from governance.dashboard.entity import UsagePanelMixin
@@ -44,6 +44,8 @@ class CustomerAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, Gove
     readonly_fields = ["created_at", "updated_at"]
     inlines = [BudgetInline, RateLimitInline]
     actions = ["reset_budget_usage"]
+    services = Services(create=customer_create, update=customer_update, delete=customer_delete)
+    service_fields = ("name",)
 
     def get_queryset(self, request):
         return (
@@ -61,19 +63,6 @@ class CustomerAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, Gove
     @admin.display(description="virtual keys", ordering="key_count")
     def keys(self, customer: Customer) -> str:
         return _keys_link(customer.key_count, "customer", customer.pk)
-
-    def save_model(self, request, obj, form, change):
-        if change:
-            self.run_service(customer_update, obj, name=form.cleaned_data["name"])
-        else:
-            adopt(obj, self.run_service(customer_create, name=form.cleaned_data["name"]))
-
-    def delete_model(self, request, obj):
-        customer_delete(obj)
-
-    def delete_queryset(self, request, queryset):
-        for customer in queryset:
-            customer_delete(customer)
 
     @admin.action(description="Reset budget usage of selected customers", permissions=["change"])
     def reset_budget_usage(self, request: HttpRequest, queryset: QuerySet[Customer]) -> None:
@@ -97,6 +86,8 @@ class TeamAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, Governan
     readonly_fields = ["created_at", "updated_at"]
     inlines = [BudgetInline, RateLimitInline]
     actions = ["reset_budget_usage"]
+    services = Services(create=team_create, update=team_update, delete=team_delete)
+    service_fields = ("name", "customer", "profile", "config", "claims")
 
     def get_queryset(self, request):
         return (
@@ -109,20 +100,6 @@ class TeamAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, Governan
     @admin.display(description="virtual keys", ordering="key_count")
     def keys(self, team: Team) -> str:
         return _keys_link(team.key_count, "team", team.pk)
-
-    def save_model(self, request, obj, form, change):
-        data = {field: form.cleaned_data[field] for field in ("name", "customer", "profile", "config", "claims")}
-        if change:
-            self.run_service(team_update, obj, **data)
-        else:
-            adopt(obj, self.run_service(team_create, **data))
-
-    def delete_model(self, request, obj):
-        team_delete(obj)
-
-    def delete_queryset(self, request, queryset):
-        for team in queryset:
-            team_delete(team)
 
     @admin.action(description="Reset budget usage of selected teams", permissions=["change"])
     def reset_budget_usage(self, request: HttpRequest, queryset: QuerySet[Team]) -> None:

@@ -15,7 +15,7 @@ from django.contrib.admin.utils import display_for_value
 from django.forms.models import BaseInlineFormSet
 
 from governance.admin.common import (
-    ServiceSaveMixin,
+    ServiceAdminMixin,
     attach_live_usage,
     budget_bars,
     rate_limit_bars,
@@ -109,7 +109,7 @@ def rate_limit_spec(formset: BaseInlineFormSet) -> dict[str, Any]:
     return {}
 
 
-class LimitsOwnerAdminMixin(ServiceSaveMixin):
+class LimitsOwnerAdminMixin(ServiceAdminMixin):
     """Saves the budget and rate-limit inlines of an owner through the services."""
 
     def limits_of(self, owner) -> tuple[list, list]:

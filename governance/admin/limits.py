@@ -13,7 +13,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from governance.admin.common import GovernanceModelAdmin, budget_bars, rate_limit_bars
+from governance.admin.common import GovernanceModelAdmin, ServiceAdminMixin, Services, budget_bars, rate_limit_bars
 from governance.admin.virtual_keys import reset_budgets
 from governance.models import Budget, RateLimit
 from governance.services import budgets_reconcile, rate_limit_apply
@@ -53,7 +53,21 @@ def owner_link(row) -> str:
     return "—"
 
 
-class _ReadOnlyOverview(GovernanceModelAdmin):
+def _budget_delete(budget: Budget) -> None:
+    # Removing one budget is reconciling the owner's list without it (usage of the rest kept).
+    owner = owner_of(budget)
+    remaining = [
+        {"max_limit": b.max_limit, "reset_duration": b.reset_duration, "calendar_aligned": b.calendar_aligned}
+        for b in owner.budgets.exclude(pk=budget.pk)
+    ]
+    budgets_reconcile(owner, remaining)
+
+
+def _rate_limit_delete(rate_limit: RateLimit) -> None:
+    rate_limit_apply(owner_of(rate_limit), {})
+
+
+class _ReadOnlyOverview(ServiceAdminMixin, GovernanceModelAdmin):
     list_select_related = ["virtual_key", "team", "customer", "provider_config__provider"]
     list_filter = [OwnerKindFilter]
     search_fields = ["virtual_key__name", "team__name", "customer__name", "provider_config__provider__name"]
@@ -68,10 +82,6 @@ class _ReadOnlyOverview(GovernanceModelAdmin):
     def owner(self, row) -> str:
         return owner_link(row)
 
-    def delete_queryset(self, request, queryset):
-        for row in queryset:
-            self.delete_model(request, row)
-
 
 @admin.register(Budget)
 class BudgetAdmin(_ReadOnlyOverview):
@@ -81,6 +91,7 @@ class BudgetAdmin(_ReadOnlyOverview):
     readonly_fields = fields
     ordering = ["-current_usage"]
     actions = ["reset_usage"]
+    services = Services(delete=_budget_delete)
 
     def limits_of(self, row) -> tuple[list, list]:
         return [row], []
@@ -88,15 +99,6 @@ class BudgetAdmin(_ReadOnlyOverview):
     @admin.display(description="spent / limit", ordering="current_usage")
     def usage(self, budget: Budget) -> str:
         return budget_bars([budget])
-
-    def delete_model(self, request, obj):
-        # Removing one budget is reconciling the owner's list without it (usage of the rest kept).
-        owner = owner_of(obj)
-        remaining = [
-            {"max_limit": b.max_limit, "reset_duration": b.reset_duration, "calendar_aligned": b.calendar_aligned}
-            for b in owner.budgets.exclude(pk=obj.pk)
-        ]
-        budgets_reconcile(owner, remaining)
 
     def has_reset_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("governance.change_budget")
@@ -120,12 +122,10 @@ class RateLimitAdmin(_ReadOnlyOverview):
         "usage",
     ]
     readonly_fields = fields
+    services = Services(delete=_rate_limit_delete)
 
     def limits_of(self, row) -> tuple[list, list]:
         return [], [row]
-
-    def delete_model(self, request, obj):
-        rate_limit_apply(owner_of(obj), {})
 
     @admin.display(description="use")
     def usage(self, rate_limit: RateLimit) -> str:

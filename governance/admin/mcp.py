@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db.models import Count
 
-from governance.admin.common import GovernanceModelAdmin, ServiceSaveMixin, adopt
+from governance.admin.common import GovernanceModelAdmin, ServiceAdminMixin, Services, adopt
 from governance.forms import McpConfigInlineForm
 from governance.models import McpClient, VirtualKeyMcpConfig
 from governance.services.virtual_keys import mcp_configs_replace
@@ -27,13 +27,28 @@ class McpClientAdmin(GovernanceModelAdmin):
         return client.key_count
 
 
+def _replace_without(pk, vk_id) -> None:
+    """Replace the MCP list of the key ``vk_id`` with the same list less the row ``pk``."""
+    rows = VirtualKeyMcpConfig.objects.filter(virtual_key_id=vk_id).select_related("mcp_client", "virtual_key")
+    rows = list(rows)
+    if rows:
+        specs = [
+            {"mcp_client_name": c.mcp_client.name, "tools_to_execute": c.tools_to_execute} for c in rows if c.pk != pk
+        ]
+        mcp_configs_replace(rows[0].virtual_key, specs)
+
+
+def _mcp_config_delete(config: VirtualKeyMcpConfig) -> None:
+    _replace_without(config.pk, config.virtual_key_id)
+
+
 class VirtualKeyMcpConfigForm(McpConfigInlineForm):
     class Meta(McpConfigInlineForm.Meta):
         fields = ["virtual_key", "mcp_client", "tools_to_execute"]
 
 
 @admin.register(VirtualKeyMcpConfig)
-class VirtualKeyMcpConfigAdmin(ServiceSaveMixin, GovernanceModelAdmin):
+class VirtualKeyMcpConfigAdmin(ServiceAdminMixin, GovernanceModelAdmin):
     """Each save replaces the key's whole MCP list through the service, this row changed."""
 
     form = VirtualKeyMcpConfigForm
@@ -42,6 +57,7 @@ class VirtualKeyMcpConfigAdmin(ServiceSaveMixin, GovernanceModelAdmin):
     search_fields = ["virtual_key__name", "mcp_client__name"]
     list_select_related = ["virtual_key", "mcp_client"]
     autocomplete_fields = ["virtual_key", "mcp_client"]
+    services = Services(delete=_mcp_config_delete)  # saved by ``save_model`` below
 
     @admin.display(description="tools to execute")
     def tools(self, config: VirtualKeyMcpConfig) -> str:
@@ -57,24 +73,6 @@ class VirtualKeyMcpConfigAdmin(ServiceSaveMixin, GovernanceModelAdmin):
         specs.append({"mcp_client_name": obj.mcp_client.name, "tools_to_execute": obj.tools_to_execute})
         if change and vk.pk != form.initial.get("virtual_key"):
             # Moved to another key: take it off the old one too.
-            self._replace_without(obj.pk, form.initial.get("virtual_key"))
+            self.run_service(_replace_without, obj.pk, form.initial.get("virtual_key"))
         self.run_service(mcp_configs_replace, vk, specs)
         adopt(obj, VirtualKeyMcpConfig.objects.get(virtual_key=vk, mcp_client=obj.mcp_client))
-
-    def _replace_without(self, pk, vk_id) -> None:
-        rows = VirtualKeyMcpConfig.objects.filter(virtual_key_id=vk_id).select_related("mcp_client", "virtual_key")
-        rows = list(rows)
-        if rows:
-            specs = [
-                {"mcp_client_name": c.mcp_client.name, "tools_to_execute": c.tools_to_execute}
-                for c in rows
-                if c.pk != pk
-            ]
-            self.run_service(mcp_configs_replace, rows[0].virtual_key, specs)
-
-    def delete_model(self, request, obj):
-        self._replace_without(obj.pk, obj.virtual_key_id)
-
-    def delete_queryset(self, request, queryset):
-        for config in queryset:
-            self.delete_model(request, config)

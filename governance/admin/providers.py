@@ -9,8 +9,8 @@ from django.utils.html import format_html
 
 from governance.admin.common import (
     GovernanceModelAdmin,
-    ServiceSaveMixin,
-    adopt,
+    ServiceAdminMixin,
+    Services,
     budget_bars,
     rate_limit_bars,
     related_rate_limit,
@@ -32,11 +32,14 @@ PER_MILLION = 1_000_000
 
 
 @admin.register(Provider)
-class ProviderAdmin(ServiceSaveMixin, GovernanceModelAdmin):
+class ProviderAdmin(ServiceAdminMixin, GovernanceModelAdmin):
     form = ProviderAdminForm
     list_display = ["name", "api_format", "base_url", "timeout_seconds", "keys"]
     list_filter = ["api_format"]
     search_fields = ["name", "base_url"]
+    services = Services(create=provider_create, update=provider_update, delete=provider_delete)
+    service_fields = ("base_url", "api_format", "timeout_seconds", "extra_headers")
+    create_fields = ("name",)  # read-only once created
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(key_count=Count("keys"))
@@ -50,28 +53,17 @@ class ProviderAdmin(ServiceSaveMixin, GovernanceModelAdmin):
         url = reverse("admin:governance_providerkey_changelist") + f"?provider__id__exact={provider.pk}"
         return format_html('<a href="{}">{}</a>', url, provider.key_count)
 
-    def save_model(self, request, obj, form, change):
-        data = {f: form.cleaned_data[f] for f in ("base_url", "api_format", "timeout_seconds", "extra_headers")}
-        if change:
-            self.run_service(provider_update, obj, **data)
-        else:
-            adopt(obj, self.run_service(provider_create, name=form.cleaned_data["name"], **data))
-
-    def delete_model(self, request, obj):
-        provider_delete(obj)
-
-    def delete_queryset(self, request, queryset):
-        for provider in queryset:
-            provider_delete(provider)
-
 
 @admin.register(ProviderKey)
-class ProviderKeyAdmin(ServiceSaveMixin, GovernanceModelAdmin):
+class ProviderKeyAdmin(ServiceAdminMixin, GovernanceModelAdmin):
     form = ProviderKeyAdminForm
     list_display = ["name", "provider", "masked", "model_list", "weight", "enabled"]
     list_filter = ["provider", "enabled"]
     search_fields = ["name", "provider__name"]
     list_select_related = ["provider"]
+    services = Services(create=provider_key_create, update=provider_key_update, delete=provider_key_delete)
+    service_fields = ("name", "models", "weight", "enabled")
+    create_fields = ("provider",)  # read-only once created
 
     def get_readonly_fields(self, request, obj=None):
         return ["provider", "masked"] if obj else []
@@ -88,22 +80,20 @@ class ProviderKeyAdmin(ServiceSaveMixin, GovernanceModelAdmin):
     def model_list(self, key: ProviderKey) -> str:
         return ", ".join(key.models) if key.models else "any"
 
-    def save_model(self, request, obj, form, change):
-        data = {f: form.cleaned_data[f] for f in ("name", "models", "weight", "enabled")}
-        value = form.cleaned_data.get("value") or None
-        if change:
-            self.run_service(provider_key_update, obj, value=value, **data)
-        else:
-            adopt(
-                obj, self.run_service(provider_key_create, provider=form.cleaned_data["provider"], value=value, **data)
-            )
+    def service_data(self, form, change):
+        # The value is write-only: left blank on a change, the stored one is kept.
+        return super().service_data(form, change) | {"value": form.cleaned_data.get("value") or None}
 
-    def delete_model(self, request, obj):
-        provider_key_delete(obj)
 
-    def delete_queryset(self, request, queryset):
-        for key in queryset:
-            provider_key_delete(key)
+def _provider_config_delete(config: ProviderConfig) -> None:
+    """Its key's list reconciled without it; the others, passed by id only, stay as they are."""
+    specs = [
+        {"id": c.pk, "provider": c.provider.name}
+        for c in ProviderConfig.objects.filter(virtual_key_id=config.virtual_key_id)
+        .exclude(pk=config.pk)
+        .select_related("provider")
+    ]
+    provider_configs_reconcile(config.virtual_key, specs)
 
 
 @admin.register(ProviderConfig)
@@ -118,6 +108,7 @@ class ProviderConfigAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
     readonly_fields = ["virtual_key", "provider"]
     fields = ["virtual_key", "provider", "weight", "allowed_models", "allow_all_keys", "keys"]
     inlines = [BudgetInline, RateLimitInline]
+    services = Services(delete=_provider_config_delete)  # saved by ``save_model`` below
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("budgets")
@@ -159,18 +150,8 @@ class ProviderConfigAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
         for formset in formsets:
             self.save_formset(request, form, formset, change=change)
 
-    def delete_model(self, request, obj):
-        specs = [
-            {"id": c.pk, "provider": c.provider.name}
-            for c in ProviderConfig.objects.filter(virtual_key_id=obj.virtual_key_id)
-            .exclude(pk=obj.pk)
-            .select_related("provider")
-        ]
-        provider_configs_reconcile(obj.virtual_key, specs)
-
     def delete_queryset(self, request, queryset):
-        for config in queryset.select_related("virtual_key"):
-            self.delete_model(request, config)
+        super().delete_queryset(request, queryset.select_related("virtual_key"))
 
 
 @admin.register(ModelPrice)

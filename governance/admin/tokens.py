@@ -7,7 +7,7 @@ from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from governance.admin.common import GovernanceModelAdmin, ServiceSaveMixin, adopt, hold_secret, stash_secrets
+from governance.admin.common import GovernanceModelAdmin, ServiceAdminMixin, Services, hold_secret, stash_secrets
 from governance.admin.secrets import one_time_secret_view
 from governance.forms import ApiTokenAdminForm
 from governance.keys import mask_secret
@@ -16,12 +16,15 @@ from governance.services import api_token_create
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(ServiceSaveMixin, GovernanceModelAdmin):
+class ApiTokenAdmin(ServiceAdminMixin, GovernanceModelAdmin):
     form = ApiTokenAdminForm
     list_display = ["name", "user", "masked", "created_at", "last_used_at"]
     list_filter = ["user"]
     search_fields = ["name", "user__username"]
     list_select_related = ["user"]
+    # Never changed (replaced instead); deleting a token has no invariants, so the stock delete.
+    services = Services(create=api_token_create)
+    service_fields = ("user", "name")
 
     def get_fields(self, request, obj=None):
         return ["name", "user", "masked", "created_at", "last_used_at"] if obj else ["name", "user"]
@@ -46,12 +49,10 @@ class ApiTokenAdmin(ServiceSaveMixin, GovernanceModelAdmin):
     def masked(self, token: ApiToken) -> str:
         return format_html('<code class="gov-masked">{}</code>', mask_secret(token.token_last4))
 
-    def save_model(self, request, obj, form, change):
-        token, value = self.run_service(
-            api_token_create, user=form.cleaned_data["user"], name=form.cleaned_data["name"]
-        )
-        adopt(obj, token)
+    def created(self, request, result):
+        token, value = result
         hold_secret(request, label=token.name, value=value, kind="admin API token")
+        return token
 
     def response_add(self, request, obj, post_url_continue=None):
         if stash_secrets(request):  # also from a popup: the token is shown nowhere else

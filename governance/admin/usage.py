@@ -11,7 +11,8 @@ from django.db.models.functions import TruncDate
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from governance.admin.common import GovernanceModelAdmin, money
+from governance.admin.common import GovernanceModelAdmin
+from governance.dashboard.charts import money
 from governance.models import UsageRecord
 
 CHART_DAYS = 31

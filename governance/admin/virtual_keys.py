@@ -20,7 +20,7 @@ from django.utils.html import format_html
 
 from governance.admin.common import (
     GovernanceModelAdmin,
-    adopt,
+    Services,
     budget_bars,
     hold_secret,
     rate_limit_bars,
@@ -114,6 +114,8 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
     ]
     inlines = [BudgetInline, RateLimitInline, ProviderConfigInline, McpConfigInline]
     actions = ["activate", "deactivate", "rotate", "reset_budget_usage"]
+    services = Services(create=virtual_key_create, update=virtual_key_update, delete=virtual_key_delete)
+    service_fields = VK_FORM_FIELDS
 
     # --- list --------------------------------------------------------------------------------
 
@@ -184,14 +186,10 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
 
     # --- saving through the services ---------------------------------------------------------
 
-    def save_model(self, request, obj, form, change):
-        data = {field: form.cleaned_data[field] for field in VK_FORM_FIELDS}
-        if change:
-            self.run_service(virtual_key_update, obj, **data)
-            return
-        vk, value = self.run_service(virtual_key_create, **data)
-        adopt(obj, vk)
+    def created(self, request, result):
+        vk, value = result
         hold_secret(request, label=vk.name, value=value, kind="virtual key", url=self._change_url(vk))
+        return vk
 
     def save_formset(self, request, form, formset, change):
         vk = form.instance
@@ -211,13 +209,6 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
             return super().save_formset(request, form, formset, change)
         record_changes(formset)
         return None
-
-    def delete_model(self, request, obj):
-        virtual_key_delete(obj)
-
-    def delete_queryset(self, request, queryset):
-        for vk in queryset:
-            virtual_key_delete(vk)
 
     def response_add(self, request, obj, post_url_continue=None):
         # Also from an add popup: the value page replaces the popup's form, since the value is

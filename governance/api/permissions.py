@@ -30,9 +30,9 @@ class StaffModelPermissions(permissions.DjangoModelPermissions):
             return False
         if request.method == "POST" and getattr(view, "action", None) not in (None, "create"):
             # A POST verb on an existing object (rotate, reset) changes it. Decided here rather
-            # than by ``@action(permission_classes=...)``: routes wired with ``as_view({...})``
-            # silently ignore an action's own arguments, and a forgotten one must not fall back
-            # to ``add``.
+            # than by ``@action(permission_classes=...)`` on each verb: a forgotten one must not
+            # fall back to ``add``, and a route wired with ``as_view({...})`` rather than by the
+            # router would silently ignore an action's own arguments.
             model = self._queryset(view).model
             return user.has_perms(self.get_required_permissions("PUT", model))
         return super().has_permission(request, view)

@@ -1,26 +1,28 @@
-"""Routes of ``/api/governance/`` (no trailing slashes, as Bifrost)."""
+"""Routes of ``/api/governance/`` (no trailing slashes, as Bifrost).
+
+The viewsets are registered with a router that writes ``path()`` routes (``use_regex_path=False``):
+``<str:pk>`` ids, as Bifrost's, so an id with a dot is answered by the view (404 with the
+resource's message) rather than by the URL resolver, and no route ends in a slash.
+"""
 
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
+from rest_framework.routers import SimpleRouter
 
 from governance.api.limits_views import BudgetViewSet, RateLimitViewSet
 from governance.api.quota import QuotaView
 from governance.api.views import CustomerViewSet, TeamViewSet, VirtualKeyViewSet
 
-COLLECTION = {"get": "list", "post": "create"}
-ITEM = {"get": "retrieve", "put": "update", "delete": "destroy"}
+router = SimpleRouter(trailing_slash=False, use_regex_path=False)
+router.register("virtual-keys", VirtualKeyViewSet, basename="virtual-key")
+router.register("teams", TeamViewSet, basename="team")
+router.register("customers", CustomerViewSet, basename="customer")
+router.register("budgets", BudgetViewSet, basename="budget")
+router.register("rate-limits", RateLimitViewSet, basename="rate-limit")
 
 urlpatterns = [
     path("schema", SpectacularAPIView.as_view(), name="governance-schema"),
-    path("virtual-keys", VirtualKeyViewSet.as_view(COLLECTION), name="virtual-key-list"),
+    # Before the router's routes: ``virtual-keys/<str:pk>`` would take "quota" for a key id.
     path("virtual-keys/quota", QuotaView.as_view(), name="virtual-key-quota"),
-    path("virtual-keys/<str:pk>", VirtualKeyViewSet.as_view(ITEM), name="virtual-key-detail"),
-    path("virtual-keys/<str:pk>/rotate", VirtualKeyViewSet.as_view({"post": "rotate"}), name="virtual-key-rotate"),
-    path("teams", TeamViewSet.as_view(COLLECTION), name="team-list"),
-    path("teams/<str:pk>", TeamViewSet.as_view(ITEM), name="team-detail"),
-    path("customers", CustomerViewSet.as_view(COLLECTION), name="customer-list"),
-    path("customers/<str:pk>", CustomerViewSet.as_view(ITEM), name="customer-detail"),
-    path("budgets", BudgetViewSet.as_view({"get": "list"}), name="budget-list"),
-    path("budgets/<str:pk>/reset", BudgetViewSet.as_view({"post": "reset"}), name="budget-reset"),
-    path("rate-limits", RateLimitViewSet.as_view({"get": "list"}), name="rate-limit-list"),
+    *router.urls,
 ]

@@ -1,17 +1,21 @@
 """Management API views for virtual keys, teams and customers (Bifrost v1.5 shapes).
 
-Each handler validates input with a serializer, makes one service call and wraps the result in
-Bifrost's envelope. All successes are 200 with JSON, as Bifrost does.
+The three resources share one flow, ``EntityViewSet``: each handler validates input with a
+serializer, makes one service call and wraps the result in Bifrost's envelope. All successes are
+200 with JSON, as Bifrost does. A subclass states only what differs: its queryset, filters, sort
+fields, input serializers, services, representation, envelope keys and messages.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from django.db.models import Model, QuerySet
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
-from rest_framework import viewsets
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -41,161 +45,181 @@ def get_or_404(queryset: QuerySet, pk: str, message: str) -> Model:
     return obj
 
 
-class VirtualKeyViewSet(viewsets.GenericViewSet):
-    queryset = VirtualKey.objects.all()
-    not_found = "Virtual key not found"
-    sort_fields = {"name": "name", "created_at": "created_at", "budget_spent": "budget_spent", "status": "is_active"}
+# list / create / retrieve / update / destroy of one entity through ``governance.services``.
+# (Comments, not a docstring: drf-spectacular would publish a class docstring as the description
+# of every operation of every subclass.) A subclass's ``queryset`` stays the plain manager query:
+# the permission class reads its model.
+class EntityViewSet(viewsets.GenericViewSet):
+    # Bifrost's envelope: ``{"<list_key>": [...], **page}``, ``{"<key>": {...}}``, plus ``message``.
+    key: ClassVar[str]
+    list_key: ClassVar[str]
+    not_found: ClassVar[str]
+    messages: ClassVar[dict[str, str]]  # "create", "update", "destroy" -> the success message
+    create_input: ClassVar[type[serializers.Serializer]]
+    update_input: ClassVar[type[serializers.Serializer]]
+    # ``governance.services.<service>_create`` / ``_update`` / ``_delete``, looked up on each call
+    # (not bound at import) so that a patched service is the one called.
+    service: ClassVar[str]
+    # ``(obj, usage, **extra) -> dict``: the representation of one object.
+    represent: ClassVar[Callable[..., dict[str, Any]]]
+    # UUID query parameters that filter the list on the field of the same name, in this order.
+    list_filters: ClassVar[tuple[str, ...]] = ()
+    sort_fields: ClassVar[dict[str, str]] = {"name": "name", "created_at": "created_at"}
 
-    def _fetch(self, pk: str) -> VirtualKey:
-        return get_or_404(selectors.virtual_key_list(), pk, self.not_found)
+    def _queryset(self) -> QuerySet:
+        raise NotImplementedError
 
-    def _render(self, vk: VirtualKey, value: str | None = None) -> dict:
-        return virtual_key_json(vk, value=value, usage=usage_for([vk]))
+    def _fetch(self, pk: str) -> Model:
+        return get_or_404(self._queryset(), pk, self.not_found)
 
-    @extend_schema(parameters=docs.VK_LIST_PARAMS, responses=docs.VirtualKeyListOut)
+    def _render(self, obj: Model, **extra: Any) -> dict:
+        return self.represent(obj, usage_for([obj]), **extra)
+
+    def _service(self, verb: str) -> Callable[..., Any]:
+        return getattr(services, f"{self.service}_{verb}")
+
+    def _created(self, result: Any) -> tuple[Model, dict[str, Any]]:
+        """The created object and the extra arguments of its representation."""
+        return result, {}
+
+    def _input(self, serializer_class: type[serializers.Serializer], request: Request) -> dict:
+        data = serializer_class(data=request.data)
+        data.is_valid(raise_exception=True)
+        return data.to_service_kwargs()
+
     def list(self, request: Request) -> Response:
         params = request.query_params
-        queryset = listing.search(selectors.virtual_key_list(), params)
-        team_id = listing.uuid_param(params, "team_id")
-        customer_id = listing.uuid_param(params, "customer_id")
-        if team_id:
-            queryset = queryset.filter(team_id=team_id)
-        if customer_id:
-            queryset = queryset.filter(customer_id=customer_id)
+        queryset = listing.search(self._queryset(), params)
+        filters = {name: listing.uuid_param(params, name) for name in self.list_filters}
+        queryset = queryset.filter(**{name: value for name, value in filters.items() if value})
         queryset = listing.sort(queryset, params, self.sort_fields)
         rows, page = listing.paginate(queryset, params)
         usage = usage_for(rows)
-        return Response({"virtual_keys": [virtual_key_json(vk, usage=usage) for vk in rows], **page})
+        return Response({self.list_key: [self.represent(obj, usage) for obj in rows], **page})
 
-    @extend_schema(request=VirtualKeyInput, responses={200: docs.VirtualKeyMessageOut})
     def create(self, request: Request) -> Response:
-        data = VirtualKeyInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        vk, value = services.virtual_key_create(**data.to_service_kwargs())
-        return Response(
-            {"message": "Virtual key created successfully", "virtual_key": self._render(self._fetch(vk.pk), value)}
-        )
+        obj, extra = self._created(self._service("create")(**self._input(self.create_input, request)))
+        return Response({"message": self.messages["create"], self.key: self._render(self._fetch(obj.pk), **extra)})
 
-    @extend_schema(parameters=[docs.ID_PARAM], responses=docs.VirtualKeyOneOut)
     def retrieve(self, request: Request, pk: str) -> Response:
-        return Response({"virtual_key": self._render(self._fetch(pk))})
+        return Response({self.key: self._render(self._fetch(pk))})
 
-    @extend_schema(parameters=[docs.ID_PARAM], request=VirtualKeyUpdateInput, responses=docs.VirtualKeyMessageOut)
     def update(self, request: Request, pk: str) -> Response:
-        vk = self._fetch(pk)
-        data = VirtualKeyUpdateInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        services.virtual_key_update(vk, **data.to_service_kwargs())
-        return Response({"message": "Virtual key updated successfully", "virtual_key": self._render(self._fetch(pk))})
+        obj = self._fetch(pk)
+        self._service("update")(obj, **self._input(self.update_input, request))
+        return Response({"message": self.messages["update"], self.key: self._render(self._fetch(pk))})
 
-    @extend_schema(parameters=[docs.ID_PARAM], responses={200: docs.MessageOut})
     def destroy(self, request: Request, pk: str) -> Response:
-        services.virtual_key_delete(self._fetch(pk))
-        return Response({"message": "Virtual key deleted successfully"})
+        self._service("delete")(self._fetch(pk))
+        return Response({"message": self.messages["destroy"]})
+
+
+def entity_schema(*, list_params: list, list_out, one_out, message_out):
+    """The OpenAPI description of an ``EntityViewSet`` subclass (its input serializers are read
+    from the class). Create and destroy declare 200, not drf-spectacular's 201/204: Bifrost
+    answers 200."""
+
+    def decorate(cls: type[EntityViewSet]) -> type[EntityViewSet]:
+        return extend_schema_view(
+            list=extend_schema(parameters=list_params, responses=list_out),
+            create=extend_schema(request=cls.create_input, responses={200: message_out}),
+            retrieve=extend_schema(parameters=[docs.ID_PARAM], responses=one_out),
+            update=extend_schema(parameters=[docs.ID_PARAM], request=cls.update_input, responses=message_out),
+            destroy=extend_schema(parameters=[docs.ID_PARAM], responses={200: docs.MessageOut}),
+        )(cls)
+
+    return decorate
+
+
+def _virtual_key_json(vk: VirtualKey, usage: dict, value: str | None = None) -> dict:
+    return virtual_key_json(vk, value=value, usage=usage)
+
+
+@entity_schema(
+    list_params=docs.VK_LIST_PARAMS,
+    list_out=docs.VirtualKeyListOut,
+    one_out=docs.VirtualKeyOneOut,
+    message_out=docs.VirtualKeyMessageOut,
+)
+class VirtualKeyViewSet(EntityViewSet):
+    queryset = VirtualKey.objects.all()
+    key = "virtual_key"
+    list_key = "virtual_keys"
+    not_found = "Virtual key not found"
+    messages = {
+        "create": "Virtual key created successfully",
+        "update": "Virtual key updated successfully",
+        "destroy": "Virtual key deleted successfully",
+    }
+    create_input = VirtualKeyInput
+    update_input = VirtualKeyUpdateInput
+    service = "virtual_key"
+    represent = staticmethod(_virtual_key_json)
+    list_filters = ("team_id", "customer_id")
+    sort_fields = {"name": "name", "created_at": "created_at", "budget_spent": "budget_spent", "status": "is_active"}
+
+    def _queryset(self) -> QuerySet[VirtualKey]:
+        return selectors.virtual_key_list()
+
+    def _created(self, result: tuple[VirtualKey, str]) -> tuple[VirtualKey, dict[str, Any]]:
+        vk, value = result  # the only time the secret is shown, with rotate
+        return vk, {"value": value}
 
     @extend_schema(parameters=[docs.ID_PARAM], request=None, responses=docs.VirtualKeyMessageOut)
     @action(detail=True, methods=["post"])
     def rotate(self, request: Request, pk: str) -> Response:
         value = services.virtual_key_rotate(self._fetch(pk))
         return Response(
-            {"message": "Virtual key rotated successfully", "virtual_key": self._render(self._fetch(pk), value)}
+            {"message": "Virtual key rotated successfully", "virtual_key": self._render(self._fetch(pk), value=value)}
         )
 
 
-class TeamViewSet(viewsets.GenericViewSet):
+@entity_schema(
+    list_params=docs.TEAM_LIST_PARAMS,
+    list_out=docs.TeamListOut,
+    one_out=docs.TeamOneOut,
+    message_out=docs.TeamMessageOut,
+)
+class TeamViewSet(EntityViewSet):
     queryset = Team.objects.all()
+    key = "team"
+    list_key = "teams"
     not_found = "Team not found"
+    messages = {
+        "create": "Team created successfully",
+        "update": "Team updated successfully",
+        "destroy": "Team deleted successfully",
+    }
+    create_input = TeamInput
+    update_input = TeamUpdateInput
+    service = "team"
+    represent = staticmethod(team_json)
+    list_filters = ("customer_id",)
 
     def _queryset(self) -> QuerySet[Team]:
         return Team.objects.select_related("customer", "rate_limit").prefetch_related("budgets", "virtual_keys")
 
-    def _fetch(self, pk: str) -> Team:
-        return get_or_404(self._queryset(), pk, self.not_found)
 
-    def _render(self, team: Team) -> dict:
-        return team_json(team, usage_for([team]))
-
-    @extend_schema(parameters=docs.TEAM_LIST_PARAMS, responses=docs.TeamListOut)
-    def list(self, request: Request) -> Response:
-        params = request.query_params
-        queryset = listing.search(self._queryset(), params)
-        customer_id = listing.uuid_param(params, "customer_id")
-        if customer_id:
-            queryset = queryset.filter(customer_id=customer_id)
-        queryset = listing.sort(queryset, params, {"name": "name", "created_at": "created_at"})
-        rows, page = listing.paginate(queryset, params)
-        usage = usage_for(rows)
-        return Response({"teams": [team_json(team, usage) for team in rows], **page})
-
-    @extend_schema(request=TeamInput, responses={200: docs.TeamMessageOut})
-    def create(self, request: Request) -> Response:
-        data = TeamInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        team = services.team_create(**data.to_service_kwargs())
-        return Response({"message": "Team created successfully", "team": self._render(self._fetch(team.pk))})
-
-    @extend_schema(parameters=[docs.ID_PARAM], responses=docs.TeamOneOut)
-    def retrieve(self, request: Request, pk: str) -> Response:
-        return Response({"team": self._render(self._fetch(pk))})
-
-    @extend_schema(parameters=[docs.ID_PARAM], request=TeamUpdateInput, responses=docs.TeamMessageOut)
-    def update(self, request: Request, pk: str) -> Response:
-        team = self._fetch(pk)
-        data = TeamUpdateInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        services.team_update(team, **data.to_service_kwargs())
-        return Response({"message": "Team updated successfully", "team": self._render(self._fetch(pk))})
-
-    @extend_schema(parameters=[docs.ID_PARAM], responses={200: docs.MessageOut})
-    def destroy(self, request: Request, pk: str) -> Response:
-        services.team_delete(self._fetch(pk))
-        return Response({"message": "Team deleted successfully"})
-
-
-class CustomerViewSet(viewsets.GenericViewSet):
+@entity_schema(
+    list_params=docs.PAGE_PARAMS,
+    list_out=docs.CustomerListOut,
+    one_out=docs.CustomerOneOut,
+    message_out=docs.CustomerMessageOut,
+)
+class CustomerViewSet(EntityViewSet):
     queryset = Customer.objects.all()
+    key = "customer"
+    list_key = "customers"
     not_found = "Customer not found"
+    messages = {
+        "create": "Customer created successfully",
+        "update": "Customer updated successfully",
+        "destroy": "Customer deleted successfully",
+    }
+    create_input = CustomerInput
+    update_input = CustomerUpdateInput
+    service = "customer"
+    represent = staticmethod(customer_json)
 
     def _queryset(self) -> QuerySet[Customer]:
         return Customer.objects.select_related("rate_limit").prefetch_related("budgets", "teams", "virtual_keys")
-
-    def _fetch(self, pk: str) -> Customer:
-        return get_or_404(self._queryset(), pk, self.not_found)
-
-    def _render(self, customer: Customer) -> dict:
-        return customer_json(customer, usage_for([customer]))
-
-    @extend_schema(parameters=docs.PAGE_PARAMS, responses=docs.CustomerListOut)
-    def list(self, request: Request) -> Response:
-        params = request.query_params
-        queryset = listing.search(self._queryset(), params)
-        queryset = listing.sort(queryset, params, {"name": "name", "created_at": "created_at"})
-        rows, page = listing.paginate(queryset, params)
-        usage = usage_for(rows)
-        return Response({"customers": [customer_json(c, usage) for c in rows], **page})
-
-    @extend_schema(request=CustomerInput, responses={200: docs.CustomerMessageOut})
-    def create(self, request: Request) -> Response:
-        data = CustomerInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        customer = services.customer_create(**data.to_service_kwargs())
-        return Response(
-            {"message": "Customer created successfully", "customer": self._render(self._fetch(customer.pk))}
-        )
-
-    @extend_schema(parameters=[docs.ID_PARAM], responses=docs.CustomerOneOut)
-    def retrieve(self, request: Request, pk: str) -> Response:
-        return Response({"customer": self._render(self._fetch(pk))})
-
-    @extend_schema(parameters=[docs.ID_PARAM], request=CustomerUpdateInput, responses=docs.CustomerMessageOut)
-    def update(self, request: Request, pk: str) -> Response:
-        customer = self._fetch(pk)
-        data = CustomerUpdateInput(data=request.data)
-        data.is_valid(raise_exception=True)
-        services.customer_update(customer, **data.to_service_kwargs())
-        return Response({"message": "Customer updated successfully", "customer": self._render(self._fetch(pk))})
-
-    @extend_schema(parameters=[docs.ID_PARAM], responses={200: docs.MessageOut})
-    def destroy(self, request: Request, pk: str) -> Response:
-        services.customer_delete(self._fetch(pk))
-        return Response({"message": "Customer deleted successfully"})

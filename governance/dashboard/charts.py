@@ -65,13 +65,18 @@ def usage_level(fraction: float) -> str:
 
 
 def money(value: Decimal | int) -> str:
-    """``$12.34``, ``$0.0123``, ``$0.00001485``: enough digits that a small spend never reads as 0."""
+    """``$12.35``, ``$0.0123``, ``$0.00001485``: the one USD format of the admin, the dashboard and
+    the ``usd`` filter.
+
+    Cents from a dollar up; below, four decimals, since one LLM call costs fractions of a cent;
+    below a cent, every digit the amount has (money is stored to 10 decimals), because a spend or a
+    budget that is not zero must never read as ``$0.00``.
+    """
     value = Decimal(value)
     if value == 0 or abs(value) >= 1:
         return f"${value:,.2f}"
-    if abs(value) >= Decimal("0.0001"):
-        return f"${value:.4f}"
-    return f"${value:.8f}"
+    places = 4 if abs(value) >= Decimal("0.01") else max(4, -value.normalize().as_tuple().exponent)
+    return f"${value:.{places}f}"
 
 
 def tokens(value: Decimal | int) -> str:
