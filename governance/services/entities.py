@@ -7,9 +7,9 @@ from typing import Any
 from django.db import transaction
 
 from governance.models import Customer, Team
-from governance.services.limits import budgets_reconcile, rate_limit_apply
+from governance.services.limits import budgets_reconcile, limits_update, rate_limit_apply
 from governance.services.locking import lock_before_delete
-from governance.services.validation import check
+from governance.services.validation import check, save_patched
 
 
 @transaction.atomic
@@ -27,13 +27,8 @@ def customer_create(
 @transaction.atomic
 def customer_update(customer: Customer, **changes: Any) -> Customer:
     """Patch semantics: only the keys given change; ``budgets`` present -> reconciled."""
-    if "name" in changes:
-        customer.name = changes["name"]
-    check(customer)
-    customer.save()
-    if changes.get("budgets") is not None:
-        budgets_reconcile(customer, changes["budgets"])
-    rate_limit_apply(customer, changes.get("rate_limit"))
+    save_patched(customer, changes, ("name",))
+    limits_update(customer, changes)
     return customer
 
 
@@ -66,18 +61,9 @@ def team_create(
 @transaction.atomic
 def team_update(team: Team, **changes: Any) -> Team:
     """Patch semantics: only the keys given change; ``customer=None`` detaches the team."""
-    if "name" in changes:
-        team.name = changes["name"]
-    if "customer" in changes:
-        team.customer = changes["customer"]
-    for field in ("profile", "config", "claims"):
-        if field in changes:
-            setattr(team, field, changes[field] or {})
-    check(team)
-    team.save()
-    if changes.get("budgets") is not None:
-        budgets_reconcile(team, changes["budgets"])
-    rate_limit_apply(team, changes.get("rate_limit"))
+    documents = {field: changes[field] or {} for field in ("profile", "config", "claims") if field in changes}
+    save_patched(team, {**changes, **documents}, ("name", "customer", "profile", "config", "claims"))
+    limits_update(team, changes)
     return team
 
 

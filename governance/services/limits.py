@@ -73,6 +73,14 @@ def rate_limit_apply(owner: models.Model, spec: dict[str, Any] | None, *, prefix
     rate_limit.save()
 
 
+def limits_update(owner: models.Model, changes: dict[str, Any]) -> None:
+    """An owner's budgets (reconciled when the list is given) and rate limit (see
+    :func:`rate_limit_apply`) from an update's changes."""
+    if changes.get("budgets") is not None:
+        budgets_reconcile(owner, changes["budgets"])
+    rate_limit_apply(owner, changes.get("rate_limit"))
+
+
 def budget_reset_usage(budget: Budget, *, now: datetime | None = None) -> Budget:
     """Set the budget's usage to zero and start a new window now, in the database and in the
     hot counters (manual reset from the API or the admin). Requests in flight settle their actual

@@ -9,7 +9,7 @@ from django.db import transaction
 from governance.models import Provider, ProviderKey
 from governance.models.providers import default_api_format
 from governance.services.locking import lock_before_delete
-from governance.services.validation import check, field_error
+from governance.services.validation import check, field_error, save_patched
 
 
 @transaction.atomic
@@ -35,12 +35,10 @@ def provider_create(
 
 @transaction.atomic
 def provider_update(provider: Provider, **changes: Any) -> Provider:
-    for field in ("base_url", "api_format", "timeout_seconds", "extra_headers"):
-        if field in changes and changes[field] is not None:
-            setattr(provider, field, changes[field])
-    check(provider)
-    provider.save()
-    return provider
+    """Patch semantics; a None leaves the field as it is."""
+    return save_patched(
+        provider, changes, ("base_url", "api_format", "timeout_seconds", "extra_headers"), keep_when_none=True
+    )
 
 
 @transaction.atomic
@@ -79,14 +77,9 @@ def provider_key_create(
 @transaction.atomic
 def provider_key_update(key: ProviderKey, **changes: Any) -> ProviderKey:
     """Patch semantics; a new ``value`` replaces the stored one (it is never read back)."""
-    for field in ("name", "models", "weight", "enabled"):
-        if field in changes and changes[field] is not None:
-            setattr(key, field, changes[field])
     if changes.get("value") is not None:
         key.set_value(_validate_value(changes["value"]))
-    check(key)
-    key.save()
-    return key
+    return save_patched(key, changes, ("name", "models", "weight", "enabled"), keep_when_none=True)
 
 
 @transaction.atomic

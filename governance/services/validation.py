@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -21,6 +24,20 @@ def check(instance: models.Model, prefix: str = "", *, exclude: list[str] | None
         instance.full_clean(exclude=exclude)
     except ValidationError as exc:
         raise prefixed(exc, prefix) from None
+
+
+M = TypeVar("M", bound=models.Model)
+
+
+def save_patched(instance: M, changes: dict[str, Any], fields: Iterable[str], *, keep_when_none: bool = False) -> M:
+    """Patch semantics for every ``*_update`` service: the listed fields present in ``changes`` are
+    set (``keep_when_none``: a None leaves the field as it is), then validated and saved."""
+    for field in fields:
+        if field in changes and not (keep_when_none and changes[field] is None):
+            setattr(instance, field, changes[field])
+    check(instance)
+    instance.save()
+    return instance
 
 
 def field_error(field: str, message: str) -> ValidationError:

@@ -19,7 +19,7 @@ from governance.models import (
     VirtualKey,
     VirtualKeyMcpConfig,
 )
-from governance.services.limits import budgets_reconcile, rate_limit_apply
+from governance.services.limits import budgets_reconcile, limits_update, rate_limit_apply
 from governance.services.locking import lock_before_delete
 from governance.services.validation import check, field_error
 
@@ -98,9 +98,7 @@ def virtual_key_update(
     vk.customer = customer
     check(vk)
     vk.save()
-    if budgets is not None:
-        budgets_reconcile(vk, budgets)
-    rate_limit_apply(vk, rate_limit)
+    limits_update(vk, {"budgets": budgets, "rate_limit": rate_limit})
     if provider_configs is not None:
         provider_configs_reconcile(vk, provider_configs)
     if mcp_configs is not None:
