@@ -33,9 +33,9 @@ import re
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from django.db import transaction
+from django.db import models, transaction
 
 CATALOG_FILE = Path(__file__).parent / "data" / "model_prices.json"
 PER_MILLION = Decimal(1_000_000)
@@ -44,6 +44,19 @@ PER_MILLION = Decimal(1_000_000)
 _VERSION_SUFFIX = re.compile(r"(?:-latest|-\d{4}-\d{2}-\d{2}|-\d{8}|@\d{8}|-\d{4}|-\d{3})$")
 
 P = TypeVar("P")
+
+
+class Price(Protocol):
+    """What :func:`cost_of` reads of a price: a ModelPrice row or a snapshot of one (USD per token)."""
+
+    @property
+    def input_cost_per_token(self) -> Decimal: ...
+
+    @property
+    def output_cost_per_token(self) -> Decimal: ...
+
+    @property
+    def cached_input_cost_per_token(self) -> Decimal | None: ...
 
 
 def _per_token(value: str | None) -> Decimal | None:
@@ -66,17 +79,17 @@ def catalog_rows() -> list[dict[str, Any]]:
     return rows
 
 
-def load_catalog(model, *, update: bool = False) -> tuple[int, int]:
+def load_catalog(model: type[models.Model], *, update: bool = False) -> tuple[int, int]:
     """Insert the catalog's rows into ``model`` (the ModelPrice class, or its historical version
     in a migration); existing rows are kept unless ``update``. Returns (created, updated)."""
     created = updated = 0
     for row in catalog_rows():
         keys = {"provider": row.pop("provider"), "model": row.pop("model")}
         if update:
-            _, was_created = model.objects.update_or_create(**keys, defaults=row)
+            _, was_created = model._default_manager.update_or_create(**keys, defaults=row)
             updated += not was_created
         else:
-            _, was_created = model.objects.get_or_create(**keys, defaults=row)
+            _, was_created = model._default_manager.get_or_create(**keys, defaults=row)
         created += was_created
     return created, updated
 
@@ -136,7 +149,7 @@ def index_by_model(rows: Iterable[tuple[tuple[str, str], P]]) -> dict[str, P]:
 
 
 def cost_of(
-    price,
+    price: Price | None,
     *,
     prompt_tokens: int,
     completion_tokens: int,

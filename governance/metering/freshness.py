@@ -38,7 +38,7 @@ import struct
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -46,6 +46,9 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.dispatch import receiver
 
 from governance.metering import freshness_push
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger("bifrost.freshness")
 
@@ -84,7 +87,7 @@ def _source() -> str:
 
 
 @receiver(setting_changed)
-def _forget_mode(*, setting: str, **kwargs) -> None:
+def _forget_mode(*, setting: str, **kwargs: Any) -> None:
     # Tests (and nothing else) switch REDIS_URL, the counters or the database at run time.
     global _last_read
     if setting in ("REDIS_URL", "GOVERNANCE_COUNTERS", "DATABASES"):
@@ -166,7 +169,7 @@ def _bump_database() -> None:
 # --- Redis ----------------------------------------------------------------------------------------
 
 
-def _redis_client():
+def _redis_client() -> redis.Redis:
     """The counters' Redis client when the counters live in Redis, else one of this module's."""
     from governance.metering.counters import redis_counters
 
@@ -175,7 +178,7 @@ def _redis_client():
         return backend.client
     client = _file.get("redis")
     if client is None:
-        client = _file["redis"] = _redis_client_for(settings.REDIS_URL)
+        client = _file["redis"] = _redis_client_for(freshness_push.redis_url())
     return client
 
 
@@ -191,7 +194,7 @@ def _get_generation() -> str | None:
     conn = getattr(_connections, "conn", None)
     owner = (os.getpid(), settings.REDIS_URL)  # not one inherited over fork, nor of an old URL
     if conn is None or _connections.owner != owner:
-        conn = _redis_client_for(settings.REDIS_URL).connection_pool.make_connection()
+        conn = _redis_client_for(freshness_push.redis_url()).connection_pool.make_connection()
         _connections.conn, _connections.owner = conn, owner
         _connections.packed = conn.pack_command("GET", REDIS_KEY)
     for attempt in range(2):
@@ -208,7 +211,7 @@ def _get_generation() -> str | None:
     return None
 
 
-def _redis_client_for(url: str):
+def _redis_client_for(url: str) -> redis.Redis:
     import redis
 
     return redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=0.5, decode_responses=True)
@@ -233,7 +236,8 @@ def _repair_redis() -> str:
     it has never seen, so every cache is dropped once."""
     fresh = freshness_push.fresh_value()
     try:
-        previous = _redis_client().set(REDIS_KEY, fresh, nx=True, get=True)
+        # redis-py types the reply as bool | bytes | str; with decode_responses and get=True it is str or None.
+        previous: str | None = _redis_client().set(REDIS_KEY, fresh, nx=True, get=True)  # type: ignore[assignment]
     except Exception:  # noqa: BLE001
         return fresh
     return previous if previous is not None else fresh

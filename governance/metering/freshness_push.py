@@ -39,9 +39,12 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger("bifrost.freshness")
 
@@ -69,6 +72,14 @@ return {new, redis.call('PUBLISH', ARGV[2], new)}
 """
 
 
+def redis_url() -> str:
+    """``REDIS_URL``: set whenever the generation lives in Redis, the only time it is asked for."""
+    url = settings.REDIS_URL
+    if not url:
+        raise RuntimeError("the configuration generation is in Redis only when REDIS_URL is set")
+    return url
+
+
 def fresh_value() -> str:
     """A generation value no process has seen: the first one of a new epoch."""
     return f"{uuid.uuid4().hex}:0"
@@ -83,7 +94,7 @@ def covers(held: str | None, wanted: str) -> bool:
     return held_epoch == wanted_epoch and held_n.isdigit() and wanted_n.isdigit() and int(held_n) >= int(wanted_n)
 
 
-def channel(client) -> str:
+def channel(client: redis.Redis) -> str:
     """Pub/sub channels span a server's databases: the channel names the database."""
     return f"bf:gov:config:{client.connection_pool.connection_kwargs.get('db', 0)}"
 
@@ -91,7 +102,7 @@ def channel(client) -> str:
 # --- the writer side ------------------------------------------------------------------------------
 
 
-def announce(client) -> None:
+def announce(client: redis.Redis) -> None:
     """Move the generation, publish it, and wait until every live process holds it."""
     from governance.metering import freshness
 
@@ -108,14 +119,15 @@ def announce(client) -> None:
         )
 
 
-def _wait_for(client, value: str, receivers: int) -> int:
+def _wait_for(client: redis.Redis, value: str, receivers: int) -> int:
     """Poll the leases until each live one holds ``value`` (and as many as received it do);
     returns how many were still behind when the longest lease could have run out."""
     deadline = time.monotonic() + LEASE_SECONDS + MARGIN_SECONDS
     pause = 0.0005
     while True:
-        ids = client.zrange(PROCESSES, 0, -1)
-        held = client.mget([LEASE_PREFIX + ident for ident in ids]) if ids else []
+        # redis-py types replies as bytes or str whatever the client; this one decodes them (str).
+        ids: list[str] = client.zrange(PROCESSES, 0, -1)  # type: ignore[assignment]
+        held: list[str | None] = client.mget([LEASE_PREFIX + ident for ident in ids]) if ids else []  # type: ignore[assignment]
         gone = [ident for ident, seen in zip(ids, held, strict=True) if seen is None]
         if gone:
             client.zrem(PROCESSES, *gone)
@@ -245,7 +257,7 @@ def _start() -> None:
             return
         if current is not None and current.pid == os.getpid():
             current.stop()
-        _listener = Listener(settings.REDIS_URL)
+        _listener = Listener(redis_url())
         _listener.start()
 
 

@@ -55,7 +55,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -241,7 +241,9 @@ class Journal:
                     self._cond.wait()
                     continue
                 # Lead: write everything queued so far, ours included, with one write and one fsync.
-                self._writing, current, self._batch = True, self._batch, None
+                # ``batch`` is still the open one: a batch taken by a leader is done before
+                # ``_writing`` drops.
+                self._writing, current, self._batch = True, batch, None
                 self._cond.release()
                 try:
                     self._write(current.lines)
@@ -456,7 +458,9 @@ class _File:
 
     def replay_batch(self, batch: list[tuple[dict, bytes]]) -> None:
         first, last = batch[0][0]["n"], batch[-1][0]["n"]
-        rows, settles, refused = [], [], []
+        rows: list[tuple[dict, bytes, Any]] = []
+        settles: list[tuple[dict, bytes, Any]] = []
+        refused: list[bytes] = []
         for entry, raw in batch:
             try:
                 kind, item = decode_entry(entry)
@@ -582,7 +586,7 @@ def _remove_stillborn(path: Path) -> None:
             os.close(fd)
 
 
-def replay_pending(path: Path, *, write_rows: Callable[[list[dict]], None], skip: set[str] = frozenset()) -> Replayed:
+def replay_pending(path: Path, *, write_rows: Callable[[list[dict]], None], skip: Set[str] = frozenset()) -> Replayed:
     """Claim and replay every journal file in ``path`` that no live process holds.
 
     Raises ``OperationalError``/``InterfaceError`` when the database goes away (the file is left,

@@ -41,7 +41,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.db import IntegrityError, OperationalError
 
@@ -49,6 +49,7 @@ from governance.metering.counters.base import BUDGET, HOT_BACKENDS, TOKENS, Admi
 from governance.metering.counters.database import delete_leases
 from governance.metering.counters.rows import (
     FIELDS,
+    CounterRow,
     counter_state,
     lock_rows,
     row_key,
@@ -191,7 +192,9 @@ def _record_batch(charges: list[Charge], now: datetime, check_references: bool) 
             if _holds_db_lease(charge.admission) and charge.admission.lease.db_id not in owned
         }
         records = [
-            _row(charge, now) for index, charge in enumerate(charges) if charge.entry is not None and index not in gone
+            _row(charge, charge.entry, now)
+            for index, charge in enumerate(charges)
+            if charge.entry is not None and index not in gone
         ]
         if check_references:
             clear_missing_references(records)
@@ -245,7 +248,7 @@ def _settled_elsewhere(charge: Charge, found: tuple | None, lease_gone: bool) ->
             return Recorded(False, record_id, None)
         # The owner wrote the record but died before settling the hot copy: the reaper settles it
         # with the record's amounts (only if it removes the lease, so only once).
-        amounts = []
+        amounts: list[Decimal | int] = []
         for counter in admission.counters:
             if counter.kind == BUDGET:
                 amounts.append(Decimal(cost))
@@ -263,9 +266,8 @@ def _settled_elsewhere(charge: Charge, found: tuple | None, lease_gone: bool) ->
     return Recorded(False, record_id, None) if lease_gone else None
 
 
-def _row(charge: Charge, now: datetime) -> dict:
-    """The UsageRecord's field values."""
-    entry = charge.entry
+def _row(charge: Charge, entry: LedgerEntry, now: datetime) -> dict[str, Any]:
+    """The UsageRecord's field values (``entry`` is the charge's)."""
     fields = {name: getattr(entry, name) for name in entry.__slots__}  # asdict deep-copies: slow
     fields["created_at"] = fields["created_at"] or now
     fields.update(
@@ -277,7 +279,14 @@ def _row(charge: Charge, now: datetime) -> dict:
     return fields
 
 
-def _apply(admission: Admission, rows: dict, actuals: list[Decimal | int], now: datetime, *, release: bool) -> list:
+def _apply(
+    admission: Admission,
+    rows: dict[tuple[str, str], CounterRow],
+    actuals: list[Decimal | int],
+    now: datetime,
+    *,
+    release: bool,
+) -> list[CounterRow]:
     """Move the in-memory rows of ``admission``'s counters; returns them (the caller saves)."""
     changed = []
     for counter, mark, actual in zip(admission.counters, admission.marks, actuals, strict=True):

@@ -8,7 +8,7 @@ ended reads as 0 with the new window's start, even before any request has rolled
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -68,7 +68,7 @@ def rate_limit_counters(rate_limit: RateLimit) -> list[Counter]:
     return out
 
 
-def _states(pairs: list[tuple[Counter, object]], now: datetime) -> list[CounterState]:
+def _states(pairs: Sequence[tuple[Counter, Budget | RateLimit]], now: datetime) -> list[CounterState]:
     """Database state for each (counter, row), replaced by the Redis hot copy where one exists."""
     states = []
     for counter, row in pairs:
@@ -97,7 +97,7 @@ def budget_states(budget_ids: Iterable[str | uuid.UUID], *, now: datetime | None
 
 def budget_usage(budget_ids: Iterable[str | uuid.UUID], *, now: datetime | None = None) -> dict[str, Decimal]:
     """Live usage in USD of each budget in its current window: ``{budget_id: Decimal}``."""
-    return {pk: state.usage for pk, state in budget_states(budget_ids, now=now).items()}
+    return {pk: Decimal(state.usage) for pk, state in budget_states(budget_ids, now=now).items()}
 
 
 def rate_limit_usage(
@@ -113,7 +113,9 @@ def rate_limit_usage(
     }
 
 
-def live_usage(budgets: Iterable[Budget], rate_limits: Iterable[RateLimit], now: datetime | None = None) -> dict:
+def live_usage(
+    budgets: Iterable[Budget], rate_limits: Iterable[RateLimit], now: datetime | None = None
+) -> dict[tuple[str, Any], dict[str, Any]]:
     """``{("budget", pk): {usage, window_start, resets_at}, ("rate_limit", pk): {...}}``."""
     now = now or timezone.now()
     budgets, rate_limits = list(budgets), list(rate_limits)
@@ -129,10 +131,10 @@ def live_usage(budgets: Iterable[Budget], rate_limits: Iterable[RateLimit], now:
                     "resets_at": state.resets_at,
                 }
     if rate_limits:
-        states = rate_limit_usage([r.pk for r in rate_limits], now=now)
+        limit_states = rate_limit_usage([r.pk for r in rate_limits], now=now)
         for rate_limit in rate_limits:
-            state = states.get(str(rate_limit.pk))
-            if state is None:
+            limit_state = limit_states.get(str(rate_limit.pk))
+            if limit_state is None:
                 continue
             entry: dict[str, Any] = {
                 "tokens": rate_limit.token_current_usage,
@@ -140,7 +142,7 @@ def live_usage(budgets: Iterable[Budget], rate_limits: Iterable[RateLimit], now:
                 "token_window_start": rate_limit.token_last_reset,
                 "request_window_start": rate_limit.request_last_reset,
             }
-            for kind, counter in (("token", state.tokens), ("request", state.requests)):
+            for kind, counter in (("token", limit_state.tokens), ("request", limit_state.requests)):
                 if counter is not None:
                     entry[f"{kind}s"] = counter.usage
                     entry[f"{kind}_window_start"] = counter.window_start

@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
@@ -191,12 +192,12 @@ def reap_owner(
             payload, suffix = lease_store.decode(text)
             marks_ = lease_store.hot_marks(suffix, integer_generation=False)
             settlements.append(_settlement("redis", rid, payload, marks_, Lease(owner, rid), marks.get(rid), now))
-    for lease_id, rid, text in CounterLease.objects.filter(owner=owner).values_list("id", "request_id", "payload"):
+    for lease_id, uid, text in CounterLease.objects.filter(owner=owner).values_list("id", "request_id", "payload"):
         payload, suffix = lease_store.decode(text)
-        marks_ = lease_store.database_marks(suffix)
-        rid = str(rid)
+        db_marks = lease_store.database_marks(suffix)
+        rid = str(uid)
         lease = Lease(owner, rid, -1, lease_id)
-        settlements.append(_settlement("database", rid, payload, marks_, lease, marks.get(rid), now))
+        settlements.append(_settlement("database", rid, payload, db_marks, lease, marks.get(rid), now))
     for start in range(0, len(settlements), BATCH):
         enforcement.settle_many(settlements[start : start + BATCH], now=now)
     if settlements:
@@ -246,6 +247,6 @@ def _settlement(
         priced=bool(fields.get("priced", True)),
         created_at=now,
     )
-    cost = payload.estimated_cost if reached else 0
+    cost = payload.estimated_cost if reached else Decimal("0")
     tokens = payload.estimated_tokens if reached else 0
     return enforcement.Settlement(admission, cost, tokens, reached, entry, reaped=reaped)

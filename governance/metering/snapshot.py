@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -49,7 +49,7 @@ from governance import pricing
 from governance.keys import digest
 from governance.limitspec import BudgetSpec, RateLimitSpec
 from governance.metering import freshness
-from governance.models import Budget, ModelPrice, Provider, ProviderConfig, ProviderKey, VirtualKey
+from governance.models import Budget, Customer, ModelPrice, Provider, ProviderConfig, ProviderKey, Team, VirtualKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +204,15 @@ def _reloaded(name: tuple[str, str]) -> None:
         _reloading.discard(name)
 
 
-def _cached(name: tuple[str, str], entry: tuple[float, Any] | None, load: Callable[[], Any], store) -> Any:
+T = TypeVar("T")
+
+
+def _cached(
+    name: tuple[str, str],
+    entry: tuple[float, T] | None,
+    load: Callable[[], T],
+    store: Callable[[tuple[float, T]], None],
+) -> T:
     """The value of one cache entry ``(loaded at, value)``: the cached value while fresh; once
     expired, reloaded by one thread (``store`` keeps the result, called under the lock, unless an
     invalidation happened meanwhile) while the others get the expired copy."""
@@ -235,10 +243,12 @@ def virtual_key(value: str) -> VirtualKeySnapshot | None:
     key = digest(value)
 
     def store(entry: tuple[float, VirtualKeySnapshot | None]) -> None:
-        if entry[1] is not None:  # unknown values are not cached
-            _vks[key] = entry
+        loaded_at, snapshot = entry
+        if snapshot is not None:  # unknown values are not cached
+            _vks[key] = (loaded_at, snapshot)
 
-    return _cached(("vk", key), _vks.get(key), lambda: _load_virtual_key(key), store)
+    cached: tuple[float, VirtualKeySnapshot | None] | None = _vks.get(key)
+    return _cached(("vk", key), cached, lambda: _load_virtual_key(key), store)
 
 
 def providers() -> dict[str, ProviderSnapshot]:
@@ -300,7 +310,7 @@ def _budget_spec(row: Budget, entity: str) -> BudgetSpec:
     return BudgetSpec(str(row.id), entity, row.max_limit, row.reset_duration, row.calendar_aligned)
 
 
-def _rate_spec(owner, entity: str) -> RateLimitSpec | None:
+def _rate_spec(owner: ProviderConfig | VirtualKey | Team | Customer, entity: str) -> RateLimitSpec | None:
     try:
         row = owner.rate_limit
     except Exception:  # RelatedObjectDoesNotExist: the owner has no rate limit

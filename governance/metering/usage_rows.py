@@ -14,9 +14,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.constants import OnConflict
 
 from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualKey
@@ -41,7 +43,7 @@ class Statements:
 _statements: dict[tuple[str, bool], Statements] = {}
 
 
-def _prepared(conn) -> Statements:
+def _prepared(conn: BaseDatabaseWrapper) -> Statements:
     key = (conn.vendor, conn.features.has_native_uuid_field)
     found = _statements.get(key)
     if found is None:
@@ -49,19 +51,20 @@ def _prepared(conn) -> Statements:
     return found
 
 
-def _build(conn, *, native_uuid: bool) -> Statements:
+def _build(conn: BaseDatabaseWrapper, *, native_uuid: bool) -> Statements:
     ops = conn.ops
 
-    def as_uuid(value):
+    def as_uuid(value: object) -> uuid.UUID | str:
         value = value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
         return value if native_uuid else value.hex
 
     cost = UsageRecord._meta.get_field("cost")
 
-    def as_money(value):
+    def as_money(value: Decimal | int | str) -> str | None:
         return ops.adapt_decimalfield_value(Decimal(value), cost.max_digits, cost.decimal_places)
 
-    steps = []
+    convert: Callable[[Any], Any] | None
+    steps: list[tuple[str, Callable[[], Any], Callable[[Any], Any] | None]] = []
     for f in FIELDS:
         if f.attname in UUID_COLUMNS:
             convert = as_uuid
@@ -115,7 +118,12 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
         params = [list(column) for column in zip(*(st.adapt(row) for row in rows), strict=True)]
         # Wrapped as Django wraps its own cursors: query logging and execute wrappers apply.
         server_bound = psycopg.Cursor(conn.connection)
-        cursor = conn.make_debug_cursor(server_bound) if conn.queries_logged else conn.make_cursor(server_bound)
+        # The stubs want a CursorWrapper, but these wrap a raw DB-API cursor (Django passes create_cursor()'s).
+        cursor = (
+            conn.make_debug_cursor(server_bound)  # type: ignore[arg-type]
+            if conn.queries_logged
+            else conn.make_cursor(server_bound)  # type: ignore[arg-type]
+        )
         with cursor:
             cursor.execute(sql, params)
             return {uuid.UUID(str(rid)): pk for pk, rid in cursor.fetchall()} if returning else {}
@@ -132,7 +140,12 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
         return {uuid.UUID(str(request_id)): pk for pk, request_id in cursor.fetchall()}
 
 
-REFERENCES = {"virtual_key_id": VirtualKey, "team_id": Team, "customer_id": Customer, "provider_key_id": ProviderKey}
+REFERENCES: dict[str, type[VirtualKey] | type[Team] | type[Customer] | type[ProviderKey]] = {
+    "virtual_key_id": VirtualKey,
+    "team_id": Team,
+    "customer_id": Customer,
+    "provider_key_id": ProviderKey,
+}
 
 
 def clear_missing_references(rows: list[dict]) -> None:

@@ -44,6 +44,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import (
@@ -57,6 +59,9 @@ from django.db import (
 from governance.metering import journal
 from governance.metering.sqlite_lock import write_transaction
 from governance.metering.usage_rows import clear_missing_references, insert_usage_rows
+
+if TYPE_CHECKING:
+    from governance.metering.enforcement import Settlement
 
 logger = logging.getLogger("bifrost.ledger")
 
@@ -106,7 +111,7 @@ def record(fields: dict) -> None:
     _queue.put(fields)
 
 
-def settle(settlement) -> None:
+def settle(settlement: Settlement) -> None:
     """Settle a governed request (an ``enforcement.Settlement``): queued under gunicorn, else now."""
     global _pending
     if _settlements is None:
@@ -121,7 +126,7 @@ def settle(settlement) -> None:
     _settlements.put(settlement)
 
 
-def _spilled(kind: str, item) -> bool:
+def _spilled(kind: str, item: dict[str, Any] | Settlement) -> bool:
     """Past the memory bound (or exiting): append ``item`` to the journal; False to queue it."""
     global _journal_error_logged
     if _journal is None or (_pending < _bound and not _closing.is_set()):
@@ -273,7 +278,7 @@ def _failing() -> bool:
     return time.monotonic() - _last_failure < 5.0
 
 
-def _wait_idle(give_up, deadline: float) -> bool:
+def _wait_idle(give_up: Callable[[], bool], deadline: float) -> bool:
     """Wait until nothing is pending; False as soon as ``give_up()`` or at ``deadline``."""
     with _idle:
         while _pending:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -138,7 +139,7 @@ def fallback_allowed() -> bool:
 
 
 @receiver(setting_changed)
-def _forget_backends(*, setting: str, **kwargs) -> None:
+def _forget_backends(*, setting: str, **kwargs: Any) -> None:
     # Tests (and nothing else) change REDIS_URL at run time; drop clients built for the old one.
     if setting in ("REDIS_URL", "GOVERNANCE_COUNTERS", "DATABASES"):
         with _lock:

@@ -48,7 +48,7 @@ class CountersUnavailable(Exception):
     """The counter store could not be reached (Redis down, database down)."""
 
 
-def dollars_to_units(amount: Decimal, *, rounding: str = ROUND_CEILING) -> int:
+def dollars_to_units(amount: Decimal | int, *, rounding: str = ROUND_CEILING) -> int:
     """Exact integer nano-dollars for Redis; costs round up so the hot copy never under-counts."""
     return min(int((Decimal(amount) * NANO).to_integral_value(rounding=rounding)), MAX_EXACT_UNITS)
 
@@ -57,7 +57,7 @@ def units_to_dollars(units: int) -> Decimal:
     return Decimal(int(units)) / NANO
 
 
-def limit_units(amount: Decimal) -> int:
+def limit_units(amount: Decimal | int) -> int:
     return dollars_to_units(amount, rounding=ROUND_FLOOR)
 
 
@@ -118,15 +118,15 @@ def build_counters(
                     1,
                 )
             )
-    for spec in budgets:
+    for budget in budgets:
         counters.append(
             Counter(
                 BUDGET,
-                str(spec.id),
-                spec.entity,
-                Decimal(spec.max_limit),
-                spec.reset_duration,
-                bool(spec.calendar_aligned),
+                str(budget.id),
+                budget.entity,
+                Decimal(budget.max_limit),
+                budget.reset_duration,
+                bool(budget.calendar_aligned),
                 max(Decimal(estimated_cost), Decimal("0")),
             )
         )

@@ -19,14 +19,17 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from governance.metering.counters import leases
 from governance.metering.counters.base import Admission, Counter, CountersUnavailable, Violation
 from governance.metering.counters.rows import (
     FIELDS,
     CounterRow,
+    column,
     counter_state,
     lock_rows,
     row_key,
@@ -57,26 +60,28 @@ class DatabaseCounters:
             with write_transaction():
                 rows = lock_rows(counters)
                 violations: list[Violation] = []
-                plan = []
+                # Per counter: its row, usage and window start, or None for a deleted row.
+                plan: list[tuple[Counter, tuple[CounterRow, Decimal | int, datetime] | None]] = []
                 for counter in counters:
                     row = rows.get(row_key(counter))
                     if row is None:
                         # Deleted since the caller's configuration snapshot: nothing left to enforce.
-                        plan.append((counter, None, None, None))
+                        plan.append((counter, None))
                         continue
                     usage, start, end = counter_state(counter, row, now)
                     if counter.rejects(usage):
                         violations.append(Violation(counter, usage, end))
-                    plan.append((counter, row, usage, start))
+                    plan.append((counter, (row, usage, start)))
                 if violations:
                     return violations
-                marks = []
-                for counter, row, usage, start in plan:
-                    if row is None:
+                marks: list[datetime | None] = []
+                for counter, found in plan:
+                    if found is None:
                         marks.append(None)
                         continue
+                    row, usage, start = found
                     marks.append(set_state(counter, row, usage + counter.reserve, start))
-                save_rows(unique_rows([row for _, row, _, _ in plan if row is not None]))
+                save_rows(unique_rows([found[0] for _, found in plan if found is not None]))
                 # The lease after the row locks: its id is then ordered against a hot counter's
                 # rebuild of these rows (``redis_backend._rebuild``, lease watermark).
                 lease_id = 0 if lease is None else insert_lease(lease, marks)
@@ -97,16 +102,16 @@ class DatabaseCounters:
 # --- lease rows (plain SQL: ``insert_lease`` and ``delete_leases`` run on every admit and settle) ---
 
 
-def _sql() -> tuple[object, str, str]:
+def _sql() -> tuple[BaseDatabaseWrapper, str, str]:
     conn = connections[DEFAULT_DB_ALIAS]
     return conn, conn.ops.quote_name(CounterLease._meta.db_table), conn.ops.quote_name("id")
 
 
-def _prep(field: str, value: object, conn) -> object:
-    return CounterLease._meta.get_field(field).get_db_prep_value(value, conn)
+def _prep(field: str, value: object, conn: BaseDatabaseWrapper) -> Any:
+    return column(CounterLease, field).get_db_prep_value(value, conn)
 
 
-def insert_lease(lease: leases.PendingLease, marks: list) -> int:
+def insert_lease(lease: leases.PendingLease, marks: list[datetime | None]) -> int:
     """Write a database admission's lease; returns its id (call inside the admit transaction)."""
     conn, table, pk = _sql()
     expires = datetime.fromtimestamp(lease.until_ms / 1000, tz=UTC)

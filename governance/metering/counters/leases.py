@@ -63,7 +63,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -194,7 +194,11 @@ def decode(text: str) -> tuple[Payload, str]:
     body, _, hot_marks = text.partition("\n")
     data = json.loads(body)
     estimated_cost, estimated_tokens = Decimal(data["ec"]), int(data["et"])
-    reserves = {BUDGET: max(estimated_cost, Decimal("0")), TOKENS: max(estimated_tokens, 0), REQUESTS: 1}
+    reserves: dict[str, Decimal | int] = {
+        BUDGET: max(estimated_cost, Decimal("0")),
+        TOKENS: max(estimated_tokens, 0),
+        REQUESTS: 1,
+    }
     counters = []
     for code, spec_id, duration, calendar in data["c"]:
         kind = _KIND_NAME[code]
@@ -242,6 +246,14 @@ class LeaseFile:
 
     def __init__(self, path: Path, fd: int, buf: mmap.mmap) -> None:
         self.path, self.fd, self.buf = path, fd, buf
+
+    @overload
+    @classmethod
+    def open(cls, path: Path, *, create: bool, lock: Literal[False] = False) -> LeaseFile: ...
+
+    @overload
+    @classmethod
+    def open(cls, path: Path, *, create: bool, lock: bool) -> LeaseFile | None: ...
 
     @classmethod
     def open(cls, path: Path, *, create: bool, lock: bool = False) -> LeaseFile | None:
@@ -398,21 +410,26 @@ def book() -> Book | None:
     """This process's lease book (created on first use), or None when leases cannot be kept here
     (no lease directory, or it cannot be written: logged once; admissions then work as before)."""
     pid = os.getpid()
-    found = _books.get(pid, False)
+    found: Book | None | Literal[False] = _books.get(pid, False)
     if found is not False:
         return found
     with _lock:
         if pid not in _books:
             path = directory()
-            made = _opened.get((pid, path), False) if path is not None else None
-            if made is False:
-                made = None
-                try:
-                    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-                    made = Book(path, owner_name())
-                except OSError as exc:
-                    logger.error("cannot keep lease files in %s (%s): reservations of a dead process stay", path, exc)
-                _opened[(pid, path)] = made
+            made: Book | None = None
+            if path is not None:
+                opened: Book | None | Literal[False] = _opened.get((pid, path), False)
+                if opened is False:
+                    try:
+                        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+                        made = Book(path, owner_name())
+                    except OSError as exc:
+                        logger.error(
+                            "cannot keep lease files in %s (%s): reservations of a dead process stay", path, exc
+                        )
+                    _opened[(pid, path)] = made
+                else:
+                    made = opened
             _books.clear()
             _books[pid] = made
     return _books[pid]
@@ -539,7 +556,7 @@ def retire() -> None:
 
 
 @receiver(setting_changed)
-def _forget_books(*, setting: str, **kwargs) -> None:
+def _forget_books(*, setting: str, **kwargs: Any) -> None:
     # Tests point the database or the counters elsewhere at run time: the next lease uses the book
     # of that directory (a book stays open, and locked, for the life of the process).
     if setting in ("DATABASES", "DATA_DIR", "REDIS_URL", "GOVERNANCE_COUNTERS"):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from governance.metering import freshness
@@ -59,8 +60,14 @@ def _admit(table: Table, keys: list[str], args: list[Any]) -> list[Any]:
     now, keep = int(args[0]), int(args[1])
     epoch = table.epoch
     names = [_digest(k) for k in keys[3:]]
-    state = [table.get(name, now) for name in names]
-    missing = [i + 1 for i, h in enumerate(state) if h is None or h.epoch != epoch]
+    state: list[Record] = []
+    missing = []
+    for i, name in enumerate(names):
+        found = table.get(name, now)
+        if found is None or found.epoch != epoch:
+            missing.append(i + 1)
+        else:
+            state.append(found)
     if missing:
         return ["missing", missing]
     plan, rejected = [], []
@@ -107,7 +114,7 @@ def _settle(table: Table, keys: list[str], args: list[Any]) -> int:
         else:
             with leases.file_of(owner) as lease_file:
                 held = lease_file is not None and lease_file.holds(slot, rid)
-                if held:
+                if held and lease_file is not None:
                     lease_file.clear(slot)
         if not held:
             return 0
@@ -115,12 +122,14 @@ def _settle(table: Table, keys: list[str], args: list[Any]) -> int:
     for i, key in enumerate(keys[3:]):
         name = _digest(key)
         h = table.get(name, now)
+        if h is None:
+            continue
         b = 6 + i * 7
         # A database admission passes "" as its generation: it matches no stored generation.
         generation = args[b]
-        rebuilt = h is not None and (mode == "db" or h.generation != generation)
+        rebuilt = mode == "db" or h.generation != generation
         seen = rebuilt and (record == 0 or record <= h.watermark)
-        if h is None or h.epoch != epoch or seen:
+        if h.epoch != epoch or seen:
             continue
         usage, anchor = h.usage, h.anchor
         start, reset = _window(anchor, now, int(args[b + 4]), int(args[b + 5]), int(args[b + 6]))
@@ -151,12 +160,13 @@ def _init(table: Table, keys: list[str], args: list[Any]) -> int:
 
 
 class _Script:
-    """Callable like a registered Lua script: ``script(keys=..., args=...)``."""
+    """Callable like a registered Lua script: ``script(keys=..., args=...)`` (no pipelines here:
+    ``client`` is accepted for the same signature and never given)."""
 
-    def __init__(self, table: SharedTable, operation) -> None:
+    def __init__(self, table: SharedTable, operation: Callable[[Table, list[str], list[Any]], Any]) -> None:
         self.table, self.operation = table, operation
 
-    def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
+    def __call__(self, *, keys: list[str], args: list[Any], client: Any = None) -> Any:
         with self.table.locked() as table:
             return self.operation(table, keys, args)
 

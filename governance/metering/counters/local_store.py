@@ -68,7 +68,7 @@ class Table:
 
     __slots__ = ("buf", "slots")
 
-    def __init__(self, buf, slots: int) -> None:
+    def __init__(self, buf: mmap.mmap, slots: int) -> None:
         self.buf, self.slots = buf, slots
 
     @property
@@ -170,8 +170,8 @@ class SharedTable:
         finally:
             os.close(fd)  # the map keeps the file; locking uses per-thread descriptors
 
-    def _lock_fd(self) -> int:
-        return thread_descriptor(self._local, self.path, os.O_RDWR)
+    def _lock_fd(self, path: str) -> int:
+        return thread_descriptor(self._local, path, os.O_RDWR)
 
     @contextmanager
     def locked(self) -> Iterator[Table]:
@@ -182,7 +182,7 @@ class SharedTable:
                 lock = self._private_lock
                 lock.acquire()
             else:
-                fd = self._lock_fd()
+                fd = self._lock_fd(self.path)
                 fcntl.flock(fd, fcntl.LOCK_EX)
         except (OSError, ValueError) as exc:
             raise StoreError(f"counter table unusable: {type(exc).__name__}") from exc

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 from django.db import DatabaseError, transaction
@@ -110,6 +110,13 @@ def window_args(counter: Counter, now: datetime) -> list[int]:
     return [length, to_ms(start), to_ms(calendar_window_end(counter.duration, start))]
 
 
+class Script(Protocol):
+    """A registered Lua script (or the local backend's stand-in): ``script(keys=..., args=...)``,
+    run in a pipeline with ``client=pipe``."""
+
+    def __call__(self, *, keys: list[str], args: list[Any], client: Any = None) -> Any: ...
+
+
 class RedisCounters:
     """Counters in Redis, rebuilt from the database when missing."""
 
@@ -120,9 +127,9 @@ class RedisCounters:
         self.client = redis.Redis.from_url(
             url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT, decode_responses=True
         )
-        self._admit = self.client.register_script(lua.ADMIT)
-        self._settle = self.client.register_script(lua.SETTLE)
-        self._init = self.client.register_script(lua.INIT)
+        self._admit: Script = self.client.register_script(lua.ADMIT)
+        self._settle: Script = self.client.register_script(lua.SETTLE)
+        self._init: Script = self.client.register_script(lua.INIT)
         self._drop_owner = self.client.register_script(lua.DROP_OWNER)
         self._lock = threading.Lock()
         self._down_until: float | None = None  # monotonic time before which we do not retry

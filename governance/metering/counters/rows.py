@@ -21,9 +21,11 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
+from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import Model
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Field, Model
 
 from governance.metering.counters.base import BUDGET, REQUESTS, TOKENS, Counter
 from governance.models import Budget, RateLimit
@@ -46,10 +48,18 @@ class CounterRow:
 
     __slots__ = ("model", "pk", *{name for names in _COLUMNS.values() for name in names})
 
-    def __init__(self, model: type[Model], pk, values: dict) -> None:
+    def __init__(self, model: type[Model], pk: Any, values: dict[str, Any]) -> None:
         self.model, self.pk = model, pk
         for name, value in values.items():
             setattr(self, name, value)
+
+
+def column(model: type[Model], name: str) -> Field[Any, Any]:
+    """``model``'s field ``name``: a concrete column (``get_field`` also answers relations, which
+    these helpers never name)."""
+    field = model._meta.get_field(name)
+    assert isinstance(field, Field), f"{model.__name__}.{name} is not a column"
+    return field
 
 
 def row_key(counter: Counter) -> tuple[str, str]:
@@ -59,12 +69,12 @@ def row_key(counter: Counter) -> tuple[str, str]:
 class _Statements:
     """SQL and value conversions for one model on one database backend, prepared once."""
 
-    def __init__(self, model: type[Model], vendor_connection) -> None:
+    def __init__(self, model: type[Model], vendor_connection: BaseDatabaseWrapper) -> None:
         conn = vendor_connection
         meta = model._meta
         quote = conn.ops.quote_name
         self.pk = meta.pk
-        self.fields = [meta.get_field(name) for name in _COLUMNS[model]]
+        self.fields = [column(model, name) for name in _COLUMNS[model]]
         table, pk_column = quote(meta.db_table), quote(meta.pk.column)
         columns = [meta.pk, *self.fields]
         self.select_columns = ", ".join(quote(f.column) for f in columns)
@@ -72,7 +82,7 @@ class _Statements:
         self.lockable = conn.features.has_select_for_update
         # Django's converters for each column (e.g. SQLite's text -> aware datetime, REAL/text
         # -> quantised Decimal), bound to their expression as the ORM would call them.
-        self.converters = []
+        self.converters: list[tuple[str, list[tuple[Any, Any]]]] = []
         for field in columns:
             col = field.get_col(meta.db_table)
             found = conn.ops.get_db_converters(col) + col.get_db_converters(conn)
@@ -89,7 +99,7 @@ class _Statements:
             sql += " FOR UPDATE"
         return sql
 
-    def convert(self, raw: tuple, conn) -> dict:
+    def convert(self, raw: tuple[Any, ...], conn: BaseDatabaseWrapper) -> dict[str, Any]:
         values = {}
         for value, (name, converters) in zip(raw, self.converters, strict=True):
             for fn, col in converters:
@@ -123,7 +133,9 @@ def lock_rows(counters: list[Counter] | tuple[Counter, ...], *, lock: bool = Tru
     return rows
 
 
-def counter_state(counter: Counter, row, now: datetime) -> tuple[Decimal | int, datetime, datetime]:
+def counter_state(
+    counter: Counter, row: CounterRow | Budget | RateLimit, now: datetime
+) -> tuple[Decimal | int, datetime, datetime]:
     """``(usage in the current window, window start, window end)`` of ``counter`` in ``row``."""
     usage_field, reset_field = FIELDS[counter.kind]
     last_reset = getattr(row, reset_field)
