@@ -3,6 +3,14 @@
 - ``alice``: superuser, the platform admin; ``alice_api`` calls the management API with her token.
 - ``bob``: staff in the view-only group; ``bob_api`` can read but not write.
 - ``anon_api``: no credentials at all.
+
+The fixtures of the counter and of the end-to-end enforcement tests live in two plugin modules
+listed in ``pytest_plugins`` below, so every test module that asks for them by name gets them
+(test modules import only their helper functions and constants, never a fixture):
+
+- ``tests.governance.conftest_counters``: ``counter_mode``, ``redis_mode``, ``private_redis``,
+  ``redis_server_process``, ``make_vk``;
+- ``tests.proxy.conftest_enforcement``: ``gateways``, ``fault_redis``, ``price``.
 """
 
 from __future__ import annotations
@@ -12,6 +20,8 @@ from django.contrib.auth.models import Group, Permission
 from rest_framework.test import APIClient
 
 from governance.services import api_token_create
+
+pytest_plugins = ["tests.governance.conftest_counters", "tests.proxy.conftest_enforcement"]
 
 
 @pytest.fixture(autouse=True)

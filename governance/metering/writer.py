@@ -45,6 +45,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -195,34 +196,48 @@ def _back_off(held: _Held, delay: float) -> bool:
     return False
 
 
-def _settle_loop() -> None:
-    global _pending
-    from governance.metering import enforcement
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """What one batch thread does: the usage-row writer or the settler."""
 
-    assert _settlements is not None
+    kind: str  # the ``_Held`` kind: "row" or "settle"
+    write: Callable[[list[Any]], object]
+    outage: tuple[type[Exception], ...]  # the database is away: retry the whole batch later
+    max_delay: float  # the longest pause between attempts
+    unit: str  # what the log counts
+    retrying: str
+    failed: str  # not an outage: retrying cannot help, the batch is let go
+
+
+def _settle_batch(batch: list[Any]) -> object:
+    from governance.metering import enforcement  # enforcement imports the counters, which import this
+
+    # Nothing of a batch that fails is settled (see ``settle_many``): its requests keep their
+    # reservations until the database is back, then settle exactly once.
+    return enforcement.settle_many(batch)
+
+
+def _batch_loop(work: _Work, source: queue.Queue) -> None:
+    global _pending
     while True:
-        held = _take("settle", _settlements)
+        held = _take(work.kind, source)
         batch = held.items
         delay = 0.1
         try:
             while True:
                 try:
-                    enforcement.settle_many(batch)
+                    work.write(batch)
                     break
-                except (OperationalError, InterfaceError) as exc:
-                    # Nothing of the batch was settled (see ``settle_many``): the requests keep
-                    # their reservations until the database is back, then settle exactly once.
-                    logger.warning(
-                        "settle batch failed; retrying", extra={"requests": len(batch), "error": type(exc).__name__}
-                    )
+                except work.outage as exc:
+                    logger.warning(work.retrying, extra={work.unit: len(batch), "error": type(exc).__name__})
                     connection.close()
                     if _back_off(held, delay):
                         break
-                    delay = min(delay * 2, 2.0)
+                    delay = min(delay * 2, work.max_delay)
                 except Exception:
-                    # Not a database outage: retrying cannot help. governance.metering.ledger has logged
-                    # every entry of the batch in full for replay.
-                    logger.exception("settle batch failed", extra={"requests": len(batch)})
+                    # A batch the database can never accept must not block the ones behind it.
+                    # Settlements: ``governance.metering.ledger`` has logged each in full for replay.
+                    logger.exception(work.failed, extra={work.unit: len(batch)})
                     connection.close()
                     break
         finally:
@@ -230,6 +245,26 @@ def _settle_loop() -> None:
             with _idle:
                 _pending -= len(batch)
                 _idle.notify_all()
+
+
+ROWS = _Work(
+    kind="row",
+    write=lambda rows: _write(rows),  # looked up per batch: tests replace ``_write``
+    outage=(DatabaseError,),
+    max_delay=5.0,
+    unit="rows",
+    retrying="usage write failed; retrying",
+    failed="usage rows dropped",
+)
+SETTLES = _Work(
+    kind="settle",
+    write=_settle_batch,
+    outage=(OperationalError, InterfaceError),
+    max_delay=2.0,
+    unit="requests",
+    retrying="settle batch failed; retrying",
+    failed="settle batch failed",
+)
 
 
 def start_writer() -> None:
@@ -241,9 +276,9 @@ def start_writer() -> None:
     _bound = settings.LEDGER_MEMORY_ROWS
     _journal = journal.Journal(journal.directory())
     _settlements = queue.Queue()
-    threading.Thread(target=_settle_loop, name="bifrost-settler", daemon=True).start()
+    threading.Thread(target=_batch_loop, args=(SETTLES, _settlements), name="bifrost-settler", daemon=True).start()
     _queue = queue.Queue()
-    _thread = threading.Thread(target=_run, name="bifrost-ledger-writer", daemon=True)
+    _thread = threading.Thread(target=_batch_loop, args=(ROWS, _queue), name="bifrost-ledger-writer", daemon=True)
     _thread.start()
     threading.Thread(
         target=journal.run_replayer,
@@ -340,33 +375,6 @@ def _journal_backlog(deadline: float) -> bool:
         extra={"journaled": _journal.written, "in_flight": in_flight},
     )
     return True
-
-
-def _run() -> None:
-    global _pending
-    assert _queue is not None
-    while True:
-        held = _take("row", _queue)
-        rows = held.items
-        delay = 0.1
-        while True:
-            try:
-                _write(rows)
-                break
-            except DatabaseError as exc:
-                logger.warning("usage write failed; retrying", extra={"rows": len(rows), "error": type(exc).__name__})
-                connection.close()
-                if _back_off(held, delay):
-                    break
-                delay = min(delay * 2, 5.0)
-            except Exception:
-                # A row the database can never accept must not block the rows behind it forever.
-                logger.exception("usage rows dropped", extra={"rows": len(rows)})
-                break
-        _let_go(held)
-        with _idle:
-            _pending -= len(rows)
-            _idle.notify_all()
 
 
 def write_rows(rows: list[dict]) -> None:

@@ -56,7 +56,7 @@ from consent.models import AuthorizationCode, ConsentFlow, ConsentSession, Ident
 from consent.oauth import s256_challenge
 from tests.consent.conftest import REDIRECT_URI, browser, csrf_token, start_flow
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.fuzz]
 
 FUZZ = settings(
     max_examples=100,

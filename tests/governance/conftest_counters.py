@@ -1,7 +1,12 @@
-"""Fixtures for the counter, enforcement and ledger tests (imported by those test modules).
+"""Fixtures and helpers of the counter, enforcement and ledger tests.
+
+A pytest plugin (``pytest_plugins`` in ``tests/conftest.py``): its fixtures are available to
+every test module by name; test modules import only its helpers (``admit``, ``settle``,
+``path_specs``, ``T0``...).
 
 - ``counter_mode``: runs a test against the database counters, the local table and Redis (the configured
-  ``REDIS_URL`` when there is one, else a private ``redis-server`` started by the tests).
+  ``REDIS_URL`` when there is one, else a private ``redis-server`` started by the tests); the
+  Redis run is marked ``slow``, so ``bin/test --fast`` leaves it out.
 - ``private_redis``: a redis-server on a free private port that tests may stop and restart; the
   shared Redis on 6379 is never touched.
 - ``make_vk`` and ``path_specs``: entities with budgets and rate limits, and the specs the proxy
@@ -36,9 +41,6 @@ from governance.metering import enforcement
 from governance.metering.ledger import LedgerEntry
 from governance.models import Budget, ProviderConfig, RateLimit, UsageRecord, VirtualKey
 from governance.services import virtual_key_create
-
-# Fixtures re-exported to the test modules that ``import *`` this file.
-__all__ = ["counter_mode", "make_vk", "private_redis", "redis_mode", "redis_server_process"]
 
 
 def _free_port() -> int:
@@ -127,7 +129,7 @@ def _configured_redis_url() -> str | None:
     return os.environ.get("REDIS_URL") or None
 
 
-@pytest.fixture(params=["database", "local", "redis"])
+@pytest.fixture(params=["database", "local", pytest.param("redis", marks=pytest.mark.slow)])
 def counter_mode(request, settings) -> str:
     """Run the test once per counter backend."""
     if request.param in ("database", "local"):

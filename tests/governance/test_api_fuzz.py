@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from governance.models import Budget, Customer, ProviderConfig, RateLimit, Team, VirtualKey
 from governance.services import customer_create, provider_create, team_create, virtual_key_create
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.fuzz]
 
 scalars = st.one_of(
     st.none(),

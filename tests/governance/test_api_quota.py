@@ -11,7 +11,6 @@ from django.utils import timezone
 from governance.metering.enforcement import Admission
 from governance.models import Budget, RateLimit, VirtualKey
 from governance.services import customer_create, team_create, virtual_key_create
-from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import admit, path_specs
 
 pytestmark = pytest.mark.django_db

@@ -13,7 +13,6 @@ from governance.metering import enforcement, live
 from governance.metering.enforcement import Admission, Rejection
 from governance.models import Budget, RateLimit, UsageRecord
 from governance.services import team_create
-from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import (
     T0,
     admit,
@@ -96,6 +95,7 @@ def _admit_in_child(budgets, rate_limits, count: int, queue) -> None:
     queue.put(admitted)
 
 
+@pytest.mark.slow
 def test_four_processes_sharing_redis_admit_exactly_the_request_limit(redis_mode, make_vk):
     vk = make_vk(rate_limit={"request_max_limit": 20, "request_reset_duration": "1h"})
     anchor_windows()

@@ -34,7 +34,6 @@ from governance.metering.counters.local_store import MAGIC, Record, SharedTable,
 from governance.metering.counters.redis_backend import counter_key, window_args
 from governance.metering.enforcement import Admission
 from governance.models import Budget
-from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -22,10 +22,9 @@ from governance.metering.counters import database, redis_backend, redis_counters
 from governance.metering.enforcement import Admission
 from governance.models import Budget, RateLimit, UsageRecord
 from proxy.errors import refusal
-from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs, settle
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 @pytest.fixture(autouse=True)

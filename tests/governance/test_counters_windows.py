@@ -10,7 +10,6 @@ import pytest
 from governance.metering.enforcement import Admission, Rejection
 from governance.metering.live import budget_states
 from governance.models import Budget
-from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, path_specs, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)

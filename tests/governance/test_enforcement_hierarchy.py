@@ -9,7 +9,6 @@ import pytest
 from governance.metering.enforcement import Admission, Rejection
 from governance.models import Budget, RateLimit
 from governance.services import customer_create, team_create
-from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import admit, anchor_windows, path_specs, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -16,7 +16,6 @@ from governance.models import Provider, ProviderConfig
 from governance.services import customer_create, provider_create, team_create
 from proxy.errors import refusal
 from proxy.handler import error_reply
-from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, path_specs, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -37,7 +37,6 @@ from governance.metering.counters import hot_counters, leases, redis_backend
 from governance.metering.enforcement import Admission, LedgerEntry
 from governance.metering.live import budget_usage, rate_limit_usage
 from governance.models import Budget, CounterLease, RateLimit, UsageRecord
-from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, anchor_windows, ledger_total, path_specs, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -224,7 +223,7 @@ def test_an_owner_on_another_host_is_reaped_once_its_registration_expires(counte
     assert_exact("0.4", 300, 1)
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.slow)])
 def hot_mode(request, settings) -> str:
     if request.param == "local":
         settings.GOVERNANCE_COUNTERS = "local"

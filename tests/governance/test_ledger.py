@@ -17,7 +17,6 @@ from governance.metering.enforcement import Admission, LedgerEntry, Rejection
 from governance.metering.live import budget_states, budget_usage, rate_limit_usage
 from governance.models import Budget, RateLimit, UsageRecord
 from governance.services.limits import budget_reset_usage
-from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -1,4 +1,8 @@
-"""Fixtures and helpers of the end-to-end enforcement tests (imported by ``test_enforcement_*.py``).
+"""Fixtures and helpers of the end-to-end tests through gateway processes (``test_enforcement_*.py``,
+``test_*_processes.py``, ``test_freshness_push.py``).
+
+A pytest plugin (``pytest_plugins`` in ``tests/conftest.py``): its fixtures are available to
+every test module by name; test modules import only its helpers (``chat``, ``post``, ``settled``...).
 
 - ``gateways``: starts extra gateway processes (gunicorn masters) on the test database with a
   chosen environment (``GOVERNANCE_COUNTERS``, ``REDIS_URL``, workers); each is stopped after the
@@ -36,8 +40,6 @@ from django.db.models import Sum
 from governance.metering import live
 from governance.models import Budget, ModelPrice, RateLimit, UsageRecord
 from tests.proxy.conftest import HOST, ROOT, free_port, wait_for, wait_port
-
-__all__ = ["fault_redis", "gateways", "price"]
 
 MESSAGES = [{"role": "user", "content": "Say hello, please."}]
 # What the mock upstream reports for MESSAGES: characters of the prompt text // 4.

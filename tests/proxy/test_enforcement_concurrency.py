@@ -14,7 +14,6 @@ from decimal import Decimal
 import pytest
 
 from tests.proxy.conftest import make_setup
-from tests.proxy.conftest_enforcement import *  # noqa: F403 - fixtures
 from tests.proxy.conftest_enforcement import (
     ESTIMATED_PROMPT_TOKENS,
     MOCK_PROMPT_TOKENS,

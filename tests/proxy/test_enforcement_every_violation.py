@@ -24,9 +24,8 @@ from django.utils import timezone
 from governance.metering.counters import hot_counters
 from governance.metering.counters.base import REQUESTS, Counter
 from governance.services import team_create
-from tests.governance.conftest_counters import _configured_redis_url, private_redis, redis_server_process
+from tests.governance.conftest_counters import _configured_redis_url
 from tests.proxy.conftest import make_setup
-from tests.proxy.conftest_enforcement import *  # noqa: F403 - fixtures
 from tests.proxy.conftest_enforcement import (
     ESTIMATED_PROMPT_TOKENS,
     MESSAGES,
@@ -39,8 +38,6 @@ from tests.proxy.conftest_enforcement import (
     settled,
     spend,
 )
-
-__all__ = ["private_redis", "redis_server_process"]  # fixtures used through ``request.getfixturevalue``
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 

@@ -27,7 +27,6 @@ from governance.metering.counters.base import UNAVAILABLE
 from governance.models import Budget, UsageRecord
 from governance.services import provider_create, provider_key_create, virtual_key_create
 from tests.proxy.conftest import free_port, make_setup, wait_for
-from tests.proxy.conftest_enforcement import *  # noqa: F403 - fixtures
 from tests.proxy.conftest_enforcement import (
     budget_usage,
     chat,

@@ -16,7 +16,6 @@ import pytest
 from governance.models import Budget, ProviderConfig
 from governance.services import customer_create, team_create, virtual_key_create
 from tests.proxy.conftest import make_setup
-from tests.proxy.conftest_enforcement import *  # noqa: F403 - fixtures
 from tests.proxy.conftest_enforcement import (
     MESSAGES,
     MOCK_PROMPT_TOKENS,

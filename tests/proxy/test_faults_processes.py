@@ -41,11 +41,9 @@ from governance.models import Budget, UsageRecord
 from governance.services import virtual_key_create
 from proxy.usage import estimate_prompt_tokens
 from proxy.wsgi import DATABASE_UNAVAILABLE
-from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs
 from tests.governance.conftest_counters import settle as settle_now
 from tests.proxy.conftest import HOST, make_setup, wait_for
-from tests.proxy.conftest_enforcement import *  # noqa: F403 - fixtures
 from tests.proxy.conftest_enforcement import (
     Reply,
     budget_usage,

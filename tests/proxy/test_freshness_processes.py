@@ -20,7 +20,6 @@ from governance.models import RateLimit, UsageRecord, VirtualKey
 from governance.services import provider_create, provider_key_create, virtual_key_delete, virtual_key_rotate
 from governance.services.virtual_keys import virtual_key_set_active
 from tests.proxy.conftest import make_setup
-from tests.proxy.conftest_enforcement import *  # noqa: F403 - fixtures
 from tests.proxy.conftest_enforcement import chat, post, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

@@ -18,7 +18,6 @@ from governance.metering import freshness, freshness_push
 from governance.models import VirtualKey
 from governance.services.virtual_keys import virtual_key_set_active
 from tests.proxy.conftest import make_setup
-from tests.proxy.conftest_enforcement import *  # noqa: F403 - fixtures
 from tests.proxy.conftest_enforcement import chat, post, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

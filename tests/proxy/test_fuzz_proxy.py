@@ -35,7 +35,7 @@ from governance.services import virtual_key_create
 from proxy.routing import ROUTES
 from tests.proxy.conftest import Answer, make_setup, send
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.fuzz]
 
 FUZZ = settings(
     max_examples=80,

@@ -35,7 +35,6 @@ from django.db import connection
 from governance.models import UsageRecord
 from governance.services import virtual_key_create
 from tests.proxy.conftest import HOST, make_setup
-from tests.proxy.conftest_enforcement import *  # noqa: F403 - fixtures
 from tests.proxy.conftest_enforcement import (
     budget_usage,
     chat,

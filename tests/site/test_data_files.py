@@ -11,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each test runs manage.py migrate in a new process
+
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_ENV = ("DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "BIFROST_ENCRYPTION_KEY")
 

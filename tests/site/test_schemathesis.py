@@ -148,6 +148,7 @@ def before_generate_path_parameters(context, strategy):
     return st.one_of(st.just(dict.fromkeys(names, SEEDED)), strategy) if names else strategy
 
 
+@pytest.mark.fuzz
 @schema.parametrize()
 @settings(
     max_examples=MAX_EXAMPLES,

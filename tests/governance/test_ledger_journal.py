@@ -31,7 +31,6 @@ from governance.metering import enforcement, journal, ledger, writer
 from governance.metering.enforcement import LedgerEntry, Settlement
 from governance.metering.live import budget_usage, rate_limit_usage
 from governance.models import Budget, RateLimit, UsageRecord
-from tests.governance.conftest_counters import *  # noqa: F403 - fixtures
 from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs
 
 pytestmark = pytest.mark.django_db(transaction=True)
