@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from governance.models import Budget, RateLimit
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +23,11 @@ class BudgetSpec:
     reset_duration: str
     calendar_aligned: bool
 
+    @classmethod
+    def of(cls, row: Budget, entity: str = "") -> BudgetSpec:
+        """The spec of a budget row (the one place specs are built from rows)."""
+        return cls(str(row.pk), entity, row.max_limit, row.reset_duration, row.calendar_aligned)
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimitSpec:
@@ -28,3 +37,15 @@ class RateLimitSpec:
     token_reset_duration: str
     request_max_limit: int | None
     request_reset_duration: str
+
+    @classmethod
+    def of(cls, row: RateLimit, entity: str = "") -> RateLimitSpec:
+        """The spec of a rate-limit row."""
+        return cls(
+            str(row.pk),
+            entity,
+            row.token_max_limit,
+            row.token_reset_duration,
+            row.request_max_limit,
+            row.request_reset_duration,
+        )

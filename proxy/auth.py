@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 
 from governance.keys import presented_virtual_key
@@ -11,7 +13,7 @@ from governance.metering.snapshot import VirtualKeySnapshot
 from proxy import errors
 
 
-def authenticate(environ: dict) -> VirtualKeySnapshot | None:
+def authenticate(environ: dict[str, Any]) -> VirtualKeySnapshot | None:
     """The caller's VK snapshot; None only in direct-key mode without a VK. Raises ProxyError 401/403."""
     value = presented_virtual_key(environ)
     if value is None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from django import db
 
 from governance.metering import freshness, snapshot
+from governance.metering.snapshot import ProviderSnapshot, VirtualKeySnapshot
 from proxy import accounting, auth, errors, http1, routing, upstream
 from proxy.errors import ProxyError
 from proxy.routing import InferenceRequest, Resolved, Route
@@ -43,7 +44,7 @@ def request_done() -> None:
 class Reply:
     status: int
     headers: list[tuple[str, str]]
-    body: Any  # an iterable of bytes with close()
+    body: Body | StreamBody  # an iterable of bytes with close()
 
 
 class Body:
@@ -78,7 +79,7 @@ def error_reply(exc: ProxyError) -> Reply:
     return Reply(exc.status, headers, Body(exc.body()))
 
 
-def handle(route: Route, environ: dict, raw: bytes) -> Reply:
+def handle(route: Route, environ: dict[str, Any], raw: bytes) -> Reply:
     """Answer one request. A configuration change committed while it was being decided (seen
     before any upstream call: ``governance.metering.freshness``) starts it over on the new configuration."""
     started = time.monotonic()
@@ -93,7 +94,7 @@ def handle(route: Route, environ: dict, raw: bytes) -> Reply:
 CONFIG_CHANGING = "The gateway's configuration kept changing while this request was decided; retry shortly"
 
 
-def _handle(route: Route, environ: dict, raw: bytes, started: float) -> Reply:
+def _handle(route: Route, environ: dict[str, Any], raw: bytes, started: float) -> Reply:
     freshness.begin_request()
     try:
         vk = auth.authenticate(environ)
@@ -111,7 +112,9 @@ def _handle(route: Route, environ: dict, raw: bytes, started: float) -> Reply:
         return error_reply(exc)
 
 
-def _request(route: Route, environ: dict, raw: bytes, vk, started: float) -> InferenceRequest:
+def _request(
+    route: Route, environ: dict[str, Any], raw: bytes, vk: VirtualKeySnapshot | None, started: float
+) -> InferenceRequest:
     """The request's facts, read and checked once (400 for a body the gateway cannot act on)."""
     body = _parse_body(raw)
     model = body.get("model")
@@ -162,7 +165,9 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _attempt(request: InferenceRequest, providers, candidates: list[routing.Candidate]) -> Reply:
+def _attempt(
+    request: InferenceRequest, providers: dict[str, ProviderSnapshot], candidates: list[routing.Candidate]
+) -> Reply:
     route, stream = request.route, request.stream
     first_error: ProxyError | None = None
     for index, candidate in enumerate(candidates):
@@ -196,12 +201,12 @@ def _attempt(request: InferenceRequest, providers, candidates: list[routing.Cand
             first_error = first_error or exc
             continue
         if answer.status >= 400:
-            exc = _upstream_error(answer, resolved)
+            error = _upstream_error(answer, resolved)
             accounting.finish(ticket, Usage(), answer.status, _ms(ticket.started), streamed=stream)
             if answer.status == 429 or answer.status >= 500:
-                first_error = first_error or exc
+                first_error = first_error or error
                 continue
-            raise first_error or exc
+            raise first_error or error
         if stream:
             return Reply(
                 answer.status,
@@ -242,7 +247,7 @@ def _extra_fields(resolved: Resolved, latency_ms: int) -> dict[str, Any]:
     }
 
 
-def _upstream_error(answer, resolved: Resolved) -> ProxyError:
+def _upstream_error(answer: http1.Response, resolved: Resolved) -> ProxyError:
     """The upstream's error in the project's shape, keeping its message, type and code."""
     data = answer.data
     if data is None:  # a streamed request's error answer: read it for its message
@@ -277,8 +282,9 @@ def _upstream_error(answer, resolved: Resolved) -> ProxyError:
     )
 
 
-def _json_reply(answer, resolved: Resolved, ticket: accounting.Ticket) -> Reply:
+def _json_reply(answer: http1.Response, resolved: Resolved, ticket: accounting.Ticket) -> Reply:
     data = answer.data
+    assert data is not None  # upstream.send(stream=False) has read the body
     latency = _ms(resolved.request.started)
     usage = Usage()
     try:
@@ -324,7 +330,7 @@ def _with_extra_fields(data: bytes, payload: dict[str, Any], extra: dict[str, An
 class StreamBody:
     """Relays an upstream event stream chunk by chunk; accounts once when it ends, however it ends."""
 
-    def __init__(self, answer, ticket: accounting.Ticket, *, strip_usage: bool) -> None:
+    def __init__(self, answer: http1.Response, ticket: accounting.Ticket, *, strip_usage: bool) -> None:
         self.answer = answer
         self.ticket = ticket
         self.route = ticket.resolved.route
@@ -332,13 +338,13 @@ class StreamBody:
         self.done = False
         self.relayed = False  # some of the answer reached the client
         self.failed_status: int | None = None
-        self._iterator: Iterator[bytes] | None = None
+        self._iterator: Generator[bytes, None, None] | None = None
 
     def __iter__(self) -> Iterator[bytes]:
         self._iterator = self._relay()
         return self._iterator
 
-    def _relay(self) -> Iterator[bytes]:
+    def _relay(self) -> Generator[bytes, None, None]:
         try:
             for data in self.answer.stream():
                 out = self.scanner.feed(data)

@@ -37,6 +37,7 @@ import ssl
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
+from typing import overload
 
 logger = logging.getLogger("bifrost.upstream")
 
@@ -274,7 +275,8 @@ class Response:
         headers: list[tuple[str, str]],
         head_only: bool,
     ) -> None:
-        self.pool, self.conn = pool, conn
+        self.pool = pool
+        self.conn: Connection | None = conn  # None once released or closed
         self.status, self.reason, self.headers = status, reason, headers
         self.data: bytes | None = None
         self._lookup = {name.lower(): value for name, value in headers}
@@ -305,38 +307,39 @@ class Response:
             self.keep_alive = False
         encoding = self._lookup.get("content-encoding", "identity").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
-            self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib, by the header
+            # gzip or zlib, by the header (typeshed calls the type ``_Decompress``, CPython ``zlib.Decompress``)
+            self._decoder: zlib._Decompress | None = zlib.decompressobj(zlib.MAX_WBITS | 32)
         elif encoding in ("identity", ""):
             self._decoder = None
         else:
             raise UpstreamError(f"unsupported Content-Encoding {encoding[:20]!r}")
 
+    @overload
+    def header(self, name: str) -> str | None: ...
+    @overload
+    def header(self, name: str, default: str) -> str: ...
     def header(self, name: str, default: str | None = None) -> str | None:
         """A header's value by its lower-case name (the last one if repeated)."""
         return self._lookup.get(name, default)
 
     def stream(self) -> Iterator[bytes]:
         """The body as it arrives: whatever is buffered is handed on before waiting for more."""
-        if self._decoder is None:
+        decoder = self._decoder
+        if decoder is None:
             yield from self._raw()
             return
         for piece in self._raw():
-            out = self._decode(piece)
+            out = _decode(decoder, piece)
             if out:
                 yield out
-        rest = self._decoder.flush()
+        rest = decoder.flush()
         if rest:
             yield rest
 
-    def _decode(self, piece: bytes) -> bytes:
-        try:
-            return self._decoder.decompress(piece)
-        except zlib.error:
-            raise UpstreamError("undecodable compressed body") from None
-
     def read(self, limit: int) -> bytes:
         """The whole body (at most ``limit`` bytes, else UpstreamError)."""
-        parts, size = [], 0
+        parts: list[bytes] = []
+        size = 0
         for piece in self.stream():
             size += len(piece)
             if size > limit:
@@ -348,6 +351,7 @@ class Response:
 
     def _raw(self) -> Iterator[bytes]:
         conn = self.conn
+        assert conn is not None, "the response was already released"
         if self._chunked:
             yield from self._chunks(conn)
         elif self._length is not None:
@@ -364,7 +368,7 @@ class Response:
         self.complete = True
 
     def _chunks(self, conn: Connection) -> Iterator[bytes]:
-        out = []
+        out: list[bytes] = []
         while True:
             if out and not conn.buffered():
                 # Nothing more has arrived: hand on what has, before blocking on the socket.
@@ -405,6 +409,13 @@ class Response:
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.close()
+
+
+def _decode(decoder: zlib._Decompress, piece: bytes) -> bytes:
+    try:
+        return decoder.decompress(piece)
+    except zlib.error:
+        raise UpstreamError("undecodable compressed body") from None
 
 
 def request(

@@ -28,7 +28,7 @@ def _upstream_models(provider: ProviderSnapshot) -> list[str] | None:
         answer = upstream.send("GET", provider, key, "/v1/models", None, [], stream=False)
     except ProxyError:
         return None
-    if answer.status != 200:
+    if answer.status != 200 or answer.data is None:  # data: always read, as stream=False
         return None
     try:
         data = json.loads(answer.data).get("data")

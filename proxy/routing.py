@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 from governance.metering.snapshot import KeySnapshot, ProviderConfigSnapshot, ProviderSnapshot, VirtualKeySnapshot
 from proxy import errors
@@ -43,7 +43,17 @@ class Route:
     sse_marker: bytes = b'"delta"'  # what marks an event that carries content, counted when usage is missing
 
 
-_OPENAI_ENDPOINTS = {
+class _EndpointFacts(TypedDict):
+    """The :class:`Route` fields that differ between the OpenAI endpoints."""
+
+    request_type: str
+    streamable: NotRequired[bool]
+    produces_output: NotRequired[bool]
+    usage_option: NotRequired[bool]
+    sse_marker: NotRequired[bytes]
+
+
+_OPENAI_ENDPOINTS: dict[str, _EndpointFacts] = {
     "chat/completions": {"request_type": "chat_completion", "streamable": True, "usage_option": True},
     "completions": {
         "request_type": "text_completion",
@@ -57,7 +67,7 @@ _OPENAI_ENDPOINTS = {
 
 
 def _openai_routes() -> dict[str, Route]:
-    routes = {}
+    routes: dict[str, Route] = {}
     for name, facts in _OPENAI_ENDPOINTS.items():
         upstream = f"/v1/{name}"
         for path, default in ((f"/v1/{name}", None), (f"/openai/v1/{name}", "openai"), (f"/openai/{name}", "openai")):
@@ -204,7 +214,10 @@ def choose_key(provider: ProviderSnapshot, model: str, config: ProviderConfigSna
     return _weighted_pick(usable, [key.weight for key in usable])
 
 
-def _weighted_pick(items: list, weights: list[float]):
+_T = TypeVar("_T")
+
+
+def _weighted_pick(items: list[_T], weights: list[float]) -> _T:
     if len(items) == 1:
         return items[0]
     if sum(weights) <= 0:

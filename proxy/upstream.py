@@ -9,6 +9,7 @@ too). A JSON answer larger than ``PROXY_MAX_RESPONSE_BYTES`` is refused (502).
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -84,6 +85,8 @@ def target(url: str) -> tuple[http1.Pool, str]:
     found = _targets.get(url)
     if found is not None:
         return found
+    scheme: str | None
+    port: int | None
     try:
         parts = urlsplit(url)
         scheme, port = parts.scheme.lower(), parts.port
@@ -100,12 +103,12 @@ def target(url: str) -> tuple[http1.Pool, str]:
     return found
 
 
-def forwardable_headers(environ: dict) -> list[tuple[str, str]]:
+def forwardable_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
     """The client's headers that may go upstream (WSGI ``HTTP_*`` keys back to header names)."""
     connection_listed = {
         token.strip().lower() for token in environ.get("HTTP_CONNECTION", "").split(",") if token.strip()
     }
-    out = []
+    out: list[tuple[str, str]] = []
     for key, value in environ.items():
         if not key.startswith("HTTP_"):
             continue

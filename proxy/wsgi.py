@@ -13,7 +13,9 @@ This module is the only place that speaks WSGI; the work is in ``proxy.handler``
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -21,6 +23,9 @@ from django.db import InterfaceError, OperationalError
 from proxy import errors, handler
 from proxy.errors import ProxyError
 from proxy.routing import ROUTES
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
 
 logger = logging.getLogger("bifrost.proxy")
 
@@ -35,7 +40,7 @@ def status_line(status: int) -> str:
     return _STATUS_LINES.get(status) or f"{status} Unknown"
 
 
-def _read_body(environ: dict) -> bytes:
+def _read_body(environ: WSGIEnvironment) -> bytes:
     limit = settings.MAX_REQUEST_BODY_BYTES
     length_header = environ.get("CONTENT_LENGTH") or ""
     stream = environ["wsgi.input"]
@@ -53,7 +58,7 @@ def _read_body(environ: dict) -> bytes:
     return data
 
 
-def application(environ: dict, start_response):
+def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "")
     route = ROUTES.get(path)
     try:

@@ -16,8 +16,9 @@ from typing import Any
 
 from django.utils import timezone
 
+from governance.limitspec import BudgetSpec, RateLimitSpec
 from governance.metering.counters import CountersUnavailable, hot_counters
-from governance.metering.counters.base import BUDGET, REQUESTS, TOKENS, Counter
+from governance.metering.counters.base import REQUESTS, TOKENS, Counter, build_counters
 from governance.metering.counters.rows import counter_state
 from governance.models import Budget, RateLimit
 
@@ -40,32 +41,14 @@ class RateLimitState:
 
 
 def budget_counter(budget: Budget) -> Counter:
-    return Counter(
-        BUDGET, str(budget.pk), "", budget.max_limit, budget.reset_duration, budget.calendar_aligned, Decimal("0")
-    )
+    """The counter that reads (or resets) a budget row's live usage."""
+    (counter,) = build_counters([BudgetSpec.of(budget)], [], estimated_cost=Decimal("0"), estimated_tokens=0)
+    return counter
 
 
 def rate_limit_counters(rate_limit: RateLimit) -> list[Counter]:
-    out = []
-    if rate_limit.token_max_limit is not None and rate_limit.token_reset_duration:
-        out.append(
-            Counter(
-                TOKENS, str(rate_limit.pk), "", rate_limit.token_max_limit, rate_limit.token_reset_duration, False, 0
-            )
-        )
-    if rate_limit.request_max_limit is not None and rate_limit.request_reset_duration:
-        out.append(
-            Counter(
-                REQUESTS,
-                str(rate_limit.pk),
-                "",
-                rate_limit.request_max_limit,
-                rate_limit.request_reset_duration,
-                False,
-                0,
-            )
-        )
-    return out
+    """The token and request counters of a rate-limit row (those it has a limit for)."""
+    return build_counters([], [RateLimitSpec.of(rate_limit)], estimated_cost=Decimal("0"), estimated_tokens=0)
 
 
 def _states(pairs: Sequence[tuple[Counter, Budget | RateLimit]], now: datetime) -> list[CounterState]:

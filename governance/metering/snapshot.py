@@ -306,10 +306,6 @@ def _store_prices(entry: tuple[float, PriceBook]) -> None:
 # --- loading --------------------------------------------------------------------------------
 
 
-def _budget_spec(row: Budget, entity: str) -> BudgetSpec:
-    return BudgetSpec(str(row.id), entity, row.max_limit, row.reset_duration, row.calendar_aligned)
-
-
 def _rate_spec(owner: ProviderConfig | VirtualKey | Team | Customer, entity: str) -> RateLimitSpec | None:
     try:
         row = owner.rate_limit
@@ -317,14 +313,7 @@ def _rate_spec(owner: ProviderConfig | VirtualKey | Team | Customer, entity: str
         return None
     if row is None:
         return None
-    return RateLimitSpec(
-        str(row.id),
-        entity,
-        row.token_max_limit,
-        row.token_reset_duration,
-        row.request_max_limit,
-        row.request_reset_duration,
-    )
+    return RateLimitSpec.of(row, entity)
 
 
 def _load_virtual_key(value_digest: str) -> VirtualKeySnapshot | None:
@@ -359,7 +348,7 @@ def _load_virtual_key(value_digest: str) -> VirtualKeySnapshot | None:
             allowed_models=tuple(config.allowed_models or ()),
             allow_all_keys=config.allow_all_keys,
             key_ids=frozenset(keys_by_config.get(config.pk, ())),
-            budgets=tuple(_budget_spec(b, config.provider.name) for b in budgets if b.provider_config_id == config.pk),
+            budgets=tuple(BudgetSpec.of(b, config.provider.name) for b in budgets if b.provider_config_id == config.pk),
             rate_limit=_rate_spec(config, config.provider.name),
         )
         for config in configs
@@ -373,12 +362,12 @@ def _load_virtual_key(value_digest: str) -> VirtualKeySnapshot | None:
         customer_id=str(customer.pk) if customer else None,
         allow_all_providers=vk.allow_all_providers,
         provider_configs=config_snaps,
-        budgets=tuple(_budget_spec(b, "VK") for b in budgets if b.virtual_key_id == vk.pk),
+        budgets=tuple(BudgetSpec.of(b, "VK") for b in budgets if b.virtual_key_id == vk.pk),
         rate_limit=_rate_spec(vk, "VK"),
-        team_budgets=tuple(_budget_spec(b, "Team") for b in budgets if vk.team_id and b.team_id == vk.team_id),
+        team_budgets=tuple(BudgetSpec.of(b, "Team") for b in budgets if vk.team_id and b.team_id == vk.team_id),
         team_rate_limit=_rate_spec(vk.team, "Team") if vk.team else None,
         customer_budgets=tuple(
-            _budget_spec(b, "Customer") for b in budgets if customer is not None and b.customer_id == customer.pk
+            BudgetSpec.of(b, "Customer") for b in budgets if customer is not None and b.customer_id == customer.pk
         ),
         customer_rate_limit=_rate_spec(customer, "Customer") if customer is not None else None,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 from django.db import InterfaceError, OperationalError
 
@@ -15,7 +17,7 @@ class Command(BaseCommand):
         "this is for a data directory whose gateway is not running. Safe at any time: each entry counts once."
     )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         directory = journal.directory()
         try:
             done = journal.replay_pending(directory, write_rows=writer.write_rows)
