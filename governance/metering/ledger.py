@@ -1,6 +1,6 @@
 """The durable ledger: one UsageRecord per finished request, and database counters kept in step.
 
-``record()`` runs one short transaction that
+``record_many()`` runs one short transaction per batch that, for each request,
 
 1. inserts the request's ``UsageRecord`` — idempotent on ``request_id``: a second write for the
    same request (a retry after a crash between commit and acknowledgement) inserts nothing and
@@ -112,26 +112,6 @@ class Recorded(NamedTuple):
     charged: bool  # this call wrote the UsageRecord and charged the rows
     record_id: int | None  # the request's UsageRecord, if there is one
     hot: list[Decimal | int] | None  # what to settle the hot copy with; None: leave it alone
-
-
-def record(
-    entry: LedgerEntry | None,
-    *,
-    admission: Admission,
-    cost: Decimal,
-    total_tokens: int,
-    actuals: list[Decimal | int],
-    now: datetime,
-) -> tuple[bool, int | None]:
-    """Write the ledger row and catch the database counters up: ``(charged, UsageRecord id)``.
-
-    ``actuals`` gives, per counter of the admission, the amount to charge (cost, tokens, or 1/0
-    request). ``charged`` is False when a UsageRecord for this request already existed: nothing
-    is charged a second time (reservations are still released). The record id lets a rebuilt
-    Redis counter tell whether its database snapshot already included this request.
-    """
-    result = record_many([Charge(entry, admission, cost, total_tokens, actuals)], now=now)[0]
-    return result.charged, result.record_id
 
 
 def record_many(charges: list[Charge], *, now: datetime) -> list[Recorded]:
