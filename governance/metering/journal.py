@@ -493,16 +493,7 @@ class _File:
             raise
         except Exception:  # noqa: BLE001 - not an outage: find the row(s) the database refuses
             logger.exception("ledger journal rows failed as a batch; writing them one by one")
-        refused = []
-        for entry, raw, _ in rows:
-            _, item = decode_entry(entry)
-            try:
-                self.write_rows([item])
-            except OUTAGE:
-                raise
-            except Exception:  # noqa: BLE001
-                refused.append(raw)
-        return refused
+        return _one_by_one(rows, self.write_rows)
 
     def _settle(self, settles: list[tuple[dict, bytes, Any]]) -> list[bytes]:
         from governance.metering import enforcement
@@ -524,17 +515,13 @@ class _File:
         # The failed call may have settled hot copies (``settle_many`` does so even when the ledger
         # write failed for another reason than an outage): rebuild them from the database first.
         forget_hot_copies([item for _, _, item in settles])
-        refused = []
-        for entry, raw, _ in settles:
-            _, item = decode_entry(entry)  # a fresh copy: the failed call changed the admission's state
-            item.admission.state = "retrying"
-            try:
-                enforcement.settle_many([item])
-            except OUTAGE:
-                raise
-            except Exception:  # noqa: BLE001
-                refused.append(raw)
-        return refused
+
+        def settle_again(items: list[Any]) -> None:
+            for item in items:  # a fresh copy: the failed call changed the admission's state
+                item.admission.state = "retrying"
+            enforcement.settle_many(items)
+
+        return _one_by_one(settles, settle_again)
 
     def _unsure(self, n: int) -> bool:
         return any(a <= n <= b for a, b in self.unsure)
@@ -584,6 +571,21 @@ def _remove_stillborn(path: Path) -> None:
             path.unlink()
         finally:
             os.close(fd)
+
+
+def _one_by_one(entries: list[tuple[dict, bytes, Any]], write: Callable[[list[Any]], object]) -> list[bytes]:
+    """After a batch failed for another reason than an outage: write its entries one at a time,
+    each decoded afresh, and return the raw lines of those the database refuses."""
+    refused = []
+    for entry, raw, _ in entries:
+        _, item = decode_entry(entry)
+        try:
+            write([item])
+        except OUTAGE:
+            raise
+        except Exception:  # noqa: BLE001 - this entry is refused; the others still go in
+            refused.append(raw)
+    return refused
 
 
 def replay_pending(path: Path, *, write_rows: Callable[[list[dict]], None], skip: Set[str] = frozenset()) -> Replayed:
