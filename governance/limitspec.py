@@ -1,8 +1,8 @@
 """Immutable descriptions of the budgets and rate limits on a request's path.
 
-The VK configuration snapshot (``governance.metering.snapshot``) produces them; the counter backends
-(``governance.metering.counters``) check and reserve against them. Window state (usage, last reset)
-is not here: it belongs to the counters.
+The VK configuration snapshot (``governance.metering.snapshot``) produces them;
+``governance.metering.counters.base.build_counters`` turns them into the counters that admission
+checks and reserves on. Window state (usage, last reset) is not here: it belongs to the counters.
 """
 
 from __future__ import annotations

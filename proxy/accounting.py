@@ -1,29 +1,22 @@
-"""The accounting seam between the proxy and the governance counters.
+"""The seam between the proxy and metering: admit an attempt before its upstream call, account for it after.
 
-The proxy calls, for every upstream attempt:
-
-1. ``begin(resolved)`` after routing and key choice, before the upstream call. When budgets or
-   rate limits lie on the request's path (provider config -> VK -> team -> customer), it checks
-   and reserves on all of them in one atomic step (``governance.metering.enforcement.admit``): a request
-   slot, the prompt estimate plus the output cap as tokens, and the worst-case cost (prompt
-   estimate at the input price + ``max_tokens``/``max_completion_tokens``/``max_output_tokens``,
-   or ``GOVERNANCE_DEFAULT_MAX_TOKENS``, at the output price). It returns a :class:`Ticket`
-   (admitted) or a :class:`Rejection` (402/429/503, answered as is, ``Retry-After`` included). A
-   rejected candidate is skipped like a failed one: the next candidate is tried and, when all
-   fail, the primary's error is returned.
-2. ``finish(ticket, usage, status_code, latency_ms, streamed, upstream_called=True)`` exactly
-   once per admitted attempt, when its answer has ended: JSON body handed to the server, stream
-   done, upstream failure, or client disconnected mid-stream (``status_code`` 499, ``usage`` =
-   what was produced). It runs after the response body was handed to the server, off the
-   client's latency path.
-
-Rules: a successful answer (and a cut-off stream) is charged its actual cost; a failed upstream
-call costs nothing; an attempt counts one request against request limits only if the upstream
-was actually reached (``upstream_called``). Requests whose path carries limits settle through
-``governance.metering.enforcement.settle`` (UsageRecord + database counters in one transaction,
-then the Redis copy) in batches on a settler thread (``governance.metering.writer.settle``),
-drained on graceful shutdown; requests without limits only need their UsageRecord, which
-``governance.metering.writer`` batches.
+- ``begin(resolved)``, after routing and key choice. With no budget or rate limit on the path it
+  only confirms the configuration (``freshness.confirm``). Otherwise it reserves the worst case
+  through ``enforcement.admit``: one request, the prompt estimate plus the output cap as tokens, and
+  those at the model's price as cost. The output cap is the request's ``max_tokens`` /
+  ``max_completion_tokens`` / ``max_output_tokens`` (or ``GOVERNANCE_DEFAULT_MAX_TOKENS``) times
+  ``n`` or ``best_of``. An unpriced model on a path with a budget is refused (400
+  ``model_unpriced``) unless ``GOVERNANCE_UNPRICED_MODELS=allow``. Returns a :class:`Ticket` or a
+  ``Rejection`` (the handler skips that candidate like a failed one).
+- ``calling(ticket)``, just before the upstream call, marks the lease: a worker killed from then on
+  is charged its reservation, one killed before is released.
+- ``finish(...)`` exactly once per ticket, when the attempt has ended (answer handed to the server,
+  stream done, upstream failure, client gone: 499). A success, a cut-off stream or a partly
+  delivered answer is charged its actual usage; a failed attempt costs nothing and counts one
+  request only if the upstream was reached (``upstream_called``). A governed success settles
+  through ``writer.settle``, a failed attempt at once (``enforcement.settle_many``) so that its
+  unused request slot is free for the fallback; any other attempt only needs its usage row
+  (``writer.record``). The price was read in ``begin``, so finishing needs no database.
 """
 
 from __future__ import annotations

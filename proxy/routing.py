@@ -1,4 +1,4 @@
-"""Which provider, model and key serve a request: model strings, weighted routing, fallbacks, allow-lists.
+"""The route table (``ROUTES``) and which provider, model and key serve a request.
 
 - ``provider/model``: the prefix counts only when it names a configured provider
   (``openrouter/openai/gpt-4o`` = provider ``openrouter``, model ``openai/gpt-4o``).

@@ -1,4 +1,5 @@
-"""Token usage read from upstream answers: whole JSON bodies and server-sent event streams.
+"""Token usage read from upstream answers (whole JSON bodies and server-sent event streams), and the
+prompt estimate that admission reserves (``estimate_prompt_tokens``).
 
 Counts are normalised to OpenAI's convention: ``prompt_tokens`` includes cached input tokens
 (Anthropic reports them apart, so they are added back), ``cached_tokens`` is the cached part.

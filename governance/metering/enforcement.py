@@ -1,61 +1,29 @@
-"""The entry point the proxy calls to enforce budgets and rate limits (SPEC sections 6 and 7).
+"""``admit``, ``settle``, ``settle_many`` and ``release``: the budget and rate-limit calls the proxy makes.
 
-Per inference request::
+``admit`` builds the request's counters (``counters.base.build_counters``), checks **every** budget
+and rate limit on the path and reserves on all of them in one atomic step in the primary backend,
+trying the database counters next when the hot ones raise ``CountersUnavailable`` (unless
+``GOVERNANCE_COUNTERS=redis``; the rule is in ``governance.metering.counters``). It answers an
+``Admission`` or a ``Rejection``: when no backend can check, 503 ``governance_unavailable``, never
+an open door. The reservation is leased to this process in the same step (``counters.leases``);
+``entry`` is what the UsageRecord says if the lease reaper has to settle it.
 
-    result = admit(request_id=rid, budgets=specs_b, rate_limits=specs_r,
-                   estimated_cost=worst_case_usd, estimated_tokens=prompt_estimate + max_tokens)
-    if isinstance(result, Rejection):
-        return result.response()          # 402 / 429 (+ Retry-After) / 503, Bifrost's error body
-    ... call upstream, outside any transaction or lock ...
-    settle(result, actual_cost=cost, actual_tokens=tokens, upstream_called=True,
-           entry=LedgerEntry(provider=..., model=..., status_code=..., ...))
+``settle_many`` replaces reservations by actual amounts: one ledger transaction for the whole batch
+(``ledger.record_many``), then the hot copy, then each lease slot is freed. Rules:
 
-``admit`` checks **every** budget and rate limit on the path and reserves on all of them in one
-atomic step (one Redis round trip, one short critical section on the host-local table in embedded
-mode, or one short database transaction). ``settle`` replaces the
-reservation by the actual amounts, writes the UsageRecord and catches the database counters up.
-``release`` gives a reservation back when the request is abandoned before any upstream call
-(e.g. a later check or routing failed).
+- **Request limits**: the slot is taken at admission; a request counts one request only if the
+  upstream was called (``upstream_called=True``), whether it succeeded or failed. With
+  ``upstream_called=False`` (``release``) cost and tokens are forced to 0 and the slot is given back.
+- **Exactly once**: only an ``open`` or ``retrying`` admission settles; a request that already has
+  its UsageRecord (a commit whose acknowledgement was lost, or the reaper's) is not charged again.
+- **Database unreachable**: nothing of the batch touches the hot copy, the admissions are marked
+  ``retrying`` and the error is raised; the caller passes the same settlements again later, and
+  until then their reservations stay counted (errs towards refusing, never overshooting).
+- **Hot copy unreachable at settle**: logged only; the rows have the usage and the hot copy is
+  rebuilt from them.
 
-Rules written down here:
-
-- **Request limits**: the slot is taken at admission. A request **counts one request only if the
-  upstream was actually called** (``upstream_called=True``), whether it succeeded or failed;
-  a request released or settled with ``upstream_called=False`` gives its slot back.
-- **Failed upstream calls cost nothing**: the proxy settles them with ``actual_cost=0`` and
-  ``actual_tokens=0`` (or with what a streamed answer produced before it broke); with
-  ``upstream_called=False`` cost and tokens are forced to 0.
-- **Redis unreachable**: ``GOVERNANCE_COUNTERS=auto`` falls back to the database counters;
-  ``GOVERNANCE_COUNTERS=redis`` fails closed with 503 ``governance_unavailable``. If the database
-  cannot be reached either, 503. Never open, never 500 (see ``governance.metering.counters``).
-- **Database unreachable** (Redis up): requests whose configuration the process has cached are
-  still admitted by Redis; their settles are retried until the database answers (``governance.metering.writer``)
-  and keep their reservations meanwhile, so nothing is lost and nothing overshoots; a request that
-  needs the database (configuration not cached, counters to rebuild) is answered 503.
-- **Hot copy rebuilt** (Redis restarted or back from an outage, local table reset): counters are
-  rebuilt from the database rows, minus the reservations of database admissions still in flight
-  (their leases say which); every request then settles onto the rebuilt copy exactly once (the
-  record-id watermark), so once all have settled Redis, the rows and the ledger agree exactly.
-  Database admissions used to stay in the copy next to their actual amount: counted twice.
-- **A worker that dies between admit and settle** (SIGKILL, out of memory): the reservation is
-  leased to its process in the same atomic step as the reservation (``governance.metering.counters.leases``),
-  and the lease reaper (``governance.metering.reaper``, a thread in every worker) settles a dead process's
-  reservations: on its host as soon as its lease file is unlocked (about a second after the
-  replacement worker starts), from another host once its registration expires
-  (``GOVERNANCE_LEASE_SECONDS``). Each gets a UsageRecord with status 0: charged its reservation if
-  the upstream call had started (or that is unknown), released if it had not.
-- **Accepted imprecision** (bounded, never silent): a Redis restart forgets the reservations of
-  requests in flight at that instant, and a rebuild leaves out those of database admissions in
-  flight, so for the seconds until they settle the hot counters are short by their estimates;
-  while one host falls back to the database and another still reaches Redis, each sees the
-  other's settled usage but not its reservations. A request whose worker died is charged its
-  worst case, not what it used; so is one whose process, alive on another host, could not renew
-  its registration for ``GOVERNANCE_LEASE_SECONDS`` (its own late settle then changes nothing).
-- **SIGTERM loses nothing**: settle and the ledger write finish before the request does, and
-  gunicorn's graceful shutdown lets in-flight requests finish before the worker exits.
-
-Live reads are ``governance.metering.live``'s; a manual budget reset is a limit service
-(``governance.services.limits.budget_reset_usage``).
+Accepted imprecisions (hot counters short by in-flight reservations after a rebuild; dead
+workers charged their worst case): see ARCHITECTURE.md, "Accepted imprecisions".
 """
 
 from __future__ import annotations
@@ -201,7 +169,7 @@ def settle(
 
 def settle_many(settlements: list[Settlement], *, now: datetime | None = None) -> list[bool]:
     """Settle a batch: one database transaction for all ledger rows and counter rows, then the
-    Redis copy of each. The proxy's settler thread batches what finished in the last few ms.
+    hot copy of each. The writer's settler thread batches what finished in the last few ms.
 
     If the database cannot be reached (``OperationalError`` or ``InterfaceError`` after
     ``governance.metering.ledger``'s retries), the hot copy is left alone, the admissions are marked

@@ -1,31 +1,25 @@
-"""Configuration freshness: a committed change is in force on the next request of every worker.
+"""The configuration generation: a committed change is in force on the next request of every process.
 
-Each process caches configuration (``governance.metering.snapshot``). Every committed change moves a
-*generation* that all processes can read cheaply; a request compares the generation its cached
-configuration was taken at (the process *token*) with the current one, and when they differ the
-process drops its caches and the request starts over on fresh configuration. Where the
-generation lives depends on the deployment (decided once per process, :func:`_source`):
+Each process caches configuration (``governance.metering.snapshot``) with the *token* of the
+generation it was taken at. ``begin_request``, :func:`observe` and :func:`confirm` compare it with
+the current generation; when they differ the caches are dropped (``_switch``) and
+:class:`StaleConfig` makes the request start over (``MAX_RESTARTS`` times at most). :func:`changed`
+runs after a commit: it bumps the ``ConfigGeneration`` row first, then the shared copy, so a reader
+that sees the new generation reads the committed rows. Where the generation is read, decided once
+per process (:func:`_source`):
 
-- **embedded** (SQLite, or ``GOVERNANCE_COUNTERS=local``): an 8-byte counter in a memory-mapped
-  file beside the database (``<database>.config``), shared by every worker and process on the
-  host. A request reads it once, before it looks at any configuration: one shared-memory read.
-- **production** (``REDIS_URL``): a value under :data:`REDIS_KEY`, moved by every change and
-  pushed to every gateway process (``governance.metering.freshness_push``): a change is acknowledged by
-  every live process before the call that made it answers, so while a process's subscription and
-  lease hold, its requests use its own copy (no round trip). Otherwise a request reads the value:
-  in the round trip of its budget/rate-limit admit (``RedisCounters.admit`` pipelines the GET with
-  its script and calls :func:`observe`), or with one GET (:func:`confirm`) before the upstream call
-  or a refusal. A missing value (Redis restarted or flushed) counts as a change, so a lost update
-  can never leave a revoked key working.
-- **database** (PostgreSQL without Redis, or while Redis is unreachable): the row of
-  ``ConfigGeneration``, one primary-key read per request.
+- **local** (no ``REDIS_URL``; SQLite or ``GOVERNANCE_COUNTERS=local``): an 8-byte counter in a
+  memory-mapped file beside the local counter table (``<database>.config`` on SQLite), read once
+  per request in ``begin_request``;
+- **redis** (``REDIS_URL`` set, whatever ``GOVERNANCE_COUNTERS`` says): the value under
+  :data:`REDIS_KEY`. While the push lease holds (``freshness_push.trusted``) no read at all;
+  otherwise read in the admit's round trip (:func:`observe`) or by one GET in :func:`confirm`,
+  before the upstream call or a refusal. A missing value (Redis flushed or restarted) counts as a
+  change, so a lost update can never leave a revoked key working; Redis unreachable: the row;
+- **database** (PostgreSQL without Redis): the ``ConfigGeneration`` row, one primary-key read.
 
-A change anywhere (admin, API, import, shell) reaches this module through ``governance.signals``
--> ``snapshot.invalidate`` -> :func:`changed`, run after the transaction commits: the database row
-is bumped, then the shared copy (file or Redis). A reader that sees the new generation therefore
-reads the committed rows. Accepted, bounded imprecision: a process killed between its commit and
-the bump leaves the others on their cache until the next change or the snapshot TTL
-(``GOVERNANCE_CONFIG_CACHE_SECONDS``), which stays as a backstop.
+Accepted imprecision: a process killed between its commit and the bump leaves the others on their
+caches until the next change or ``GOVERNANCE_CONFIG_CACHE_SECONDS`` (the snapshot TTL, a backstop).
 """
 
 from __future__ import annotations

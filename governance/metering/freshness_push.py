@@ -1,32 +1,24 @@
-"""Production mode: the configuration generation pushed to every process, delivery acknowledged.
+"""Redis mode: the configuration generation pushed to every process, delivery acknowledged.
 
-Checking freshness with a GET on every request costs a round trip that a request with no limits
-on its path would not otherwise make. Instead, each gateway process keeps one listener thread
-(:class:`Listener`) that
+Each gateway process keeps one listener thread (:class:`Listener`) that
 
 1. subscribes to :func:`channel`, then reads the generation (``freshness.REDIS_KEY``) and adopts it
    (``freshness._switch``: the process caches are dropped when it moved);
 2. records in Redis that it holds that value, under a lease of :data:`LEASE_SECONDS` (a key per
-   process, listed in :data:`PROCESSES`), and renews it every third of a lease, or at once when a
-   change is published.
+   process, listed in :data:`PROCESSES`), renewed every third of a lease, and at once on a change.
 
-While its lease holds and its subscription has nothing unread, a request trusts the process's
-generation: the check costs a clock read and a zero-timeout poll (:func:`trusted`), no round trip.
+While its lease holds and its subscription has nothing unread, :func:`trusted` vouches for the
+process's generation: a clock read and a zero-timeout poll, no round trip. A change
+(``freshness.changed`` -> :func:`announce`) moves the value and publishes it in one script, then
+waits until every process with a live lease has recorded the new value, or its lease ran out. A
+process counts its lease from before it asked for it, so a lease that ran out in Redis ran out in
+the process first, and that process then reads the generation on every request.
 
-A change (``freshness.changed`` -> :func:`announce`) moves the value and publishes it in one
-script, then waits until every process with a live lease has recorded the new value, or its lease
-ran out. A process counts its lease from before it asked for it, so a lease that ran out in Redis
-ran out in the process first, and that process reads the generation on every request. When the
-admin or API call that made a change answers, every process has either dropped its caches or
-stopped trusting them.
-
-Lost messages: Redis restarted, or the subscription dropped, leaves the socket readable (EOF),
-which :func:`trusted` sees before the listener thread does; the listener then deletes its lease,
-reconnects, subscribes and reads the value again. A process cut off from Redis with no reset
-reaching it stops trusting when its lease ends; writers wait for that lease. Accepted: a writer
-waits up to one lease when a process was killed without exiting (its lease outlives it), and if
-Redis restarts *while* a host is cut off from it without a reset, that host may serve from its
-cache until its lease ends (at most :data:`LEASE_SECONDS`).
+Lost messages: a Redis restart or a dropped subscription leaves the socket readable (EOF), which
+:func:`trusted` sees before the listener does; the listener then deletes its lease, reconnects,
+subscribes and reads the value again. Accepted imprecision: a writer waits up to one lease for a
+process killed without exiting (its lease outlives it), and a host cut off from Redis *while*
+Redis restarts may serve from its cache until its lease ends (at most :data:`LEASE_SECONDS`).
 """
 
 from __future__ import annotations

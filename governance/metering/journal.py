@@ -1,46 +1,42 @@
 """The ledger's local journal: usage the database cannot take yet, kept on disk instead of in memory.
 
-``governance.metering.writer`` holds at most ``BIFROST_LEDGER_MEMORY_ROWS`` usage rows and settlements in memory
-per worker. Past that bound (a database outage under load), each new one is appended here instead,
-and answered only once it is on disk:
+Past ``governance.metering.writer``'s memory bound (``BIFROST_LEDGER_MEMORY_ROWS``), each new usage
+row or settlement is appended here, and answered once it is on disk:
 
-- **Files.** ``BIFROST_DATA_DIR/ledger-journal/<database>/``, one directory per database (engine
-  and name, hashed) so a journal is never replayed into another database. Each process writes its
-  own *segment* files, ``<pid>-<token>-<n>.jsonl``: one JSON object per line, an entry per usage
-  row (``{"n": 7, "row": {...}}``) or settlement (``{"n": 8, "settle": {...}}``) holding every
-  field needed to write the UsageRecord and settle the counters exactly (the admission's backend,
-  counters, marks and estimates, the request id, the actual cost and tokens; ids, models and
-  amounts only, never a key or a secret). Lines are written by whichever waiting thread leads
-  (group commit) and ``fsync``'d in batches; ``append`` returns once its lines are durable.
-- **Ownership is a lock.** A process holds ``flock`` on each segment it writes (created under a
-  temporary name, locked, then renamed into place) until it closes it: after one second without a
-  new entry, at 10,000 entries, or when the process dies (SIGKILL included: the kernel drops the
-  lock). A file nobody holds is complete and claimable: a replayer takes it with a non-blocking
-  ``flock`` and keeps it locked while it replays, so each file has one replayer at a time, and a
-  replayer that dies frees it for the next.
-- **Replay** (``replay_pending``: every worker's journal thread at start and every few seconds,
-  or ``manage.py replay_ledger_journal``) goes through a claimed file in batches of 500. Usage rows
-  are inserted as the writer inserts them (idempotent on ``request_id``). Settlements go through
-  ``enforcement.settle_many`` marked ``retrying``: a UsageRecord that already exists (a commit
-  whose acknowledgement was lost before the entry was journaled) is charged neither to the
-  database counters nor twice, and its hot copy is settled with the record's id.
+- **Files.** ``BIFROST_DATA_DIR/ledger-journal/<database>/`` (engine and name, hashed: a journal is
+  never replayed into another database). Each process writes its own *segment* files,
+  ``<pid>-<token>-<n>.jsonl``: a header line, then one JSON object per entry, a usage row
+  (``{"n": 7, "row": {...}}``) or a settlement (``{"n": 8, "settle": {...}}``) holding every field
+  needed to write the UsageRecord and settle the counters exactly (ids, models and amounts only,
+  never a key or a secret). Whichever waiting thread leads writes and ``fsync``s a group of
+  entries (group commit); ``append`` returns once its lines are durable.
+- **Ownership is a lock.** A segment is created under a temporary name, ``flock``-ed, then renamed
+  into place; its process holds the lock until it closes it (after ``SEAL_IDLE_SECONDS`` without a
+  new entry, at ``SEGMENT_ENTRIES``, or when the process dies, SIGKILL included). A file nobody
+  holds is complete: a replayer claims it with a non-blocking ``flock`` and keeps it locked while
+  it replays, so each file has one replayer at a time, and a replayer that dies frees it.
+- **Replay** (``replay_pending``: every worker's journal thread at start and every
+  ``REPLAY_SECONDS``, or ``manage.py replay_ledger_journal``) goes through a claimed file in
+  batches of ``REPLAY_BATCH``. Usage rows are inserted as the writer inserts them (idempotent on
+  ``request_id``). Settlements go through ``enforcement.settle_many`` marked ``retrying``: a
+  UsageRecord that already exists (a commit whose acknowledgement was lost before the entry was
+  journaled) is charged neither to the database counters nor twice, and its hot copy is settled
+  with the record's id.
 - **Exactly once across crashes.** Before a batch the replayer appends ``{"replaying": [a, b]}``
   and after it ``{"replayed": b}`` (``{"abandoned": [a, b]}`` when the database went away: then
-  nothing of the hot copy was touched). A later replayer skips what is ``replayed``. A batch
-  whose outcome is unknown (its replayer died after ``replaying``), and an entry journaled with
-  ``maybe`` (a batch a worker was still writing when it exited), may have been settled already,
-  hot copy included: the ledger's unique ``request_id`` makes the database side exact, and for the
-  hot side the replayer first drops the hot copies of those counters (``forget``), so they are
-  rebuilt from the database rows, which include every committed record; settling the entry again
-  is then skipped by the rebuild's record-id watermark (the same rule as after a Redis restart).
-  Such an entry is only replayed once no process can still settle it (the file is unlocked only
-  when its writer or replayer has exited).
+  nothing of the hot copy was touched); a later replayer skips what is ``replayed``. A batch whose
+  outcome is unknown (its replayer died after ``replaying``), and an entry journaled ``maybe`` (a
+  batch a worker was still writing when it exited), may have been settled, hot copy included: the
+  unique ``request_id`` keeps the database side exact, and the replayer first drops the hot copies
+  of those counters (``forget``) so they are rebuilt from the rows, whose record-id watermark then
+  skips the repeated settle. Such an entry is only replayed once no process can still settle it
+  (the file is unlocked only when its writer or replayer has exited).
 
-Accepted imprecision (bounded, towards admitting, only after a crash mid-replay or an exit with a
-write in flight): dropping a hot copy also forgets the reservations of other requests in flight
-on those counters until they settle, exactly as a Redis restart does. Unreadable lines (a write
-torn by a crash before its ``fsync`` returned, or a damaged file) and entries the database
-refuses for good are copied to ``failed/`` beside the journal and logged, never dropped silently.
+Accepted imprecision (only after a crash mid-replay or an exit with a write in flight): dropping a
+hot copy also forgets the reservations of other requests in flight on those counters until they
+settle, as a Redis restart does. Unreadable lines (a write torn before its ``fsync`` returned, a
+damaged file) and entries the database refuses for good are copied to ``failed/`` beside the
+journal and logged, never dropped silently.
 """
 
 from __future__ import annotations

@@ -1,36 +1,30 @@
-"""The durable ledger: one UsageRecord per finished request, and database counters kept in step.
+"""The ledger write of governed requests: their UsageRecords and the database counters, in one transaction.
 
-``record_many()`` runs one short transaction per batch that, for each request,
+``record_many`` writes a batch of :class:`Charge` in one short transaction. It locks the counter
+rows of the batch first (``counters.rows``: fixed lock order, exact ``Decimal``), so the record ids
+are allocated while the rows are held (which orders them against a hot copy's rebuild), then for
+each request
 
-1. inserts the request's ``UsageRecord`` — idempotent on ``request_id``: a second write for the
-   same request (a retry after a crash between commit and acknowledgement) inserts nothing and
-   charges nothing;
-2. brings the database budget and rate-limit rows on the request's path up to date, window-aware
-   (a row whose window has ended restarts at the actual amount, in the new window):
+1. inserts its ``UsageRecord`` (``usage_rows``), idempotent on ``request_id``;
+2. moves the rows on its path, window-aware (a row whose window has ended restarts at the actual
+   amount, in the new window): for a *database* admission the reservation lives in the rows and is
+   replaced by the actual amount if its window is still current; for a *hot* admission (Redis or
+   the local table) the rows hold settled usage only and the actual amount is added.
 
-   - for a *database* admission the reservation lives in the rows: it is replaced by the actual
-     amount (if the window it was made in is still current);
-   - for a *Redis* admission the rows hold settled usage only: the actual amount is added.
+Invariant: a row's usage is the sum of its window's UsageRecords (plus, for database admissions,
+the reservations in flight); the hot counters are rebuilt from it.
 
-So the database totals always equal the sum of the UsageRecords of the window (plus, in database
-mode, the reservations of requests in flight), and a Redis restart can rebuild its counters from
-the rows. The ledger write happens before the worker returns from ``settle()``; gunicorn's
-graceful shutdown (SIGTERM) lets in-flight requests finish, so stopping a worker loses nothing.
+**Exactly one writer charges.** The unique ``request_id`` and, for a database admission, the delete
+of its ``CounterLease`` row in the same transaction decide who charges the rows: the owner's settle,
+a journal replay or the lease reaper (status ``REAPED_STATUS``). Each :class:`Recorded` tells the
+caller what to settle the hot copy with: its own amounts (also for a ``Charge.retried`` whose first
+commit was not acknowledged: the rows were moved by that commit and are left alone), the existing
+record's amounts (the reaper finishing a settle whose hot part never ran), or nothing.
 
-Rows are locked and computed as described in ``governance.metering.counters.rows`` (exact Decimal
-arithmetic, fixed lock order). If the database cannot be reached after a few attempts, the error
-is raised and the proxy's settler tries the batch again until the database answers (journaling it
-to disk past its memory bound, ``governance.metering.journal``). A batch the database refuses for any other
-reason is logged entry by entry (no secrets: ids, model, tokens, cost) so that it can be replayed.
-A retried batch (``Charge.retried``) may find its records already written by an attempt whose
-commit was not acknowledged: those rows were updated in that same transaction and are left alone.
-
-**Settled elsewhere.** A request may also have been settled by the lease reaper
-(``governance.metering.reaper``: its worker was presumed dead, status ``REAPED_STATUS``). The unique
-``request_id`` (and, for a database admission, the delete of its ``CounterLease`` row in the same
-transaction) makes exactly one writer charge the rows; each charge's result (``Recorded.hot``)
-tells the caller what to settle the hot copy with: the writer's amounts, the existing record's
-amounts (the reaper finishing a settle whose hot part never ran), or nothing.
+Failures: ``OperationalError`` is retried ``ATTEMPTS`` times, then raised for the caller to retry
+the whole batch; an ``IntegrityError`` (a key, team or customer deleted in flight) is retried once
+with the missing references cleared; anything else logs every entry of the batch (ids, model,
+tokens, cost; no secrets) so that it can be replayed, and is raised.
 """
 
 from __future__ import annotations
@@ -133,7 +127,7 @@ def record_many(charges: list[Charge], *, now: datetime) -> list[Recorded]:
         except OperationalError as exc:
             if attempt == ATTEMPTS:
                 # The database is away: nothing is lost (the caller retries the batch, and past
-                # its memory bound the proxy journals it to disk), so one line, not one per entry.
+                # its memory bound the writer journals it to disk), so one line, not one per entry.
                 logger.warning(
                     "ledger batch not written; the caller retries it",
                     extra={"requests": len(charges), "error": type(exc).__name__},

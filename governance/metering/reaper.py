@@ -1,31 +1,27 @@
 """The lease reaper: settles the reservations of gateway processes that died holding them.
 
-Every gateway worker runs one thread for this (``start``, from gunicorn's ``post_worker_init``;
-``governance.metering.counters.leases`` explains the leases). Each second it:
+One thread per gateway worker (``start``, from gunicorn's ``post_worker_init``; the leases are
+described in ``governance.metering.counters.leases``). Every ``TICK_SECONDS`` it
 
-1. looks at the other lease files of its database and hot counters on this host and takes the
-   lock of any whose owner has died (SIGKILL, out of memory: the kernel dropped the owner's lock),
-   then settles all that owner's reservations: the ones in the file (local table), its Redis lease
-   hash and its ``CounterLease`` rows. The file's marks say whether each request had started its
-   upstream call; a dead worker is usually reaped by its replacement within a second or two. While
-   this host has ledger journals not yet replayed (``governance.metering.journal``), it waits: their settles
-   charge what the requests really used, and remove the leases;
+1. claims the lease files of this host's dead owners (a non-blocking ``flock`` succeeds: the kernel
+   dropped the owner's lock) and settles all their reservations: the ones in the file (local
+   table), in the owner's Redis lease hash and in its ``CounterLease`` rows. The file's marks say
+   whether each request had started its upstream call. It leaves the files alone while this host
+   has ledger journals not yet replayed (``journal.pending``): their settles charge what the
+   requests really used, and remove the leases;
 2. every third of ``GOVERNANCE_LEASE_SECONDS``: renews its own registration (Redis) and the expiry
-   of its own database leases, and reaps owners of other hosts whose registration or leases have
-   expired (their marks are out of reach: charged as reached, ``upstream_reached`` unknown).
+   of its own database leases (:func:`heartbeat`), and reaps owners of other hosts whose
+   registration or leases have expired (marks out of reach: ``upstream_reached`` unknown).
 
-A reaped reservation gets a UsageRecord with status 0 (``ledger.REAPED_STATUS``): if the upstream
-had been reached (or that is unknown) it is charged its reservation (worst-case cost and tokens,
-one request), else it costs nothing and gives its request slot back. Settling goes through
-``enforcement.settle_many`` like any other settle, so windows, rebuilds and "exactly once" follow
-the usual rules (see ``governance.metering.ledger``).
+A reaped reservation gets a UsageRecord with status ``ledger.REAPED_STATUS`` (0): charged its
+reservation (worst-case cost and tokens, one request) if the upstream had been reached or that is
+unknown, else released. Settling goes through ``enforcement.settle_many`` (``reaped``), so windows,
+rebuilds and "exactly once" follow the ledger's rules.
 
-Accepted, bounded imprecision: a process on another host that is alive but cannot renew its
-registration for ``GOVERNANCE_LEASE_SECONDS`` (cut off from Redis or the database that long) has
-its open reservations settled at their worst case; its own settles then find them settled and
-change nothing, so each request is still counted once, at its reservation. Redis leases lost with
-Redis's data (a restart) are not reaped: their reservations went with them, and such a request has
-no UsageRecord.
+Accepted imprecision: a live process on another host that cannot renew its registration for
+``GOVERNANCE_LEASE_SECONDS`` has its open reservations settled at their worst case (its own late
+settles then change nothing, so each request still counts once). Redis leases lost with Redis's
+data are not reaped: their reservations went with them, and such a request has no UsageRecord.
 """
 
 from __future__ import annotations
@@ -124,7 +120,7 @@ def run_once(*, remote: bool = True, now: datetime | None = None) -> int:
     settled = 0
     # Usage journaled while the database was away (``governance.metering.journal``) is replayed first: it holds
     # what this host's dead processes really used, where reaping would charge the worst case.
-    from governance.metering import journal  # the proxy builds on governance, not the other way round
+    from governance.metering import journal
 
     journaled = journal.pending()
     for path in sorted(own.directory.glob(f"*{lease_store.SUFFIX}")):

@@ -1,29 +1,21 @@
 """Immutable, process-cached snapshots of the configuration the inference hot path reads.
 
-Three caches, each a plain dict in this process:
+Three caches, plain dicts in this process: **virtual keys** by the digest of the presented value
+(:class:`VirtualKeySnapshot`: its provider configs and the budgets/rate limits on its path, in four
+queries), **providers** with their keys (values decrypted here, in memory only, never logged; two
+queries) and **model prices** (one query). A cached virtual key costs the hot path no query.
 
-- **virtual keys**, by the digest of the presented value: a :class:`VirtualKeySnapshot` with its
-  provider configs and the budgets/rate limits on its path (provider config -> VK -> team ->
-  customer), loaded in four queries;
-- **providers** with their keys (values decrypted here, in memory only, never logged), two queries;
-- **model prices**, one query.
+Invalidation:
 
-A cached virtual key costs the hot path no query at all.
-
-Invalidation rule (what an operator can rely on):
-
-1. In the process that made a change, it is immediate: ``governance.signals`` clears every cache
-   on ``post_save`` / ``post_delete`` / ``m2m_changed`` of the configuration models, and again
-   when the transaction commits (so a reader that loaded the old rows mid-transaction cannot
-   re-cache them: each load checks a generation number bumped by every invalidation).
-2. Every other worker and process, on this host or another, sees the change on its next request:
-   after the commit ``governance.metering.freshness`` moves the shared configuration generation, and every
-   inference request compares it with the generation its caches were taken at (one shared-memory
-   read in embedded mode; in the Redis round trip the request already makes in production).
-3. Entries also expire after ``GOVERNANCE_CONFIG_CACHE_SECONDS`` (default 5 s), a backstop for a
-   process killed between its commit and the generation bump. When an entry expires, one thread
-   reloads it while the others keep answering from the expired copy for the few milliseconds the
-   reload takes (rather than every busy thread querying at once).
+1. :func:`invalidate` (``governance.signals`` calls it on every configuration change) drops this
+   process's caches at once and again when the transaction commits, then ``freshness.changed``
+   moves the shared generation so that every other process drops its own
+   (:func:`invalidate_local`) on its next request. One bump per transaction, however many rows.
+2. Each load checks a generation number bumped by every invalidation, so a reader that loaded the
+   old rows mid-transaction cannot re-cache them.
+3. Entries expire after ``GOVERNANCE_CONFIG_CACHE_SECONDS`` (default 5 s; 0 never serves a cached
+   copy), a backstop for a lost generation bump. When an entry expires, one thread reloads it while
+   the others keep answering from the expired copy for the few milliseconds the reload takes.
 
 Unknown values are not cached, so a key created in one worker works in all of them at once.
 Budget and rate-limit *usage* is not part of a snapshot (it lives in the counters); counters

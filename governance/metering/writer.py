@@ -1,41 +1,29 @@
-"""Writes usage rows to the database, in the request thread or in batches from a writer thread.
+"""The worker's usage writer: plain usage rows and governed settlements, batched off the request thread.
 
-By default ``record`` inserts at once (one query, in the caller's thread). Under gunicorn the
-worker starts a writer thread (``start_writer`` from ``gunicorn.conf.py``): ``record`` then only
-queues the row and the thread inserts whatever has queued with one statement, so a burst
-of requests costs one INSERT instead of one each. The queue is drained when the worker exits
-(``flush`` from gunicorn's ``worker_exit`` hook, also on SIGTERM), so stopping a worker loses no
-usage. Accepted imprecision: a worker killed with SIGKILL or crashing loses the rows of requests
-without limits still queued: those of the last ``WINDOW_SECONDS`` (20 ms) plus the write in
-progress. A failed write (database briefly unreachable) is retried with back-off, never dropped.
+Without ``start_writer`` (tests, shell, commands) ``record`` inserts at once and ``settle`` calls
+``enforcement.settle_many`` at once. Under gunicorn (``start_writer`` from ``post_worker_init``) both
+only queue: a writer thread inserts rows and a settler thread settles, each taking whatever arrived
+within ``WINDOW_SECONDS`` (20 ms, up to ``BATCH``) as one batch, so a burst costs one INSERT, or
+one row lock and one commit per shared budget, instead of one each. Rules:
 
-Requests that carry budgets or rate limits are settled through ``governance.metering.enforcement`` (ledger
-rows + counter catch-up in one transaction). Under gunicorn ``settle`` only queues the
-settlement: a settler thread takes whatever finished in the last ``WINDOW_SECONDS`` and settles
-it as one batch (``enforcement.settle_many``), so requests sharing a budget cost one row lock and
-one commit per batch instead of one each, and the request thread is free the moment the answer
-is sent. ``flush`` drains this queue too. Until its settle has run, a request keeps its
-worst-case reservation: a delay errs towards refusing, never towards overshooting. If the worker
-dies before (SIGKILL, out of memory), that reservation is leased to it, and the lease reaper of
-another worker settles it at its worst case, with a UsageRecord of status 0 (``governance.metering.reaper``):
-nothing stays counted for a request that no longer exists, and nothing is counted twice. While the
-database cannot be reached, a batch is retried with back-off (nothing of it is settled until the
-database takes all of it), so a database outage delays usage rows but loses none; a batch that
-fails for any other reason is logged in full for replay and dropped.
+- **Never dropped while the database is away**: a batch it cannot take (rows: ``DatabaseError``;
+  settlements: ``OperationalError``/``InterfaceError``) is retried with back-off; until its settle
+  has run a request keeps its worst-case reservation (errs towards refusing). A batch that fails
+  for any other reason is logged (settlements in full, by the ledger) and let go, so that it cannot
+  block the ones behind it.
+- **Bounded memory**: at most ``BIFROST_LEDGER_MEMORY_ROWS`` rows and settlements are held (queued
+  or in a batch being written); past the bound ``record`` and ``settle`` append the entry to this
+  process's journal (``governance.metering.journal``) and return once it is on disk. A journal
+  thread per worker replays journals at start and every few seconds, each entry exactly once.
+- **Exit** (``flush`` from gunicorn's ``worker_exit``, SIGTERM included): the queues are drained;
+  what the database does not take is journaled, and a batch still in its hands after
+  ``IN_FLIGHT_GRACE_SECONDS`` is journaled as ``maybe`` (replayed without double counting).
+- **Rows** are idempotent on ``request_id``; a reference deleted while its request was in flight
+  is cleared, as ``ON DELETE SET NULL`` would.
 
-**Bounded memory.** A worker holds at most ``BIFROST_LEDGER_MEMORY_ROWS`` usage rows and
-settlements in memory (queued, or in a batch being written), however long the database is away.
-Past the bound, ``record`` and ``settle`` append the entry to the process's local journal
-(``governance.metering.journal``: ``BIFROST_DATA_DIR/ledger-journal/``, fsync'd in batches, the calling thread
-waits for the disk) instead of queueing it. A journal thread per worker replays journals (its own
-once spilling has stopped, and those of processes that died or exited) at start and every few
-seconds once the database answers, each entry exactly once (see ``governance.metering.journal``). On exit
-(``flush``, SIGTERM) a backlog the database does not take is journaled instead of being lost; a
-batch still in the database's hands after a short grace is journaled as ``maybe`` (the replay
-then settles it without double-counting, whether or not that last attempt committed). Accepted
-imprecision: SIGKILL loses what the worker held in memory, at most the bound (the last few ms of
-usage while the database answers); for governed requests that means their actual amounts: the
-lease reaper charges their reservations instead.
+Accepted imprecision: SIGKILL loses what the worker held in memory: the last ``WINDOW_SECONDS`` of
+rows plus the write in progress while the database answers, at most the bound during an outage.
+For governed requests that means their actual amounts: the lease reaper charges their reservations.
 """
 
 from __future__ import annotations

@@ -2,33 +2,28 @@
 
 ``GOVERNANCE_COUNTERS`` (see settings):
 
-- ``auto`` (default) — the hot counters live in **Redis** when ``REDIS_URL`` is set
+- ``auto`` (default): the hot counters live in **Redis** when ``REDIS_URL`` is set
   (``RedisCounters``: shared by every worker and host); otherwise, on SQLite, in the **local**
   table shared by the processes of this host (``LocalCounters``: the embedded mode); otherwise
-  (PostgreSQL without Redis, possibly several hosts) in the **database** rows. **When the hot
-  counters cannot be used (Redis unreachable, local table full), enforcement falls back to the
-  database counters** (slower, still exact: the rows are kept up to date by the ledger on every
-  settle). When they answer again, the first process that fell back bumps the epoch so every hot
-  counter is rebuilt from the database.
-- ``redis`` — Redis only: **when Redis is unreachable, requests are refused with 503**
+  (PostgreSQL without Redis, possibly several hosts) in the **database** rows.
+- ``redis``: Redis only; **when Redis is unreachable, requests are refused with 503**
   ``governance_unavailable`` (fail closed) instead of falling back, for operators who prefer
-  refusing to the small cross-host imprecision of a partial outage (see
-  ``governance.metering.enforcement``).
-- ``local`` — the local table, whatever the database; only correct when every gateway process
+  refusing to the small cross-host imprecision of a partial outage.
+- ``local``: the local table, whatever the database; only correct when every gateway process
   sharing the database runs on this host (the table is a file beside SQLite, or, for PostgreSQL,
-  in ``BIFROST_DATA_DIR``). Falls back to the database counters like ``auto``.
-- ``database`` — counters live in the Budget/RateLimit rows (``DatabaseCounters``): one short
+  ``BIFROST_DATA_DIR/counters.table``).
+- ``database``: counters live in the Budget/RateLimit rows (``DatabaseCounters``): one short
   row-locked transaction per check.
 
-If the database is unreachable too (or in ``database`` mode), the answer is 503; enforcement
-never lets a request through unchecked and never answers 500.
+**Fallback** (every mode but ``redis``): when the hot counters cannot be used (Redis unreachable,
+local table full or unusable), admission uses the database counters (slower, still exact: the
+ledger keeps the rows up to date on every settle). A process that fell back bumps the epoch on its
+first successful contact, so every hot counter is rebuilt from the database. If the database is
+unreachable too, the answer is 503: never open, never 500.
 
 Every backend exposes ``admit(request_id=, counters=, estimated_cost=, estimated_tokens=, now=,
-lease=)`` returning an ``Admission`` or a list of ``Violation``; settling goes through
-``governance.metering.ledger`` (database rows) and, for hot admissions, the hot backend's ``settle``.
-Each backend files the reservation's lease (``governance.metering.counters.leases``) in the same atomic
-step as the reservation, so the reservations of a process that dies get settled by the lease
-reaper (``governance.metering.reaper``).
+lease=)`` returning an ``Admission`` or a list of ``Violation``, and files the reservation's lease
+(``counters.leases``) in the same atomic step as the reservation.
 """
 
 from __future__ import annotations

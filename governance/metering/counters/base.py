@@ -1,9 +1,9 @@
 """What every counter backend shares: counters, admissions, rejections and their messages.
 
-A request's budgets and rate limits become a list of :class:`Counter` objects, one per thing
-that is counted (a budget's dollars, a rate limit's tokens, a rate limit's requests), in the
-fixed path order provider config -> VK -> team -> customer. A backend checks all of them and
-reserves on all of them in one atomic step, or on none.
+``build_counters`` turns a request's budgets and rate limits into :class:`Counter` objects, one per
+thing that is counted (a budget's dollars, a rate limit's tokens, a rate limit's requests): rate
+limits first, then budgets, each in path order (provider config -> VK -> team -> customer). A
+backend checks all of them and reserves on all of them in one atomic step, or on none.
 
 Check rules (the same in every backend):
 
@@ -18,7 +18,8 @@ Check rules (the same in every backend):
   own size, which the SPEC's ``1500/1000`` message shows.
 
 Usage includes the reservations of requests in flight; settling replaces a reservation by the
-actual amount.
+actual amount. :func:`rejection_for` names every refusing counter in one 402/429 answer;
+:data:`UNAVAILABLE` is the 503 when no backend can check.
 """
 
 from __future__ import annotations

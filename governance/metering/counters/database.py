@@ -1,17 +1,19 @@
-"""Database counters: the embedded default and the fallback when Redis is unreachable.
+"""Database counters, in the Budget and RateLimit rows: the fallback of every mode but ``redis``.
 
-Check-and-reserve is one short transaction: lock every row on the path in the fixed order,
-compute each window, check every counter, and reserve on all of them or none. The transaction
-ends before the proxy calls upstream; settling is a second short transaction (in
-``governance.metering.ledger``). Works on SQLite (IMMEDIATE transactions serialise writers, queued fairly
-by ``governance.metering.sqlite_lock``) and PostgreSQL (row locks).
+They are also the primary counters of PostgreSQL without Redis and of ``GOVERNANCE_COUNTERS=database``.
+Check-and-reserve is one short transaction: lock every row on the path in the fixed order
+(``counters.rows``), compute each window, check every counter, and reserve on all of them or none
+(a row deleted since the caller's snapshot is not enforced). The transaction ends before the proxy
+calls upstream; settling is a second short transaction (in ``governance.metering.ledger``). On
+SQLite IMMEDIATE transactions serialise writers, queued fairly by ``governance.metering.sqlite_lock``;
+on PostgreSQL the row locks queue them.
 
 A reservation is kept in ``current_usage`` itself, so usage read from the database includes the
 requests in flight. The same transaction writes the reservation's lease (a ``CounterLease`` row,
-see ``governance.metering.counters.leases``), which the settle transaction deletes: if the worker dies in
-between (SIGKILL, out of memory), the lease reaper settles the reservation once the owner is known
-dead, instead of it standing until the window resets. The lease row's delete is also what makes
-a settle count once: the ledger charges a database admission only if it deleted its lease.
+after the row locks, so its id is ordered against a hot copy's rebuild), which the settle
+transaction deletes: if the worker dies in between, the lease reaper settles the reservation. The
+lease row's delete is also what makes a settle count once: the ledger charges a database admission
+only if it deleted its lease.
 """
 
 from __future__ import annotations

@@ -1,46 +1,39 @@
 """Leases: every reservation names the process holding it, so a dead process's reservations get settled.
 
-A reservation (``governance.metering.enforcement.admit``) used to stand until its window reset when the
-worker holding it died between admit and settle (SIGKILL, out of memory): a monthly budget carried
-a phantom reservation for a month, a request limit refused for requests that no longer existed.
-Now every admission holds a **lease** that its settle removes, and a reservation whose owner is
-dead is settled by the lease reaper (``governance.metering.reaper``) within a bounded time.
+Every admission holds a **lease** that its settle removes; the lease reaper
+(``governance.metering.reaper``) settles the reservations whose owner is dead.
 
-- **Owner.** Each process that admits is an *owner* (``<host>-<pid>-<random>``) with a **lease
-  file** in the lease directory of its database and hot counters (``<sqlite file>.leases/<counters>/``
-  or ``BIFROST_DATA_DIR/leases/<database>/<counters>/``, ``<counters>`` being ``local``,
-  ``database`` or ``redis-<url hash>``): a sparse memory-mapped file of slots, one per open
-  admission, that the owner keeps ``flock``-ed for its whole life. The kernel drops the lock when
-  the process dies, SIGKILL included, so another process on the host knows *for certain* that the
-  owner is dead the moment a non-blocking ``flock`` succeeds: no heartbeat to wait for, no pid
-  reuse to fear. Owners on other hosts (production mode) are judged by a heartbeat instead: the
-  lease thread re-registers its owner in Redis (``bf:gov:owners``, a sorted set scored by expiry)
-  and renews its database leases' ``expires_at`` every third of ``GOVERNANCE_LEASE_SECONDS``.
-- **Where the lease lives** is where the reservation lives, written in the same atomic step:
-  inside the admit Lua script for Redis (``HSET bf:gov:lease:<owner> <request id> <payload>``) and
-  removed by the settle script (``HDEL``: no extra round trip); in the owner's slot, inside the
-  local table's critical section, for the host-local table; a ``CounterLease`` row in the admit
-  transaction, deleted in the settle transaction, for the database counters. The payload holds
-  what settling needs: counters, the windows reserved in, estimates and the request's ledger fields.
-- **Was the upstream reached?** The request thread marks its slot ``CALLED`` (one byte in its own
-  mapped file) just before the upstream call. The reaper on the same host reads the mark: marked ->
-  settled at its reservation (worst-case cost and tokens, one request); not marked -> released. A
-  reaper on another host cannot read it and charges the reservation (``upstream_reached`` unknown
-  in the record): the conservative default. A worker killed while *connecting* counts as reached.
+- **Owner.** Each process that admits (``<host>-<pid>-<random>``) keeps a **lease file** ``flock``-ed
+  for its whole life: a sparse memory-mapped file of ``SLOTS`` slots, one per open admission, in
+  ``<sqlite file>.leases/<counters>/`` or ``BIFROST_DATA_DIR/leases/<database>/<counters>/``
+  (``<counters>``: ``local``, ``database`` or ``redis-<url hash>``). The kernel drops the lock when
+  the process dies, SIGKILL included, so on the same host a successful non-blocking ``flock``
+  proves the owner dead: no heartbeat to wait for, no pid reuse to fear. Owners on other hosts are
+  judged by a heartbeat: the reaper thread re-registers its owner in Redis (``bf:gov:owners``, a
+  sorted set scored by expiry) and renews its database leases' ``expires_at`` every third of
+  ``GOVERNANCE_LEASE_SECONDS``.
+- **Where the lease lives** is where the reservation lives, written in the same atomic step: in the
+  admit Lua script (``HSET bf:gov:lease:<owner> <request id> <payload>``, removed by the settle
+  script), in the owner's slot inside the local table's critical section, or as a ``CounterLease``
+  row in the admit transaction (deleted in the settle transaction). The payload holds what
+  settling needs: counters, the windows reserved in, estimates and the request's ledger fields.
+- **Was the upstream reached?** The request thread marks its slot ``CALLED`` just before the
+  upstream call. A reaper on the same host reads the mark: marked -> charged its reservation
+  (worst-case cost and tokens, one request); not marked -> released. A reaper on another host
+  cannot read it and charges (``upstream_reached`` unknown). A worker killed while *connecting*
+  counts as reached.
 - **Exactly once.** The ledger's unique ``request_id`` decides the database side: whoever writes the
   UsageRecord (the owner's settle, a journal replay or the reaper) charges the rows. The lease
   decides the hot side: the reaper applies the record's amounts only if it removes the lease, and
   leaves a tombstone (``bf:gov:reaped:<request id>``) so that a late settle of the same request
   does not apply them again.
 
-Accepted, bounded imprecision: a process killed inside the few-microsecond critical section of an
-admit or settle on the local table can leave the slot and the counters out of step (as a kill
-there already could leave a multi-counter reservation half-made); a process with more than
-``SLOTS`` open admissions admits the rest without a local slot (no mark: reaped as reached; in
-embedded mode, no lease: as before, counted until the window resets), logged; so does a process
-that cannot create its lease file (logged at start). A database admission whose worker dies
-between its settle's commit and the settle of the hot copy leaves the hot copy short of that
-request's amount until the next rebuild (the rows and the ledger have it), as before.
+Accepted, bounded imprecision: a kill inside the few-microsecond critical section of a local-table
+admit or settle can leave the slot and the counters out of step; a process past ``SLOTS`` open
+admissions, or without a lease file, admits without a local slot (logged; no mark: reaped as
+reached; with the local table, no lease at all: counted until the window resets); a database
+admission whose worker dies between its settle's commit and the hot copy's settle leaves the hot
+copy short of that request's amount until the next rebuild (the rows and the ledger have it).
 """
 
 from __future__ import annotations

@@ -1,25 +1,23 @@
 """Host-local hot counters: the Redis backend's rules, run in Python over a shared file.
 
 The embedded mode's counters (``GOVERNANCE_COUNTERS=local``, and ``auto`` on SQLite without
-``REDIS_URL``). Every worker and thread of every gateway process on the host that uses the same
-SQLite database shares one table (``governance.metering.counters.local_store``), so a request limit of N
-admits exactly N requests across all of them, as Redis does across hosts. Check-and-reserve is one
-short critical section with no database access; settling runs on the settler thread after the
-answer, like the Redis backend's: the ledger brings the database rows up to date first, then the
-hot copy is settled.
+``REDIS_URL``), shared by every worker and thread of every gateway process on the host that uses
+the same database (``governance.metering.counters.local_store``), so a request limit of N admits
+exactly N requests across all of them. Check-and-reserve is one short critical section with no
+database access.
 
 The three operations below are line-for-line ports of the Lua scripts in
-``governance.metering.counters.lua`` (same arguments, same replies, same window, rebuild, watermark and
-epoch rules), so everything ``RedisCounters`` builds on them (rebuild from the database when a
+``governance.metering.counters.lua`` (same arguments, same replies, same window, rebuild, watermark
+and epoch rules), so everything ``RedisCounters`` builds on them (rebuild from the database when a
 counter is missing, settle after a rebuild, live reads, resets, epochs) holds unchanged. Python
 integers are exact, so there is no double-precision ceiling here. The one difference is where
-the lease lives (``governance.metering.counters.leases``): in the owner's lease file, written and cleared
-inside the same critical section as the counters, and a dead owner is known for certain (its
-file lock is free), so no tombstone is needed.
+the lease lives (``governance.metering.counters.leases``): in the owner's lease file, written and
+cleared inside the same critical section as the counters, and a dead owner is known for certain
+(its file lock is free), so no tombstone is needed.
 
-When the table cannot serve a call (full, or its file unusable), the backend is marked down for a
-second and enforcement falls back to the database counters (still exact); on recovery the epoch
-is bumped so every hot counter is rebuilt from the database, as after a Redis outage.
+When the table cannot serve a call (full, or its file unusable), the backend is marked down for
+``RETRY_SECONDS`` and admission falls back to the database counters (still exact); on recovery
+the epoch is bumped so every hot counter is rebuilt from the database, as after a Redis outage.
 """
 
 from __future__ import annotations

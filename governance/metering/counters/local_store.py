@@ -3,7 +3,8 @@
 The embedded mode's hot counters (``governance.metering.counters.local_backend``) live here instead of in
 Redis: the same records (usage, window anchor, generation, epoch, watermark, expiry) under the
 same rules, read and written by every gunicorn worker and thread of every gateway process that
-uses the same SQLite database. The file sits beside that database (``<database>.counters``).
+uses the same database. The file sits beside the SQLite database (``<database>.counters``), or is
+``BIFROST_DATA_DIR/counters.table`` for PostgreSQL (``counters.local_table_path``).
 
 - **Atomic**: every operation runs under an exclusive ``flock`` on the file. Each thread opens its
   own descriptor (``flock`` treats each open file description as a holder), so the lock excludes

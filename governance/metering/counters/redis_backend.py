@@ -7,13 +7,13 @@
 - **Backed by the database**: a counter missing from Redis (restart, eviction, TTL, manual reset)
   is rebuilt from its database row on first use, never started at zero. The ledger brings the
   rows up to date on every settle, so the rebuild sees all settled usage; a settle racing with a
-  rebuild is counted exactly once (watermark, see ``_rebuild``). Reservations of requests in
-  flight at the instant of a rebuild are not in the copy: those requests settle their actual
-  amount onto the rebuilt counter, and until then the counter is short by their estimates
-  (bounded by what was in flight; documented in ``governance.metering.enforcement``). That includes
-  *database* admissions (made while Redis was unreachable): their reservations are in the rows,
-  so the rebuild subtracts them (their leases say which); copying them, as it used to, counted
-  such a request twice once it settled its actual amount on top.
+  rebuild is counted exactly once (watermark, see ``_rebuild``). The rows also hold the
+  reservations of *database* admissions still in flight (made while Redis was unreachable): the
+  rebuild subtracts them (their leases say which), or such a request would count twice once it
+  settles its actual amount on top.
+- **Accepted imprecision**: reservations of hot admissions in flight at the instant of a rebuild
+  are not in the copy; those requests settle their actual amount onto the rebuilt counter, and
+  until then the counter is short by their estimates (bounded by what was in flight).
 - **Leases** (``governance.metering.counters.leases``): the admit script files the reservation under its
   request id in the owner's lease hash and the settle script removes it, in the same round trips;
   ``heartbeat``, ``expired_owners``, ``leases_of`` and ``drop_owner`` serve the lease reaper.
