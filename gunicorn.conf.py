@@ -5,11 +5,8 @@ Chosen for a small machine (measured on 2 cores, see bench/README.md):
 - one worker per core, 16 threads each;
 - ``worker_connections`` bounded, so the kernel spreads keep-alive clients over all workers
   instead of one worker accepting every connection and halving throughput;
-- usage rows are written by a per-worker writer thread in batches (``governance.metering.writer``) and the
-  queue is drained when a worker exits (including on SIGTERM), or journaled to
-  ``BIFROST_DATA_DIR/ledger-journal`` while the database is away (``governance.metering.journal``);
-- a per-worker lease thread (``governance.metering.reaper``) keeps this worker's reservations alive and
-  settles those of dead workers (a SIGKILL-ed worker's are settled by its replacement).
+- each worker starts the metering threads (``governance.metering.writer`` and ``.reaper``) once it
+  is up and drains them when it exits, SIGTERM included.
 """
 
 from __future__ import annotations
