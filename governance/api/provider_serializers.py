@@ -25,14 +25,16 @@ class StrictRegexField(_StrictText, serializers.RegexField):
     pass
 
 
-def _strict_bool(value, field: str) -> bool:
+def _strict_bool(value: object) -> bool:
+    # Raised from a ``validate_<field>`` method: DRF files the message under that field already.
     if not isinstance(value, bool):
-        raise serializers.ValidationError({field: ["must be true or false"]})
+        raise serializers.ValidationError("must be true or false")
     return value
 
 
 class NetworkConfigInput(serializers.Serializer):
-    base_url = StrictURLField(max_length=500)
+    # Required on create only (``ProviderInput.validate``): an update patches, field by field.
+    base_url = StrictURLField(max_length=500, required=False)
     default_request_timeout_in_seconds = StrictFloatField(min_value=0.1, max_value=3600, required=False)
     extra_headers = serializers.DictField(
         child=StrictCharField(allow_blank=True, max_length=MAX_HEADER_VALUE), required=False
@@ -66,6 +68,8 @@ class ProviderInput(serializers.Serializer):
             raise serializers.ValidationError({"provider": ["This field is required."]})
         if creating and "network_config" not in attrs:
             raise serializers.ValidationError({"network_config": ["This field is required."]})
+        if creating and not attrs["network_config"].get("base_url"):
+            raise serializers.ValidationError({"network_config": {"base_url": ["This field is required."]}})
         return attrs
 
 
@@ -79,7 +83,7 @@ class ProviderKeyInput(serializers.Serializer):
     enabled = serializers.JSONField(required=False)
 
     def validate_enabled(self, value):
-        return _strict_bool(value, "enabled")
+        return _strict_bool(value)
 
     def validate_models(self, value: list[str]) -> list[str]:
         if "*" in value and len(value) > 1:

@@ -56,6 +56,7 @@ def test_api_format_defaults_to_anthropic_for_the_anthropic_provider(alice_api):
             "network_config.default_request_timeout_in_seconds",
         ),
         ({"provider": "openai"}, "network_config"),
+        ({**BODY, "network_config": {"default_request_timeout_in_seconds": 5}}, "network_config.base_url"),
         (
             {**BODY, "network_config": {"base_url": "http://127.0.0.1:1", "extra_headers": {"bad name": "v"}}},
             "network_config.extra_headers",
