@@ -45,10 +45,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from governance.durations import validate_duration
-from governance.keys import digest, last_four, new_virtual_key_value
-from governance.models import Budget, Customer, Provider, ProviderConfig, ProviderKey, RateLimit, Team, VirtualKey
+from governance.models import Customer, Provider, ProviderKey, Team, VirtualKey
 from governance.models.providers import ApiFormat, default_api_format, extra_header_problem
-from governance.services.validation import check
+from governance.services import imports
 
 NAMESPACE = uuid.UUID("5b0f7f7e-6a43-4b52-9d59-1f0c1b7c2f11")
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
@@ -455,134 +454,97 @@ def _exists(model, kind: str, ref: Any, in_file: dict) -> bool:
     return str(ref) in in_file or model.objects.filter(pk=stable_id(kind, ref)).exists()
 
 
-def _upsert(model, pk: uuid.UUID, values: dict, result: ImportResult, kind: str, path: str, plan: _Plan):
-    plan.current_path = path
-    obj = model.objects.filter(pk=pk).first()
-    created = obj is None
-    obj = obj or model(pk=pk)
-    for name, value in values.items():
-        setattr(obj, name, value)
-    check(obj)
-    obj.save()
-    result.count(kind, created)
-    return obj
-
-
 def _apply(plan: _Plan) -> ImportResult:
     result = ImportResult(ignored=list(plan.ignored))
     providers: dict[str, Provider] = {}
     for spec in plan.providers:
         plan.current_path = spec["path"]
-        provider = Provider.objects.filter(name=spec["name"]).first()
-        created = provider is None
-        provider = provider or Provider(name=spec["name"])
-        provider.api_format = spec["api_format"]
-        provider.base_url = spec["base_url"] or provider.base_url
-        if spec["timeout"] is not None:
-            provider.timeout_seconds = spec["timeout"]
-        provider.extra_headers = spec["extra_headers"]
-        check(provider)
-        provider.save()
+        provider, created = imports.provider_import(
+            name=spec["name"],
+            api_format=spec["api_format"],
+            base_url=spec["base_url"],
+            timeout_seconds=spec["timeout"],
+            extra_headers=spec["extra_headers"],
+        )
         result.count("providers", created)
         providers[provider.name] = provider
         for key_spec in spec["keys"]:
             plan.current_path = key_spec["path"]
-            key = ProviderKey.objects.filter(provider=provider, name=key_spec["name"]).first()
-            key_created = key is None
-            key = key or ProviderKey(provider=provider, name=key_spec["name"])
-            key.set_value(key_spec["value"])
-            key.models = key_spec["models"] if key_spec["models"] is not None else ["*"]
-            key.weight = key_spec["weight"] if key_spec["weight"] is not None else 1.0
-            key.enabled = key_spec["enabled"]
-            check(key)
-            key.save()
+            _key, key_created = imports.provider_key_import(
+                provider=provider,
+                name=key_spec["name"],
+                value=key_spec["value"],
+                models=key_spec["models"],
+                weight=key_spec["weight"],
+                enabled=key_spec["enabled"],
+            )
             result.count("provider_keys", key_created)
 
     owners: dict[tuple[str, str], Any] = {}
     for spec in plan.customers:
-        owners[("customer", spec["id"])] = _upsert(
-            Customer, stable_id("customer", spec["id"]), {"name": spec["name"]}, result, "customers", spec["path"], plan
-        )
+        plan.current_path = spec["path"]
+        customer, created = imports.customer_import(pk=stable_id("customer", spec["id"]), name=spec["name"])
+        result.count("customers", created)
+        owners[("customer", spec["id"])] = customer
     for spec in plan.teams:
-        customer = Customer.objects.get(pk=stable_id("customer", spec["customer_id"])) if spec["customer_id"] else None
-        owners[("team", spec["id"])] = _upsert(
-            Team,
-            stable_id("team", spec["id"]),
-            {"name": spec["name"], "customer": customer},
-            result,
-            "teams",
-            spec["path"],
-            plan,
+        plan.current_path = spec["path"]
+        team, created = imports.team_import(
+            pk=stable_id("team", spec["id"]), name=spec["name"], customer=_customer(spec["customer_id"])
         )
+        result.count("teams", created)
+        owners[("team", spec["id"])] = team
     for spec in plan.virtual_keys:
         owners[("virtual_key", spec["id"])] = vk = _apply_virtual_key(spec, result, plan)
         for pc_spec in spec["provider_configs"]:
-            owners[("provider_config", pc_spec["config_id"])] = _apply_provider_config(vk, pc_spec, providers, plan)
+            plan.current_path = pc_spec["path"]
+            owners[("provider_config", pc_spec["config_id"])] = imports.provider_config_import(
+                vk=vk,
+                provider=providers.get(pc_spec["provider"]) or Provider.objects.get(name=pc_spec["provider"]),
+                weight=pc_spec["weight"],
+                allowed_models=pc_spec["allowed_models"],
+                key_names=pc_spec["key_names"],
+            )
 
     for kind, owner_id, ref, path in plan.budget_links:
+        plan.current_path = path
         budget_spec = plan.budgets[ref]
-        owner = owners[(kind, owner_id)]
-        values = {
-            "max_limit": budget_spec["max_limit"],
-            "reset_duration": budget_spec["reset_duration"],
-            "calendar_aligned": budget_spec["calendar_aligned"],
-            kind: owner,
-        }
-        # Usage and the window start are not in ``values``: a re-import never resets them.
-        _upsert(Budget, stable_id("budget", f"{ref}:{kind}:{owner_id}"), values, result, "budgets", path, plan)
-    for kind, owner_id, ref, path in plan.rate_limit_links:
-        spec = {k: v for k, v in plan.rate_limits[ref].items() if k != "path"}
-        owner = owners[(kind, owner_id)]
-        _upsert(
-            RateLimit,
-            stable_id("rate_limit", f"{ref}:{kind}:{owner_id}"),
-            {**spec, kind: owner},
-            result,
-            "rate_limits",
-            path,
-            plan,
+        # Usage and the window start are not written: a re-import never resets them.
+        _budget, created = imports.budget_import(
+            pk=stable_id("budget", f"{ref}:{kind}:{owner_id}"),
+            owner=owners[(kind, owner_id)],
+            max_limit=budget_spec["max_limit"],
+            reset_duration=budget_spec["reset_duration"],
+            calendar_aligned=budget_spec["calendar_aligned"],
         )
+        result.count("budgets", created)
+    for kind, owner_id, ref, path in plan.rate_limit_links:
+        plan.current_path = path
+        limits = {k: v for k, v in plan.rate_limits[ref].items() if k != "path"}
+        _rate_limit, created = imports.rate_limit_import(
+            pk=stable_id("rate_limit", f"{ref}:{kind}:{owner_id}"), owner=owners[(kind, owner_id)], **limits
+        )
+        result.count("rate_limits", created)
     return result
+
+
+def _customer(config_id: str | None) -> Customer | None:
+    return Customer.objects.get(pk=stable_id("customer", config_id)) if config_id else None
 
 
 def _apply_virtual_key(spec: dict, result: ImportResult, plan: _Plan) -> VirtualKey:
     plan.current_path = spec["path"]
-    pk = stable_id("virtual_key", spec["id"])
-    vk = VirtualKey.objects.filter(pk=pk).first()
-    created = vk is None
-    vk = vk or VirtualKey(pk=pk)
-    vk.name = spec["name"]
-    vk.description = spec["description"]
-    vk.is_active = spec["is_active"]
-    vk.allow_all_providers = spec["allow_all_providers"]
-    vk.team = Team.objects.get(pk=stable_id("team", spec["team_id"])) if spec["team_id"] else None
-    vk.customer = Customer.objects.get(pk=stable_id("customer", spec["customer_id"])) if spec["customer_id"] else None
-    if spec["value"]:
-        vk.value_digest, vk.value_last4 = digest(spec["value"]), last_four(spec["value"])
-    elif created:
-        value = new_virtual_key_value()
-        vk.value_digest, vk.value_last4 = digest(value), last_four(value)
-        result.generated_values[spec["name"]] = value
-    check(vk)
-    vk.save()
-    result.count("virtual_keys", created)
-    keep = {pc["provider"] for pc in spec["provider_configs"]}
-    ProviderConfig.objects.filter(virtual_key=vk).exclude(provider__name__in=keep).delete()
-    return vk
-
-
-def _apply_provider_config(vk: VirtualKey, spec: dict, providers: dict, plan: _Plan) -> ProviderConfig:
-    plan.current_path = spec["path"]
-    provider = providers.get(spec["provider"]) or Provider.objects.get(name=spec["provider"])
-    config = ProviderConfig.objects.filter(virtual_key=vk, provider=provider).first() or ProviderConfig(
-        virtual_key=vk, provider=provider
+    vk, created, generated = imports.virtual_key_import(
+        pk=stable_id("virtual_key", spec["id"]),
+        name=spec["name"],
+        description=spec["description"],
+        is_active=spec["is_active"],
+        allow_all_providers=spec["allow_all_providers"],
+        team=Team.objects.get(pk=stable_id("team", spec["team_id"])) if spec["team_id"] else None,
+        customer=_customer(spec["customer_id"]),
+        value=spec["value"],
+        providers={pc["provider"] for pc in spec["provider_configs"]},
     )
-    config.weight = spec["weight"]
-    config.allowed_models = spec["allowed_models"] if spec["allowed_models"] is not None else ["*"]
-    key_names = spec["key_names"] or []
-    config.allow_all_keys = key_names == ["*"]
-    check(config)
-    config.save()
-    names = [] if config.allow_all_keys else key_names
-    config.keys.set(ProviderKey.objects.filter(provider=provider, name__in=names))
-    return config
+    if generated is not None:
+        result.generated_values[spec["name"]] = generated
+    result.count("virtual_keys", created)
+    return vk

@@ -58,7 +58,8 @@ class Services:
 
     create: Callable[..., Any] | None = None
     update: Callable[..., Any] | None = None
-    delete: Callable[[Any], None] | None = None
+    delete: Callable[..., None] | None = None
+    instance: str = ""  # the keyword ``update`` and ``delete`` take the row by (``customer``, ``vk``...)
 
 
 class ServiceAdminMixin:
@@ -89,14 +90,14 @@ class ServiceAdminMixin:
     def save_model(self, request, obj, form, change):
         data = self.service_data(form, change)
         if change:
-            self.run_service(self.services.update, obj, **data)
+            self.run_service(self.services.update, **{self.services.instance: obj}, **data)
         else:
             adopt(obj, self.created(request, self.run_service(self.services.create, **data)))
 
     def delete_model(self, request, obj):
         if self.services.delete is None:
             return super().delete_model(request, obj)
-        return self.services.delete(obj)
+        return self.services.delete(**{self.services.instance: obj})
 
     def delete_queryset(self, request, queryset):
         if self.services.delete is None:
@@ -104,7 +105,7 @@ class ServiceAdminMixin:
         # A row at a time: each deletion is its own service call (locks, cascades, reconciling
         # the owner's list), which one bulk ``queryset.delete()`` would skip.
         for obj in queryset:
-            self.services.delete(obj)
+            self.services.delete(**{self.services.instance: obj})
         return None
 
     def run_service(self, func, *args: Any, **kwargs: Any) -> Any:

@@ -44,7 +44,7 @@ class CustomerAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, Gove
     readonly_fields = ["created_at", "updated_at"]
     inlines = [BudgetInline, RateLimitInline]
     actions = ["reset_budget_usage"]
-    services = Services(create=customer_create, update=customer_update, delete=customer_delete)
+    services = Services(create=customer_create, update=customer_update, delete=customer_delete, instance="customer")
     service_fields = ("name",)
 
     def get_queryset(self, request):
@@ -86,7 +86,7 @@ class TeamAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, Governan
     readonly_fields = ["created_at", "updated_at"]
     inlines = [BudgetInline, RateLimitInline]
     actions = ["reset_budget_usage"]
-    services = Services(create=team_create, update=team_update, delete=team_delete)
+    services = Services(create=team_create, update=team_update, delete=team_delete, instance="team")
     service_fields = ("name", "customer", "profile", "config", "claims")
 
     def get_queryset(self, request):

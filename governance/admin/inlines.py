@@ -119,9 +119,9 @@ class LimitsOwnerAdminMixin(ServiceAdminMixin):
     def save_formset(self, request, form, formset, change):
         owner = form.instance
         if formset.model is Budget:
-            self.run_service(budgets_reconcile, owner, budget_specs(formset))
+            self.run_service(budgets_reconcile, owner=owner, budgets=budget_specs(formset))
         elif formset.model is RateLimit:
-            self.run_service(rate_limit_apply, owner, rate_limit_spec(formset))
+            self.run_service(rate_limit_apply, owner=owner, spec=rate_limit_spec(formset))
         else:
             return super().save_formset(request, form, formset, change)
         record_changes(formset)

@@ -60,11 +60,11 @@ def _budget_delete(budget: Budget) -> None:
         {"max_limit": b.max_limit, "reset_duration": b.reset_duration, "calendar_aligned": b.calendar_aligned}
         for b in owner.budgets.exclude(pk=budget.pk)
     ]
-    budgets_reconcile(owner, remaining)
+    budgets_reconcile(owner=owner, budgets=remaining)
 
 
 def _rate_limit_delete(rate_limit: RateLimit) -> None:
-    rate_limit_apply(owner_of(rate_limit), {})
+    rate_limit_apply(owner=owner_of(rate_limit), spec={})
 
 
 class _ReadOnlyOverview(ServiceAdminMixin, GovernanceModelAdmin):
@@ -91,7 +91,7 @@ class BudgetAdmin(_ReadOnlyOverview):
     readonly_fields = fields
     ordering = ["-current_usage"]
     actions = ["reset_usage"]
-    services = Services(delete=_budget_delete)
+    services = Services(delete=_budget_delete, instance="budget")
 
     def limits_of(self, row) -> tuple[list, list]:
         return [row], []
@@ -122,7 +122,7 @@ class RateLimitAdmin(_ReadOnlyOverview):
         "usage",
     ]
     readonly_fields = fields
-    services = Services(delete=_rate_limit_delete)
+    services = Services(delete=_rate_limit_delete, instance="rate_limit")
 
     def limits_of(self, row) -> tuple[list, list]:
         return [], [row]

@@ -35,7 +35,7 @@ def _replace_without(pk, vk_id) -> None:
         specs = [
             {"mcp_client_name": c.mcp_client.name, "tools_to_execute": c.tools_to_execute} for c in rows if c.pk != pk
         ]
-        mcp_configs_replace(rows[0].virtual_key, specs)
+        mcp_configs_replace(vk=rows[0].virtual_key, configs=specs)
 
 
 def _mcp_config_delete(config: VirtualKeyMcpConfig) -> None:
@@ -57,7 +57,7 @@ class VirtualKeyMcpConfigAdmin(ServiceAdminMixin, GovernanceModelAdmin):
     search_fields = ["virtual_key__name", "mcp_client__name"]
     list_select_related = ["virtual_key", "mcp_client"]
     autocomplete_fields = ["virtual_key", "mcp_client"]
-    services = Services(delete=_mcp_config_delete)  # saved by ``save_model`` below
+    services = Services(delete=_mcp_config_delete, instance="config")  # saved by ``save_model`` below
 
     @admin.display(description="tools to execute")
     def tools(self, config: VirtualKeyMcpConfig) -> str:
@@ -74,5 +74,5 @@ class VirtualKeyMcpConfigAdmin(ServiceAdminMixin, GovernanceModelAdmin):
         if change and vk.pk != form.initial.get("virtual_key"):
             # Moved to another key: take it off the old one too.
             self.run_service(_replace_without, obj.pk, form.initial.get("virtual_key"))
-        self.run_service(mcp_configs_replace, vk, specs)
+        self.run_service(mcp_configs_replace, vk=vk, configs=specs)
         adopt(obj, VirtualKeyMcpConfig.objects.get(virtual_key=vk, mcp_client=obj.mcp_client))

@@ -37,7 +37,7 @@ class ProviderAdmin(ServiceAdminMixin, GovernanceModelAdmin):
     list_display = ["name", "api_format", "base_url", "timeout_seconds", "keys"]
     list_filter = ["api_format"]
     search_fields = ["name", "base_url"]
-    services = Services(create=provider_create, update=provider_update, delete=provider_delete)
+    services = Services(create=provider_create, update=provider_update, delete=provider_delete, instance="provider")
     service_fields = ("base_url", "api_format", "timeout_seconds", "extra_headers")
     create_fields = ("name",)  # read-only once created
 
@@ -61,7 +61,9 @@ class ProviderKeyAdmin(ServiceAdminMixin, GovernanceModelAdmin):
     list_filter = ["provider", "enabled"]
     search_fields = ["name", "provider__name"]
     list_select_related = ["provider"]
-    services = Services(create=provider_key_create, update=provider_key_update, delete=provider_key_delete)
+    services = Services(
+        create=provider_key_create, update=provider_key_update, delete=provider_key_delete, instance="key"
+    )
     service_fields = ("name", "models", "weight", "enabled")
     create_fields = ("provider",)  # read-only once created
 
@@ -93,7 +95,7 @@ def _provider_config_delete(config: ProviderConfig) -> None:
         .exclude(pk=config.pk)
         .select_related("provider")
     ]
-    provider_configs_reconcile(config.virtual_key, specs)
+    provider_configs_reconcile(vk=config.virtual_key, configs=specs)
 
 
 @admin.register(ProviderConfig)
@@ -108,7 +110,7 @@ class ProviderConfigAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
     readonly_fields = ["virtual_key", "provider"]
     fields = ["virtual_key", "provider", "weight", "allowed_models", "allow_all_keys", "keys"]
     inlines = [BudgetInline, RateLimitInline]
-    services = Services(delete=_provider_config_delete)  # saved by ``save_model`` below
+    services = Services(delete=_provider_config_delete, instance="config")  # saved by ``save_model`` below
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("budgets")
@@ -142,7 +144,7 @@ class ProviderConfigAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
                     "key_ids": ["*"] if data.get("allow_all_keys") else [str(k.pk) for k in data.get("keys") or []],
                 }
             specs.append(spec)
-        self.run_service(provider_configs_reconcile, obj.virtual_key, specs)
+        self.run_service(provider_configs_reconcile, vk=obj.virtual_key, configs=specs)
         obj.refresh_from_db()
 
     def save_related(self, request, form, formsets, change):

@@ -114,7 +114,7 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
     ]
     inlines = [BudgetInline, RateLimitInline, ProviderConfigInline, McpConfigInline]
     actions = ["activate", "deactivate", "rotate", "reset_budget_usage"]
-    services = Services(create=virtual_key_create, update=virtual_key_update, delete=virtual_key_delete)
+    services = Services(create=virtual_key_create, update=virtual_key_update, delete=virtual_key_delete, instance="vk")
     service_fields = VK_FORM_FIELDS
 
     # --- list --------------------------------------------------------------------------------
@@ -195,7 +195,7 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
         vk = form.instance
         if formset.model is ProviderConfig:
             specs = [_provider_config_spec(f, formset) for f in live_forms(formset)]
-            self.run_service(provider_configs_reconcile, vk, specs)
+            self.run_service(provider_configs_reconcile, vk=vk, configs=specs)
         elif formset.model is VirtualKeyMcpConfig:
             specs = [
                 {
@@ -204,7 +204,7 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
                 }
                 for f in live_forms(formset)
             ]
-            self.run_service(mcp_configs_replace, vk, specs)
+            self.run_service(mcp_configs_replace, vk=vk, configs=specs)
         else:
             return super().save_formset(request, form, formset, change)
         record_changes(formset)
@@ -232,7 +232,7 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
         with transaction.atomic():
             keys = list(queryset)
             for vk in keys:
-                virtual_key_set_active(vk, active)
+                virtual_key_set_active(vk=vk, active=active)
         state = "activated" if active else "deactivated"
         self.message_user(request, f"{len(keys)} virtual key(s) {state}.", messages.SUCCESS)
 
@@ -251,7 +251,7 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
         secrets = []
         with transaction.atomic():
             for vk in keys:
-                value = virtual_key_rotate(vk)
+                value = virtual_key_rotate(vk=vk)
                 secrets.append({"label": vk.name, "value": value, "kind": "virtual key", "url": self._change_url(vk)})
         stash_secrets(request, secrets)
         self.message_user(
@@ -318,5 +318,5 @@ def reset_budgets(model_admin: admin.ModelAdmin, request: HttpRequest, budgets: 
     with transaction.atomic():
         rows = list(budgets)
         for budget in rows:
-            budget_reset_usage(budget)
+            budget_reset_usage(budget=budget)
     model_admin.message_user(request, f"Usage reset on {len(rows)} budget(s).", messages.SUCCESS)

@@ -28,7 +28,7 @@ class BudgetViewSet(viewsets.GenericViewSet):
     @extend_schema(parameters=[docs.ID_PARAM], request=None, responses=docs.BudgetMessageOut)
     @action(detail=True, methods=["post"])
     def reset(self, request: Request, pk: str) -> Response:
-        budget = services.budget_reset_usage(get_or_404(Budget.objects.all(), pk, "Budget not found"))
+        budget = services.budget_reset_usage(budget=get_or_404(Budget.objects.all(), pk, "Budget not found"))
         return Response(
             {"message": "Budget usage reset successfully", "budget": budget_json(budget, live_usage([budget], []))}
         )

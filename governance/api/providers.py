@@ -114,12 +114,14 @@ class ProviderDetailView(APIView):
         data = _validated(ProviderInput, request.data)
         if data.get("provider") not in (None, provider.name):
             raise field_error("provider", "a provider cannot be renamed")
-        provider = services.provider_update(provider, api_format=data.get("api_format"), **_network_changes(data))
+        provider = services.provider_update(
+            provider=provider, api_format=data.get("api_format"), **_network_changes(data)
+        )
         return Response({"message": "Provider updated successfully", "provider": provider_json(provider)})
 
     @extend_schema(operation_id="providers_destroy", responses={200: MessageOut})
     def delete(self, request: Request, name: str) -> Response:
-        services.provider_delete(provider_or_404(name))
+        services.provider_delete(provider=provider_or_404(name))
         return Response({"message": "Provider deleted successfully"})
 
 
@@ -172,12 +174,12 @@ class ProviderKeyDetailView(APIView):
         data = _validated(ProviderKeyInput, request.data)
         if "name" in data and data["name"] != key.name and provider.keys.filter(name=data["name"]).exists():
             raise field_error("name", f"key {data['name']!r} already exists for provider {provider.name!r}")
-        key = services.provider_key_update(key, **data)
+        key = services.provider_key_update(key=key, **data)
         return Response({"message": "Key updated successfully", "key": key_json(key, provider.name)})
 
     @extend_schema(operation_id="providers_keys_destroy", responses={200: MessageOut})
     def delete(self, request: Request, name: str, key_id: str) -> Response:
-        services.provider_key_delete(key_or_404(provider_or_404(name), key_id))
+        services.provider_key_delete(key=key_or_404(provider_or_404(name), key_id))
         return Response({"message": "Key deleted successfully"})
 
 

@@ -60,6 +60,7 @@ class EntityViewSet(viewsets.GenericViewSet):
     # ``governance.services.<service>_create`` / ``_update`` / ``_delete``, looked up on each call
     # (not bound at import) so that a patched service is the one called.
     service: ClassVar[str]
+    instance: ClassVar[str]  # the keyword ``_update`` and ``_delete`` take the row by
     # ``(obj, usage, **extra) -> dict``: the representation of one object.
     represent: ClassVar[Callable[..., dict[str, Any]]]
     # UUID query parameters that filter the list on the field of the same name, in this order.
@@ -106,11 +107,11 @@ class EntityViewSet(viewsets.GenericViewSet):
 
     def update(self, request: Request, pk: str) -> Response:
         obj = self._fetch(pk)
-        self._service("update")(obj, **self._input(self.update_input, request))
+        self._service("update")(**{self.instance: obj}, **self._input(self.update_input, request))
         return Response({"message": self.messages["update"], self.key: self._render(self._fetch(pk))})
 
     def destroy(self, request: Request, pk: str) -> Response:
-        self._service("delete")(self._fetch(pk))
+        self._service("delete")(**{self.instance: self._fetch(pk)})
         return Response({"message": self.messages["destroy"]})
 
 
@@ -154,6 +155,7 @@ class VirtualKeyViewSet(EntityViewSet):
     create_input = VirtualKeyInput
     update_input = VirtualKeyUpdateInput
     service = "virtual_key"
+    instance = "vk"
     represent = staticmethod(_virtual_key_json)
     list_filters = ("team_id", "customer_id")
     sort_fields = {"name": "name", "created_at": "created_at", "budget_spent": "budget_spent", "status": "is_active"}
@@ -168,7 +170,7 @@ class VirtualKeyViewSet(EntityViewSet):
     @extend_schema(parameters=[docs.ID_PARAM], request=None, responses=docs.VirtualKeyMessageOut)
     @action(detail=True, methods=["post"])
     def rotate(self, request: Request, pk: str) -> Response:
-        value = services.virtual_key_rotate(self._fetch(pk))
+        value = services.virtual_key_rotate(vk=self._fetch(pk))
         return Response(
             {"message": "Virtual key rotated successfully", "virtual_key": self._render(self._fetch(pk), value=value)}
         )
@@ -193,6 +195,7 @@ class TeamViewSet(EntityViewSet):
     create_input = TeamInput
     update_input = TeamUpdateInput
     service = "team"
+    instance = "team"
     represent = staticmethod(team_json)
     list_filters = ("customer_id",)
 
@@ -219,6 +222,7 @@ class CustomerViewSet(EntityViewSet):
     create_input = CustomerInput
     update_input = CustomerUpdateInput
     service = "customer"
+    instance = "customer"
     represent = staticmethod(customer_json)
 
     def _queryset(self) -> QuerySet[Customer]:

@@ -19,21 +19,21 @@ def customer_create(
     customer = Customer(name=name)
     check(customer)
     customer.save()
-    budgets_reconcile(customer, budgets or [])
-    rate_limit_apply(customer, rate_limit)
+    budgets_reconcile(owner=customer, budgets=budgets or [])
+    rate_limit_apply(owner=customer, spec=rate_limit)
     return customer
 
 
 @transaction.atomic
-def customer_update(customer: Customer, **changes: Any) -> Customer:
+def customer_update(*, customer: Customer, **changes: Any) -> Customer:
     """Patch semantics: only the keys given change; ``budgets`` present -> reconciled."""
-    save_patched(customer, changes, ("name",))
-    limits_update(customer, changes)
+    save_patched(instance=customer, changes=changes, fields=("name",))
+    limits_update(owner=customer, changes=changes)
     return customer
 
 
 @transaction.atomic
-def customer_delete(customer: Customer) -> None:
+def customer_delete(*, customer: Customer) -> None:
     """Teams and virtual keys of the customer are detached (ON DELETE SET NULL), not deleted."""
     lock_before_delete(Customer.objects.filter(pk=customer.pk))
     customer.delete()
@@ -53,22 +53,26 @@ def team_create(
     team = Team(name=name, customer=customer, profile=profile or {}, config=config or {}, claims=claims or {})
     check(team)
     team.save()
-    budgets_reconcile(team, budgets or [])
-    rate_limit_apply(team, rate_limit)
+    budgets_reconcile(owner=team, budgets=budgets or [])
+    rate_limit_apply(owner=team, spec=rate_limit)
     return team
 
 
 @transaction.atomic
-def team_update(team: Team, **changes: Any) -> Team:
+def team_update(*, team: Team, **changes: Any) -> Team:
     """Patch semantics: only the keys given change; ``customer=None`` detaches the team."""
     documents = {field: changes[field] or {} for field in ("profile", "config", "claims") if field in changes}
-    save_patched(team, {**changes, **documents}, ("name", "customer", "profile", "config", "claims"))
-    limits_update(team, changes)
+    save_patched(
+        instance=team,
+        changes={**changes, **documents},
+        fields=("name", "customer", "profile", "config", "claims"),
+    )
+    limits_update(owner=team, changes=changes)
     return team
 
 
 @transaction.atomic
-def team_delete(team: Team) -> None:
+def team_delete(*, team: Team) -> None:
     """Virtual keys of the team are detached (ON DELETE SET NULL), not deleted."""
     lock_before_delete(Team.objects.filter(pk=team.pk))
     team.delete()

@@ -26,7 +26,7 @@ def _owner_field(owner: models.Model) -> str:
     ]
 
 
-def budgets_reconcile(owner: models.Model, budgets: list[dict[str, Any]], *, prefix: str = "budgets") -> None:
+def budgets_reconcile(*, owner: models.Model, budgets: list[dict[str, Any]], prefix: str = "budgets") -> None:
     """Make the owner's budgets match ``budgets``, matched by ``reset_duration``.
 
     A matching duration keeps its usage and window and takes the new limit; new durations are
@@ -54,7 +54,7 @@ def budgets_reconcile(owner: models.Model, budgets: list[dict[str, Any]], *, pre
         Budget.objects.filter(pk__in=stale).delete()
 
 
-def rate_limit_apply(owner: models.Model, spec: dict[str, Any] | None, *, prefix: str = "rate_limit") -> None:
+def rate_limit_apply(*, owner: models.Model, spec: dict[str, Any] | None, prefix: str = "rate_limit") -> None:
     """Create, patch (field by field, counters kept) or remove (``{}``) the owner's rate limit."""
     if spec is None:
         return
@@ -73,15 +73,15 @@ def rate_limit_apply(owner: models.Model, spec: dict[str, Any] | None, *, prefix
     rate_limit.save()
 
 
-def limits_update(owner: models.Model, changes: dict[str, Any]) -> None:
+def limits_update(*, owner: models.Model, changes: dict[str, Any]) -> None:
     """An owner's budgets (reconciled when the list is given) and rate limit (see
     :func:`rate_limit_apply`) from an update's changes."""
     if changes.get("budgets") is not None:
-        budgets_reconcile(owner, changes["budgets"])
-    rate_limit_apply(owner, changes.get("rate_limit"))
+        budgets_reconcile(owner=owner, budgets=changes["budgets"])
+    rate_limit_apply(owner=owner, spec=changes.get("rate_limit"))
 
 
-def budget_reset_usage(budget: Budget, *, now: datetime | None = None) -> Budget:
+def budget_reset_usage(*, budget: Budget, now: datetime | None = None) -> Budget:
     """Set the budget's usage to zero and start a new window now, in the database and in the
     hot counters (manual reset from the API or the admin). Requests in flight settle their actual
     cost into the new window. If the hot counters cannot be reached, they are rebuilt from the

@@ -34,15 +34,18 @@ def provider_create(
 
 
 @transaction.atomic
-def provider_update(provider: Provider, **changes: Any) -> Provider:
+def provider_update(*, provider: Provider, **changes: Any) -> Provider:
     """Patch semantics; a None leaves the field as it is."""
     return save_patched(
-        provider, changes, ("base_url", "api_format", "timeout_seconds", "extra_headers"), keep_when_none=True
+        instance=provider,
+        changes=changes,
+        fields=("base_url", "api_format", "timeout_seconds", "extra_headers"),
+        keep_when_none=True,
     )
 
 
 @transaction.atomic
-def provider_delete(provider: Provider) -> None:
+def provider_delete(*, provider: Provider) -> None:
     """Its keys and every VK provider config naming it go too (ON DELETE CASCADE)."""
     lock_before_delete(ProviderKey.objects.filter(provider=provider))
     provider.delete()
@@ -75,14 +78,16 @@ def provider_key_create(
 
 
 @transaction.atomic
-def provider_key_update(key: ProviderKey, **changes: Any) -> ProviderKey:
+def provider_key_update(*, key: ProviderKey, **changes: Any) -> ProviderKey:
     """Patch semantics; a new ``value`` replaces the stored one (it is never read back)."""
     if changes.get("value") is not None:
         key.set_value(_validate_value(changes["value"]))
-    return save_patched(key, changes, ("name", "models", "weight", "enabled"), keep_when_none=True)
+    return save_patched(
+        instance=key, changes=changes, fields=("name", "models", "weight", "enabled"), keep_when_none=True
+    )
 
 
 @transaction.atomic
-def provider_key_delete(key: ProviderKey) -> None:
+def provider_key_delete(*, key: ProviderKey) -> None:
     lock_before_delete(ProviderKey.objects.filter(pk=key.pk))
     key.delete()

@@ -29,7 +29,7 @@ def check(instance: models.Model, prefix: str = "", *, exclude: list[str] | None
 M = TypeVar("M", bound=models.Model)
 
 
-def save_patched(instance: M, changes: dict[str, Any], fields: Iterable[str], *, keep_when_none: bool = False) -> M:
+def save_patched(*, instance: M, changes: dict[str, Any], fields: Iterable[str], keep_when_none: bool = False) -> M:
     """Patch semantics for every ``*_update`` service: the listed fields present in ``changes`` are
     set (``keep_when_none``: a None leaves the field as it is), then validated and saved."""
     for field in fields:

@@ -61,17 +61,17 @@ def virtual_key_create(
     value = _assign_value(vk)
     check(vk, exclude=["value_digest"])
     vk.save()
-    budgets_reconcile(vk, budgets or [])
-    rate_limit_apply(vk, rate_limit)
-    provider_configs_reconcile(vk, provider_configs or [])
-    mcp_configs_replace(vk, mcp_configs or [])
+    budgets_reconcile(owner=vk, budgets=budgets or [])
+    rate_limit_apply(owner=vk, spec=rate_limit)
+    provider_configs_reconcile(vk=vk, configs=provider_configs or [])
+    mcp_configs_replace(vk=vk, configs=mcp_configs or [])
     return vk, value
 
 
 @transaction.atomic
 def virtual_key_update(
-    vk: VirtualKey,
     *,
+    vk: VirtualKey,
     name: Any = _UNSET,
     description: Any = _UNSET,
     is_active: Any = _UNSET,
@@ -98,16 +98,16 @@ def virtual_key_update(
     vk.customer = customer
     check(vk)
     vk.save()
-    limits_update(vk, {"budgets": budgets, "rate_limit": rate_limit})
+    limits_update(owner=vk, changes={"budgets": budgets, "rate_limit": rate_limit})
     if provider_configs is not None:
-        provider_configs_reconcile(vk, provider_configs)
+        provider_configs_reconcile(vk=vk, configs=provider_configs)
     if mcp_configs is not None:
-        mcp_configs_replace(vk, mcp_configs)
+        mcp_configs_replace(vk=vk, configs=mcp_configs)
     return vk
 
 
 @transaction.atomic
-def virtual_key_rotate(vk: VirtualKey) -> str:
+def virtual_key_rotate(*, vk: VirtualKey) -> str:
     """Give the key a new value; the old one stops working at once (its digest is gone)."""
     value = _assign_value(vk)
     vk.save(update_fields=["value_digest", "value_last4", "updated_at"])
@@ -115,14 +115,14 @@ def virtual_key_rotate(vk: VirtualKey) -> str:
 
 
 @transaction.atomic
-def virtual_key_set_active(vk: VirtualKey, active: bool) -> VirtualKey:
+def virtual_key_set_active(*, vk: VirtualKey, active: bool) -> VirtualKey:
     vk.is_active = active
     vk.save(update_fields=["is_active", "updated_at"])
     return vk
 
 
 @transaction.atomic
-def virtual_key_delete(vk: VirtualKey) -> None:
+def virtual_key_delete(*, vk: VirtualKey) -> None:
     """Budgets, rate limit, provider configs and MCP configs go with it (ON DELETE CASCADE)."""
     lock_before_delete(VirtualKey.objects.filter(pk=vk.pk))
     vk.delete()
@@ -151,7 +151,7 @@ def _resolve_keys(provider: Provider, key_ids: list[str] | None, prefix: str) ->
     return False, keys
 
 
-def provider_configs_reconcile(vk: VirtualKey, configs: list[dict[str, Any]]) -> None:
+def provider_configs_reconcile(*, vk: VirtualKey, configs: list[dict[str, Any]]) -> None:
     """Items with ``id`` update that config, items without create one, unlisted ones are deleted."""
     existing = {pc.pk: pc for pc in ProviderConfig.objects.filter(virtual_key=vk)}
     kept: set[int] = set()
@@ -193,12 +193,12 @@ def provider_configs_reconcile(vk: VirtualKey, configs: list[dict[str, Any]]) ->
         if keys is not None:
             config.keys.set(keys)
         if spec.get("budgets") is not None:
-            budgets_reconcile(config, spec["budgets"], prefix=f"{prefix}.budgets")
-        rate_limit_apply(config, spec.get("rate_limit"), prefix=f"{prefix}.rate_limit")
+            budgets_reconcile(owner=config, budgets=spec["budgets"], prefix=f"{prefix}.budgets")
+        rate_limit_apply(owner=config, spec=spec.get("rate_limit"), prefix=f"{prefix}.rate_limit")
     ProviderConfig.objects.filter(virtual_key=vk).exclude(pk__in=kept).delete()
 
 
-def mcp_configs_replace(vk: VirtualKey, configs: list[dict[str, Any]]) -> None:
+def mcp_configs_replace(*, vk: VirtualKey, configs: list[dict[str, Any]]) -> None:
     rows = []
     seen: set[str] = set()
     for index, spec in enumerate(configs):

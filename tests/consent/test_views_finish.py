@@ -157,7 +157,7 @@ def test_submit_without_identity_goes_back_to_the_identity_page(flow):
 
 def test_submit_with_a_key_disabled_since_it_was_entered_goes_back_and_stays_pending(flow, vk):
     flow.post(VK_PATH, vk=vk.value)
-    virtual_key_set_active(vk, False)
+    virtual_key_set_active(vk=vk, active=False)
     response = flow.post(SUBMIT_PATH)
     assert response["Location"] == (
         f"/oauth/consent?flow_id={flow.flow_id}&error=Virtual+Key+not+found+or+inactive.+Please+check+and+try+again."

@@ -133,7 +133,7 @@ def test_unknown_vk_redirects_back_with_not_found(flow, vk):
 
 
 def test_inactive_vk_redirects_back_with_the_same_message(flow, vk):
-    virtual_key_set_active(vk, False)
+    virtual_key_set_active(vk=vk, active=False)
     response = flow.post(VK_PATH, vk=vk.value)
     assert response["Location"] == back(flow.flow_id, NOT_FOUND)
 

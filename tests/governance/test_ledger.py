@@ -179,7 +179,7 @@ def test_reset_budget_zeroes_usage_in_the_database_and_the_hot_copy(counter_mode
     assert isinstance(admit(specs, cost="0.1"), Rejection)
     budget = Budget.objects.get()
 
-    reset = budget_reset_usage(budget, now=T0 + timedelta(minutes=5))
+    reset = budget_reset_usage(budget=budget, now=T0 + timedelta(minutes=5))
 
     assert (reset.current_usage, reset.last_reset) == (Decimal("0"), T0 + timedelta(minutes=5))
     assert budget_usage([budget.pk], now=T0 + timedelta(minutes=6))[str(budget.pk)] == Decimal("0")

@@ -72,7 +72,7 @@ def test_vk_is_read_from_every_documented_header(call, setup, header, template):
 
 def test_inactive_vk_is_403_blocked_at_once_in_the_same_process(call, setup):
     assert call(CHAT, chat(), {"x-bf-vk": setup.value}).status == 200  # now cached
-    virtual_key_set_active(setup.vk, False)
+    virtual_key_set_active(vk=setup.vk, active=False)
     assert_error(call(CHAT, chat(), {"x-bf-vk": setup.value}), 403, "virtual_key_blocked", "Virtual key is inactive")
 
 
@@ -83,7 +83,7 @@ def test_expired_vk_is_403_blocked(call, mock):
 
 def test_rotated_vk_stops_working_at_once(call, setup):
     assert call(CHAT, chat(), {"x-bf-vk": setup.value}).status == 200
-    new_value = virtual_key_rotate(setup.vk)
+    new_value = virtual_key_rotate(vk=setup.vk)
     assert call(CHAT, chat(), {"x-bf-vk": setup.value}).json()["type"] == "virtual_key_not_found"
     assert call(CHAT, chat(), {"x-bf-vk": new_value}).status == 200
 
@@ -101,7 +101,7 @@ def test_vk_without_configs_allows_nothing_unless_allow_all_providers(call, mock
     s = make_setup(mock.url, provider_configs=[])
     answer = call(CHAT, chat("openai/gpt-4o"), {"x-bf-vk": s.value})
     assert_error(answer, 403, "provider_blocked", "Provider 'openai' is not allowed for this virtual key")
-    virtual_key_update(s.vk, allow_all_providers=True)
+    virtual_key_update(vk=s.vk, allow_all_providers=True)
     assert call(CHAT, chat("openai/gpt-4o"), {"x-bf-vk": s.value}).status == 200
 
 
@@ -138,7 +138,7 @@ def test_config_limited_to_one_key_uses_only_that_key(call, mock):
     s = make_setup(mock.url)
     other = provider_key_create(provider=s.openai, name="other", value="sk-other-upstream-key")
     virtual_key_update(
-        s.vk,
+        vk=s.vk,
         provider_configs=[{"provider": "openai", "weight": 1, "allowed_models": ["*"], "key_ids": [str(other.pk)]}],
     )
     for _ in range(4):

@@ -63,7 +63,7 @@ def test_cached_vk_costs_no_query_but_the_ledger_insert(call, setup, django_asse
 def test_rejected_requests_cost_no_query_once_cached(call, setup, django_assert_num_queries):
     call(CHAT, chat("gpt-4o-mini"), {"x-bf-vk": setup.value})
     virtual_key_update(
-        setup.vk,
+        vk=setup.vk,
         provider_configs=[{"provider": "openai", "weight": 1, "allowed_models": ["gpt-4o-mini"], "key_ids": ["*"]}],
     )
     call(CHAT, chat("gpt-4o-mini"), {"x-bf-vk": setup.value})
@@ -76,7 +76,7 @@ def test_prefix_counts_only_for_a_configured_provider(call, mock):
     router = provider_create(name="openrouter", base_url=mock.url)
     provider_key_create(provider=router, name="k", value="sk-or-secret")
     virtual_key_update(
-        s.vk, provider_configs=[{"provider": "openrouter", "weight": 1, "allowed_models": ["*"], "key_ids": ["*"]}]
+        vk=s.vk, provider_configs=[{"provider": "openrouter", "weight": 1, "allowed_models": ["*"], "key_ids": ["*"]}]
     )
     answer = call(CHAT, chat("openrouter/openai/gpt-4o"), {"x-bf-vk": s.value})
     assert answer.json()["extra_fields"]["provider"] == "openrouter"
@@ -97,7 +97,7 @@ def test_weighted_routing_spreads_over_configs_by_weight(call, mock):
     other = provider_create(name="azure", base_url=mock.url)
     provider_key_create(provider=other, name="k", value="sk-az-secret")
     virtual_key_update(
-        s.vk,
+        vk=s.vk,
         provider_configs=[
             {"provider": "openai", "weight": 1, "allowed_models": ["*"], "key_ids": ["*"]},
             {"provider": "azure", "weight": 1, "allowed_models": ["*"], "key_ids": ["*"]},
@@ -146,7 +146,7 @@ def test_upstream_down_is_502_quickly(call, mock):
     s = make_setup(mock.url)
     from governance.services import provider_update
 
-    provider_update(s.openai, base_url="http://127.0.0.1:9")
+    provider_update(provider=s.openai, base_url="http://127.0.0.1:9")
     started = time.monotonic()
     answer = call(CHAT, chat("openai/gpt-4o"), {"x-bf-vk": s.value})
     assert answer.status == 502 and time.monotonic() - started < 2
@@ -158,7 +158,7 @@ def test_hanging_upstream_is_504_within_the_provider_timeout(call, mock):
     s = make_setup(mock.url)
     from governance.services import provider_update
 
-    provider_update(s.openai, timeout_seconds=0.5)
+    provider_update(provider=s.openai, timeout_seconds=0.5)
     started = time.monotonic()
     answer = call(CHAT, chat("openai/hang"), {"x-bf-vk": s.value})
     assert answer.status == 504 and 0.4 < time.monotonic() - started < 2

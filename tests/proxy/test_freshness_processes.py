@@ -58,12 +58,12 @@ def test_a_deactivated_key_is_refused_by_every_worker_at_once(cluster, mock):
     live = make_setup(mock.url)
     warm(cluster, live.value)
 
-    virtual_key_set_active(live.vk, False)
+    virtual_key_set_active(vk=live.vk, active=False)
 
     replies = [post(p.url, chat(), vk=live.value) for p in cluster for _ in range(ROUNDS)]
     assert {(r.status, r.json()["error"]["message"]) for r in replies} == {(403, "Virtual key is inactive")}
 
-    virtual_key_set_active(VirtualKey.objects.get(pk=live.vk.pk), True)
+    virtual_key_set_active(vk=VirtualKey.objects.get(pk=live.vk.pk), active=True)
     assert set(statuses(cluster, chat(), live.value)) == {200}
 
 
@@ -71,13 +71,13 @@ def test_a_rotated_or_deleted_key_stops_working_everywhere_at_once(cluster, mock
     live = make_setup(mock.url)
     warm(cluster, live.value)
 
-    new_value = virtual_key_rotate(live.vk)
+    new_value = virtual_key_rotate(vk=live.vk)
     assert set(statuses(cluster, chat(), live.value)) == {401}
     assert set(statuses(cluster, chat(), new_value)) == {200}
 
     # Deleted while the gateways are still writing the usage rows of the answers just given: the
     # delete locks the key first, so it neither fails nor loses a row (services.locking).
-    virtual_key_delete(VirtualKey.objects.get(pk=live.vk.pk))
+    virtual_key_delete(vk=VirtualKey.objects.get(pk=live.vk.pk))
     assert set(statuses(cluster, chat(), new_value)) == {401}
     served = 2 * len(cluster) * ROUNDS
     wait_until(lambda: UsageRecord.objects.filter(model="gpt-4o-mini").count() >= served, what="usage rows")

@@ -71,7 +71,7 @@ def test_requests_without_limits_check_freshness_without_a_round_trip(pushed, mo
     assert get_calls(server) - before <= renewals < served
 
     # And the next request after a change is refused in every worker.
-    virtual_key_set_active(live.vk, False)
+    virtual_key_set_active(vk=live.vk, active=False)
     assert set(statuses(cluster, live.value)) == {403}
 
 
@@ -80,7 +80,7 @@ def test_a_change_is_answered_only_once_every_process_holds_it(pushed, mock):
     live = make_setup(mock.url)
     trusting(server, cluster, live.value)
 
-    virtual_key_set_active(live.vk, False)
+    virtual_key_set_active(vk=live.vk, active=False)
 
     current = server.client().get(freshness.REDIS_KEY)
     held = leases(server)
@@ -108,7 +108,7 @@ def test_a_stalled_process_is_waited_for_and_then_distrusts_its_cache(fault_redi
     os.kill(worker, signal.SIGSTOP)
     try:
         started = time.monotonic()
-        virtual_key_set_active(live.vk, False)
+        virtual_key_set_active(vk=live.vk, active=False)
         waited = time.monotonic() - started
     finally:
         os.kill(worker, signal.SIGCONT)
@@ -128,14 +128,14 @@ def test_a_redis_restart_never_leaves_a_revoked_key_working(pushed, mock):
     trusting(server, cluster, live.value)
 
     server.stop()
-    virtual_key_set_active(live.vk, False)  # the bump reaches the database row only
+    virtual_key_set_active(vk=live.vk, active=False)  # the bump reaches the database row only
     assert set(statuses(cluster, live.value)) == {403}
 
     server.start()  # empty: no generation, no leases
     assert set(statuses(cluster, live.value)) == {403}
     wait_until(lambda: len(leases(server)) == 4, what="every listener back")
 
-    virtual_key_set_active(VirtualKey.objects.get(pk=live.vk.pk), True)
+    virtual_key_set_active(vk=VirtualKey.objects.get(pk=live.vk.pk), active=True)
     assert set(statuses(cluster, live.value)) == {200}
 
 
@@ -146,7 +146,7 @@ def test_a_dropped_subscription_is_noticed_before_the_next_request(pushed, mock)
     trusting(server, cluster, live.value)
 
     server.client().client_kill_filter(_type="pubsub")
-    virtual_key_set_active(live.vk, False)
+    virtual_key_set_active(vk=live.vk, active=False)
     assert set(statuses(cluster, live.value)) == {403}
 
 

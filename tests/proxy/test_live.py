@@ -195,7 +195,7 @@ def test_gateway_answers_within_the_timeout_when_the_upstream_hangs(gateway, moc
     s = make_setup(mock.url)
     from governance.services import provider_update
 
-    provider_update(s.openai, timeout_seconds=0.5)
+    provider_update(provider=s.openai, timeout_seconds=0.5)
     started = time.monotonic()
     with pytest.raises(openai.APIStatusError) as exc:
         oai(gateway, s.value).chat.completions.create(model="openai/hang", messages=MESSAGES)

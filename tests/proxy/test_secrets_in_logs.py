@@ -32,7 +32,7 @@ def test_no_secret_in_logs_across_success_failure_and_rejection(call, setup, cap
         call(CHAT, chat("gpt-4o-mini"), {"x-bf-vk": wrong}),
         call("/anthropic/v1/messages", chat("claude-x"), {"x-api-key": vk}),
     ]
-    virtual_key_set_active(setup.vk, False)
+    virtual_key_set_active(vk=setup.vk, active=False)
     answers.append(call(CHAT, chat("gpt-4o-mini"), {"x-bf-vk": vk}))
     assert {a.status for a in answers} >= {200, 400, 401, 403}
     formatter = JsonFormatter()

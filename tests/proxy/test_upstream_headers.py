@@ -20,7 +20,7 @@ def chat(model: str) -> dict:
 
 
 def test_client_billing_headers_are_not_forwarded_but_the_operators_are(call, setup):
-    provider_update(setup.openai, extra_headers={"OpenAI-Organization": "org-operator"})
+    provider_update(provider=setup.openai, extra_headers={"OpenAI-Organization": "org-operator"})
     headers = {"x-bf-vk": setup.value, "OpenAI-Organization": "org-caller", "OpenAI-Project": "proj-caller"}
     answer = call(CHAT, chat("openai/echo"), headers)
     assert answer.status == 200

@@ -76,7 +76,7 @@ def test_limits_for_lists_config_vk_team_customer_in_that_order(mock):
         rate_limit={"token_max_limit": 1000, "token_reset_duration": "1h"},
     )
     virtual_key_update(
-        s.vk,
+        vk=s.vk,
         team=team,
         budgets=None,
         provider_configs=[
@@ -115,7 +115,7 @@ def test_snapshot_is_cached_until_a_change_invalidates_it(mock, django_assert_nu
     first = snapshot.virtual_key(s.value)
     with django_assert_num_queries(0):
         assert snapshot.virtual_key(s.value) is first
-    virtual_key_update(s.vk, name="renamed", provider_configs=[])
+    virtual_key_update(vk=s.vk, name="renamed", provider_configs=[])
     assert snapshot.virtual_key(s.value).name == "renamed"
     assert snapshot.virtual_key("sk-bf-unknown") is None
 
