@@ -98,7 +98,7 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
     import redis
     from django.db.models import Sum
 
-    from governance.metering import live
+    from governance.metering import live as live_counters
     from governance.models import Budget, RateLimit, UsageRecord
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -200,8 +200,8 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
         ] or Decimal("0")
         budget = Budget.objects.get(virtual_key__name="bench-governed")
         rate_limit = RateLimit.objects.get(virtual_key__name="bench-governed")
-        live = live.budget_usage([budget.pk])[str(budget.pk)]
-        live_requests = live.rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
+        live = live_counters.budget_usage([budget.pk])[str(budget.pk)]
+        live_requests = live_counters.rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
         events = []
         for line in log_path.read_text(errors="replace").splitlines():
             if line.startswith("{"):

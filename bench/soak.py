@@ -104,7 +104,7 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
     from django.db import connection
     from django.db.models import Sum
 
-    from governance.metering import live
+    from governance.metering import live as live_counters
     from governance.models import Budget, RateLimit, UsageRecord
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -170,8 +170,8 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
         ledger_cost = UsageRecord.objects.aggregate(total=Sum("cost"))["total"] or Decimal("0")
         budget = Budget.objects.get(virtual_key__name="bench-governed")
         rate_limit = RateLimit.objects.get(virtual_key__name="bench-governed")
-        live = live.budget_usage([budget.pk])[str(budget.pk)]
-        live_requests = live.rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
+        live = live_counters.budget_usage([budget.pk])[str(budget.pk)]
+        live_requests = live_counters.rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
 
         all_latencies = sorted(x for r in results for x in r.latencies)
         print(f"\nsoak: {elapsed:.0f} s, c={args.concurrency} ({sse_clients} SSE), {args.workers} workers")

@@ -279,8 +279,11 @@ def _switch(token: Any) -> None:
     with _lock:
         if _token == token:
             return
-        _token = token
+    # Caches first, token after: a request that sees the new token can no longer find an entry
+    # cached before the change (one that began earlier still expects the old token and restarts).
     snapshot.invalidate_local()
+    with _lock:
+        _token = token
 
 
 def begin_request() -> None:

@@ -16,9 +16,15 @@ the process first, and that process then reads the generation on every request.
 
 Lost messages: a Redis restart or a dropped subscription leaves the socket readable (EOF), which
 :func:`trusted` sees before the listener does; the listener then deletes its lease, reconnects,
-subscribes and reads the value again. Accepted imprecision: a writer waits up to one lease for a
-process killed without exiting (its lease outlives it), and a host cut off from Redis *while*
-Redis restarts may serve from its cache until its lease ends (at most :data:`LEASE_SECONDS`).
+subscribes and reads the value again. A writer whose bump may have run without being confirmed
+(a reply lost) waits out the longest lease instead.
+
+Accepted imprecision: a writer waits up to one lease for a process killed without exiting (its
+lease outlives it); a host cut off from Redis *while* Redis restarts may serve from its cache until
+its lease ends (at most :data:`LEASE_SECONDS`); a writer that cannot reach Redis at all moves only
+the database row, so processes that still trust Redis keep their caches until the snapshot TTL
+(``GOVERNANCE_CONFIG_CACHE_SECONDS``). Redis must allow this deployment's user ``SUBSCRIBE`` and
+``PUBLISH`` on :func:`channel` (Redis 7 ACL users start with no channel access).
 """
 
 from __future__ import annotations
@@ -42,7 +48,9 @@ logger = logging.getLogger("bifrost.freshness")
 
 LEASE_SECONDS = 2.0
 MARGIN_SECONDS = 0.2  # a process stops trusting this long before Redis lets its lease expire
-PROCESSES = "bf:gov:processes"  # the ids of processes that may hold a lease
+PROCESSES = "bf:gov:processes"  # the ids of processes that may hold a lease, scored by renewal time
+PRUNE_AFTER_MS = 3_600_000  # an id not renewed for an hour is dropped from PROCESSES (its lease is long gone)
+GRACE_SECONDS = 0.1  # how long a writer waits for subscribers that hold no lease
 LEASE_PREFIX = "bf:gov:process:"  # + id: the generation value that process holds
 
 # Move the generation and publish it, in one step: "<epoch>:<n>" -> "<epoch>:<n+1>". The epoch is
@@ -98,11 +106,20 @@ def announce(client: redis.Redis) -> None:
     """Move the generation, publish it, and wait until every live process holds it."""
     from governance.metering import freshness
 
+    started = time.monotonic()
     try:
         value, receivers = client.eval(BUMP, 1, freshness.REDIS_KEY, uuid.uuid4().hex, channel(client))
         behind = _wait_for(client, value, int(receivers))
     except Exception as exc:  # noqa: BLE001 - readers fall back to the database while Redis is away
-        logger.warning("config generation not written to redis", extra={"error": type(exc).__name__})
+        if "connecting to" in str(exc):  # never reached Redis: nothing was moved there
+            logger.warning("config generation not written to redis", extra={"error": type(exc).__name__})
+            return
+        # The bump may have run (a reply lost, a poll cut off): no process can trust a value read
+        # before it once the longest lease has run out since, so wait that long.
+        logger.warning(
+            "config change not confirmed by redis; waiting out the leases", extra={"error": type(exc).__name__}
+        )
+        time.sleep(max(0.0, started + LEASE_SECONDS + MARGIN_SECONDS - time.monotonic()))
         return
     if behind:
         logger.warning(
@@ -112,23 +129,28 @@ def announce(client: redis.Redis) -> None:
 
 
 def _wait_for(client: redis.Redis, value: str, receivers: int) -> int:
-    """Poll the leases until each live one holds ``value`` (and as many as received it do);
-    returns how many were still behind when the longest lease could have run out."""
-    deadline = time.monotonic() + LEASE_SECONDS + MARGIN_SECONDS
+    """Poll the leases until each live one holds ``value``; returns how many were still behind
+    when the longest lease could have run out.
+
+    ``receivers`` (what PUBLISH counted) may include subscribers without a lease yet (a process
+    registering) and ones that never take a lease (a ``redis-cli SUBSCRIBE``, a host gone without a
+    reset): they are given :data:`GRACE_SECONDS` to show up, not a whole lease. A subscriber that
+    received the change cannot trust an older value meanwhile: requests see its unread message
+    (:func:`trusted`), and the listener stops trusting before it reads one."""
+    now = time.monotonic()
+    deadline, grace = now + LEASE_SECONDS + MARGIN_SECONDS, now + GRACE_SECONDS
     pause = 0.0005
     while True:
         # redis-py types replies as bytes or str whatever the client; this one decodes them (str).
         ids: list[str] = client.zrange(PROCESSES, 0, -1)  # type: ignore[assignment]
         held: list[str | None] = client.mget([LEASE_PREFIX + ident for ident in ids]) if ids else []  # type: ignore[assignment]
-        gone = [ident for ident, seen in zip(ids, held, strict=True) if seen is None]
-        if gone:
-            client.zrem(PROCESSES, *gone)
         holding = sum(1 for seen in held if covers(seen, value))
-        behind = len(held) - len(gone) - holding
-        if not behind and holding >= receivers:
+        behind = sum(1 for seen in held if seen is not None) - holding
+        now = time.monotonic()
+        if not behind and (holding >= receivers or now >= grace):
             return 0
-        if time.monotonic() >= deadline:
-            return max(behind, receivers - holding)
+        if now >= deadline:
+            return behind
         time.sleep(pause)
         pause = min(pause * 2, 0.02)
 
@@ -145,8 +167,9 @@ class Listener(threading.Thread):
         self.pid = os.getpid()
         self.lease_id = f"{socket.gethostname()}:{self.pid}:{uuid.uuid4().hex[:8]}"
         self.trusted_until = 0.0  # monotonic; 0 while the subscription is not known to be live
-        self.fd = -1  # the subscription's socket, polled by requests
-        self.serial = 0  # moves with every new socket, so a thread's poller is never stale
+        # (the subscription's socket, a serial that moves with every new socket): read as one value,
+        # so a request never pairs one socket's descriptor with another's serial.
+        self.socket_ref: tuple[int, int] = (-1, 0)
         self.stopping = threading.Event()
         self._client: Any = None
 
@@ -174,7 +197,7 @@ class Listener(threading.Thread):
             conn.connect()
             conn.send_command("SUBSCRIBE", channel(self._client))
             conn.read_response(push_request=True)  # subscribed: no change goes unnoticed from here
-            self.fd, self.serial = conn._sock.fileno(), self.serial + 1
+            self.socket_ref = (conn._sock.fileno(), self.socket_ref[1] + 1)
             while not self.stopping.is_set():
                 asked = time.monotonic()
                 self._record()
@@ -182,10 +205,13 @@ class Listener(threading.Thread):
                 renew_at = asked + LEASE_SECONDS / 3
                 while not self.stopping.is_set() and (left := renew_at - time.monotonic()) > 0:
                     if conn.can_read(timeout=min(left, 0.25)):
-                        conn.read_response(push_request=True)  # a change (or EOF: ConnectionError)
+                        # A change (or EOF: ConnectionError). Distrust first: once read, the
+                        # message no longer shows to requests until ``_record`` switches.
+                        self.trusted_until = 0.0
+                        conn.read_response(push_request=True)
                         break
         finally:
-            self.trusted_until, self.fd = 0.0, -1
+            self.trusted_until, self.socket_ref = 0.0, (-1, self.socket_ref[1] + 1)
             conn.disconnect()
             self._release()
 
@@ -198,7 +224,9 @@ class Listener(threading.Thread):
         freshness._switch(("redis", value))
         pipe = self._client.pipeline(transaction=False)
         pipe.set(LEASE_PREFIX + self.lease_id, value, px=int(LEASE_SECONDS * 1000))
-        pipe.zadd(PROCESSES, {self.lease_id: 0})
+        now_ms = time.time() * 1000
+        pipe.zadd(PROCESSES, {self.lease_id: now_ms})
+        pipe.zremrangebyscore(PROCESSES, 0, now_ms - PRUNE_AFTER_MS)  # processes killed long ago
         pipe.execute()
 
     def _release(self) -> None:
@@ -233,12 +261,18 @@ def trusted() -> bool:
         return False
     if time.monotonic() >= listener.trusted_until:
         return False
-    if getattr(_pollers, "serial", None) != (listener, listener.serial):
+    ref = listener.socket_ref
+    if ref[0] < 0:
+        return False
+    if getattr(_pollers, "ref", None) != (listener, ref):
         poller = select.poll()
-        poller.register(listener.fd, select.POLLIN)
-        _pollers.poller, _pollers.serial = poller, (listener, listener.serial)
+        try:
+            poller.register(ref[0], select.POLLIN)
+        except (ValueError, OSError):  # the socket went meanwhile
+            return False
+        _pollers.poller, _pollers.ref = poller, (listener, ref)
     # Anything unread on the subscription (a change, or EOF after a restart) is not known yet.
-    return not _pollers.poller.poll(0) and time.monotonic() < listener.trusted_until
+    return not _pollers.poller.poll(0) and time.monotonic() < listener.trusted_until and listener.socket_ref == ref
 
 
 def _start() -> None:
@@ -260,7 +294,8 @@ def stop() -> None:
         current, _listener = _listener, None
     if current is not None and current.pid == os.getpid():
         current.stop()
-        current.join(timeout=1.0)
+        if current.is_alive():
+            current.join(timeout=1.0)
 
 
 atexit.register(stop)
