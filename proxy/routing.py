@@ -208,7 +208,13 @@ def choose_key(provider: ProviderSnapshot, model: str, config: ProviderConfigSna
         if key.enabled and key.allows_model(model) and (config is None or config.allows_key(key.id))
     ]
     if not usable:
-        raise errors.bad_request(f"no keys found that support model: {model}")
+        message = f"no keys found that support model: {model}"  # Bifrost's words, kept as the prefix
+        if config is not None and any(key.enabled and key.allows_model(model) for key in provider.keys):
+            message += (
+                f" (the virtual key's provider config for '{provider.name}' allows none of the provider's"
+                ' keys: set its key_ids, e.g. ["*"] for all)'
+            )
+        raise errors.bad_request(message)
     if len(usable) == 1:
         return usable[0]
     return _weighted_pick(usable, [key.weight for key in usable])

@@ -127,7 +127,10 @@ def test_config_without_keys_answers_no_keys_found(call, mock):
     s = make_setup(mock.url, provider_configs=[{"provider": "openai", "weight": 1, "allowed_models": ["*"]}])
     answer = call(CHAT, chat("openai/gpt-4o"), {"x-bf-vk": s.value})
     assert answer.status == 400
-    assert answer.json()["error"]["message"] == "no keys found that support model: gpt-4o"
+    assert answer.json()["error"]["message"] == (
+        "no keys found that support model: gpt-4o (the virtual key's provider config for 'openai' allows"
+        ' none of the provider\'s keys: set its key_ids, e.g. ["*"] for all)'
+    )
     assert mock.stats()["by_path"].get(CHAT, 0) == 0
     assert not UsageRecord.objects.exists()
 
