@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
+from django.http import HttpRequest
 
-def client_address(_group: str, request) -> str:
+
+def client_address(_group: str, request: HttpRequest) -> str:
     """The connection's address, an IPv6 one as its /64 (one host usually holds a whole /64, as
     django-ratelimit's own ``"ip"`` key assumes).
 

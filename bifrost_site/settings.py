@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from io import TextIOWrapper
 from pathlib import Path
 
 import dj_database_url
@@ -21,7 +22,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("BIFROST_DATA_DIR", str(BASE_DIR / "var"))).resolve()
 
 
-def private_file(path: Path):
+def private_file(path: Path) -> TextIOWrapper:
     """Create ``path`` readable by its owner only (0600) from the first byte, whatever the umask:
     ``write_text`` then ``chmod`` would leave it readable by others in between."""
     return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w")

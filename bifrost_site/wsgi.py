@@ -5,9 +5,16 @@ Inference paths (``/v1/``, ``/openai/``, ``/anthropic/``) go to the bare WSGI fu
 (admin, management API, consent flow) goes to Django's handler.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from django.core.wsgi import get_wsgi_application
+
+if TYPE_CHECKING:
+    from wsgiref.types import StartResponse, WSGIEnvironment
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bifrost_site.settings")
 
@@ -17,7 +24,7 @@ from proxy.wsgi import PREFIXES  # noqa: E402  (needs the settings configured ab
 from proxy.wsgi import application as proxy_application  # noqa: E402
 
 
-def application(environ, start_response):
+def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     if environ.get("PATH_INFO", "").startswith(PREFIXES):
         return proxy_application(environ, start_response)
     return django_application(environ, start_response)

@@ -4,7 +4,8 @@ the fields are not editable and no list or detail page names them."""
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
+from django.forms import ModelForm
 from django.http import HttpRequest
 
 from consent import services
@@ -17,7 +18,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -32,7 +33,7 @@ class OAuthClientAdmin(admin.ModelAdmin):
     def redirect_uri_count(self, obj: OAuthClient) -> int:
         return len(obj.redirect_uris or [])
 
-    def save_model(self, request: HttpRequest, obj: OAuthClient, form, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: OAuthClient, form: ModelForm[OAuthClient], change: bool) -> None:
         # The form already ran full_clean (OAuthClient.clean holds the redirect-URI rules).
         services.oauth_client_save(client=obj)
 

@@ -137,7 +137,9 @@ class _Checker:
             return None
         return value
 
-    def number(self, data: dict, key: str, path: str, *, integer: bool = False, positive: bool = True):
+    def number(
+        self, data: dict, key: str, path: str, *, integer: bool = False, positive: bool = True
+    ) -> int | float | None:
         value = data.get(key)
         if value is None:
             return None
@@ -251,7 +253,7 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
             if problem:
                 c.fail(f"{headers_path}.{header}", problem)
         keys = []
-        seen_keys: set[str] = set()
+        seen_keys: set[str | None] = set()  # None: a key without a valid name (already reported)
         for index, raw_key in enumerate(c.items(spec.get("keys"), f"{path}.keys")):
             kpath = f"{path}.keys[{index}]"
             key = c.obj(raw_key, kpath)
@@ -382,7 +384,7 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
             c.fail(f"{path}.customer_id", f"customer {customer_ref!r} is not defined in the file or the database")
         value = c.string(item, "value", path, max_length=255)
         configs = []
-        seen_providers: set[str] = set()
+        seen_providers: set[str | None] = set()
         for pc_index, raw_pc in enumerate(c.items(item.get("provider_configs"), f"{path}.provider_configs")):
             pc_path = f"{path}.provider_configs[{pc_index}]"
             pc = c.obj(raw_pc, pc_path)
@@ -433,14 +435,14 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
             )
             link("virtual_key", vk_id, item, path)
 
-    owners = {"virtual_key": seen_vk, "team": seen_team, "customer": seen_customer, "provider_config": seen_pc}
+    defined = {"virtual_key": seen_vk, "team": seen_team, "customer": seen_customer, "provider_config": seen_pc}
     all_pc_ids = set(seen_pc) | {pc["config_id"] for vk in plan.virtual_keys for pc in vk["provider_configs"]}
     for kind, owner_id, ref, path in plan.budget_links:
         if ref not in plan.budgets:
             c.fail(path, f"budget {ref!r} is not defined in governance.budgets")
         if kind == "provider_config" and owner_id not in all_pc_ids:
             c.fail(path, f"provider config {owner_id!r} is not defined in the file")
-        elif kind != "provider_config" and owner_id not in owners[kind]:
+        elif kind != "provider_config" and owner_id not in defined[kind]:
             c.fail(path, f"{kind.replace('_', ' ')} {owner_id!r} is not defined in the file")
     for _kind, _owner_id, ref, path in plan.rate_limit_links:
         if ref not in plan.rate_limits:
@@ -450,7 +452,7 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
     return plan
 
 
-def _exists(model, kind: str, ref: Any, in_file: dict) -> bool:
+def _exists(model: type[Customer | Team], kind: str, ref: Any, in_file: dict) -> bool:
     return str(ref) in in_file or model.objects.filter(pk=stable_id(kind, ref)).exists()
 
 

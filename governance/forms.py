@@ -8,6 +8,8 @@ write-only password field that is never pre-filled (provider keys).
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -29,31 +31,32 @@ DURATION_HELP = "e.g. 30s, 5m, 1h, 1d, 1w, 1M, 1Y"
 class NameListField(forms.CharField):
     """A list of names typed as comma-separated text; ``*`` stands for all."""
 
-    def __init__(self, *, empty_means: str, **kwargs):
+    def __init__(self, *, empty_means: str, **kwargs: Any) -> None:
         kwargs.setdefault("required", False)
         kwargs.setdefault("help_text", f"Comma-separated; * = all; empty = {empty_means}.")
         kwargs.setdefault("widget", forms.TextInput(attrs={"size": 30}))
         super().__init__(**kwargs)
 
-    def prepare_value(self, value):
+    def prepare_value(self, value: Any) -> Any:
         if isinstance(value, list):
             return ", ".join(value)
         return value
 
-    def to_python(self, value) -> list[str]:
+    # A list, where CharField's hint says text: the field's value is the list the model stores.
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
         if isinstance(value, list):
             return value
         text = super().to_python(value) or ""
         return [part.strip() for part in text.replace("\n", ",").split(",") if part.strip()]
 
-    def validate(self, value) -> None:
+    def validate(self, value: Any) -> None:
         super().validate(value)
         try:
             validate_model_list(value)
         except ValidationError as exc:
             raise ValidationError(exc.messages) from None
 
-    def has_changed(self, initial, data) -> bool:
+    def has_changed(self, initial: Any, data: Any) -> bool:
         return self.to_python(initial or []) != self.to_python(data)
 
 
@@ -78,7 +81,7 @@ class BudgetInlineForm(forms.ModelForm):
         help_texts = {"reset_duration": DURATION_HELP}
         widgets = {"reset_duration": forms.TextInput(attrs={"size": 6, "placeholder": "1M"})}
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Show 25, not the column's 25.0000000000.
         if self.instance.max_limit is not None and not self.instance._state.adding:
@@ -109,17 +112,19 @@ class ProviderConfigInlineForm(forms.ModelForm):
             "allow_all_keys": "Use every key of the provider (otherwise only the keys selected).",
         }
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if "keys" in self.fields:
             keys = ProviderKey.objects.select_related("provider")
             if "provider" not in self.fields and self.instance.provider_id:
                 keys = keys.filter(provider_id=self.instance.provider_id)
-            self.fields["keys"].queryset = keys
+            keys_field = self.fields["keys"]
+            assert isinstance(keys_field, forms.ModelMultipleChoiceField)  # the ``keys`` relation's field
+            keys_field.queryset = keys
             self.fields["keys"].required = False
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
         provider = cleaned.get("provider")
         if "provider" not in self.fields and self.instance.provider_id:
             provider = self.instance.provider
@@ -187,7 +192,7 @@ class ProviderKeyAdminForm(forms.ModelForm):
         model = ProviderKey
         fields = ["provider", "name", "value", "models", "weight", "enabled"]
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not self.instance._state.adding:
             stored = self.instance.masked_value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
 from django.db.models import DecimalField, Prefetch, QuerySet, Sum, Value
 from django.db.models.functions import Coalesce
 
@@ -9,7 +10,7 @@ from governance.keys import digest
 from governance.models import ApiToken, Budget, ProviderConfig, VirtualKey
 
 
-def api_token_user(token: str):
+def api_token_user(token: str) -> tuple[User, ApiToken] | None:
     """``(user, token_row)`` for a valid admin API token, else None (unknown and wrong look alike)."""
     row = ApiToken.objects.select_related("user").filter(token_digest=digest(token)).first()
     return (row.user, row) if row else None

@@ -6,6 +6,8 @@ of every other worker and process once the transaction commits (``governance.met
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
@@ -25,7 +27,7 @@ from governance.models import (
 CONFIG_MODELS = (VirtualKey, ProviderConfig, Budget, RateLimit, Team, Customer, Provider, ProviderKey, ModelPrice)
 
 
-def _invalidate(sender, **kwargs) -> None:
+def _invalidate(sender: type, **kwargs: Any) -> None:
     snapshot.invalidate()
 
 
@@ -35,6 +37,6 @@ for _model in CONFIG_MODELS:
 
 
 @receiver(m2m_changed, sender=ProviderConfig.keys.through, dispatch_uid="snapshot-config-keys")
-def _config_keys_changed(sender, action: str, **kwargs) -> None:
+def _config_keys_changed(sender: type, action: str, **kwargs: Any) -> None:
     if action.startswith("post_"):
         snapshot.invalidate()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, TypedDict
+
 from django.contrib import admin
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
@@ -15,8 +17,19 @@ from governance.dashboard.entity import UsagePanelMixin
 from governance.models import Budget, Customer, Team
 from governance.services import customer_create, customer_delete, customer_update, team_create, team_delete, team_update
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
-def _keys_link(count: int, filter_field: str, pk) -> str:
+
+class _KeyCount(TypedDict):
+    key_count: int
+
+
+class _CustomerCounts(_KeyCount):
+    team_count: int
+
+
+def _keys_link(count: int, filter_field: str, pk: Any) -> str:
     url = reverse("admin:governance_virtualkey_changelist") + f"?{filter_field}__id__exact={pk}"
     return format_html('<a href="{}">{}</a>', url, count)
 
@@ -25,16 +38,18 @@ class _OwnerDisplays:
     """Columns shared by the customer and team lists (budgets and rate limit already fetched)."""
 
     @admin.display(description="budgets (spent / limit)")
-    def budgets_used(self, owner) -> str:
+    def budgets_used(self, owner: Customer | Team) -> str:
         return budget_bars(owner.budgets.all())
 
     @admin.display(description="rate limit")
-    def rate_limit_used(self, owner) -> str:
+    def rate_limit_used(self, owner: Customer | Team) -> str:
         return rate_limit_bars(related_rate_limit(owner))
 
 
 @admin.register(Customer)
-class CustomerAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, GovernanceModelAdmin):
+class CustomerAdmin(
+    UsagePanelMixin[Customer], LimitsOwnerAdminMixin[Customer], _OwnerDisplays, GovernanceModelAdmin[Customer]
+):
     usage_field = "customer"
     change_form_template = "admin/governance/usage_change_form.html"
     list_display = ["name", "teams", "keys", "budgets_used", "rate_limit_used", "created_at"]
@@ -47,7 +62,7 @@ class CustomerAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, Gove
     services = Services(create=customer_create, update=customer_update, delete=customer_delete, instance="customer")
     service_fields = ("name",)
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Customer]:
         return (
             super()
             .get_queryset(request)
@@ -56,12 +71,12 @@ class CustomerAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, Gove
         )
 
     @admin.display(description="teams", ordering="team_count")
-    def teams(self, customer: Customer) -> str:
+    def teams(self, customer: WithAnnotations[Customer, _CustomerCounts]) -> str:
         url = reverse("admin:governance_team_changelist") + f"?customer__id__exact={customer.pk}"
         return format_html('<a href="{}">{}</a>', url, customer.team_count)
 
     @admin.display(description="virtual keys", ordering="key_count")
-    def keys(self, customer: Customer) -> str:
+    def keys(self, customer: WithAnnotations[Customer, _CustomerCounts]) -> str:
         return _keys_link(customer.key_count, "customer", customer.pk)
 
     @admin.action(description="Reset budget usage of selected customers", permissions=["change"])
@@ -70,7 +85,7 @@ class CustomerAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, Gove
 
 
 @admin.register(Team)
-class TeamAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, GovernanceModelAdmin):
+class TeamAdmin(UsagePanelMixin[Team], LimitsOwnerAdminMixin[Team], _OwnerDisplays, GovernanceModelAdmin[Team]):
     usage_field = "team"
     change_form_template = "admin/governance/usage_change_form.html"
     list_display = ["name", "customer", "keys", "budgets_used", "rate_limit_used", "created_at"]
@@ -89,7 +104,7 @@ class TeamAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, Governan
     services = Services(create=team_create, update=team_update, delete=team_delete, instance="team")
     service_fields = ("name", "customer", "profile", "config", "claims")
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Team]:
         return (
             super()
             .get_queryset(request)
@@ -98,7 +113,7 @@ class TeamAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, _OwnerDisplays, Governan
         )
 
     @admin.display(description="virtual keys", ordering="key_count")
-    def keys(self, team: Team) -> str:
+    def keys(self, team: WithAnnotations[Team, _KeyCount]) -> str:
         return _keys_link(team.key_count, "team", team.pk)
 
     @admin.action(description="Reset budget usage of selected teams", permissions=["change"])

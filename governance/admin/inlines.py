@@ -8,13 +8,18 @@ into the same specs the API sends: ``budgets_reconcile`` (matched by duration, u
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.utils import display_for_value
+from django.db.models import Model
 from django.forms.models import BaseInlineFormSet
+from django.http import HttpRequest
 
 from governance.admin.common import (
+    LimitOwnerT,
     ServiceAdminMixin,
     attach_live_usage,
     budget_bars,
@@ -24,6 +29,11 @@ from governance.admin.common import (
 from governance.forms import BudgetInlineForm, RateLimitInlineForm
 from governance.models import Budget, RateLimit
 from governance.services import budgets_reconcile, rate_limit_apply
+
+if TYPE_CHECKING:
+    # An admin inline's formset: rows of some model under an owner row, one model form each
+    # (Django's form classes are not subscriptable at runtime).
+    InlineFormSet: TypeAlias = BaseInlineFormSet[Model, Model, forms.ModelForm[Model]]
 
 
 class BudgetInline(admin.TabularInline):
@@ -43,7 +53,7 @@ class BudgetInline(admin.TabularInline):
         return budget_bars([budget])
 
     @admin.display(description="window started")
-    def window_start(self, budget: Budget):
+    def window_start(self, budget: Budget) -> str:
         return "—" if budget._state.adding else display_for_value(budget.last_reset, "—")
 
 
@@ -71,35 +81,41 @@ class RateLimitInline(admin.StackedInline):
         return rate_limit_bars(rate_limit)
 
 
-def live_forms(formset: BaseInlineFormSet):
+def _marked_for_deletion(formset: InlineFormSet, form: forms.ModelForm[Model]) -> bool:
+    """The formset's own test of a row's DELETE box."""
+    # ``BaseFormSet._should_delete_form`` exists in Django but is missing from django-stubs.
+    return bool(formset._should_delete_form(form))  # type: ignore[attr-defined]
+
+
+def live_forms(formset: InlineFormSet) -> Iterator[forms.ModelForm[Model]]:
     """Rows that should exist after the save: kept existing rows and filled-in new rows."""
     for form in formset.forms:
         if form in formset.extra_forms and not form.has_changed():
             continue
-        if formset.can_delete and formset._should_delete_form(form):
+        if formset.can_delete and _marked_for_deletion(formset, form):
             continue
         yield form
 
 
-def record_changes(formset: BaseInlineFormSet) -> None:
+def record_changes(formset: InlineFormSet) -> None:
     """Fill the attributes ``formset.save()`` would set; the admin's history message reads them."""
     formset.new_objects = [f.instance for f in live_forms(formset) if f in formset.extra_forms]
     formset.changed_objects = [
         (f.instance, f.changed_data) for f in live_forms(formset) if f in formset.initial_forms and f.has_changed()
     ]
     formset.deleted_objects = [
-        f.instance for f in formset.initial_forms if formset.can_delete and formset._should_delete_form(f)
+        f.instance for f in formset.initial_forms if formset.can_delete and _marked_for_deletion(formset, f)
     ]
 
 
-def budget_specs(formset: BaseInlineFormSet) -> list[dict[str, Any]]:
+def budget_specs(formset: InlineFormSet) -> list[dict[str, Any]]:
     return [
         {key: form.cleaned_data[key] for key in ("max_limit", "reset_duration", "calendar_aligned")}
         for form in live_forms(formset)
     ]
 
 
-def rate_limit_spec(formset: BaseInlineFormSet) -> dict[str, Any]:
+def rate_limit_spec(formset: InlineFormSet) -> dict[str, Any]:
     """The single rate-limit row as a spec, or ``{}`` (remove) when it was deleted or never filled."""
     for form in live_forms(formset):
         return {
@@ -109,20 +125,22 @@ def rate_limit_spec(formset: BaseInlineFormSet) -> dict[str, Any]:
     return {}
 
 
-class LimitsOwnerAdminMixin(ServiceAdminMixin):
+class LimitsOwnerAdminMixin(ServiceAdminMixin[LimitOwnerT]):
     """Saves the budget and rate-limit inlines of an owner through the services."""
 
-    def limits_of(self, owner) -> tuple[list, list]:
+    def limits_of(self, owner: LimitOwnerT) -> tuple[list[Budget], list[RateLimit]]:
         rate_limit = related_rate_limit(owner)
         return list(owner.budgets.all()), [rate_limit] if rate_limit else []
 
-    def save_formset(self, request, form, formset, change):
+    def save_formset(
+        self, request: HttpRequest, form: forms.ModelForm[LimitOwnerT], formset: InlineFormSet, change: bool
+    ) -> None:
         owner = form.instance
         if formset.model is Budget:
             self.run_service(budgets_reconcile, owner=owner, budgets=budget_specs(formset))
         elif formset.model is RateLimit:
             self.run_service(rate_limit_apply, owner=owner, spec=rate_limit_spec(formset))
         else:
-            return super().save_formset(request, form, formset, change)
+            super().save_formset(request, form, formset, change)
+            return
         record_changes(formset)
-        return None

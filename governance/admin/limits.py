@@ -7,13 +7,22 @@ through the owner's services, and which the owner's own deletion needs to be all
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from governance.admin.common import GovernanceModelAdmin, ServiceAdminMixin, Services, budget_bars, rate_limit_bars
+from governance.admin.common import (
+    GovernanceModelAdmin,
+    LimitOwner,
+    ServiceAdminMixin,
+    Services,
+    budget_bars,
+    rate_limit_bars,
+)
 from governance.admin.virtual_keys import reset_budgets
 from governance.models import Budget, RateLimit
 from governance.services import budgets_reconcile, rate_limit_apply
@@ -25,26 +34,51 @@ OWNER_LABELS = (
     ("provider_config", "provider config"),
 )
 
+LimitRowT = TypeVar("LimitRowT", Budget, RateLimit)
+
+# Shown and read-only alike on the overview pages.
+BUDGET_FIELDS = (
+    "owner",
+    "max_limit",
+    "reset_duration",
+    "calendar_aligned",
+    "current_usage",
+    "usage",
+    "last_reset",
+)
+RATE_LIMIT_FIELDS = (
+    "owner",
+    "token_max_limit",
+    "token_reset_duration",
+    "token_current_usage",
+    "request_max_limit",
+    "request_reset_duration",
+    "request_current_usage",
+    "usage",
+)
+
 
 class OwnerKindFilter(admin.SimpleListFilter):
     title = "owner"
     parameter_name = "owner"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> tuple[tuple[str, str], ...]:
         return OWNER_LABELS
 
-    def queryset(self, request, queryset):
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[Budget] | QuerySet[RateLimit]
+    ) -> QuerySet[Budget] | QuerySet[RateLimit]:
         if self.value() in dict(OWNER_LABELS):
             return queryset.filter(**{f"{self.value()}__isnull": False})
         return queryset
 
 
-def owner_of(row):
+def owner_of(row: Budget | RateLimit) -> LimitOwner:
     """The VK, team, customer or provider config a budget or rate limit belongs to."""
     return next(getattr(row, field) for field, _ in OWNER_LABELS if getattr(row, f"{field}_id") is not None)
 
 
-def owner_link(row) -> str:
+def owner_link(row: Budget | RateLimit) -> str:
     for field, label in OWNER_LABELS:
         owner = getattr(row, field)
         if owner is not None:
@@ -67,33 +101,33 @@ def _rate_limit_delete(rate_limit: RateLimit) -> None:
     rate_limit_apply(owner=owner_of(rate_limit), spec={})
 
 
-class _ReadOnlyOverview(ServiceAdminMixin, GovernanceModelAdmin):
+class _ReadOnlyOverview(ServiceAdminMixin[LimitRowT], GovernanceModelAdmin[LimitRowT]):
     list_select_related = ["virtual_key", "team", "customer", "provider_config__provider"]
     list_filter = [OwnerKindFilter]
     search_fields = ["virtual_key__name", "team__name", "customer__name", "provider_config__provider__name"]
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: LimitRowT | None = None) -> bool:
         return False
 
     @admin.display(description="owner")
-    def owner(self, row) -> str:
+    def owner(self, row: LimitRowT) -> str:
         return owner_link(row)
 
 
 @admin.register(Budget)
-class BudgetAdmin(_ReadOnlyOverview):
+class BudgetAdmin(_ReadOnlyOverview[Budget]):
     list_display = ["owner", "reset_duration", "calendar_aligned", "usage", "last_reset"]
     list_filter = [OwnerKindFilter, "reset_duration", "calendar_aligned"]
-    fields = ["owner", "max_limit", "reset_duration", "calendar_aligned", "current_usage", "usage", "last_reset"]
-    readonly_fields = fields
+    fields = BUDGET_FIELDS
+    readonly_fields = BUDGET_FIELDS
     ordering = ["-current_usage"]
     actions = ["reset_usage"]
     services = Services(delete=_budget_delete, instance="budget")
 
-    def limits_of(self, row) -> tuple[list, list]:
+    def limits_of(self, row: Budget) -> tuple[list[Budget], list[RateLimit]]:
         return [row], []
 
     @admin.display(description="spent / limit", ordering="current_usage")
@@ -109,22 +143,13 @@ class BudgetAdmin(_ReadOnlyOverview):
 
 
 @admin.register(RateLimit)
-class RateLimitAdmin(_ReadOnlyOverview):
+class RateLimitAdmin(_ReadOnlyOverview[RateLimit]):
     list_display = ["owner", "usage", "token_last_reset", "request_last_reset"]
-    fields = [
-        "owner",
-        "token_max_limit",
-        "token_reset_duration",
-        "token_current_usage",
-        "request_max_limit",
-        "request_reset_duration",
-        "request_current_usage",
-        "usage",
-    ]
-    readonly_fields = fields
+    fields = RATE_LIMIT_FIELDS
+    readonly_fields = RATE_LIMIT_FIELDS
     services = Services(delete=_rate_limit_delete, instance="rate_limit")
 
-    def limits_of(self, row) -> tuple[list, list]:
+    def limits_of(self, row: RateLimit) -> tuple[list[Budget], list[RateLimit]]:
         return [], [row]
 
     @admin.display(description="use")

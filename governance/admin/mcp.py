@@ -2,35 +2,46 @@
 
 from __future__ import annotations
 
+import uuid
+from typing import TYPE_CHECKING, TypedDict
+
+from django import forms
 from django.contrib import admin
-from django.db.models import Count
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
 
 from governance.admin.common import GovernanceModelAdmin, ServiceAdminMixin, Services, adopt
 from governance.forms import McpConfigInlineForm
 from governance.models import McpClient, VirtualKeyMcpConfig
 from governance.services.virtual_keys import mcp_configs_replace
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class _KeyCount(TypedDict):
+    key_count: int
+
 
 @admin.register(McpClient)
-class McpClientAdmin(GovernanceModelAdmin):
+class McpClientAdmin(GovernanceModelAdmin[McpClient]):
     """MCP clients are plain records (no invariants beyond the model's), edited as rows."""
 
     list_display = ["name", "per_user_oauth", "allow_on_all_virtual_keys", "keys", "created_at"]
     list_filter = ["per_user_oauth", "allow_on_all_virtual_keys"]
     search_fields = ["name"]
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[McpClient]:
         return super().get_queryset(request).annotate(key_count=Count("virtual_key_configs"))
 
     @admin.display(description="virtual keys", ordering="key_count")
-    def keys(self, client: McpClient) -> int:
+    def keys(self, client: WithAnnotations[McpClient, _KeyCount]) -> int:
         return client.key_count
 
 
-def _replace_without(pk, vk_id) -> None:
+def _replace_without(pk: int | None, vk_id: uuid.UUID | None) -> None:
     """Replace the MCP list of the key ``vk_id`` with the same list less the row ``pk``."""
-    rows = VirtualKeyMcpConfig.objects.filter(virtual_key_id=vk_id).select_related("mcp_client", "virtual_key")
-    rows = list(rows)
+    rows = list(VirtualKeyMcpConfig.objects.filter(virtual_key_id=vk_id).select_related("mcp_client", "virtual_key"))
     if rows:
         specs = [
             {"mcp_client_name": c.mcp_client.name, "tools_to_execute": c.tools_to_execute} for c in rows if c.pk != pk
@@ -48,7 +59,7 @@ class VirtualKeyMcpConfigForm(McpConfigInlineForm):
 
 
 @admin.register(VirtualKeyMcpConfig)
-class VirtualKeyMcpConfigAdmin(ServiceAdminMixin, GovernanceModelAdmin):
+class VirtualKeyMcpConfigAdmin(ServiceAdminMixin[VirtualKeyMcpConfig], GovernanceModelAdmin[VirtualKeyMcpConfig]):
     """Each save replaces the key's whole MCP list through the service, this row changed."""
 
     form = VirtualKeyMcpConfigForm
@@ -63,7 +74,13 @@ class VirtualKeyMcpConfigAdmin(ServiceAdminMixin, GovernanceModelAdmin):
     def tools(self, config: VirtualKeyMcpConfig) -> str:
         return ", ".join(config.tools_to_execute) or "none"
 
-    def save_model(self, request, obj, form, change):
+    def save_model(
+        self,
+        request: HttpRequest,
+        obj: VirtualKeyMcpConfig,
+        form: forms.ModelForm[VirtualKeyMcpConfig],
+        change: bool,
+    ) -> None:
         vk = form.cleaned_data["virtual_key"]
         specs = [
             {"mcp_client_name": c.mcp_client.name, "tools_to_execute": c.tools_to_execute}

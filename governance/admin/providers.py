@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from django import forms
 from django.contrib import admin
-from django.db.models import Count
+from django.db.models import Count, QuerySet
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -28,11 +33,21 @@ from governance.services import (
 )
 from governance.services.virtual_keys import provider_configs_reconcile
 
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldGroups
+    from django_stubs_ext import WithAnnotations
+
+    from governance.admin.inlines import InlineFormSet
+
 PER_MILLION = 1_000_000
 
 
+class _KeyCount(TypedDict):
+    key_count: int
+
+
 @admin.register(Provider)
-class ProviderAdmin(ServiceAdminMixin, GovernanceModelAdmin):
+class ProviderAdmin(ServiceAdminMixin[Provider], GovernanceModelAdmin[Provider]):
     form = ProviderAdminForm
     list_display = ["name", "api_format", "base_url", "timeout_seconds", "keys"]
     list_filter = ["api_format"]
@@ -41,21 +56,21 @@ class ProviderAdmin(ServiceAdminMixin, GovernanceModelAdmin):
     service_fields = ("base_url", "api_format", "timeout_seconds", "extra_headers")
     create_fields = ("name",)  # read-only once created
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
         return super().get_queryset(request).annotate(key_count=Count("keys"))
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(self, request: HttpRequest, obj: Provider | None = None) -> list[str]:
         # The name is how VKs, routing and the API refer to the provider: fixed after creation.
         return ["name"] if obj else []
 
     @admin.display(description="keys", ordering="key_count")
-    def keys(self, provider: Provider) -> str:
+    def keys(self, provider: WithAnnotations[Provider, _KeyCount]) -> str:
         url = reverse("admin:governance_providerkey_changelist") + f"?provider__id__exact={provider.pk}"
         return format_html('<a href="{}">{}</a>', url, provider.key_count)
 
 
 @admin.register(ProviderKey)
-class ProviderKeyAdmin(ServiceAdminMixin, GovernanceModelAdmin):
+class ProviderKeyAdmin(ServiceAdminMixin[ProviderKey], GovernanceModelAdmin[ProviderKey]):
     form = ProviderKeyAdminForm
     list_display = ["name", "provider", "masked", "model_list", "weight", "enabled"]
     list_filter = ["provider", "enabled"]
@@ -67,11 +82,11 @@ class ProviderKeyAdmin(ServiceAdminMixin, GovernanceModelAdmin):
     service_fields = ("name", "models", "weight", "enabled")
     create_fields = ("provider",)  # read-only once created
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(self, request: HttpRequest, obj: ProviderKey | None = None) -> list[str]:
         return ["provider", "masked"] if obj else []
 
-    def get_fields(self, request, obj=None):
-        fields = ["provider", "name", "masked", "value", "models", "weight", "enabled"]
+    def get_fields(self, request: HttpRequest, obj: ProviderKey | None = None) -> _FieldGroups:
+        fields: _FieldGroups = ["provider", "name", "masked", "value", "models", "weight", "enabled"]
         return fields if obj else [f for f in fields if f != "masked"]
 
     @admin.display(description="value")
@@ -82,7 +97,7 @@ class ProviderKeyAdmin(ServiceAdminMixin, GovernanceModelAdmin):
     def model_list(self, key: ProviderKey) -> str:
         return ", ".join(key.models) if key.models else "any"
 
-    def service_data(self, form, change):
+    def service_data(self, form: forms.ModelForm[ProviderKey], change: bool) -> dict[str, Any]:
         # The value is write-only: left blank on a change, the stored one is kept.
         return super().service_data(form, change) | {"value": form.cleaned_data.get("value") or None}
 
@@ -99,7 +114,7 @@ def _provider_config_delete(config: ProviderConfig) -> None:
 
 
 @admin.register(ProviderConfig)
-class ProviderConfigAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
+class ProviderConfigAdmin(LimitsOwnerAdminMixin[ProviderConfig], GovernanceModelAdmin[ProviderConfig]):
     """A VK's provider config with its own budgets and rate limit (created from the VK page)."""
 
     form = ProviderConfigInlineForm
@@ -112,10 +127,10 @@ class ProviderConfigAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
     inlines = [BudgetInline, RateLimitInline]
     services = Services(delete=_provider_config_delete, instance="config")  # saved by ``save_model`` below
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ProviderConfig]:
         return super().get_queryset(request).prefetch_related("budgets")
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # added on the virtual key's page, where the provider is chosen
 
     @admin.display(description="allowed models")
@@ -130,13 +145,15 @@ class ProviderConfigAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
     def rate_limit_used(self, config: ProviderConfig) -> str:
         return rate_limit_bars(related_rate_limit(config))
 
-    def save_model(self, request, obj, form, change):
+    def save_model(
+        self, request: HttpRequest, obj: ProviderConfig, form: forms.ModelForm[ProviderConfig], change: bool
+    ) -> None:
         # The service reconciles a key's whole list; the other configs are passed by id only,
         # which leaves them exactly as they are.
         data = form.cleaned_data
-        specs = []
+        specs: list[dict[str, Any]] = []
         for config in ProviderConfig.objects.filter(virtual_key_id=obj.virtual_key_id).select_related("provider"):
-            spec = {"id": config.pk, "provider": config.provider.name}
+            spec: dict[str, Any] = {"id": config.pk, "provider": config.provider.name}
             if config.pk == obj.pk:
                 spec |= {
                     "weight": data.get("weight"),
@@ -147,17 +164,23 @@ class ProviderConfigAdmin(LimitsOwnerAdminMixin, GovernanceModelAdmin):
         self.run_service(provider_configs_reconcile, vk=obj.virtual_key, configs=specs)
         obj.refresh_from_db()
 
-    def save_related(self, request, form, formsets, change):
+    def save_related(
+        self,
+        request: HttpRequest,
+        form: forms.ModelForm[ProviderConfig],
+        formsets: list[InlineFormSet],
+        change: bool,
+    ) -> None:
         # ``keys`` was saved by the service; only the budget and rate-limit inlines remain.
         for formset in formsets:
             self.save_formset(request, form, formset, change=change)
 
-    def delete_queryset(self, request, queryset):
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ProviderConfig]) -> None:
         super().delete_queryset(request, queryset.select_related("virtual_key"))
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(GovernanceModelAdmin):
+class ModelPriceAdmin(GovernanceModelAdmin[ModelPrice]):
     """Prices are plain reference data (no invariants beyond the model's), edited as rows."""
 
     list_display = ["provider", "model", "input_per_million", "output_per_million", "cached_per_million", "updated_at"]
@@ -177,7 +200,7 @@ class ModelPriceAdmin(GovernanceModelAdmin):
         return _per_million(price.cached_input_cost_per_token)
 
 
-def _per_million(value) -> str:
+def _per_million(value: Decimal | None) -> str:
     if value is None:
         return "—"
     return f"{(value * PER_MILLION).normalize():f}"

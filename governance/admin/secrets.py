@@ -6,6 +6,8 @@ read that renders them, so reloading the page shows nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -14,7 +16,7 @@ from django.urls import reverse
 from governance.admin.common import take_secrets
 
 
-def one_time_secret_view(request: HttpRequest, model_admin: admin.ModelAdmin) -> HttpResponse:
+def one_time_secret_view(request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> HttpResponse:
     """Show the stashed secrets once; the response is never cached (``admin_view`` sets no-cache)."""
     opts = model_admin.model._meta
     secrets = take_secrets(request)

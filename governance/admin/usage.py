@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 from django.contrib import admin
 from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import TruncDate
+from django.http import HttpRequest, HttpResponse
+from django.template.response import SimpleTemplateResponse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -25,7 +28,7 @@ class StatusFilter(admin.SimpleListFilter):
     parameter_name = "status"
     RANGES = {"2xx": (200, 299), "4xx": (400, 499), "429": (429, 429), "5xx": (500, 599), "0": (0, 0)}
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [
             ("2xx", "Success (2xx)"),
             ("4xx", "Client error (4xx)"),
@@ -34,15 +37,16 @@ class StatusFilter(admin.SimpleListFilter):
             ("0", "Worker died (0, settled by the lease reaper)"),
         ]
 
-    def queryset(self, request, queryset):
-        if self.value() in self.RANGES:
-            low, high = self.RANGES[self.value()]
+    def queryset(self, request: HttpRequest, queryset: QuerySet[UsageRecord]) -> QuerySet[UsageRecord]:
+        value = self.value()
+        if value is not None and value in self.RANGES:
+            low, high = self.RANGES[value]
             return queryset.filter(status_code__gte=low, status_code__lte=high)
         return queryset
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(GovernanceModelAdmin):
+class UsageRecordAdmin(GovernanceModelAdmin[UsageRecord]):
     """Read-only: the ledger is written by the proxy only, and counters can be rebuilt from it."""
 
     change_list_template = "admin/governance/usagerecord/change_list.html"
@@ -76,13 +80,13 @@ class UsageRecordAdmin(GovernanceModelAdmin):
     # Counting a large ledger on every page view is slow; the pager does without the total.
     show_full_result_count = False
 
-    def has_add_permission(self, request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):
+    def has_change_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):
+    def has_delete_permission(self, request: HttpRequest, obj: UsageRecord | None = None) -> bool:
         return False
 
     @admin.display(description="status", ordering="status_code")
@@ -101,19 +105,20 @@ class UsageRecordAdmin(GovernanceModelAdmin):
             )
         return money(record.cost)
 
-    def changelist_view(self, request, extra_context=None):
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
         # Redirects (after an invalid filter) have no context; only a rendered list gets charts.
-        changelist = (getattr(response, "context_data", None) or {}).get("cl")
-        if changelist is not None:
+        context = response.context_data if isinstance(response, SimpleTemplateResponse) else None
+        changelist = (context or {}).get("cl")
+        if context is not None and changelist is not None:
             days = daily_totals(changelist.queryset)
-            response.context_data["spend_chart"] = bar_chart(days, "cost", money)
-            response.context_data["token_chart"] = bar_chart(days, "tokens", lambda v: f"{v:,}")
-            response.context_data["chart_days"] = len(days)
+            context["spend_chart"] = bar_chart(days, "cost", money)
+            context["token_chart"] = bar_chart(days, "tokens", lambda v: f"{v:,}")
+            context["chart_days"] = len(days)
         return response
 
 
-def daily_totals(queryset: QuerySet[UsageRecord]) -> list[dict]:
+def daily_totals(queryset: QuerySet[UsageRecord]) -> list[dict[str, Any]]:
     """Spend, tokens and requests per UTC day for the latest ``CHART_DAYS`` days in ``queryset``."""
     rows = (
         queryset.order_by()
@@ -125,7 +130,7 @@ def daily_totals(queryset: QuerySet[UsageRecord]) -> list[dict]:
     return list(reversed(rows))
 
 
-def bar_chart(days: list[dict], key: str, fmt: Callable) -> SafeString:
+def bar_chart(days: list[dict[str, Any]], key: str, fmt: Callable[[Decimal | int], str]) -> SafeString:
     """An inline SVG bar chart, one bar per day, each with a tooltip (no script, no CDN)."""
     if not days:
         return SafeString("")

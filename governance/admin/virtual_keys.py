@@ -3,18 +3,21 @@ activate / deactivate / rotate / reset-usage actions, and the one-time value pag
 
 from __future__ import annotations
 
-from typing import Any
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, DecimalField, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, DecimalField, IntegerField, Model, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -42,6 +45,9 @@ from governance.services import (
 )
 from governance.services.virtual_keys import mcp_configs_replace, provider_configs_reconcile
 
+if TYPE_CHECKING:
+    from governance.admin.inlines import InlineFormSet
+
 VK_FORM_FIELDS = ("name", "description", "is_active", "team", "customer", "allow_all_providers", "expires_at")
 
 
@@ -49,10 +55,10 @@ class ExpiredFilter(admin.SimpleListFilter):
     title = "expired"
     parameter_name = "expired"
 
-    def lookups(self, request, model_admin):
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
         return [("yes", "Expired"), ("no", "Not expired")]
 
-    def queryset(self, request, queryset):
+    def queryset(self, request: HttpRequest, queryset: QuerySet[VirtualKey]) -> QuerySet[VirtualKey]:
         now = timezone.now()
         if self.value() == "yes":
             return queryset.filter(expires_at__lte=now)
@@ -87,7 +93,7 @@ class McpConfigInline(admin.TabularInline):
 
 
 @admin.register(VirtualKey)
-class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdmin):
+class VirtualKeyAdmin(UsagePanelMixin[VirtualKey], LimitsOwnerAdminMixin[VirtualKey], GovernanceModelAdmin[VirtualKey]):
     usage_field = "virtual_key"
     form = VirtualKeyAdminForm
     change_form_template = "admin/governance/virtualkey/change_form.html"
@@ -119,7 +125,7 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
 
     # --- list --------------------------------------------------------------------------------
 
-    def get_queryset(self, request):
+    def get_queryset(self, request: HttpRequest) -> QuerySet[VirtualKey]:
         # Subqueries, not joins: summing budgets over a join with provider configs would count
         # each budget once per config.
         spent = (
@@ -134,7 +140,7 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
             .annotate(total=Count("pk"))
             .values("total")
         )
-        money_field = DecimalField(max_digits=24, decimal_places=10)
+        money_field: DecimalField[Decimal, Decimal] = DecimalField(max_digits=24, decimal_places=10)
         return (
             super()
             .get_queryset(request)
@@ -161,10 +167,10 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
 
     @admin.display(description="attached to")
     def attached_to(self, vk: VirtualKey) -> str:
-        if vk.team_id:
+        if vk.team_id and vk.team is not None:
             url = reverse("admin:governance_team_change", args=[vk.team_id])
             return format_html('team <a href="{}">{}</a>', url, vk.team.name)
-        if vk.customer_id:
+        if vk.customer_id and vk.customer is not None:
             url = reverse("admin:governance_customer_change", args=[vk.customer_id])
             return format_html('customer <a href="{}">{}</a>', url, vk.customer.name)
         return "—"
@@ -186,12 +192,14 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
 
     # --- saving through the services ---------------------------------------------------------
 
-    def created(self, request, result):
+    def created(self, request: HttpRequest, result: tuple[VirtualKey, str]) -> VirtualKey:
         vk, value = result
         hold_secret(request, label=vk.name, value=value, kind="virtual key", url=self._change_url(vk))
         return vk
 
-    def save_formset(self, request, form, formset, change):
+    def save_formset(
+        self, request: HttpRequest, form: forms.ModelForm[VirtualKey], formset: InlineFormSet, change: bool
+    ) -> None:
         vk = form.instance
         if formset.model is ProviderConfig:
             specs = [_provider_config_spec(f, formset) for f in live_forms(formset)]
@@ -206,11 +214,11 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
             ]
             self.run_service(mcp_configs_replace, vk=vk, configs=specs)
         else:
-            return super().save_formset(request, form, formset, change)
+            super().save_formset(request, form, formset, change)
+            return
         record_changes(formset)
-        return None
 
-    def response_add(self, request, obj, post_url_continue=None):
+    def response_add(self, request: HttpRequest, obj: VirtualKey, post_url_continue: str | None = None) -> HttpResponse:
         # Also from an add popup: the value page replaces the popup's form, since the value is
         # shown nowhere else.
         if stash_secrets(request):
@@ -248,7 +256,7 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
         reset_budgets(self, request, Budget.objects.filter(virtual_key__in=queryset))
 
     def _rotate(self, request: HttpRequest, keys: list[VirtualKey]) -> HttpResponse:
-        secrets = []
+        secrets: list[dict[str, str]] = []
         with transaction.atomic():
             for vk in keys:
                 value = virtual_key_rotate(vk=vk)
@@ -266,14 +274,14 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
             "opts": self.model._meta,
             "keys": keys,
             "from_action": action,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "media": self.media,
         }
         return TemplateResponse(request, "admin/governance/virtualkey/confirm_rotate.html", context)
 
     # --- extra pages -------------------------------------------------------------------------
 
-    def get_urls(self):
+    def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
             path("one-time-value/", wrap(self.one_time_value_view), name="governance_virtualkey_one_time_value"),
@@ -302,7 +310,7 @@ class VirtualKeyAdmin(UsagePanelMixin, LimitsOwnerAdminMixin, GovernanceModelAdm
         return reverse("admin:governance_virtualkey_change", args=[vk.pk])
 
 
-def _provider_config_spec(form, formset) -> dict[str, Any]:
+def _provider_config_spec(form: forms.ModelForm[Model], formset: InlineFormSet) -> dict[str, Any]:
     data = form.cleaned_data
     return {
         "id": form.instance.pk if form in formset.initial_forms else None,
@@ -313,7 +321,7 @@ def _provider_config_spec(form, formset) -> dict[str, Any]:
     }
 
 
-def reset_budgets(model_admin: admin.ModelAdmin, request: HttpRequest, budgets: QuerySet[Budget]) -> None:
+def reset_budgets(model_admin: admin.ModelAdmin[Any], request: HttpRequest, budgets: QuerySet[Budget]) -> None:
     """Zero the usage of ``budgets`` (one service call each) and say how many were reset."""
     with transaction.atomic():
         rows = list(budgets)

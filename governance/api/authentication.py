@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 from django_ratelimit.core import get_usage
@@ -14,7 +17,11 @@ from rest_framework import authentication, exceptions
 
 from bifrost_site.ratelimit_keys import client_address
 from governance.keys import VK_PREFIX
+from governance.models import ApiToken
 from governance.selectors import api_token_user
+
+if TYPE_CHECKING:
+    from rest_framework.request import Request
 
 
 class AdminTokenAuthentication(authentication.BaseAuthentication):
@@ -22,7 +29,7 @@ class AdminTokenAuthentication(authentication.BaseAuthentication):
 
     keyword = "bearer"
 
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[AbstractBaseUser, ApiToken] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != self.keyword:
@@ -43,7 +50,7 @@ class AdminTokenAuthentication(authentication.BaseAuthentication):
             type(api_token).objects.filter(pk=api_token.pk).update(last_used_at=now)
         return user, api_token
 
-    def authenticate_header(self, request) -> str:
+    def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'
 
 
@@ -55,7 +62,7 @@ class LimiterUnavailable(exceptions.APIException):
 # HMAC digest of "username:password" -> (user id, password hash, expiry on the monotonic clock).
 # Per process and never the password itself: without SECRET_KEY a digest (in a memory dump, say)
 # can be neither reversed nor used to test guesses offline.
-_verified: dict[str, tuple[object, str, float]] = {}
+_verified: dict[str, tuple[int | str, str, float]] = {}
 MAX_VERIFIED = 1024
 _now = time.monotonic  # a seam for tests
 
@@ -65,7 +72,7 @@ def _credential_digest(userid: str, password: str) -> str:
     return salted_hmac("bifrost.api.basic-auth", f"{userid}:{password}", algorithm="sha256").hexdigest()
 
 
-def _cached_user(digest: str):
+def _cached_user(digest: str) -> AbstractBaseUser | None:
     """The user of a credential verified in the last few seconds, if it still holds.
 
     One indexed read replaces the password hash: a password change (the stored hash differs),
@@ -84,7 +91,7 @@ def _cached_user(digest: str):
     return user
 
 
-def _remember(digest: str, user) -> None:
+def _remember(digest: str, user: AbstractBaseUser) -> None:
     ttl = settings.API_BASIC_AUTH_CACHE_SECONDS
     if ttl <= 0:
         return
@@ -97,7 +104,7 @@ def forget_verified_credentials() -> None:
     _verified.clear()
 
 
-def _failures(request, userid: str, *, increment: bool) -> list[dict]:
+def _failures(request: HttpRequest, userid: str, *, increment: bool) -> list[dict[str, Any] | None]:
     """Failed attempts of this username and of this client address in their current windows.
 
     django-ratelimit counts in the ``default`` cache (Redis in production, shared by every worker
@@ -114,7 +121,7 @@ def _failures(request, userid: str, *, increment: bool) -> list[dict]:
         raise LimiterUnavailable() from None  # fail closed: guessing must not become free
 
 
-def _refuse_if_over_limit(request, userid: str) -> None:
+def _refuse_if_over_limit(request: HttpRequest, userid: str) -> None:
     usages = _failures(request, userid, increment=False)
     over = [usage for usage in usages if usage and usage["count"] >= usage["limit"]]
     if over:
@@ -133,12 +140,16 @@ class StaffBasicAuthentication(authentication.BasicAuthentication):
     credential still works during such a lock-out: only someone who knows the password has one.
     """
 
-    def authenticate_credentials(self, userid, password, request=None):
+    def authenticate_credentials(
+        self, userid: str, password: str, request: Request | None = None
+    ) -> tuple[AbstractBaseUser, None]:
         digest = _credential_digest(userid, password)
         user = _cached_user(digest)
         if user is not None:
             return user, None
-        django_request = getattr(request, "_request", request)
+        # DRF's ``BasicAuthentication.authenticate`` always passes its request (``None`` is only the
+        # base class's default); the Django request under it is what django-ratelimit reads.
+        django_request = cast(HttpRequest, getattr(request, "_request", request))
         _refuse_if_over_limit(django_request, userid)
         try:
             user, auth = super().authenticate_credentials(userid, password, request)

@@ -6,9 +6,15 @@ to render (the representations are plain functions), so keep the two in step.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema_serializer
 from rest_framework import serializers
+
+if TYPE_CHECKING:
+    from drf_spectacular.generators import SchemaGenerator
+    from rest_framework.request import Request
 
 # The bounds ``governance.api.listing`` enforces: at most nine digits, a limit of at least 1.
 _COUNT = {"type": "integer", "maximum": 999_999_999}
@@ -147,8 +153,16 @@ class PageOut(serializers.Serializer):
     offset = serializers.IntegerField()
 
 
-def _wrap(name: str, key: str, inner, *, many: bool = False, message: bool = False, page: bool = False):
-    fields = {key: inner(many=many)}
+def _wrap(
+    name: str,
+    key: str,
+    inner: type[serializers.Serializer],
+    *,
+    many: bool = False,
+    message: bool = False,
+    page: bool = False,
+) -> type[serializers.Serializer]:
+    fields: dict[str, serializers.Field] = {key: inner(many=many)}
     if message:
         fields["message"] = serializers.CharField()
     base = PageOut if page else serializers.Serializer
@@ -244,13 +258,13 @@ VIRTUAL_KEY_SCHEME = {
     "name": "x-bf-vk",
     "description": "a virtual key; also accepted as `Authorization: Bearer sk-bf-…`, `x-api-key` or `x-goog-api-key`",
 }
-VIRTUAL_KEY_AUTH = [{"virtualKey": []}]
+VIRTUAL_KEY_AUTH: list[dict[str, list[str]]] = [{"virtualKey": []}]
 _WRITES = frozenset({"post", "put", "patch", "delete"})
 
 
-def error_statuses(path: str, method: str, operation: dict) -> list[int]:
+def error_statuses(path: str, method: str, operation: dict[str, Any]) -> list[int]:
     """The error statuses an operation can answer, from what it accepts and how it authenticates."""
-    statuses = []
+    statuses: list[int] = []
     parameters = operation.get("parameters", [])
     if "requestBody" in operation or any(p.get("in") == "query" for p in parameters):
         statuses.append(400)
@@ -267,7 +281,9 @@ def error_statuses(path: str, method: str, operation: dict) -> list[int]:
     return sorted(statuses)
 
 
-def postprocess_schema(result: dict, generator, request, public) -> dict:
+def postprocess_schema(
+    result: dict[str, Any], generator: SchemaGenerator, request: Request | None, public: bool
+) -> dict[str, Any]:
     """drf-spectacular postprocessing hook: error responses, the virtual key scheme, empty query values."""
     components = result.setdefault("components", {})
     components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from typing import TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from rest_framework.exceptions import ValidationError
+
+# ``request.query_params``: a ``QueryDict``, whose ``get`` gives the last value of a name.
+Params = Mapping[str, str]
+M = TypeVar("M", bound=Model)
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 100
 
 
-def _int_param(params, name: str, default: int) -> int:
+def _int_param(params: Params, name: str, default: int) -> int:
     raw = params.get(name)
     if raw is None or raw == "":
         return default
@@ -22,7 +28,7 @@ def _int_param(params, name: str, default: int) -> int:
     return int(raw)
 
 
-def page_params(params) -> tuple[int, int]:
+def page_params(params: Params) -> tuple[int, int]:
     """``(limit, offset)``; limit defaults to 25 and is capped at 100, 0 is refused."""
     limit = _int_param(params, "limit", DEFAULT_LIMIT)
     offset = _int_param(params, "offset", 0)
@@ -31,7 +37,7 @@ def page_params(params) -> tuple[int, int]:
     return min(limit, MAX_LIMIT), offset
 
 
-def uuid_param(params, name: str) -> uuid.UUID | None:
+def uuid_param(params: Params, name: str) -> uuid.UUID | None:
     raw = params.get(name)
     if raw is None or raw == "":
         return None
@@ -41,7 +47,7 @@ def uuid_param(params, name: str) -> uuid.UUID | None:
         raise ValidationError({name: [f"{name} must be a UUID"]}) from None
 
 
-def search(queryset: QuerySet, params) -> QuerySet:
+def search(queryset: QuerySet[M], params: Params) -> QuerySet[M]:
     raw = params.get("search", "")
     if len(raw) > 255:  # before strip(): the limit is on what the client sent
         raise ValidationError({"search": ["search is too long (max 255 characters)"]})
@@ -51,7 +57,7 @@ def search(queryset: QuerySet, params) -> QuerySet:
     return queryset.filter(name__icontains=term) if term else queryset
 
 
-def sort(queryset: QuerySet, params, fields: dict[str, str]) -> QuerySet:
+def sort(queryset: QuerySet[M], params: Params, fields: dict[str, str]) -> QuerySet[M]:
     """Order by ``sort_by`` (one of ``fields``) and ``order`` (asc|desc); ties broken by id."""
     sort_by = params.get("sort_by") or "name"
     order = (params.get("order") or "asc").lower()
@@ -63,7 +69,7 @@ def sort(queryset: QuerySet, params, fields: dict[str, str]) -> QuerySet:
     return queryset.order_by(f"{prefix}{fields[sort_by]}", f"{prefix}pk")
 
 
-def paginate(queryset: QuerySet, params) -> tuple[list, dict]:
+def paginate(queryset: QuerySet[M], params: Params) -> tuple[list[M], dict[str, int]]:
     limit, offset = page_params(params)
     total = queryset.count()
     rows = list(queryset[offset : offset + limit])

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from rest_framework import serializers
 
 from governance.api.serializers import StrictCharField, StrictFloatField
 from governance.models.providers import MAX_HEADER_VALUE, PROVIDER_NAME_RE, ApiFormat, extra_header_problem
 
+if TYPE_CHECKING:
+    # What the mixin is put before: its ``fail`` and ``super().to_internal_value`` are a CharField's.
+    class _TextField(serializers.CharField): ...
 
-class _StrictText:
+else:
+    _TextField = object
+
+
+class _StrictText(_TextField):
     """Takes only JSON strings (DRF would turn ``0`` into ``"0"``), like the governance API."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -82,7 +91,7 @@ class ProviderKeyInput(serializers.Serializer):
     weight = StrictFloatField(min_value=0.0, required=False)
     enabled = serializers.JSONField(required=False)
 
-    def validate_enabled(self, value):
+    def validate_enabled(self, value: object) -> bool:
         return _strict_bool(value)
 
     def validate_models(self, value: list[str]) -> list[str]:

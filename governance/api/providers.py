@@ -9,6 +9,7 @@ invalidation signals (``governance.signals``).
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
@@ -64,7 +65,9 @@ def provider_or_404(name: str) -> Provider:
     return provider
 
 
-def _validated(serializer_class, data, **context) -> dict:
+def _validated(
+    serializer_class: type[ProviderInput] | type[ProviderKeyInput], data: object, **context: Any
+) -> dict[str, Any]:
     serializer = serializer_class(data=data, context=context)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data

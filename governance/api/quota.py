@@ -36,6 +36,8 @@ Decisions where Bifrost's contract is silent (also in the README):
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions
 from rest_framework.request import Request
@@ -45,7 +47,7 @@ from rest_framework.views import APIView
 from bifrost_site.errors import error_body
 from governance import selectors
 from governance.api import docs
-from governance.api.representations import budget_json, rate_limit_json, rate_limit_of, usage_for
+from governance.api.representations import Usage, budget_json, rate_limit_json, rate_limit_of, usage_for
 from governance.keys import VK_NOT_FOUND, VK_REQUIRED, presented_virtual_key
 from governance.models import Customer, Team, VirtualKey
 
@@ -55,7 +57,9 @@ class QuotaView(APIView):
     permission_classes = [permissions.AllowAny]
 
     @extend_schema(
-        auth=docs.VIRTUAL_KEY_AUTH,
+        # The stub says ``Sequence[str]``, but ``get_auth`` returns it as the operation's security
+        # requirement objects, which is what this list is.
+        auth=docs.VIRTUAL_KEY_AUTH,  # type: ignore[arg-type]
         responses={200: docs.QuotaOut},
         description=(
             "The calling virtual key's budgets and rate limit with live usage, in Bifrost v1.5's shape "
@@ -119,7 +123,7 @@ class QuotaView(APIView):
         )
 
 
-def _entity(owner, usage) -> dict | None:
+def _entity(owner: Team | Customer | None, usage: Usage) -> dict[str, Any] | None:
     if owner is None:
         return None
     return {

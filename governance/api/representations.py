@@ -7,14 +7,21 @@ passes the value it has just generated).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from governance.metering.live import live_usage
 from governance.models import Budget, Customer, ProviderConfig, RateLimit, Team, VirtualKey
 
+# ``live_usage``'s answer: ``{("budget", pk): {...}, ("rate_limit", pk): {...}}``.
+Usage = dict[tuple[str, Any], dict[str, Any]]
+# The rows that own budgets and a rate limit.
+LimitOwner = VirtualKey | ProviderConfig | Team | Customer
 
-def _iso(moment) -> str | None:
+
+def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
@@ -23,7 +30,7 @@ def _money(value: Decimal) -> float:
     return float(value)
 
 
-def budget_json(budget: Budget, usage: dict | None = None) -> dict[str, Any]:
+def budget_json(budget: Budget, usage: Usage | None = None) -> dict[str, Any]:
     live = (usage or {}).get(("budget", budget.pk))
     return {
         "id": str(budget.pk),
@@ -47,7 +54,7 @@ def _owner(row: Budget | RateLimit) -> dict[str, str | None]:
     return {"type": None, "id": None}
 
 
-def rate_limit_json(rate_limit: RateLimit | None, usage: dict | None = None) -> dict[str, Any] | None:
+def rate_limit_json(rate_limit: RateLimit | None, usage: Usage | None = None) -> dict[str, Any] | None:
     if rate_limit is None:
         return None
     live = (usage or {}).get(("rate_limit", rate_limit.pk)) or {}
@@ -65,7 +72,7 @@ def rate_limit_json(rate_limit: RateLimit | None, usage: dict | None = None) -> 
     }
 
 
-def rate_limit_of(owner) -> RateLimit | None:
+def rate_limit_of(owner: LimitOwner | None) -> RateLimit | None:
     """The owner's rate limit or None (the reverse one-to-one raises when there is none)."""
     if owner is None:
         return None
@@ -75,7 +82,7 @@ def rate_limit_of(owner) -> RateLimit | None:
         return None
 
 
-def provider_config_json(config: ProviderConfig, usage: dict | None) -> dict[str, Any]:
+def provider_config_json(config: ProviderConfig, usage: Usage | None) -> dict[str, Any]:
     keys = list(config.keys.all())
     return {
         "id": config.pk,
@@ -89,11 +96,11 @@ def provider_config_json(config: ProviderConfig, usage: dict | None) -> dict[str
     }
 
 
-def _ref(obj) -> dict[str, str] | None:
+def _ref(obj: Team | Customer | None) -> dict[str, str] | None:
     return {"id": str(obj.pk), "name": obj.name} if obj else None
 
 
-def virtual_key_json(vk: VirtualKey, *, value: str | None = None, usage: dict | None = None) -> dict[str, Any]:
+def virtual_key_json(vk: VirtualKey, *, value: str | None = None, usage: Usage | None = None) -> dict[str, Any]:
     """``value`` is the masked form unless the caller has the freshly generated secret."""
     return {
         "id": str(vk.pk),
@@ -119,7 +126,7 @@ def virtual_key_json(vk: VirtualKey, *, value: str | None = None, usage: dict | 
     }
 
 
-def team_json(team: Team, usage: dict | None = None) -> dict[str, Any]:
+def team_json(team: Team, usage: Usage | None = None) -> dict[str, Any]:
     return {
         "id": str(team.pk),
         "name": team.name,
@@ -136,7 +143,7 @@ def team_json(team: Team, usage: dict | None = None) -> dict[str, Any]:
     }
 
 
-def customer_json(customer: Customer, usage: dict | None = None) -> dict[str, Any]:
+def customer_json(customer: Customer, usage: Usage | None = None) -> dict[str, Any]:
     budgets = [budget_json(b, usage) for b in customer.budgets.all()]
     return {
         "id": str(customer.pk),
@@ -152,12 +159,12 @@ def customer_json(customer: Customer, usage: dict | None = None) -> dict[str, An
     }
 
 
-def usage_for(objects) -> dict:
+def usage_for(objects: Iterable[VirtualKey | Team | Customer]) -> Usage:
     """Live usage for every budget and rate limit reachable from ``objects`` (one lookup)."""
     budgets: list[Budget] = []
     rate_limits: list[RateLimit] = []
     for obj in objects:
-        owners = [obj]
+        owners: list[LimitOwner] = [obj]
         if isinstance(obj, VirtualKey):
             owners += list(obj.provider_configs.all())
         for owner in owners:

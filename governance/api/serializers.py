@@ -23,7 +23,7 @@ from governance.models import Customer, Team, VirtualKey
 
 
 class StrictCharField(serializers.CharField):
-    def to_internal_value(self, data) -> str:
+    def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -32,21 +32,21 @@ class StrictCharField(serializers.CharField):
 class StrictBooleanField(serializers.BooleanField):
     default_error_messages = {"invalid": "Must be true or false."}
 
-    def to_internal_value(self, data) -> bool:
+    def to_internal_value(self, data: Any) -> bool:
         if not isinstance(data, bool):
             self.fail("invalid")
         return data
 
 
 class StrictIntegerField(serializers.IntegerField):
-    def to_internal_value(self, data) -> int:
+    def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
         return super().to_internal_value(data)
 
 
 class StrictFloatField(serializers.FloatField):
-    def to_internal_value(self, data) -> float:
+    def to_internal_value(self, data: Any) -> float:
         if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -63,7 +63,7 @@ class JsonObjectField(serializers.DictField):
     The depth cap keeps rendering and storing it far from Python's recursion limit.
     """
 
-    def to_internal_value(self, data) -> dict:
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
         value = super().to_internal_value(data)
         pending = [(value, 1)]  # iterative: the walk itself must not recurse on hostile nesting
         while pending:
@@ -92,7 +92,7 @@ def _check_storable(text: str) -> None:
 class MoneyField(serializers.DecimalField):
     """A dollar amount > 0, sent as a JSON number, kept exact to the database's ten decimal places."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(
             max_digits=24,
             decimal_places=10,
@@ -101,7 +101,7 @@ class MoneyField(serializers.DecimalField):
             **kwargs,
         )
 
-    def to_internal_value(self, data) -> Decimal:
+    def to_internal_value(self, data: Any) -> Decimal:
         if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -118,10 +118,10 @@ class MoneyField(serializers.DecimalField):
 class DurationField(StrictCharField):
     """A reset duration (``30s``, ``1h``, ``1d``, ``1M``): exactly the grammar, no stray whitespace."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=16, trim_whitespace=False, **kwargs)
 
-    def to_internal_value(self, data) -> str:
+    def to_internal_value(self, data: Any) -> str:
         value = super().to_internal_value(data)
         if value:
             try:
@@ -187,11 +187,11 @@ class McpConfigInput(serializers.Serializer):
 class _RelatedId(serializers.UUIDField):
     """A UUID naming an existing row; unknown ids are a 400 on the field, not a 404."""
 
-    def __init__(self, model, label: str, **kwargs):
+    def __init__(self, model: type[Team] | type[Customer], label: str, **kwargs: Any) -> None:
         self.model, self.label = model, label
         super().__init__(**kwargs)
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: Any) -> Team | Customer:
         pk = super().to_internal_value(data)
         obj = self.model.objects.filter(pk=pk).first()
         if obj is None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from django.db.models import Model, QuerySet
 from django.http import Http404
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -22,7 +22,7 @@ from rest_framework.response import Response
 
 from governance import selectors, services
 from governance.api import docs, listing
-from governance.api.representations import customer_json, team_json, usage_for, virtual_key_json
+from governance.api.representations import Usage, customer_json, team_json, usage_for, virtual_key_json
 from governance.api.serializers import (
     CustomerInput,
     CustomerUpdateInput,
@@ -33,8 +33,12 @@ from governance.api.serializers import (
 )
 from governance.models import Customer, Team, VirtualKey
 
+_M = TypeVar("_M", bound=Model)
+# The row an ``EntityViewSet`` manages.
+Entity = TypeVar("Entity", VirtualKey, Team, Customer)
 
-def get_or_404(queryset: QuerySet, pk: str, message: str) -> Model:
+
+def get_or_404(queryset: QuerySet[_M], pk: str | uuid.UUID, message: str) -> _M:
     try:
         key = uuid.UUID(str(pk))
     except ValueError:
@@ -49,7 +53,7 @@ def get_or_404(queryset: QuerySet, pk: str, message: str) -> Model:
 # (Comments, not a docstring: drf-spectacular would publish a class docstring as the description
 # of every operation of every subclass.) A subclass's ``queryset`` stays the plain manager query:
 # the permission class reads its model.
-class EntityViewSet(viewsets.GenericViewSet):
+class EntityViewSet(viewsets.GenericViewSet, Generic[Entity]):
     # Bifrost's envelope: ``{"<list_key>": [...], **page}``, ``{"<key>": {...}}``, plus ``message``.
     key: ClassVar[str]
     list_key: ClassVar[str]
@@ -67,23 +71,23 @@ class EntityViewSet(viewsets.GenericViewSet):
     list_filters: ClassVar[tuple[str, ...]] = ()
     sort_fields: ClassVar[dict[str, str]] = {"name": "name", "created_at": "created_at"}
 
-    def _queryset(self) -> QuerySet:
+    def _queryset(self) -> QuerySet[Entity]:
         raise NotImplementedError
 
-    def _fetch(self, pk: str) -> Model:
+    def _fetch(self, pk: str | uuid.UUID) -> Entity:
         return get_or_404(self._queryset(), pk, self.not_found)
 
-    def _render(self, obj: Model, **extra: Any) -> dict:
+    def _render(self, obj: Entity, **extra: Any) -> dict[str, Any]:
         return self.represent(obj, usage_for([obj]), **extra)
 
     def _service(self, verb: str) -> Callable[..., Any]:
         return getattr(services, f"{self.service}_{verb}")
 
-    def _created(self, result: Any) -> tuple[Model, dict[str, Any]]:
+    def _created(self, result: Any) -> tuple[Entity, dict[str, Any]]:
         """The created object and the extra arguments of its representation."""
         return result, {}
 
-    def _input(self, serializer_class: type[serializers.Serializer], request: Request) -> dict:
+    def _input(self, serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
         data = serializer_class(data=request.data)
         data.is_valid(raise_exception=True)
         return data.to_service_kwargs()
@@ -115,12 +119,18 @@ class EntityViewSet(viewsets.GenericViewSet):
         return Response({"message": self.messages["destroy"]})
 
 
-def entity_schema(*, list_params: list, list_out, one_out, message_out):
+def entity_schema(
+    *,
+    list_params: list[OpenApiParameter],
+    list_out: type[serializers.Serializer],
+    one_out: type[serializers.Serializer],
+    message_out: type[serializers.Serializer],
+) -> Callable[[type[EntityViewSet[Any]]], type[EntityViewSet[Any]]]:
     """The OpenAPI description of an ``EntityViewSet`` subclass (its input serializers are read
     from the class). Create and destroy declare 200, not drf-spectacular's 201/204: Bifrost
     answers 200."""
 
-    def decorate(cls: type[EntityViewSet]) -> type[EntityViewSet]:
+    def decorate(cls: type[EntityViewSet[Any]]) -> type[EntityViewSet[Any]]:
         return extend_schema_view(
             list=extend_schema(parameters=list_params, responses=list_out),
             create=extend_schema(request=cls.create_input, responses={200: message_out}),
@@ -132,7 +142,7 @@ def entity_schema(*, list_params: list, list_out, one_out, message_out):
     return decorate
 
 
-def _virtual_key_json(vk: VirtualKey, usage: dict, value: str | None = None) -> dict:
+def _virtual_key_json(vk: VirtualKey, usage: Usage, value: str | None = None) -> dict[str, Any]:
     return virtual_key_json(vk, value=value, usage=usage)
 
 
@@ -142,7 +152,7 @@ def _virtual_key_json(vk: VirtualKey, usage: dict, value: str | None = None) -> 
     one_out=docs.VirtualKeyOneOut,
     message_out=docs.VirtualKeyMessageOut,
 )
-class VirtualKeyViewSet(EntityViewSet):
+class VirtualKeyViewSet(EntityViewSet[VirtualKey]):
     queryset = VirtualKey.objects.all()
     key = "virtual_key"
     list_key = "virtual_keys"
@@ -182,7 +192,7 @@ class VirtualKeyViewSet(EntityViewSet):
     one_out=docs.TeamOneOut,
     message_out=docs.TeamMessageOut,
 )
-class TeamViewSet(EntityViewSet):
+class TeamViewSet(EntityViewSet[Team]):
     queryset = Team.objects.all()
     key = "team"
     list_key = "teams"
@@ -209,7 +219,7 @@ class TeamViewSet(EntityViewSet):
     one_out=docs.CustomerOneOut,
     message_out=docs.CustomerMessageOut,
 )
-class CustomerViewSet(EntityViewSet):
+class CustomerViewSet(EntityViewSet[Customer]):
     queryset = Customer.objects.all()
     key = "customer"
     list_key = "customers"

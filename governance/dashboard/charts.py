@@ -75,7 +75,13 @@ def money(value: Decimal | int) -> str:
     value = Decimal(value)
     if value == 0 or abs(value) >= 1:
         return f"${value:,.2f}"
-    places = 4 if abs(value) >= Decimal("0.01") else max(4, -value.normalize().as_tuple().exponent)
+    if abs(value) >= Decimal("0.01"):
+        places = 4
+    else:
+        # Finite here (a NaN fails the comparisons above, an infinity is >= 1): an int exponent.
+        exponent = value.normalize().as_tuple().exponent
+        assert isinstance(exponent, int)
+        places = max(4, -exponent)
     return f"${value:.{places}f}"
 
 

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
+from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from governance.dashboard import charts, reports
 from governance.dashboard.views import budget_bar
 from governance.metering.live import live_usage
-from governance.models import UsageRecord
+from governance.models import Customer, Team, UsageRecord, VirtualKey
 
 DAYS = 30
 
+# The rows whose change page shows the panel: each has ``budgets`` and a ``usage_field`` column.
+PanelOwner: TypeAlias = VirtualKey | Team | Customer
+PanelOwnerT = TypeVar("PanelOwnerT", bound=PanelOwner)
 
-def usage_panel(obj, field: str) -> str:
+if TYPE_CHECKING:
+    # Checked as the ``ModelAdmin`` it is always mixed into, so ``get_object`` and ``super()`` are known.
+    from django.contrib.admin import ModelAdmin as _PanelMixinBase
+else:
+    _PanelMixinBase = Generic  # at runtime a plain mixin; ``Generic`` only makes it subscriptable
+
+
+def usage_panel(obj: PanelOwner, field: str) -> str:
     """HTML for the last 30 days of ``obj``'s spend and its budgets' current windows."""
     today = timezone.now().date()
     days = [today - timedelta(days=n) for n in range(DAYS - 1, -1, -1)]
@@ -41,12 +53,14 @@ def usage_panel(obj, field: str) -> str:
     )
 
 
-class UsagePanelMixin:
+class UsagePanelMixin(_PanelMixinBase[PanelOwnerT]):
     """Adds ``usage_panel`` to the change page context; ``usage_field`` names the ledger column."""
 
     usage_field: str
 
-    def change_view(self, request, object_id, form_url="", extra_context=None):
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         extra_context = dict(extra_context or {})
         obj = self.get_object(request, object_id) if object_id else None
         if obj is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from django import forms
 from django.db.models import QuerySet
@@ -22,8 +23,9 @@ class UsageFilterForm(forms.Form):
     provider = forms.CharField(required=False, max_length=63)
     model = forms.CharField(required=False, max_length=255)
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data  # what ``Form.clean()`` returns
         today = timezone.now().date()
         end = data.get("end") or today
         start = data.get("start") or end - timedelta(days=29)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
@@ -45,17 +48,20 @@ def _require_view_usage(request: HttpRequest) -> None:
 
 
 def _owner_label(row: Budget | RateLimit) -> str:
-    if row.virtual_key_id:
+    # A set ``*_id`` and a non-None related row are the same test (the rows come select_related).
+    if row.virtual_key is not None:
         return f"VK {row.virtual_key.name}"
-    if row.team_id:
+    if row.team is not None:
         return f"Team {row.team.name}"
-    if row.customer_id:
+    if row.customer is not None:
         return f"Customer {row.customer.name}"
     config = row.provider_config
+    if config is None:
+        raise ValueError(f"{row!r} has no owner")
     return f"VK {config.virtual_key.name} / {config.provider.name}"
 
 
-def budget_bar(budget: Budget, state: dict) -> dict:
+def budget_bar(budget: Budget, state: dict[str, Any]) -> dict[str, Any]:
     """Template values of one budget's bar, from its live state (``governance.metering.live``)."""
     fraction = float(state["usage"] / budget.max_limit) if budget.max_limit else 0.0
     return {
@@ -68,23 +74,23 @@ def budget_bar(budget: Budget, state: dict) -> dict:
     }
 
 
-def budget_bars(now=None) -> list[dict]:
+def budget_bars(now: datetime | None = None) -> list[dict[str, Any]]:
     budgets = list(selectors.budgets_with_owner().select_related("provider_config__virtual_key"))
     usage = live_usage(budgets, [], now or timezone.now())
-    bars = []
+    bars: list[dict[str, Any]] = []
     for budget in budgets:
         bars.append({"owner": _owner_label(budget), **budget_bar(budget, usage[("budget", budget.pk)])})
     return sorted(bars, key=lambda bar: -bar["percent"])
 
 
-def rate_limit_bars(now=None) -> list[dict]:
+def rate_limit_bars(now: datetime | None = None) -> list[dict[str, Any]]:
     rows = list(
         RateLimit.objects.select_related(
             "virtual_key", "team", "customer", "provider_config__virtual_key", "provider_config__provider"
         )
     )
     usage = live_usage([], rows, now or timezone.now())
-    bars = []
+    bars: list[dict[str, Any]] = []
     for row in rows:
         state = usage[("rate_limit", row.pk)]
         for kind, used_key in (("request", "requests"), ("token", "tokens")):
@@ -152,23 +158,23 @@ class _Echo:
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _csv_cell(value) -> str:
+def _csv_cell(value: object) -> str:
     # Neutralise spreadsheet formulas in text cells (CSV injection through model names etc.).
     text = "" if value is None else str(value)
     return "'" + text if text[:1] in FORMULA_STARTS and not isinstance(value, int | Decimal) else text
 
 
 @staff_member_required
-def usage_csv(request: HttpRequest) -> HttpResponse:
+def usage_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     _require_view_usage(request)
     form = UsageFilterForm(request.GET or {})
     if not form.is_valid():
-        errors = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in form.errors.items())
+        errors = "; ".join(f"{field}: {' '.join(str(msg) for msg in msgs)}" for field, msgs in form.errors.items())
         return HttpResponse(f"invalid filters: {errors}\n", status=400, content_type="text/plain")
     records = form.records().select_related("virtual_key", "team", "customer").order_by("created_at", "pk")
     writer = csv.writer(_Echo())
 
-    def rows():
+    def rows() -> Iterator[str]:
         yield writer.writerow(CSV_COLUMNS)
         for record in records.iterator(chunk_size=2000):
             yield writer.writerow(

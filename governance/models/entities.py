@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import ClassVar
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -81,7 +82,7 @@ class VirtualKey(models.Model):
             ),
         ]
 
-    ATTACH_BOTH_MESSAGE = "VirtualKey cannot be attached to both Team and Customer"
+    ATTACH_BOTH_MESSAGE: ClassVar[str] = "VirtualKey cannot be attached to both Team and Customer"
 
     def __str__(self) -> str:
         return self.name

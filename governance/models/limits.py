@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import TypedDict
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -18,7 +19,15 @@ from django.utils import timezone
 
 from governance.durations import validate_calendar_alignment, validate_duration
 
-MONEY = {"max_digits": 24, "decimal_places": 10}
+
+class DecimalShape(TypedDict):
+    """The ``max_digits`` / ``decimal_places`` pair of a ``DecimalField``, spread into it."""
+
+    max_digits: int
+    decimal_places: int
+
+
+MONEY: DecimalShape = {"max_digits": 24, "decimal_places": 10}
 OWNER_FIELDS = ("virtual_key", "provider_config", "team", "customer")
 
 
@@ -81,7 +90,7 @@ class Budget(models.Model):
                 raise ValidationError({"calendar_aligned": exc.messages}) from None
 
     @property
-    def owner_id(self):
+    def owner_id(self) -> uuid.UUID | int | None:  # a provider config has an integer key
         return self.virtual_key_id or self.provider_config_id or self.team_id or self.customer_id
 
 

@@ -12,9 +12,10 @@ from django.db.models import JSONField, Q
 
 from governance import crypto
 from governance.keys import mask_secret
+from governance.models.limits import DecimalShape
 
 PROVIDER_NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
-PRICE = {"max_digits": 24, "decimal_places": 15}
+PRICE: DecimalShape = {"max_digits": 24, "decimal_places": 15}
 
 
 class ApiFormat(models.TextChoices):
@@ -26,7 +27,7 @@ def default_api_format(name: str) -> str:
     return ApiFormat.ANTHROPIC if name == "anthropic" else ApiFormat.OPENAI
 
 
-def validate_model_list(value) -> None:
+def validate_model_list(value: object) -> None:
     """``["*"]`` = all, ``[]`` = none, otherwise distinct non-empty names; ``*`` stands alone."""
     if not isinstance(value, list) or not all(isinstance(item, str) and item.strip() for item in value):
         raise ValidationError("must be a list of non-empty strings")

@@ -33,7 +33,7 @@ M = TypeVar("M", bound=Model)
 
 def _find_or_new(model: type[M], **lookup: Any) -> tuple[M, bool]:
     """The row matching ``lookup``, or a new unsaved one built from it; and whether it is new."""
-    row = model.objects.filter(**lookup).first()
+    row = model._default_manager.filter(**lookup).first()  # ``objects``: no model here has another manager
     return (row, False) if row is not None else (model(**lookup), True)
 
 

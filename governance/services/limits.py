@@ -32,7 +32,7 @@ def budgets_reconcile(*, owner: models.Model, budgets: list[dict[str, Any]], pre
     A matching duration keeps its usage and window and takes the new limit; new durations are
     created; durations not listed are deleted (Bifrost's PUT semantics).
     """
-    seen: set[str] = set()
+    seen: set[str | None] = set()
     for index, spec in enumerate(budgets):
         duration = spec.get("reset_duration")
         if duration in seen:

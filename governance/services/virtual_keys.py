@@ -200,7 +200,7 @@ def provider_configs_reconcile(*, vk: VirtualKey, configs: list[dict[str, Any]])
 
 def mcp_configs_replace(*, vk: VirtualKey, configs: list[dict[str, Any]]) -> None:
     rows = []
-    seen: set[str] = set()
+    seen: set[str | None] = set()
     for index, spec in enumerate(configs):
         name = spec.get("mcp_client_name")
         client = McpClient.objects.filter(name=name).first()

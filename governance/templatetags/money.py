@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django import template
 
 from governance.dashboard.charts import money
@@ -10,5 +12,5 @@ register = template.Library()
 
 
 @register.filter
-def usd(value) -> str:
+def usd(value: Decimal | int | None) -> str:
     return "" if value is None else money(value)

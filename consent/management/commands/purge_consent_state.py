@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from consent.services import consent_state_purge
@@ -12,7 +14,7 @@ class Command(BaseCommand):
         "already refused; this only reclaims the space."
     )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         counts = consent_state_purge()
         self.stdout.write(
             f"purged {counts['flows']} flow(s), {counts['codes']} code(s), {counts['sessions']} session(s)"

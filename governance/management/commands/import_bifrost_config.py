@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand, CommandError
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from governance.config_import import ConfigError, import_config, load_file
 
@@ -8,10 +10,10 @@ from governance.config_import import ConfigError, import_config, load_file
 class Command(BaseCommand):
     help = "Import the providers and governance sections of a Bifrost config.json (idempotent, all or nothing)."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("path", help="path to config.json")
 
-    def handle(self, *args, path: str, **options) -> None:
+    def handle(self, *args: Any, path: str, **options: Any) -> None:
         try:
             result = import_config(load_file(path))
         except ConfigError as exc:

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from governance.models import UsageRecord
@@ -12,11 +13,11 @@ from governance.models import UsageRecord
 class Command(BaseCommand):
     help = "Delete usage records older than the retention period (BIFROST_USAGE_RETENTION_DAYS)."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--days", type=int, default=None, help="override the retention period in days")
         parser.add_argument("--batch-size", type=int, default=5000, help="rows deleted per transaction")
 
-    def handle(self, *args, days: int | None, batch_size: int, **options) -> None:
+    def handle(self, *args: Any, days: int | None, batch_size: int, **options: Any) -> None:
         days = settings.USAGE_RETENTION_DAYS if days is None else days
         if days < 1:
             raise CommandError("--days must be at least 1")

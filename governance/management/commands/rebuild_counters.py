@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from governance.metering.counters import CountersUnavailable, hot_counters
@@ -13,7 +15,7 @@ class Command(BaseCommand):
         "database row (kept up to date by the ledger) on its next use. Safe at any time."
     )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         backend = hot_counters()
         if backend is None:
             self.stdout.write("counters live in the database rows: nothing to rebuild")
