@@ -254,3 +254,30 @@ def test_budget_overview_reset_action(client, alice, world):
     assert response.status_code == 302
     assert Budget.objects.get(team=world["team"]).current_usage == 0
     assert Budget.objects.filter(current_usage=Decimal("3")).count() == Budget.objects.count() - 1
+
+
+def test_a_service_rejection_is_shown_on_the_form_and_nothing_is_saved(admin_client, monkeypatch):
+    """The admin writes through the services; what a service refuses comes back as form errors
+    (a field's under it, the others above the form), on the page as it was filled in."""
+    from dataclasses import replace
+
+    from django.core.exceptions import ValidationError
+
+    from governance.admin.entities import CustomerAdmin
+    from governance.models import Customer
+
+    def refuse(**kwargs):
+        raise ValidationError({"name": ["taken by the service"], "budgets[0].max_limit": ["too large"]})
+
+    monkeypatch.setattr(CustomerAdmin, "services", replace(CustomerAdmin.services, create=refuse))
+    data = {"name": "acme"}
+    for prefix in ("budgets", "rate_limit"):
+        data.update({f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"})
+    response = admin_client.post(reverse("admin:governance_customer_add"), data)
+
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert form.errors["name"] == ["taken by the service"]
+    assert form.errors["__all__"] == ["budgets[0].max_limit: too large"]
+    assert form["name"].value() == "acme"
+    assert not Customer.objects.exists()
