@@ -43,6 +43,33 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
+def governed_key_agrees(requests: int) -> list[str]:
+    """Print the governed key's budget and request counter as the database, the live (hot) copy and
+    the ledger see them; returns what disagrees (budget against the ledger's sum, request counter
+    against ``requests``, the governed requests served)."""
+    from django.db.models import Sum
+
+    from governance.metering import live as live_counters
+    from governance.models import Budget, RateLimit, UsageRecord
+
+    governed = "bench-governed"
+    ledger_cost = UsageRecord.objects.filter(virtual_key__name=governed).aggregate(total=Sum("cost"))[
+        "total"
+    ] or Decimal("0")
+    budget = Budget.objects.get(virtual_key__name=governed)
+    rate_limit = RateLimit.objects.get(virtual_key__name=governed)
+    live = live_counters.budget_usage([budget.pk])[str(budget.pk)]
+    live_requests = live_counters.rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
+    print(f"budget: database {budget.current_usage} = ledger {ledger_cost}; live {live}")
+    print(f"rate limit: database {rate_limit.request_current_usage} requests, live {live_requests}")
+    failures = []
+    if budget.current_usage != ledger_cost or live != ledger_cost:
+        failures.append(f"budget usage {budget.current_usage} / live {live} != ledger {ledger_cost}")
+    if not (rate_limit.request_current_usage == live_requests == requests):
+        failures.append(f"request counter {rate_limit.request_current_usage}/{live_requests} != {requests}")
+    return failures
+
+
 def stop_all(procs: list[subprocess.Popen], created_db: str | None, *, timeout: float) -> None:
     """Stop the processes a run started (last first) and drop the database it created."""
     for proc in reversed(procs):
@@ -102,10 +129,8 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
     django.setup()
     import redis
     from django.db import connection
-    from django.db.models import Sum
 
-    from governance.metering import live as live_counters
-    from governance.models import Budget, RateLimit, UsageRecord
+    from governance.models import UsageRecord
 
     redis.Redis.from_url(redis_url).flushdb()
     mock_port, gw_port = free_port(), free_port()
@@ -167,11 +192,6 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
         served = json.load(urllib.request.urlopen(f"http://{HOST}:{mock_port}/_mock/stats"))  # noqa: S310
         upstream_chats = served["by_path"].get("/v1/chat/completions", 0)
         records = UsageRecord.objects.filter(status_code=200).count()
-        ledger_cost = UsageRecord.objects.aggregate(total=Sum("cost"))["total"] or Decimal("0")
-        budget = Budget.objects.get(virtual_key__name="bench-governed")
-        rate_limit = RateLimit.objects.get(virtual_key__name="bench-governed")
-        live = live_counters.budget_usage([budget.pk])[str(budget.pk)]
-        live_requests = live_counters.rate_limit_usage([rate_limit.pk])[str(rate_limit.pk)].requests.usage
 
         all_latencies = sorted(x for r in results for x in r.latencies)
         print(f"\nsoak: {elapsed:.0f} s, c={args.concurrency} ({sse_clients} SSE), {args.workers} workers")
@@ -181,8 +201,7 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
             f"p99 {all_latencies[int(len(all_latencies) * 0.99)] * 1000:.1f} ms"
         )
         print(f"ledger: {records} UsageRecords (status 200), mock served {upstream_chats} chat requests")
-        print(f"budget: database {budget.current_usage} = ledger {ledger_cost}; live {live}")
-        print(f"rate limit: database {rate_limit.request_current_usage} requests, live {live_requests}")
+        agreement = governed_key_agrees(records)  # the soak sends only the governed key's requests
         if samples:
             first, last = samples[0], samples[-1]
             print(
@@ -200,10 +219,7 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
             failures.append(f"{errors} error answers")
         if not (ok == records == upstream_chats):
             failures.append(f"200 answers {ok}, UsageRecords {records}, upstream served {upstream_chats} differ")
-        if budget.current_usage != ledger_cost or live != ledger_cost:
-            failures.append(f"budget usage {budget.current_usage} / live {live} != ledger {ledger_cost}")
-        if not (rate_limit.request_current_usage == live_requests == records):
-            failures.append(f"request counter {rate_limit.request_current_usage}/{live_requests} != {records}")
+        failures += agreement
     finally:
         stop_all(procs, created_db, timeout=15)
     if failures:
