@@ -165,10 +165,7 @@ def make_vk(db) -> Callable[..., VirtualKey]:
 
 
 def _budget_specs(budgets, entity: str) -> list[BudgetSpec]:
-    return [
-        BudgetSpec(str(b.pk), entity, b.max_limit, b.reset_duration, b.calendar_aligned)
-        for b in budgets.order_by("reset_duration")
-    ]
+    return [BudgetSpec.of(b, entity) for b in budgets.order_by("reset_duration")]
 
 
 def _rate_specs(owner, entity: str) -> list[RateLimitSpec]:
@@ -176,18 +173,7 @@ def _rate_specs(owner, entity: str) -> list[RateLimitSpec]:
         owner._meta.model_name, owner._meta.model_name
     )
     rate_limit = RateLimit.objects.filter(**{field: owner}).first()
-    if rate_limit is None:
-        return []
-    return [
-        RateLimitSpec(
-            str(rate_limit.pk),
-            entity,
-            rate_limit.token_max_limit,
-            rate_limit.token_reset_duration,
-            rate_limit.request_max_limit,
-            rate_limit.request_reset_duration,
-        )
-    ]
+    return [] if rate_limit is None else [RateLimitSpec.of(rate_limit, entity)]
 
 
 def path_specs(vk: VirtualKey, config: ProviderConfig | None = None) -> tuple[tuple, tuple]:
@@ -250,7 +236,26 @@ def anchor_windows(at: datetime = T0) -> None:
     RateLimit.objects.update(token_last_reset=at, request_last_reset=at)
 
 
-def admit(specs: tuple[tuple, tuple], *, cost: str | Decimal = "0", tokens: int = 0, now: datetime = T0):
+# A VK with a $1 daily budget, 2 requests and 1,000 tokens an hour.
+LIMITS = {
+    "budgets": [{"max_limit": "1", "reset_duration": "1d"}],
+    "rate_limit": {
+        "request_max_limit": 2,
+        "request_reset_duration": "1h",
+        "token_max_limit": 1000,
+        "token_reset_duration": "1h",
+    },
+}
+
+
+def admit(
+    specs: tuple[tuple, tuple],
+    *,
+    cost: str | Decimal = "0",
+    tokens: int = 0,
+    now: datetime = T0,
+    entry: LedgerEntry | None = None,
+):
     budgets, rate_limits = specs
     return enforcement.admit(
         request_id=uuid.uuid4(),
@@ -259,6 +264,7 @@ def admit(specs: tuple[tuple, tuple], *, cost: str | Decimal = "0", tokens: int 
         estimated_cost=Decimal(cost),
         estimated_tokens=tokens,
         now=now,
+        entry=entry,
     )
 
 

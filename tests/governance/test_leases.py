@@ -37,19 +37,10 @@ from governance.metering.counters import hot_counters, leases, redis_backend
 from governance.metering.enforcement import Admission, LedgerEntry
 from governance.metering.live import budget_usage, rate_limit_usage
 from governance.models import Budget, CounterLease, RateLimit, UsageRecord
-from tests.governance.conftest_counters import T0, anchor_windows, ledger_total, path_specs, settle
+from tests.governance.conftest_counters import LIMITS, T0, anchor_windows, ledger_total, path_specs, settle
+from tests.governance.conftest_counters import admit as admit_specs
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-LIMITS = {
-    "budgets": [{"max_limit": "1", "reset_duration": "1d"}],
-    "rate_limit": {
-        "request_max_limit": 2,
-        "request_reset_duration": "1h",
-        "token_max_limit": 1000,
-        "token_reset_duration": "1h",
-    },
-}
 
 
 @pytest.fixture(autouse=True)
@@ -88,17 +79,9 @@ def die(worker: leases.Book) -> None:
 
 
 def admit(vk, *, cost: str = "0", tokens: int = 0):
-    budgets, rate_limits = path_specs(vk)
+    """An admission of ``vk``'s path, leased with what the reaper records if it settles it."""
     entry = LedgerEntry(provider="openai", model="gpt-4o-mini", status_code=0, virtual_key_id=vk.pk, streamed=True)
-    return enforcement.admit(
-        request_id=uuid.uuid4(),
-        budgets=budgets,
-        rate_limits=rate_limits,
-        estimated_cost=Decimal(cost),
-        estimated_tokens=tokens,
-        now=T0,
-        entry=entry,
-    )
+    return admit_specs(path_specs(vk), cost=cost, tokens=tokens, entry=entry)
 
 
 def assert_exact(cost: str, tokens: int, requests: int) -> None:

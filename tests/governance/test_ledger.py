@@ -17,19 +17,9 @@ from governance.metering.enforcement import Admission, LedgerEntry, Rejection
 from governance.metering.live import budget_states, budget_usage, rate_limit_usage
 from governance.models import Budget, RateLimit, UsageRecord
 from governance.services.limits import budget_reset_usage
-from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs, settle
+from tests.governance.conftest_counters import LIMITS, T0, admit, anchor_windows, ledger_total, path_specs, settle
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-LIMITS = {
-    "budgets": [{"max_limit": "1", "reset_duration": "1d"}],
-    "rate_limit": {
-        "request_max_limit": 2,
-        "request_reset_duration": "1h",
-        "token_max_limit": 1000,
-        "token_reset_duration": "1h",
-    },
-}
 
 
 def test_settle_writes_one_usage_record_with_what_the_request_did(counter_mode, make_vk):
