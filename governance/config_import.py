@@ -4,7 +4,9 @@ Supported subset (anything else in the file is ignored and listed in the command
 
 - ``providers.<name>``: ``keys[]`` (``name``, ``value``, ``models``, ``weight``, ``enabled``),
   ``network_config`` (``base_url``, ``default_request_timeout_in_seconds``, ``extra_headers``),
-  ``api_format`` or ``custom_provider_config.base_provider_type`` (``openai``/``anthropic``).
+  ``provider_type`` (or its old name ``api_format``, or ``custom_provider_config.base_provider_type``;
+  one of ``governance.provider_types.ProviderType``, by default the name's type), and per key
+  ``azure_key_config`` (``endpoint``, ``api_version``, ``deployments``) for Azure.
 - ``governance.customers[]`` (``id``, ``name``, ``budget_id``, ``rate_limit_id``),
   ``governance.teams[]`` (``id``, ``name``, ``customer_id``, ``budget_id``, ``rate_limit_id``),
   ``governance.virtual_keys[]`` (``id``, ``name``, ``value``, ``description``, ``is_active``,
@@ -46,11 +48,11 @@ from django.db import IntegrityError, transaction
 
 from governance.durations import validate_duration
 from governance.models import Customer, Provider, ProviderKey, Team, VirtualKey
-from governance.models.providers import ApiFormat, default_api_format, extra_header_problem
+from governance.models.providers import extra_header_problem
+from governance.provider_types import ProviderType, azure_key_config_problem, base_url_problem, default_type
 from governance.services import imports
 
 NAMESPACE = uuid.UUID("5b0f7f7e-6a43-4b52-9d59-1f0c1b7c2f11")
-DEFAULT_BASE_URLS = {"openai": "https://api.openai.com", "anthropic": "https://api.anthropic.com"}
 OWNER_FIELDS = ("virtual_key_id", "team_id", "customer_id", "provider_config_id")
 
 
@@ -227,6 +229,22 @@ class _Plan:
     current_path: str = "$"
 
 
+def _azure_config(c: _Checker, key: dict, kpath: str, provider_type: str) -> dict:
+    """A key's ``azure_key_config``: required for an Azure provider's keys, refused on others."""
+    raw = key.get("azure_key_config")
+    if provider_type != ProviderType.AZURE:
+        if raw is not None:
+            c.fail(f"{kpath}.azure_key_config", "is only for keys of a provider of type 'azure'")
+        return {}
+    problem = azure_key_config_problem(raw if raw is not None else None)
+    if problem:
+        field, message = problem
+        c.fail(f"{kpath}.azure_key_config" + (f".{field}" if field else ""), message)
+        return {}
+    assert isinstance(raw, dict)
+    return raw
+
+
 def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the file's sections
     c = _Checker()
     plan = _Plan()
@@ -238,12 +256,22 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
         path = f"providers.{name}"
         spec = c.obj(raw, path)
         network = c.obj(spec.get("network_config", {}), f"{path}.network_config")
-        api_format = spec.get("api_format") or (spec.get("custom_provider_config") or {}).get("base_provider_type")
-        if api_format is not None and api_format not in ApiFormat.values:
-            c.fail(f"{path}.api_format", f"must be one of {', '.join(ApiFormat.values)}")
+        custom = spec.get("custom_provider_config")
+        type_field = next((f for f in ("provider_type", "api_format") if spec.get(f) is not None), None)
+        provider_type = (
+            spec.get(type_field)
+            if type_field
+            else (custom if isinstance(custom, dict) else {}).get("base_provider_type")
+        )
+        type_path = f"{path}.{type_field or 'custom_provider_config.base_provider_type'}"
+        if provider_type is not None and provider_type not in ProviderType.values:
+            c.fail(type_path, f"must be one of {', '.join(ProviderType.values)}")
+            provider_type = None
+        provider_type = provider_type or default_type(name)
         base_url = c.string(network, "base_url", f"{path}.network_config", max_length=500)
-        if base_url is None and name not in DEFAULT_BASE_URLS and "base_url" not in network:
-            c.fail(f"{path}.network_config.base_url", "is required for a provider without a default URL")
+        problem = base_url_problem(provider_type, base_url or "")
+        if problem and "base_url" not in network:
+            c.fail(f"{path}.network_config.base_url", problem)
         headers_path = f"{path}.network_config.extra_headers"
         headers = {}
         for header, raw_value in c.obj(network.get("extra_headers", {}), headers_path).items():
@@ -268,14 +296,15 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
                     "models": c.string_list(key, "models", kpath),
                     "weight": c.number(key, "weight", kpath, positive=False),
                     "enabled": c.boolean(key, "enabled", kpath, True),
+                    "azure_key_config": _azure_config(c, key, kpath, provider_type),
                     "path": kpath,
                 }
             )
         plan.providers.append(
             {
                 "name": name,
-                "api_format": api_format or default_api_format(name),
-                "base_url": base_url or DEFAULT_BASE_URLS.get(name),
+                "provider_type": provider_type,
+                "base_url": base_url,
                 "timeout": c.number(network, "default_request_timeout_in_seconds", f"{path}.network_config"),
                 "extra_headers": headers,
                 "keys": keys,
@@ -463,7 +492,7 @@ def _apply(plan: _Plan) -> ImportResult:
         plan.current_path = spec["path"]
         provider, created = imports.provider_import(
             name=spec["name"],
-            api_format=spec["api_format"],
+            provider_type=spec["provider_type"],
             base_url=spec["base_url"],
             timeout_seconds=spec["timeout"],
             extra_headers=spec["extra_headers"],
@@ -479,6 +508,7 @@ def _apply(plan: _Plan) -> ImportResult:
                 models=key_spec["models"],
                 weight=key_spec["weight"],
                 enabled=key_spec["enabled"],
+                azure_key_config=key_spec["azure_key_config"],
             )
             result.count("provider_keys", key_created)
 

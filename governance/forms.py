@@ -23,9 +23,22 @@ from governance.models import (
     VirtualKey,
     VirtualKeyMcpConfig,
 )
-from governance.models.providers import ApiFormat, validate_model_list
+from governance.models.providers import validate_model_list
+from governance.provider_types import AZURE_DEFAULT_API_VERSION, TYPES, ProviderType, default_type
 
 DURATION_HELP = "e.g. 30s, 5m, 1h, 1d, 1w, 1M, 1Y"
+# The types without a default URL, Azure aside (its keys carry their endpoints): ollama, vllm.
+TYPES_NEEDING_BASE_URL = [t for t, facts in TYPES.items() if not facts.default_base_url and t != ProviderType.AZURE]
+PROVIDER_TYPE_HELP = (
+    "Which API the provider speaks and where it lives by default. "
+    f"Needs a base URL: {', '.join(TYPES_NEEDING_BASE_URL)}. "
+    "Azure: no base URL; each key carries its endpoint and deployments. "
+    "Every other type has a default URL (blank base URL = the default)."
+)
+AZURE_KEY_CONFIG_EXAMPLE = (
+    f'{{"endpoint": "https://my-resource.openai.azure.com", "api_version": "{AZURE_DEFAULT_API_VERSION}", '
+    '"deployments": {"gpt-4o": "my-gpt-4o-deployment"}}'
+)
 
 
 class NameListField(forms.CharField):
@@ -58,6 +71,22 @@ class NameListField(forms.CharField):
 
     def has_changed(self, initial: Any, data: Any) -> bool:
         return self.to_python(initial or []) != self.to_python(data)
+
+
+class OptionalObjectField(forms.JSONField):
+    """A JSON object typed in a textarea where blank (shown for ``{}`` too) means ``{}``."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return "" if value == {} or value is None else super().prepare_value(value)
+
+    def to_python(self, value: Any) -> Any:
+        converted = super().to_python(value)
+        return {} if converted is None else converted
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        if not isinstance(value, dict):
+            raise ValidationError("must be a JSON object")
 
 
 class VirtualKeyAdminForm(forms.ModelForm):
@@ -147,30 +176,35 @@ class McpConfigInlineForm(forms.ModelForm):
 
 
 class ProviderAdminForm(forms.ModelForm):
-    api_format = forms.ChoiceField(
-        choices=[("", "Default for the name (anthropic → Anthropic, else OpenAI)"), *ApiFormat.choices],
+    provider_type = forms.ChoiceField(
+        label="Type",
+        choices=[("", "Default for the name (a type's name → that type, else OpenAI)"), *ProviderType.choices],
         required=False,
+        help_text=PROVIDER_TYPE_HELP,
     )
     base_url = forms.URLField(
         max_length=500,
+        required=False,
         assume_scheme="https",
-        help_text="The upstream API root without /v1, e.g. https://api.openai.com (a trailing /v1 is not doubled)",
+        help_text=(
+            "The upstream API root without /v1, e.g. https://api.openai.com (a trailing /v1 is not doubled). "
+            f"Blank = the type's default URL; required for {', '.join(TYPES_NEEDING_BASE_URL)} and custom "
+            "OpenAI-compatible servers; unused for azure (each key has its endpoint)."
+        ),
     )
 
     class Meta:
         model = Provider
-        fields = ["name", "api_format", "base_url", "timeout_seconds", "extra_headers"]
+        fields = ["name", "provider_type", "base_url", "timeout_seconds", "extra_headers"]
         help_texts = {"extra_headers": 'Sent with every upstream request, e.g. {"OpenAI-Organization": "org-1"}.'}
 
-    def clean_api_format(self) -> str:
-        value = self.cleaned_data["api_format"]
+    def clean_provider_type(self) -> str:
+        value = self.cleaned_data["provider_type"]
         if value:
             return value
-        from governance.models.providers import default_api_format
-
         if not self.instance._state.adding:
-            return self.instance.api_format
-        return default_api_format(self.cleaned_data.get("name") or "")
+            return self.instance.provider_type
+        return default_type(self.cleaned_data.get("name") or "")
 
 
 class ProviderKeyAdminForm(forms.ModelForm):
@@ -187,10 +221,20 @@ class ProviderKeyAdminForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password", "size": 60}),
     )
     models = NameListField(label="Models", empty_means="no restriction", initial=["*"])
+    azure_key_config = OptionalObjectField(
+        label="Azure key config",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4, "cols": 80, "placeholder": AZURE_KEY_CONFIG_EXAMPLE}),
+        help_text=(
+            f"Keys of an Azure OpenAI provider only (required there), e.g. {AZURE_KEY_CONFIG_EXAMPLE}. "
+            f"api_version (default {AZURE_DEFAULT_API_VERSION}) and deployments (model → deployment name; "
+            "a model without one is called by its own name) are optional. Blank = none, for every other type."
+        ),
+    )
 
     class Meta:
         model = ProviderKey
-        fields = ["provider", "name", "value", "models", "weight", "enabled"]
+        fields = ["provider", "name", "value", "models", "weight", "enabled", "azure_key_config"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

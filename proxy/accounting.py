@@ -4,8 +4,10 @@
   only confirms the configuration (``freshness.confirm``). Otherwise it reserves the worst case
   through ``enforcement.admit``: one request, the prompt estimate plus the output cap as tokens, and
   those at the model's price as cost. The output cap is the request's ``max_tokens`` /
-  ``max_completion_tokens`` / ``max_output_tokens`` (or ``GOVERNANCE_DEFAULT_MAX_TOKENS``) times
-  ``n`` or ``best_of``. An unpriced model on a path with a budget is refused (400
+  ``max_completion_tokens`` / ``max_output_tokens`` (Gemini: ``generationConfig.maxOutputTokens``;
+  or ``GOVERNANCE_DEFAULT_MAX_TOKENS``) times ``n`` or ``best_of`` (``candidateCount``). A
+  translated request is reserved for on the client's body, in its format; a missing cap goes
+  upstream as that same default (``proxy.translation``). An unpriced model on a path with a budget is refused (400
   ``model_unpriced``) unless ``GOVERNANCE_UNPRICED_MODELS=allow``. Returns a :class:`Ticket` or a
   ``Rejection`` (the handler skips that candidate like a failed one).
 - ``calling(ticket)``, just before the upstream call, marks the lease: a worker killed from then on
@@ -64,6 +66,11 @@ def output_cap(body: dict[str, Any], route: Route) -> int:
     if not route.produces_output:
         return 0
     default = settings.GOVERNANCE_DEFAULT_MAX_TOKENS
+    if route.api_format == "gemini":
+        config: dict[str, Any] = body.get("generationConfig") or {}
+        cap: int = config["maxOutputTokens"] if is_positive_int(config.get("maxOutputTokens")) else default
+        count: int = config["candidateCount"] if is_positive_int(config.get("candidateCount")) else 1
+        return cap * count
     cap = next((body[name] for name in OUTPUT_CAPS if is_positive_int(body.get(name))), default)
     choices = max((body[name] for name in ("n", "best_of") if is_positive_int(body.get(name))), default=1)
     return cap * choices

@@ -2,7 +2,9 @@
 
 HTTP-agnostic: it receives the WSGI environ and the raw body and returns a :class:`Reply`
 (status, headers, body iterable); ``proxy.wsgi`` turns that into the WSGI call. The body
-iterables call ``accounting.finish`` from ``close()``, after the server has sent the bytes.
+iterables (``proxy.bodies``) call ``accounting.finish`` from ``close()``, after the server has
+sent the bytes. An attempt whose provider speaks another format than the client is translated
+(``proxy.translation``); errors are answered in the client's format.
 """
 
 from __future__ import annotations
@@ -10,18 +12,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from typing import Any
-
-from django import db
 
 from governance.metering import freshness, snapshot
 from governance.metering.snapshot import ProviderSnapshot, VirtualKeySnapshot
-from proxy import accounting, auth, errors, http1, routing, upstream
+from proxy import accounting, auth, errors, http1, routing, translation, upstream
+from proxy.bodies import Body, Reply, StreamBody
 from proxy.errors import ProxyError
 from proxy.routing import InferenceRequest, Resolved, Route
-from proxy.usage import MAX_TOKENS, SseScanner, Usage, estimate_prompt_tokens, usage_from_body
+from proxy.translated_stream import TranslatedStreamBody
+from proxy.usage import MAX_TOKENS, Usage, estimate_prompt_tokens, usage_from_body
 
 logger = logging.getLogger("bifrost.proxy")
 
@@ -32,105 +32,78 @@ JSON_HEADERS = [("Content-Type", "application/json")]
 SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
 
 
-def request_done() -> None:
-    """Django's end-of-request database cleanup, run when a body is closed: connections past
-    ``CONN_MAX_AGE`` or left unusable by an error are closed, as after a view. Called directly
-    rather than through ``request_finished``: the signal's dispatch and its other receivers (cache
-    and URLconf resets, which the inference path never touches) cost about 25 µs a request."""
-    db.close_old_connections()
-
-
-@dataclass(slots=True)
-class Reply:
-    status: int
-    headers: list[tuple[str, str]]
-    body: Body | StreamBody  # an iterable of bytes with close()
-
-
-class Body:
-    """A finished body; ``close()`` (called by the WSGI server after sending it) runs the accounting."""
-
-    def __init__(
-        self,
-        data: bytes,
-        ticket: accounting.Ticket | None = None,
-        usage: Usage | None = None,
-        status: int = 200,
-        latency_ms: int = 0,
-    ) -> None:
-        self.data, self.ticket, self.usage, self.status, self.latency_ms = data, ticket, usage, status, latency_ms
-
-    def __iter__(self) -> Iterator[bytes]:
-        yield self.data
-
-    def __len__(self) -> int:
-        return 1
-
-    def close(self) -> None:
-        try:
-            if self.ticket is not None:
-                accounting.finish(self.ticket, self.usage or Usage(), self.status, self.latency_ms, streamed=False)
-        finally:
-            request_done()
-
-
-def error_reply(exc: ProxyError) -> Reply:
+def error_reply(exc: ProxyError, client_format: str = "openai") -> Reply:
     headers = JSON_HEADERS + list(exc.headers.items())
-    return Reply(exc.status, headers, Body(exc.body()))
+    return Reply(exc.status, headers, Body(translation.error_bytes(exc, client_format)))
 
 
-def handle(route: Route, environ: dict[str, Any], raw: bytes) -> Reply:
-    """Answer one request. A configuration change committed while it was being decided (seen
-    before any upstream call: ``governance.metering.freshness``) starts it over on the new configuration."""
+def handle(route: Route, environ: dict[str, Any], raw: bytes, path_model: str | None = None) -> Reply:
+    """Answer one request (``path_model``: the model its path names, on Gemini and Azure-style
+    routes). A configuration change committed while it was being decided (seen before any
+    upstream call: ``governance.metering.freshness``) starts it over on the new configuration."""
     started = time.monotonic()
     for _ in range(freshness.MAX_RESTARTS):
         try:
-            return _handle(route, environ, raw, started)
+            return _handle(route, environ, raw, started, path_model)
         except freshness.StaleConfig:
             continue
-    return error_reply(ProxyError(503, CONFIG_CHANGING, headers={"Retry-After": "1"}))
+    return error_reply(ProxyError(503, CONFIG_CHANGING, headers={"Retry-After": "1"}), route.api_format)
 
 
 CONFIG_CHANGING = "The gateway's configuration kept changing while this request was decided; retry shortly"
 
 
-def _handle(route: Route, environ: dict[str, Any], raw: bytes, started: float) -> Reply:
+def _handle(route: Route, environ: dict[str, Any], raw: bytes, started: float, path_model: str | None) -> Reply:
     freshness.begin_request()
     try:
         vk = auth.authenticate(environ)
         if route.request_type == "list_models":
             from proxy.models_list import list_models
 
-            listing = list_models(route, vk)
+            listing = list_models(route, vk, path_model)
             freshness.confirm()
             return Reply(200, JSON_HEADERS, Body(listing))
-        request = _request(route, environ, raw, vk, started)
+        request = _request(route, environ, raw, vk, started, path_model)
         providers = snapshot.providers()
-        return _attempt(request, providers, routing.plan(request, providers))
+        candidates = routing.plan(request, providers)
+        if route.request_type == "count_tokens":
+            return _count_tokens(request, providers, candidates[0])
+        return _attempt(request, providers, candidates)
     except ProxyError as exc:
         freshness.confirm()  # a refusal decided on old configuration is not given: start over
-        return error_reply(exc)
+        return error_reply(exc, route.api_format)
 
 
 def _request(
-    route: Route, environ: dict[str, Any], raw: bytes, vk: VirtualKeySnapshot | None, started: float
+    route: Route,
+    environ: dict[str, Any],
+    raw: bytes,
+    vk: VirtualKeySnapshot | None,
+    started: float,
+    path_model: str | None,
 ) -> InferenceRequest:
     """The request's facts, read and checked once (400 for a body the gateway cannot act on)."""
     body = _parse_body(raw)
-    model = body.get("model")
+    model = path_model if path_model is not None else body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise errors.bad_request("model is required (a string such as 'openai/gpt-4o-mini')")
-    check_fields(body)
+    if route.api_format == "gemini":
+        check_gemini_fields(body)
+    else:
+        check_fields(body)
     fallbacks = routing.parse_fallbacks(body.pop("fallbacks", None))
+    if fallbacks and route.api_format == "gemini":
+        raw = compact_json(body).encode()  # a Gemini body passes through as sent: without ours
     return InferenceRequest(
         route=route,
         body=body,
         model=model,
-        stream=body.get("stream") is True and route.streamable,
+        stream=route.stream_always or (body.get("stream") is True and route.streamable),
         fallbacks=fallbacks,
         vk=vk,
         client_headers=upstream.forwardable_headers(environ),
         started=started,
+        raw=raw,
     )
 
 
@@ -153,6 +126,21 @@ def check_fields(body: dict[str, Any]) -> None:
             raise errors.bad_request("stream_options.include_usage must be true or false")
 
 
+def check_gemini_fields(body: dict[str, Any]) -> None:
+    """The Gemini request fields the gateway reads (what it reserves for and translates)."""
+    if not isinstance(body.get("contents", []), list):
+        raise errors.bad_request("contents must be a list of Content objects")
+    config = body.get("generationConfig")
+    if config is None:
+        return
+    if not isinstance(config, dict):
+        raise errors.bad_request("generationConfig must be an object")
+    for name in ("maxOutputTokens", "candidateCount"):
+        value = config.get(name)
+        if value is not None and not accounting.is_positive_int(value):
+            raise errors.bad_request(f"generationConfig.{name} must be a positive integer")
+
+
 def _parse_body(raw: bytes) -> dict[str, Any]:
     try:
         body = json.loads(raw) if raw else None
@@ -168,31 +156,32 @@ def _parse_body(raw: bytes) -> dict[str, Any]:
 def _attempt(
     request: InferenceRequest, providers: dict[str, ProviderSnapshot], candidates: list[routing.Candidate]
 ) -> Reply:
-    route, stream = request.route, request.stream
+    stream = request.stream
     first_error: ProxyError | None = None
     for index, candidate in enumerate(candidates):
         try:
             resolved = routing.resolve(candidate, request, providers)
+            outgoing = translation.outgoing(resolved)
         except ProxyError as exc:
             if index == 0:
-                raise  # the primary's allow-list and key checks answer before any upstream call
+                raise  # the primary's allow-list, key and format checks answer before any upstream call
             logger.info("fallback skipped", extra={"provider": candidate.provider, "reason": exc.message})
             continue
         ticket = accounting.begin(resolved)
         if not isinstance(ticket, accounting.Ticket):
             first_error = first_error or errors.refusal(ticket)
             continue
-        payload, strip_usage = _outgoing_body(resolved)
         accounting.calling(ticket)
         try:
             answer = upstream.send(
                 "POST",
                 resolved.provider,
                 resolved.key,
-                route.upstream_path,
-                payload,
+                outgoing.path,
+                outgoing.body,
                 request.client_headers,
                 stream=stream,
+                model=resolved.model,
             )
         except ProxyError as exc:
             accounting.finish(
@@ -208,11 +197,16 @@ def _attempt(
                 continue
             raise first_error or error
         if stream:
-            return Reply(
-                answer.status,
-                SSE_HEADERS + upstream.response_headers(answer),
-                StreamBody(answer, ticket, strip_usage=strip_usage),
-            )
+            body: StreamBody
+            if outgoing.translated:
+                options = request.body.get("stream_options")
+                include = isinstance(options, dict) and options.get("include_usage") is True
+                body = TranslatedStreamBody(answer, ticket, include_usage=include)
+            else:
+                body = StreamBody(answer, ticket, strip_usage=outgoing.strip_usage)
+            return Reply(answer.status, SSE_HEADERS + upstream.response_headers(answer), body)
+        if outgoing.translated:
+            return _translated_reply(answer, resolved, ticket)
         return _json_reply(answer, resolved, ticket)
     assert first_error is not None  # plan() never returns an empty list
     raise first_error
@@ -222,19 +216,34 @@ def _ms(since: float) -> int:
     return int((time.monotonic() - since) * 1000)
 
 
-def _outgoing_body(resolved: Resolved) -> tuple[bytes, bool]:
-    out = dict(resolved.body)
-    out["model"] = resolved.model
-    strip_usage = False
-    if resolved.stream and resolved.route.usage_option:
-        options = out.get("stream_options")
-        options = dict(options) if isinstance(options, dict) else {}
-        if not options.get("include_usage"):
-            # Ask for usage so the request can be charged; the extra chunk is hidden from the client.
-            options["include_usage"] = True
-            strip_usage = True
-        out["stream_options"] = options
-    return compact_json(out).encode(), strip_usage
+def _count_tokens(
+    request: InferenceRequest, providers: dict[str, ProviderSnapshot], candidate: routing.Candidate
+) -> Reply:
+    """A token count: the provider's own when it speaks the client's format, else the gateway's
+    estimate of the translated request (the rule in ``proxy.usage.estimate_prompt_tokens``).
+    Counting is free at every provider: nothing is reserved or recorded."""
+    resolved = routing.resolve(candidate, request, providers)
+    freshness.confirm()
+    client = translation.FORMATS[request.route.api_format]
+    if translation.is_translated(resolved):
+        tokens = estimate_prompt_tokens(translation.hub_request(resolved))
+        return Reply(200, JSON_HEADERS, Body(compact_json(client.count_tokens_answer(tokens)).encode()))
+    outgoing = translation.outgoing(resolved)
+    answer = upstream.send(
+        "POST",
+        resolved.provider,
+        resolved.key,
+        outgoing.path,
+        outgoing.body,
+        request.client_headers,
+        stream=False,
+        model=resolved.model,
+    )
+    if answer.status >= 400:
+        raise _upstream_error(answer, resolved)
+    assert answer.data is not None
+    headers = [("Content-Type", answer.header("content-type", "application/json"))]
+    return Reply(answer.status, headers + upstream.response_headers(answer), Body(answer.data))
 
 
 def _extra_fields(resolved: Resolved, latency_ms: int) -> dict[str, Any]:
@@ -293,12 +302,46 @@ def _json_reply(answer: http1.Response, resolved: Resolved, ticket: accounting.T
         payload = None
     if isinstance(payload, dict):
         usage = usage_from_body(payload)
-        data = _with_extra_fields(data, payload, _extra_fields(resolved, latency))
+        if resolved.route.api_format != "gemini":  # the Gemini SDK refuses members it does not know
+            data = _with_extra_fields(data, payload, _extra_fields(resolved, latency))
     if not usage.prompt_tokens and not usage.completion_tokens and usage.upstream_cost is None:
         usage = estimated_usage(resolved, data)
     headers = [("Content-Type", answer.header("content-type", "application/json"))]
     headers += upstream.response_headers(answer)
     return Reply(answer.status, headers, Body(data, ticket, usage, answer.status, _ms(ticket.started)))
+
+
+def _translated_reply(answer: http1.Response, resolved: Resolved, ticket: accounting.Ticket) -> Reply:
+    """An upstream JSON answer in the client's format. One that cannot be read or translated is
+    a 502 to the client, charged at the estimate: the upstream answered, and billed, it."""
+    data = answer.data
+    assert data is not None  # upstream.send(stream=False) has read the body
+    client_format = resolved.route.api_format
+    try:
+        payload = json.loads(data)
+        if not isinstance(payload, dict):
+            raise ValueError("not a JSON object")
+        out, as_hub = translation.answer(resolved, payload)
+    except Exception as exc:  # an answer the format module cannot read: never a 500
+        logger.warning(
+            "upstream answer not translatable", extra={"provider": resolved.provider.name, "error": type(exc).__name__}
+        )
+        message = f"upstream provider '{resolved.provider.name}' answered with a body that could not be translated"
+        error = ProxyError(502, message)
+        usage = estimated_usage(resolved, data)
+        body = Body(
+            translation.error_bytes(error, client_format), ticket, usage, 502, _ms(ticket.started), delivered=True
+        )
+        return Reply(502, JSON_HEADERS, body)
+    usage = usage_from_body(as_hub)
+    if not usage.prompt_tokens and not usage.completion_tokens and usage.upstream_cost is None:
+        usage = estimated_usage(resolved, data)
+    if client_format != "gemini":  # the Gemini SDK refuses members it does not know
+        out["extra_fields"] = _extra_fields(resolved, _ms(resolved.request.started))
+    headers = JSON_HEADERS + upstream.response_headers(answer)
+    return Reply(
+        answer.status, headers, Body(compact_json(out).encode(), ticket, usage, answer.status, _ms(ticket.started))
+    )
 
 
 def estimated_usage(resolved: Resolved, answer: bytes) -> Usage:
@@ -325,75 +368,3 @@ def _with_extra_fields(data: bytes, payload: dict[str, Any], extra: dict[str, An
             return end[:-1] + b',"extra_fields":' + compact_json(extra).encode() + b"}"
     payload["extra_fields"] = extra
     return compact_json(payload).encode()
-
-
-class StreamBody:
-    """Relays an upstream event stream chunk by chunk; accounts once when it ends, however it ends."""
-
-    def __init__(self, answer: http1.Response, ticket: accounting.Ticket, *, strip_usage: bool) -> None:
-        self.answer = answer
-        self.ticket = ticket
-        self.route = ticket.resolved.route
-        self.scanner = SseScanner(strip_usage_chunk=strip_usage, delta_marker=self.route.sse_marker)
-        self.done = False
-        self.relayed = False  # some of the answer reached the client
-        self.failed_status: int | None = None
-        self._iterator: Generator[bytes, None, None] | None = None
-
-    def __iter__(self) -> Iterator[bytes]:
-        self._iterator = self._relay()
-        return self._iterator
-
-    def _relay(self) -> Generator[bytes, None, None]:
-        try:
-            for data in self.answer.stream():
-                out = self.scanner.feed(data)
-                if out:
-                    self.relayed = True
-                    yield out
-            rest = self.scanner.flush()
-            if rest:
-                yield rest
-            self.done = True
-        except Exception as exc:  # the upstream broke off mid-stream: tell the client in-band
-            self.failed_status = 504 if "Timeout" in type(exc).__name__ else 502
-            name = self.ticket.resolved.provider.name
-            message = f"upstream provider '{name}' broke off the stream ({type(exc).__name__})"
-            logger.warning("upstream stream failed", extra={"provider": name, "error": type(exc).__name__})
-            yield self._error_event(message)
-
-    def _error_event(self, message: str) -> bytes:
-        if self.route.api_format == "anthropic":
-            payload = {"type": "error", "error": {"type": "api_error", "message": message}}
-            return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
-        return b"data: " + json.dumps({"error": {"message": message, "type": "upstream_error"}}).encode() + b"\n\n"
-
-    def close(self) -> None:
-        try:
-            if self._iterator is not None:
-                self._iterator.close()
-            if self.done:
-                self.answer.release()
-            else:  # unread bytes left: this connection cannot be reused
-                self.answer.close()
-        finally:
-            try:
-                self._account()
-            finally:
-                request_done()
-
-    def _account(self) -> None:
-        usage = self.scanner.usage
-        status = self.answer.status if self.done else (self.failed_status or accounting.CLIENT_CLOSED)
-        if not self.done or not self.scanner.seen_usage:
-            # Cut off before the upstream reported its final usage, or ended without reporting
-            # any (a truncated stream, an upstream ignoring include_usage): charge what was
-            # produced, about one token per content chunk forwarded, rather than nothing.
-            usage.completion_tokens = max(usage.completion_tokens, self.scanner.content_events)
-            if not usage.prompt_tokens:
-                usage.prompt_tokens = estimate_prompt_tokens(self.ticket.resolved.body)
-            usage.total_tokens = min(usage.prompt_tokens + usage.completion_tokens, MAX_TOKENS)
-            usage.estimated = True
-        # A stream the upstream broke off after content reached the client is charged what was
-        # delivered (the record keeps the 502/504 and says the tokens are estimated).
-        accounting.finish(self.ticket, usage, status, _ms(self.ticket.started), streamed=True, delivered=self.relayed)

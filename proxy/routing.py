@@ -2,9 +2,12 @@
 
 - ``provider/model``: the prefix counts only when it names a configured provider
   (``openrouter/openai/gpt-4o`` = provider ``openrouter``, model ``openai/gpt-4o``).
-- Unprefixed: ``/openai/*`` defaults to ``openai`` and ``/anthropic/*`` to ``anthropic``; on
-  ``/v1/*`` the VK's provider configs with a weight that allow the model (and speak the route's
-  API format) are chosen by weighted random; the others follow as fallbacks, heaviest first.
+- Unprefixed: ``/openai/*`` defaults to ``openai``, ``/anthropic/*`` to ``anthropic`` and
+  ``/genai/*`` to ``gemini``; on ``/v1/*`` (and Azure-style ``/openai/deployments/{model}/*``) the
+  VK's provider configs with a weight that allow the model are chosen by weighted random; the
+  others follow as fallbacks, heaviest first.
+- Formats: a chat route (``translatable``) reaches a provider of any type, its request translated
+  (``proxy.translation``); every other route only providers that speak its format.
 - ``fallbacks`` in the body come after that, in order.
 - Allow-lists (Bifrost v1.5): a provider is allowed when the VK has a config for it or has
   ``allow_all_providers`` (so a VK without configs allows nothing unless that flag is set); a
@@ -18,7 +21,7 @@ This module does not talk HTTP; it answers ``ProxyError`` for the 400/403 cases.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict, TypeVar
 
 from governance.metering.snapshot import KeySnapshot, ProviderConfigSnapshot, ProviderSnapshot, VirtualKeySnapshot
@@ -41,6 +44,8 @@ class Route:
     # and hides the extra chunk from a client that did not.
     usage_option: bool = False
     sse_marker: bytes = b'"delta"'  # what marks an event that carries content, counted when usage is missing
+    translatable: bool = False  # a chat request: reaches providers of every format, translated
+    stream_always: bool = False  # the route itself asks for a stream (Gemini's :streamGenerateContent)
 
 
 class _EndpointFacts(TypedDict):
@@ -51,10 +56,16 @@ class _EndpointFacts(TypedDict):
     produces_output: NotRequired[bool]
     usage_option: NotRequired[bool]
     sse_marker: NotRequired[bytes]
+    translatable: NotRequired[bool]
 
 
 _OPENAI_ENDPOINTS: dict[str, _EndpointFacts] = {
-    "chat/completions": {"request_type": "chat_completion", "streamable": True, "usage_option": True},
+    "chat/completions": {
+        "request_type": "chat_completion",
+        "streamable": True,
+        "usage_option": True,
+        "translatable": True,
+    },
     "completions": {
         "request_type": "text_completion",
         "streamable": True,
@@ -79,8 +90,54 @@ def _openai_routes() -> dict[str, Route]:
 
 ROUTES: dict[str, Route] = {
     **_openai_routes(),
-    "/anthropic/v1/messages": Route("messages", "anthropic", "anthropic", "/v1/messages", streamable=True),
+    "/anthropic/v1/messages": Route(
+        "messages", "anthropic", "anthropic", "/v1/messages", streamable=True, translatable=True
+    ),
+    "/anthropic/v1/messages/count_tokens": Route(
+        "count_tokens", "anthropic", "anthropic", "/v1/messages/count_tokens", produces_output=False, translatable=True
+    ),
+    "/anthropic/v1/models": Route("list_models", "anthropic", "anthropic", "/v1/models", method="GET"),
 }
+
+
+# Gemini's paths carry the model (``/genai/v1beta/models/{model}:{action}``), and Azure's the
+# deployment (``/openai/deployments/{deployment}/chat/completions``): matched by ``find``.
+def _gemini(request_type: str, **facts: Any) -> Route:
+    return Route(request_type, "gemini", "gemini", "", sse_marker=b'"text"', **facts)
+
+
+GEMINI_ACTIONS: dict[str, Route] = {
+    "generateContent": _gemini("generate_content", translatable=True),
+    "streamGenerateContent": _gemini("generate_content", translatable=True, streamable=True, stream_always=True),
+    "countTokens": _gemini("count_tokens", translatable=True, produces_output=False),
+}
+GEMINI_MODELS = _gemini("list_models", method="GET", produces_output=False)
+GEMINI_PREFIXES = ("/genai/v1beta/models", "/genai/v1/models")
+AZURE_PREFIX = "/openai/deployments/"
+
+
+def find(path: str) -> tuple[Route, str | None] | None:
+    """The route for ``path`` and the model its path names (Gemini, Azure-style), if any."""
+    route = ROUTES.get(path)
+    if route is not None:
+        return route, None
+    for prefix in GEMINI_PREFIXES:
+        if path == prefix:
+            return GEMINI_MODELS, None
+        if path.startswith(prefix + "/"):
+            model, sep, action = path[len(prefix) + 1 :].rpartition(":")
+            if not sep:
+                return (GEMINI_MODELS, action) if action else None
+            found = GEMINI_ACTIONS.get(action)
+            return (found, model) if found is not None and model else None
+    if path.startswith(AZURE_PREFIX):
+        deployment, sep, endpoint = path[len(AZURE_PREFIX) :].partition("/")
+        while sep and endpoint not in _OPENAI_ENDPOINTS:  # a deployment name may hold a '/' (provider/model)
+            more, sep, endpoint = endpoint.partition("/")
+            deployment = f"{deployment}/{more}"
+        route = ROUTES.get(f"/v1/{endpoint}") if sep else None
+        return (route, deployment) if route is not None and deployment else None
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +152,9 @@ class InferenceRequest:
     vk: VirtualKeySnapshot | None
     client_headers: list[tuple[str, str]]  # the ones that may go upstream
     started: float  # monotonic time the request arrived
+    raw: bytes = b""  # the body as received (a same-format Gemini request is sent on as it is)
+    # Per-request memo, e.g. the request translated to OpenAI chat once for every attempt.
+    cache: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +215,7 @@ def plan(request: InferenceRequest, providers: dict[str, ProviderSnapshot]) -> l
             if c.weight is not None
             and c.allows_model(bare)
             and c.provider in providers
-            and providers[c.provider].api_format == route.api_format
+            and (route.translatable or providers[c.provider].api_format == route.api_format)
         ]
         if not weighted:
             raise errors.bad_request(
@@ -193,9 +253,13 @@ def resolve(candidate: Candidate, request: InferenceRequest, providers: dict[str
             raise errors.provider_blocked(provider.name)
         if config is not None and not config.allows_model(candidate.model):
             raise errors.model_blocked(candidate.model)
-    if provider.api_format != request.route.api_format:
-        where = "/anthropic/v1/messages" if provider.api_format == "anthropic" else "the /v1 routes"
-        message = f"provider '{provider.name}' speaks the {provider.api_format} API: call it via {where}"
+    route = request.route
+    if provider.api_format != route.api_format and not route.translatable:
+        message = (
+            f"provider '{provider.name}' speaks the {provider.api_format} API, and {route.request_type} requests are"
+            " not translated between formats: only chat requests are (/v1/chat/completions, /anthropic/v1/messages,"
+            " /genai/.../models/{model}:generateContent)"
+        )
         raise errors.bad_request(message)
     key = choose_key(provider, candidate.model, config)
     return Resolved(request, provider, config, key, candidate.model)

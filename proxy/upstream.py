@@ -119,8 +119,20 @@ def forwardable_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def upstream_url(provider: ProviderSnapshot, path: str) -> str:
-    """``base_url`` + the API path; a base URL that already ends in ``/v1`` is not doubled."""
+def upstream_url(provider: ProviderSnapshot, key: KeySnapshot, path: str, model: str = "") -> str:
+    """``base_url`` + the API path; a base URL that already ends in ``/v1`` is not doubled.
+
+    Azure: the key's endpoint, the model's deployment and the API version, e.g.
+    ``{endpoint}/openai/deployments/{deployment}/chat/completions?api-version=2024-10-21``.
+    """
+    if provider.provider_type == "azure":
+        azure = key.azure
+        if azure is None:  # refused on every write; a row from before that rule
+            raise ProxyError(502, f"provider key '{key.name}' has no azure_key_config endpoint", retryable=True)
+        suffix = path[4:] if path.startswith("/v1/") else path.lstrip("/")
+        if suffix == "models":
+            return f"{azure.endpoint}/openai/models?api-version={azure.api_version}"
+        return f"{azure.endpoint}/openai/deployments/{azure.deployment(model)}/{suffix}?api-version={azure.api_version}"
     base = provider.base_url
     if base.endswith("/v1") and path.startswith("/v1/"):
         return base + path[3:]
@@ -143,6 +155,10 @@ def request_headers(
     if provider.api_format == "anthropic":
         headers["x-api-key"] = key.value
         headers.setdefault("anthropic-version", "2023-06-01")
+    elif provider.api_format == "gemini":
+        headers["x-goog-api-key"] = key.value
+    elif provider.provider_type == "azure":
+        headers["api-key"] = key.value
     else:
         headers["authorization"] = f"Bearer {key.value}"
     return headers
@@ -157,12 +173,13 @@ def send(
     client_headers: list[tuple[str, str]],
     *,
     stream: bool,
+    model: str = "",
 ) -> http1.Response:
     """One upstream call; with ``stream`` False the body is read (``.data``) and the connection
     released. Network failures become ProxyError 502/504 (retryable)."""
     name = provider.name
     try:
-        pool, request_path = target(upstream_url(provider, path))
+        pool, request_path = target(upstream_url(provider, key, path, model))
         headers = request_headers(provider, key, client_headers)
         answer = http1.request(
             pool,

@@ -14,6 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from governance.models.usage import INT_COLUMN_MAX
+from proxy.sse import LineEnds
 
 
 @dataclass(slots=True)
@@ -83,13 +84,35 @@ def read_usage(raw: Any, usage: Usage | None = None) -> Usage:
     return usage
 
 
+def read_gemini_usage(raw: Any, usage: Usage | None = None) -> Usage:
+    """Fold Gemini's ``usageMetadata`` (cumulative in a stream: the last one wins) into ``usage``.
+
+    ``promptTokenCount`` already includes the cached part; tool-use prompt tokens and thinking
+    tokens are billed as input and output respectively, so they are added in.
+    """
+    usage = usage or Usage()
+    if not isinstance(raw, dict):
+        return usage
+    usage.prompt_tokens = min(_int(raw.get("promptTokenCount")) + _int(raw.get("toolUsePromptTokenCount")), MAX_TOKENS)
+    usage.completion_tokens = min(
+        _int(raw.get("candidatesTokenCount")) + _int(raw.get("thoughtsTokenCount")), MAX_TOKENS
+    )
+    usage.cached_tokens = _int(raw.get("cachedContentTokenCount"))
+    usage.total_tokens = _int(raw.get("totalTokenCount")) or min(
+        usage.prompt_tokens + usage.completion_tokens, MAX_TOKENS
+    )
+    return usage
+
+
 def usage_from_body(body: Any) -> Usage:
     if not isinstance(body, dict):
         return Usage()
+    if "usageMetadata" in body and "usage" not in body:
+        return read_gemini_usage(body["usageMetadata"])
     return read_usage(body.get("usage"))
 
 
-_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+_USAGE_OBJECT = re.compile(rb'"usage(?:Metadata)?"\s*:\s*\{')
 
 
 class SseScanner:
@@ -108,19 +131,10 @@ class SseScanner:
         self.seen_usage = False
         self.content_events = 0
         self._buffer = b""
-        self._after_cr = False  # the last read ended in CR: an LF starting the next one ends no line
+        self._ends = LineEnds()  # passed on as LF, whatever the upstream used (proxy.sse)
 
     def feed(self, data: bytes) -> bytes:
-        # Lines end in CRLF, LF or CR (the SSE spec allows all three); they are passed on as LF.
-        # A CRLF can be split across reads: its CR already ended the line, so its LF is dropped,
-        # or the two events around it would merge into one and lose a usage chunk.
-        if self._after_cr and data[:1] == b"\n":
-            data = data[1:]
-        if b"\r" in data:
-            self._after_cr = data[-1:] == b"\r"
-            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        elif data:
-            self._after_cr = False
+        data = self._ends.normalise(data)
         buffer = self._buffer + data if self._buffer else data
         cut = buffer.rfind(b"\n\n")
         if cut < 0:
@@ -161,6 +175,12 @@ class SseScanner:
             read_usage(payload.get("usage"), self.usage)
         elif isinstance(kind, str) and kind.startswith("response."):  # OpenAI responses
             read_usage((payload.get("response") or {}).get("usage"), self.usage)
+        elif isinstance(payload.get("usageMetadata"), dict):  # Gemini: cumulative, the last one counts
+            read_gemini_usage(payload["usageMetadata"], self.usage)
+            candidates = payload.get("candidates")
+            if isinstance(candidates, list) and any(isinstance(c, dict) and c.get("finishReason") for c in candidates):
+                self.seen_usage = True  # the figures are final with the finish reason
+            return False
         elif isinstance(payload.get("usage"), dict):  # OpenAI chat / completions
             read_usage(payload["usage"], self.usage)
             self.seen_usage = True
@@ -182,10 +202,14 @@ def _event_json(event: bytes) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
-# Everything a provider counts as input, in the OpenAI, Anthropic and Responses request shapes.
+# Everything a provider counts as input, in the OpenAI, Anthropic, Responses and Gemini request shapes.
 PROMPT_FIELDS = (
     "messages",
     "system",
+    "contents",  # Gemini
+    "systemInstruction",
+    "toolConfig",
+    "generationConfig",
     "input",
     "prompt",
     "instructions",

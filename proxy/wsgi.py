@@ -1,4 +1,4 @@
-"""The inference entry point: a bare WSGI function for ``/v1/*``, ``/openai/*`` and ``/anthropic/*``.
+"""The inference entry point: a bare WSGI function for ``/v1/*``, ``/openai/*``, ``/anthropic/*`` and ``/genai/*``.
 
 ``bifrost_site.wsgi`` sends those paths here and everything else to Django's handler. The
 inference path skips Django's per-request machinery (URL resolver, middleware, HttpRequest and
@@ -6,7 +6,7 @@ HttpResponse objects: about 180 µs a call on a 2-core machine) while settings a
 Django's. Neither ``request_started`` nor ``request_finished`` is sent (a signal dispatch costs
 more than the work of its receivers here); the one cleanup that matters on this path, closing
 database connections past ``CONN_MAX_AGE`` or broken by an error, runs when the body is closed
-(``proxy.handler.request_done``), as Django runs it after a view.
+(``proxy.bodies.request_done``), as Django runs it after a view.
 This module is the only place that speaks WSGI; the work is in ``proxy.handler``.
 """
 
@@ -22,14 +22,14 @@ from django.db import InterfaceError, OperationalError
 
 from proxy import errors, handler
 from proxy.errors import ProxyError
-from proxy.routing import ROUTES
+from proxy.routing import find as find_route
 
 if TYPE_CHECKING:
     from wsgiref.types import StartResponse, WSGIEnvironment
 
 logger = logging.getLogger("bifrost.proxy")
 
-PREFIXES = ("/v1/", "/openai/", "/anthropic/")
+PREFIXES = ("/v1/", "/openai/", "/anthropic/", "/genai/")
 DATABASE_UNAVAILABLE = "The database is unavailable, so this request cannot be checked; retry shortly"
 _STATUS_LINES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 _STATUS_LINES[499] = "499 Client Closed Request"  # nginx's name for it; not in HTTPStatus
@@ -60,24 +60,26 @@ def _read_body(environ: WSGIEnvironment) -> bytes:
 
 def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     path = environ.get("PATH_INFO", "")
-    route = ROUTES.get(path)
+    found = find_route(path)
+    client_format = found[0].api_format if found else ("gemini" if path.startswith("/genai/") else "openai")
     try:
-        if route is None:
+        if found is None:
             raise ProxyError(404, f"Not found: {path}")
+        route, path_model = found
         if environ.get("REQUEST_METHOD") != route.method:
             raise ProxyError(405, f"Method not allowed: use {route.method} {path}", headers={"Allow": route.method})
         raw = _read_body(environ) if route.method == "POST" else b""
-        reply = handler.handle(route, environ, raw)
+        reply = handler.handle(route, environ, raw, path_model)
     except ProxyError as exc:
-        reply = handler.error_reply(exc)
+        reply = handler.error_reply(exc, client_format)
     except (OperationalError, InterfaceError) as exc:
         # The configuration of this key (or provider, or price) was not cached and the database
         # cannot be reached: a transient outage the client should retry, not a server bug.
         logger.warning("database unavailable", extra={"path": path, "error": type(exc).__name__})
-        reply = handler.error_reply(ProxyError(503, DATABASE_UNAVAILABLE, headers={"Retry-After": "1"}))
+        reply = handler.error_reply(ProxyError(503, DATABASE_UNAVAILABLE, headers={"Retry-After": "1"}), client_format)
     except Exception:
         # Never a traceback to the client; the log has it (without request bodies or keys).
         logger.exception("unhandled proxy error", extra={"path": path})
-        reply = handler.error_reply(ProxyError(500, "Internal server error"))
+        reply = handler.error_reply(ProxyError(500, "Internal server error"), client_format)
     start_response(status_line(reply.status), reply.headers)
     return reply.body

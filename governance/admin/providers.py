@@ -49,11 +49,11 @@ class _KeyCount(TypedDict):
 @admin.register(Provider)
 class ProviderAdmin(ServiceAdminMixin[Provider], GovernanceModelAdmin[Provider]):
     form = ProviderAdminForm
-    list_display = ["name", "api_format", "base_url", "timeout_seconds", "keys"]
-    list_filter = ["api_format"]
+    list_display = ["name", "provider_type", "effective_url", "timeout_seconds", "keys"]
+    list_filter = ["provider_type"]
     search_fields = ["name", "base_url"]
     services = Services(create=provider_create, update=provider_update, delete=provider_delete, instance="provider")
-    service_fields = ("base_url", "api_format", "timeout_seconds", "extra_headers")
+    service_fields = ("base_url", "provider_type", "timeout_seconds", "extra_headers")
     create_fields = ("name",)  # read-only once created
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
@@ -62,6 +62,14 @@ class ProviderAdmin(ServiceAdminMixin[Provider], GovernanceModelAdmin[Provider])
     def get_readonly_fields(self, request: HttpRequest, obj: Provider | None = None) -> list[str]:
         # The name is how VKs, routing and the API refer to the provider: fixed after creation.
         return ["name"] if obj else []
+
+    @admin.display(description="base URL", ordering="base_url")
+    def effective_url(self, provider: Provider) -> str:
+        if provider.base_url:
+            return provider.base_url
+        if provider.effective_base_url:
+            return format_html('{} <span class="quiet">(default)</span>', provider.effective_base_url)
+        return format_html('<span class="quiet">{}</span>', "each key's endpoint")
 
     @admin.display(description="keys", ordering="key_count")
     def keys(self, provider: WithAnnotations[Provider, _KeyCount]) -> str:
@@ -79,15 +87,15 @@ class ProviderKeyAdmin(ServiceAdminMixin[ProviderKey], GovernanceModelAdmin[Prov
     services = Services(
         create=provider_key_create, update=provider_key_update, delete=provider_key_delete, instance="key"
     )
-    service_fields = ("name", "models", "weight", "enabled")
+    service_fields = ("name", "models", "weight", "enabled", "azure_key_config")
     create_fields = ("provider",)  # read-only once created
 
     def get_readonly_fields(self, request: HttpRequest, obj: ProviderKey | None = None) -> list[str]:
         return ["provider", "masked"] if obj else []
 
     def get_fields(self, request: HttpRequest, obj: ProviderKey | None = None) -> _FieldGroups:
-        fields: _FieldGroups = ["provider", "name", "masked", "value", "models", "weight", "enabled"]
-        return fields if obj else [f for f in fields if f != "masked"]
+        shown = ("provider", "name", "masked", "value", "models", "weight", "enabled", "azure_key_config")
+        return [field for field in shown if obj or field != "masked"]
 
     @admin.display(description="value")
     def masked(self, key: ProviderKey) -> str:

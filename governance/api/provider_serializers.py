@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 from rest_framework import serializers
 
 from governance.api.serializers import StrictCharField, StrictFloatField
-from governance.models.providers import MAX_HEADER_VALUE, PROVIDER_NAME_RE, ApiFormat, extra_header_problem
+from governance.models.providers import MAX_HEADER_VALUE, PROVIDER_NAME_RE, extra_header_problem
+from governance.provider_types import (
+    WIRE_FORMATS,
+    ProviderType,
+    azure_key_config_problem,
+    base_url_problem,
+    default_type,
+)
 
 if TYPE_CHECKING:
     # What the mixin is put before: its ``fail`` and ``super().to_internal_value`` are a CharField's.
@@ -43,7 +50,7 @@ def _strict_bool(value: object) -> bool:
 
 class NetworkConfigInput(serializers.Serializer):
     # Required on create only (``ProviderInput.validate``): an update patches, field by field.
-    base_url = StrictURLField(max_length=500, required=False)
+    base_url = StrictURLField(max_length=500, required=False, allow_blank=True)  # blank: the type's default
     default_request_timeout_in_seconds = StrictFloatField(min_value=0.1, max_value=3600, required=False)
     extra_headers = serializers.DictField(
         child=StrictCharField(allow_blank=True, max_length=MAX_HEADER_VALUE), required=False
@@ -68,17 +75,26 @@ class ProviderInput(serializers.Serializer):
         required=False,
         error_messages={"invalid": "lower-case letters, digits, '.', '_' or '-' (no '/'), at most 63 characters"},
     )
-    api_format = serializers.ChoiceField(choices=ApiFormat.choices, required=False)
+    provider_type = serializers.ChoiceField(choices=ProviderType.choices, required=False)
+    # The old name of ``provider_type`` (when it had two values), still accepted.
+    api_format = serializers.ChoiceField(choices=ProviderType.choices, required=False)
     network_config = NetworkConfigInput(required=False)
 
     def validate(self, attrs: dict) -> dict:
         creating = self.context.get("creating", False)
         if creating and not attrs.get("provider"):
             raise serializers.ValidationError({"provider": ["This field is required."]})
-        if creating and "network_config" not in attrs:
-            raise serializers.ValidationError({"network_config": ["This field is required."]})
-        if creating and not attrs["network_config"].get("base_url"):
-            raise serializers.ValidationError({"network_config": {"base_url": ["This field is required."]}})
+        given = attrs.get("provider_type")
+        if given and attrs.get("api_format") and attrs["api_format"] != given:
+            message = "contradicts provider_type (api_format is its old name)"
+            raise serializers.ValidationError({"api_format": [message]})
+        attrs["provider_type"] = given or attrs.pop("api_format", None)
+        attrs.pop("api_format", None)
+        if creating:
+            kind = attrs["provider_type"] or default_type(attrs["provider"])
+            problem = base_url_problem(kind, (attrs.get("network_config") or {}).get("base_url") or "")
+            if problem:
+                raise serializers.ValidationError({"network_config": {"base_url": [problem]}})
         return attrs
 
 
@@ -90,9 +106,17 @@ class ProviderKeyInput(serializers.Serializer):
     models = serializers.ListField(child=StrictCharField(max_length=255), required=False)
     weight = StrictFloatField(min_value=0.0, required=False)
     enabled = serializers.JSONField(required=False)
+    azure_key_config = serializers.JSONField(required=False)
 
     def validate_enabled(self, value: object) -> bool:
         return _strict_bool(value)
+
+    def validate_azure_key_config(self, value: object) -> object:
+        problem = azure_key_config_problem(value)
+        if problem:
+            field, message = problem
+            raise serializers.ValidationError(f"{field}: {message}" if field else message)
+        return value
 
     def validate_models(self, value: list[str]) -> list[str]:
         if "*" in value and len(value) > 1:
@@ -120,12 +144,16 @@ class KeyOut(serializers.Serializer):
     models = serializers.ListField(child=serializers.CharField())
     weight = serializers.FloatField()
     enabled = serializers.BooleanField()
+    azure_key_config = serializers.DictField(
+        required=False, help_text="Azure keys only: endpoint, api_version and the model → deployment map"
+    )
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
 
 class NetworkConfigOut(serializers.Serializer):
-    base_url = serializers.CharField()
+    base_url = serializers.CharField(help_text="as configured; blank = the type's default")
+    effective_base_url = serializers.CharField(help_text="the URL calls go to: base_url, else the type's default")
     default_request_timeout_in_seconds = serializers.FloatField()
     extra_headers = serializers.DictField(child=serializers.CharField())
 
@@ -133,7 +161,10 @@ class NetworkConfigOut(serializers.Serializer):
 class ProviderOut(serializers.Serializer):
     id = serializers.UUIDField()
     name = serializers.CharField()
-    api_format = serializers.ChoiceField(choices=ApiFormat.choices)
+    provider_type = serializers.ChoiceField(choices=ProviderType.choices)
+    api_format = serializers.CharField(
+        help_text=f"the wire format its type speaks: {', '.join(WIRE_FORMATS)} (read-only)"
+    )
     network_config = NetworkConfigOut()
     keys = KeyOut(many=True)
     created_at = serializers.DateTimeField()

@@ -37,6 +37,7 @@ def key_json(key: ProviderKey, provider_name: str | None = None) -> dict:
         "models": key.models,
         "weight": key.weight,
         "enabled": key.enabled,
+        **({"azure_key_config": key.azure_key_config} if key.azure_key_config else {}),
         "created_at": key.created_at.isoformat().replace("+00:00", "Z"),
         "updated_at": key.updated_at.isoformat().replace("+00:00", "Z"),
     }
@@ -46,9 +47,11 @@ def provider_json(provider: Provider) -> dict:
     return {
         "id": str(provider.id),
         "name": provider.name,
-        "api_format": provider.api_format,
+        "provider_type": provider.provider_type,
+        "api_format": provider.wire_format,
         "network_config": {
             "base_url": provider.base_url,
+            "effective_base_url": provider.effective_base_url,
             "default_request_timeout_in_seconds": provider.timeout_seconds,
             "extra_headers": provider.extra_headers,
         },
@@ -99,7 +102,7 @@ class ProviderListView(APIView):
         if Provider.objects.filter(name=data["provider"]).exists():
             raise field_error("provider", f"provider {data['provider']!r} already exists")
         provider = services.provider_create(
-            name=data["provider"], api_format=data.get("api_format"), **_network_changes(data)
+            name=data["provider"], provider_type=data.get("provider_type"), **_network_changes(data)
         )
         return Response({"message": "Provider created successfully", "provider": provider_json(provider)})
 
@@ -118,7 +121,7 @@ class ProviderDetailView(APIView):
         if data.get("provider") not in (None, provider.name):
             raise field_error("provider", "a provider cannot be renamed")
         provider = services.provider_update(
-            provider=provider, api_format=data.get("api_format"), **_network_changes(data)
+            provider=provider, provider_type=data.get("provider_type"), **_network_changes(data)
         )
         return Response({"message": "Provider updated successfully", "provider": provider_json(provider)})
 

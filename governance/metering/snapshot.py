@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -42,6 +42,7 @@ from governance.keys import digest
 from governance.limitspec import BudgetSpec, RateLimitSpec
 from governance.metering import freshness
 from governance.models import Budget, Customer, ModelPrice, Provider, ProviderConfig, ProviderKey, Team, VirtualKey
+from governance.provider_types import AZURE_DEFAULT_API_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,7 @@ class KeySnapshot:
     models: tuple[str, ...]
     weight: float
     enabled: bool
+    azure: AzureKeySnapshot | None = None
 
     def allows_model(self, model: str) -> bool:
         # An empty list on a provider key means "no restriction" (Bifrost's behaviour for keys).
@@ -120,11 +122,23 @@ class KeySnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class AzureKeySnapshot:
+    endpoint: str
+    api_version: str
+    deployments: tuple[tuple[str, str], ...]
+
+    def deployment(self, model: str) -> str:
+        """The deployment serving ``model``: its mapping, else a deployment named like the model."""
+        return next((dep for name, dep in self.deployments if name == model), model)
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderSnapshot:
     id: str
     name: str
-    api_format: str
-    base_url: str
+    provider_type: str
+    api_format: str  # the wire format its type speaks: openai, anthropic or gemini
+    base_url: str  # the effective one: the provider's, else its type's default
     timeout_seconds: float
     extra_headers: tuple[tuple[str, str], ...]
     keys: tuple[KeySnapshot, ...]
@@ -255,7 +269,8 @@ def _store_providers(entry: tuple[float, dict[str, ProviderSnapshot]]) -> None:
 
 def price(provider: ProviderSnapshot, model: str) -> PriceSnapshot | None:
     """The price of ``model`` on ``provider`` by the rule in ``governance.pricing``; None = unpriced."""
-    return _cached(("prices", ""), _prices, _load_prices, _store_prices).find(provider.name, provider.api_format, model)
+    book = _cached(("prices", ""), _prices, _load_prices, _store_prices)
+    return book.find(provider.name, provider.provider_type, model)
 
 
 class PriceBook:
@@ -365,6 +380,17 @@ def _load_virtual_key(value_digest: str) -> VirtualKeySnapshot | None:
     )
 
 
+def _azure(config: dict[str, Any] | None) -> AzureKeySnapshot | None:
+    if not config or not isinstance(config.get("endpoint"), str):
+        return None
+    deployments = config.get("deployments") or {}
+    return AzureKeySnapshot(
+        endpoint=config["endpoint"].rstrip("/"),
+        api_version=config.get("api_version") or AZURE_DEFAULT_API_VERSION,
+        deployments=tuple((str(k), str(v)) for k, v in deployments.items()),
+    )
+
+
 def _load_providers() -> dict[str, ProviderSnapshot]:
     keys_by_provider: dict[str, list[KeySnapshot]] = {}
     for key in ProviderKey.objects.order_by("name"):
@@ -376,14 +402,16 @@ def _load_providers() -> dict[str, ProviderSnapshot]:
                 models=tuple(key.models or ()),
                 weight=key.weight,
                 enabled=key.enabled,
+                azure=_azure(key.azure_key_config),
             )
         )
     return {
         p.name: ProviderSnapshot(
             id=str(p.pk),
             name=p.name,
-            api_format=p.api_format,
-            base_url=p.base_url.rstrip("/"),
+            provider_type=p.provider_type,
+            api_format=p.wire_format,
+            base_url=p.effective_base_url,
             timeout_seconds=p.timeout_seconds,
             extra_headers=tuple((p.extra_headers or {}).items()),
             keys=tuple(keys_by_provider.get(str(p.pk), ())),

@@ -13,18 +13,16 @@ from django.db.models import JSONField, Q
 from governance import crypto
 from governance.keys import mask_secret
 from governance.models.limits import DecimalShape
+from governance.provider_types import (
+    ProviderType,
+    azure_key_config_problem,
+    base_url_problem,
+    default_base_url,
+    wire_format,
+)
 
 PROVIDER_NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 PRICE: DecimalShape = {"max_digits": 24, "decimal_places": 15}
-
-
-class ApiFormat(models.TextChoices):
-    OPENAI = "openai", "OpenAI"
-    ANTHROPIC = "anthropic", "Anthropic"
-
-
-def default_api_format(name: str) -> str:
-    return ApiFormat.ANTHROPIC if name == "anthropic" else ApiFormat.OPENAI
 
 
 def validate_model_list(value: object) -> None:
@@ -61,7 +59,9 @@ FRAMING_HEADERS = frozenset(
 # Extra headers the gateway sets itself on every upstream call: the provider key's credential
 # (keys belong in provider keys, encrypted and write-only; extra headers are stored and shown in
 # clear), the JSON body's type, and identity encoding (usage is read from the answer).
-GATEWAY_HEADERS = frozenset({"authorization", "x-api-key", "content-type", "accept-encoding"})
+GATEWAY_HEADERS = frozenset(
+    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "content-type", "accept-encoding"}
+)
 RESERVED_EXTRA_HEADERS = FRAMING_HEADERS | GATEWAY_HEADERS
 
 
@@ -96,7 +96,8 @@ def validate_extra_headers(value: object) -> None:
 
 
 class Provider(models.Model):
-    """An upstream API (OpenAI-compatible or Anthropic-compatible) the proxy forwards to."""
+    """An upstream API the proxy forwards to; its type (``governance.provider_types``) says which
+    wire format it speaks and where it lives by default."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(
@@ -104,8 +105,9 @@ class Provider(models.Model):
         unique=True,
         validators=[RegexValidator(PROVIDER_NAME_RE, "lower-case letters, digits, '.', '_' or '-' (no '/')")],
     )
-    api_format = models.CharField(max_length=16, choices=ApiFormat.choices, default=ApiFormat.OPENAI)
-    base_url = models.URLField(max_length=500)
+    provider_type = models.CharField(max_length=16, choices=ProviderType.choices, default=ProviderType.OPENAI)
+    # Blank = the type's default URL (``provider_types.TYPES``); Azure keys carry their own endpoint.
+    base_url = models.URLField(max_length=500, blank=True)
     timeout_seconds = models.FloatField(default=60.0, validators=[MinValueValidator(0.1)])
     extra_headers = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -124,6 +126,17 @@ class Provider(models.Model):
             validate_extra_headers(self.extra_headers)
         except ValidationError as exc:
             raise ValidationError({"extra_headers": exc.messages}) from None
+        problem = base_url_problem(self.provider_type, self.base_url)
+        if problem:
+            raise ValidationError({"base_url": problem})
+
+    @property
+    def wire_format(self) -> str:
+        return wire_format(self.provider_type)
+
+    @property
+    def effective_base_url(self) -> str:
+        return (self.base_url or default_base_url(self.provider_type)).rstrip("/")
 
 
 class ProviderKey(models.Model):
@@ -140,6 +153,8 @@ class ProviderKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     models = JSONField(default=list, blank=True, validators=[validate_model_list])
+    # Azure OpenAI only: ``{"endpoint", "api_version", "deployments": {model: deployment}}``.
+    azure_key_config = JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["provider__name", "name"]
@@ -150,6 +165,17 @@ class ProviderKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider_id and self.provider.name}/{self.name}"
+
+    def clean(self) -> None:
+        super().clean()
+        is_azure = self.provider_id is not None and self.provider.provider_type == ProviderType.AZURE
+        if is_azure:
+            problem = azure_key_config_problem(self.azure_key_config)
+            if problem:
+                field, message = problem
+                raise ValidationError({"azure_key_config": f"{field}: {message}" if field else message})
+        elif self.azure_key_config:
+            raise ValidationError({"azure_key_config": "is only for keys of a provider of type 'azure'"})
 
     def set_value(self, value: str) -> None:
         self.value_encrypted = crypto.encrypt(value)

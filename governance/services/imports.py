@@ -47,14 +47,14 @@ def _upsert(model: type[M], lookup: dict[str, Any], changes: dict[str, Any], **o
 def provider_import(
     *,
     name: str,
-    api_format: str,
+    provider_type: str,
     base_url: str | None,
     timeout_seconds: float | None,
     extra_headers: dict[str, str],
 ) -> tuple[Provider, bool]:
     """By name; a None ``base_url`` or ``timeout_seconds`` keeps the stored (or default) one."""
     changes = {
-        "api_format": api_format,
+        "provider_type": provider_type,
         "base_url": base_url,
         "timeout_seconds": timeout_seconds,
         "extra_headers": extra_headers,
@@ -71,6 +71,7 @@ def provider_key_import(
     models: list[str] | None,
     weight: float | None,
     enabled: bool,
+    azure_key_config: dict[str, Any] | None = None,
 ) -> tuple[ProviderKey, bool]:
     """By name within ``provider``; the value is stored as given (encrypted)."""
     key, created = _find_or_new(ProviderKey, provider=provider, name=name)
@@ -79,6 +80,7 @@ def provider_key_import(
         "models": models if models is not None else ["*"],
         "weight": weight if weight is not None else 1.0,
         "enabled": enabled,
+        "azure_key_config": azure_key_config or {},
     }
     save_patched(instance=key, changes=changes, fields=changes)
     return key, created

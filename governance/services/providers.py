@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from governance.models import Provider, ProviderKey
-from governance.models.providers import default_api_format
+from governance.provider_types import default_type
 from governance.services.locking import lock_before_delete
 from governance.services.validation import check, field_error, save_patched
 
@@ -16,15 +17,17 @@ from governance.services.validation import check, field_error, save_patched
 def provider_create(
     *,
     name: str,
-    base_url: str,
+    base_url: str = "",
+    provider_type: str | None = None,
     api_format: str | None = None,
     timeout_seconds: float = 60.0,
     extra_headers: dict[str, str] | None = None,
 ) -> Provider:
+    """``api_format`` is the old name of ``provider_type``, still accepted."""
     provider = Provider(
         name=name,
-        base_url=base_url,
-        api_format=api_format or default_api_format(name),
+        base_url=base_url or "",
+        provider_type=provider_type or api_format or default_type(name),
         timeout_seconds=timeout_seconds,
         extra_headers=extra_headers or {},
     )
@@ -35,13 +38,26 @@ def provider_create(
 
 @transaction.atomic
 def provider_update(*, provider: Provider, **changes: Any) -> Provider:
-    """Patch semantics; a None leaves the field as it is."""
-    return save_patched(
+    """Patch semantics; a None leaves the field as it is (``api_format``: the old name of ``provider_type``)."""
+    if changes.get("provider_type") is None and changes.get("api_format") is not None:
+        changes["provider_type"] = changes["api_format"]
+    changes.pop("api_format", None)
+    type_before = provider.provider_type
+    provider = save_patched(
         instance=provider,
         changes=changes,
-        fields=("base_url", "api_format", "timeout_seconds", "extra_headers"),
+        fields=("base_url", "provider_type", "timeout_seconds", "extra_headers"),
         keep_when_none=True,
     )
+    if provider.provider_type != type_before:
+        # Azure keys carry an endpoint config and others must not: every key must suit the new type.
+        for key in provider.keys.all():
+            try:
+                check(key)
+            except ValidationError as exc:
+                problem = "; ".join(exc.messages)
+                raise field_error("provider_type", f"key '{key.name}' does not suit this type: {problem}") from None
+    return provider
 
 
 @transaction.atomic
@@ -68,8 +84,15 @@ def provider_key_create(
     models: list[str] | None = None,
     weight: float = 1.0,
     enabled: bool = True,
+    azure_key_config: dict[str, Any] | None = None,
 ) -> ProviderKey:
-    key = ProviderKey(provider=provider, name=name, models=models if models is not None else ["*"], weight=weight)
+    key = ProviderKey(
+        provider=provider,
+        name=name,
+        models=models if models is not None else ["*"],
+        weight=weight,
+        azure_key_config=azure_key_config or {},
+    )
     key.enabled = enabled
     key.set_value(_validate_value(value))
     check(key)
@@ -83,7 +106,10 @@ def provider_key_update(*, key: ProviderKey, **changes: Any) -> ProviderKey:
     if changes.get("value") is not None:
         key.set_value(_validate_value(changes["value"]))
     return save_patched(
-        instance=key, changes=changes, fields=("name", "models", "weight", "enabled"), keep_when_none=True
+        instance=key,
+        changes=changes,
+        fields=("name", "models", "weight", "enabled", "azure_key_config"),
+        keep_when_none=True,
     )
 
 

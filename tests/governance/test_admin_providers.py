@@ -118,22 +118,22 @@ def test_service_rejection_at_save_time_becomes_a_form_error(admin_client, provi
     assert SECRET not in response.content.decode()
 
 
-def test_provider_is_created_with_the_default_api_format_for_its_name(admin_client):
+def test_provider_is_created_with_the_default_type_for_its_name(admin_client):
     body = {
         "name": "anthropic",
-        "api_format": "",
+        "provider_type": "",
         "base_url": "http://claude.invalid",
         "timeout_seconds": "30",
         "extra_headers": "{}",
     }
     assert admin_client.post(reverse("admin:governance_provider_add"), body).status_code == 302
-    assert Provider.objects.get(name="anthropic").api_format == "anthropic"
+    assert Provider.objects.get(name="anthropic").provider_type == "anthropic"
 
 
 def test_provider_with_bad_extra_headers_is_a_form_error(admin_client):
     body = {
         "name": "custom",
-        "api_format": "openai",
+        "provider_type": "openai",
         "base_url": "http://x.invalid",
         "timeout_seconds": "30",
         "extra_headers": '{"X": 1}',

@@ -56,6 +56,8 @@ class Update:
     value: Any
     attr: str
     wrong: Any
+    # Read-only fields computed from this one, which change with it: path -> the value expected after.
+    derived: dict[tuple[str, ...], Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -150,7 +152,7 @@ RESOURCES = [
         offers=CRUD,
         create_body={
             "provider": "contract-provider",
-            "api_format": "openai",
+            "provider_type": "openai",
             "network_config": {
                 "base_url": "http://127.0.0.1:9",
                 "default_request_timeout_in_seconds": 30,
@@ -160,15 +162,21 @@ RESOURCES = [
         ident="name",
         stored={
             "name": "contract-provider",
-            "api_format": "openai",
+            "provider_type": "openai",
             "base_url": "http://127.0.0.1:9",
             "timeout_seconds": 30.0,
             "extra_headers": {"x-team": "a"},
         },
         updates=(
-            Update(("network_config", "base_url"), "http://127.0.0.1:8", "base_url", 0),
+            Update(
+                ("network_config", "base_url"),
+                "http://127.0.0.1:8",
+                "base_url",
+                0,
+                derived={("network_config", "effective_base_url"): "http://127.0.0.1:8"},
+            ),
             Update(("network_config", "default_request_timeout_in_seconds"), 45.0, "timeout_seconds", "45"),
-            Update(("api_format",), "anthropic", "api_format", 0),
+            Update(("provider_type",), "anthropic", "provider_type", 0, derived={("api_format",): "anthropic"}),
         ),
         required="provider",
         unknown_ident="no-such-provider",
@@ -287,11 +295,11 @@ def at(representation: dict, path: tuple[str, ...]) -> Any:
     return representation
 
 
-def without(representation: dict, path: tuple[str, ...]) -> dict:
-    """A copy of ``representation`` with the value at ``path`` blanked and no ``updated_at``."""
+def without(representation: dict, *paths: tuple[str, ...]) -> dict:
+    """A copy of ``representation`` with the values at ``paths`` blanked and no ``updated_at``."""
     copy = {k: v for k, v in representation.items() if k != "updated_at"}
-    head, *rest = path
-    copy[head] = without(copy[head], tuple(rest)) if rest else "<changed>"
+    for head, *rest in paths:
+        copy[head] = without(copy[head], tuple(rest)) if rest else "<changed>"
     return copy
 
 
@@ -416,7 +424,9 @@ def test_update_changes_the_field_and_keeps_the_others(alice_api, resource, upda
     assert response.json()["message"] == f"{resource.label} updated successfully"
     updated = response.json()[resource.wrapper]
     assert at(updated, update.path) == update.value
-    assert without(updated, update.path) == without(before, update.path)
+    assert {path: at(updated, path) for path in update.derived} == update.derived
+    changed = (update.path, *update.derived)
+    assert without(updated, *changed) == without(before, *changed)
     assert alice_api.get(url).json()[resource.wrapper] == updated
     row = resource.model.objects.get(pk=made["id"])
     expected = {**resource.stored, update.attr: update.value}

@@ -29,9 +29,10 @@ def test_create_get_list_provider(alice_api):
     assert response.status_code == 200, response.content
     provider = response.json()["provider"]
     assert response.json()["message"] == "Provider created successfully"
-    assert provider["name"] == "openai" and provider["api_format"] == "openai"
+    assert provider["name"] == "openai" and provider["provider_type"] == provider["api_format"] == "openai"
     assert provider["network_config"] == {
         "base_url": "http://127.0.0.1:9000",
+        "effective_base_url": "http://127.0.0.1:9000",
         "default_request_timeout_in_seconds": 30.0,
         "extra_headers": {"x-team": "a"},
     }
@@ -40,23 +41,28 @@ def test_create_get_list_provider(alice_api):
     assert listing["total"] == 1 and listing["providers"][0]["name"] == "openai"
 
 
-def test_api_format_defaults_to_anthropic_for_the_anthropic_provider(alice_api):
+def test_provider_type_defaults_to_anthropic_for_the_anthropic_provider(alice_api):
     body = {"provider": "anthropic", "network_config": {"base_url": "http://127.0.0.1:9000"}}
-    assert create(alice_api, body).json()["provider"]["api_format"] == "anthropic"
+    provider = create(alice_api, body).json()["provider"]
+    assert provider["provider_type"] == provider["api_format"] == "anthropic"
 
 
 @pytest.mark.parametrize(
     "body, field",
     [
         ({**BODY, "provider": "Bad/Name"}, "provider"),
-        ({**BODY, "api_format": "gemini"}, "api_format"),
+        ({**BODY, "api_format": "soap"}, "api_format"),
+        ({**BODY, "provider_type": "soap"}, "provider_type"),
         ({**BODY, "network_config": {"base_url": "not a url"}}, "network_config.base_url"),
         (
             {**BODY, "network_config": {"base_url": "http://127.0.0.1:1", "default_request_timeout_in_seconds": 0}},
             "network_config.default_request_timeout_in_seconds",
         ),
-        ({"provider": "openai"}, "network_config"),
-        ({**BODY, "network_config": {"default_request_timeout_in_seconds": 5}}, "network_config.base_url"),
+        ({"provider": "local", "provider_type": "vllm"}, "network_config.base_url"),
+        (
+            {**BODY, "api_format": "ollama", "network_config": {"default_request_timeout_in_seconds": 5}},
+            "network_config.base_url",
+        ),
         (
             {**BODY, "network_config": {"base_url": "http://127.0.0.1:1", "extra_headers": {"bad name": "v"}}},
             "network_config.extra_headers",

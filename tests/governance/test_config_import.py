@@ -48,8 +48,10 @@ def test_realistic_config_is_imported_with_every_supported_field(tmp_path):
         30,
         {"x-org": "acme"},
     )
-    assert Provider.objects.get(name="anthropic").base_url == "https://api.anthropic.com"
-    assert Provider.objects.get(name="local-llm").api_format == "openai"
+    anthropic = Provider.objects.get(name="anthropic")
+    assert (anthropic.provider_type, anthropic.base_url) == ("anthropic", "")  # blank: the type's default URL
+    assert anthropic.effective_base_url == "https://api.anthropic.com"
+    assert Provider.objects.get(name="local-llm").provider_type == "openai"
     primary = ProviderKey.objects.get(name="openai-primary")
     assert primary.value == "sk-openai-secret-abcd" and "sk-openai-secret-abcd" not in primary.value_encrypted
     assert ProviderKey.objects.get(name="openai-backup").enabled is False
@@ -132,7 +134,10 @@ def test_changed_limits_are_applied_on_reimport(tmp_path):
         ),
         (lambda c: c["governance"]["teams"].append({"id": "team-ml", "name": "dup"}), "governance.teams[1].id"),
         (lambda c: c["governance"].update(virtual_keys="nope"), "governance.virtual_keys"),
-        (lambda c: c["providers"].update(custom={"keys": []}), "providers.custom.network_config.base_url"),
+        (
+            lambda c: c["providers"].update(custom={"provider_type": "ollama", "keys": []}),
+            "providers.custom.network_config.base_url",
+        ),
     ],
 )
 def test_invalid_configs_name_the_json_path_and_write_nothing(tmp_path, mutate, path):

@@ -16,13 +16,14 @@ from governance.metering import snapshot
 from governance.metering.snapshot import KeySnapshot, ProviderSnapshot
 from governance.models import ModelPrice
 from governance.pricing import CATALOG_FILE, find_price, index_by_model, model_name_variants, seed_model_prices
+from governance.provider_types import wire_format
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def provider(name: str, api_format: str = "openai") -> ProviderSnapshot:
+def provider(name: str, provider_type: str = "openai") -> ProviderSnapshot:
     key = KeySnapshot(id="k", name="k", value="v", models=(), weight=1.0, enabled=True)
-    return ProviderSnapshot("p", name, api_format, "http://127.0.0.1:9", 5.0, (), (key,))
+    return ProviderSnapshot("p", name, provider_type, wire_format(provider_type), "http://127.0.0.1:9", 5.0, (), (key,))
 
 
 @pytest.mark.parametrize(

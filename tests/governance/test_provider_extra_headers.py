@@ -34,7 +34,14 @@ NETWORK = {"base_url": "http://127.0.0.1:9000"}
 
 def test_the_refused_names_are_the_documented_ones():
     assert {name.lower() for name in REFUSED} <= FRAMING_HEADERS | GATEWAY_HEADERS
-    assert GATEWAY_HEADERS == {"authorization", "x-api-key", "content-type", "accept-encoding"}
+    assert GATEWAY_HEADERS == {
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "x-goog-api-key",
+        "content-type",
+        "accept-encoding",
+    }
 
 
 @pytest.mark.parametrize("name", REFUSED)
@@ -83,7 +90,7 @@ def test_allowed_headers_still_pass(alice_api):
 def test_admin_form_refuses_the_header_as_a_field_error(admin_client, name):
     body = {
         "name": "custom",
-        "api_format": "openai",
+        "provider_type": "openai",
         "base_url": "http://x.invalid",
         "timeout_seconds": "30",
         "extra_headers": f'{{"{name}": "v"}}',
@@ -99,7 +106,7 @@ def test_admin_form_refuses_the_header_as_a_field_error(admin_client, name):
 
 def test_admin_form_change_refuses_it_and_keeps_the_stored_headers(admin_client):
     provider = provider_create(name="custom", base_url="http://x.invalid", extra_headers={"x-team": "a"})
-    body = {"api_format": "openai", "base_url": "http://x.invalid", "timeout_seconds": "30"}
+    body = {"provider_type": "openai", "base_url": "http://x.invalid", "timeout_seconds": "30"}
     body["extra_headers"] = '{"Upgrade": "h2c"}'
     response = admin_client.post(reverse("admin:governance_provider_change", args=[provider.pk]), body)
     assert response.status_code == 200

@@ -185,7 +185,7 @@ def send(
 
     # Keep the test's database connection: the proxy closes "old" connections after each request
     # like a server would, and inside the test transaction that would drop it.
-    with patch("proxy.handler.db.close_old_connections"):
+    with patch("proxy.bodies.db.close_old_connections"):
         body_iter = application(environ, start_response)
         try:
             data = b"".join(body_iter)

@@ -23,7 +23,10 @@ def chat(model: str = "gpt-4o-mini") -> dict:
 def assert_error(answer, status: int, type_: str, message: str) -> None:
     assert answer.status == status, answer.body
     body = answer.json()
-    assert body["type"] == type_
+    if body["type"] == "error":  # the Anthropic format: the gateway's type is the error's type
+        assert body["error"]["type"] == type_
+    else:
+        assert body["type"] == type_
     assert body["error"]["message"] == message
     assert body["status_code"] == status
     assert body["is_bifrost_error"] is False

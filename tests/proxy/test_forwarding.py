@@ -94,7 +94,7 @@ def test_unprefixed_model_without_weighted_route_is_400_naming_it(call, mock):
 
 def test_weighted_routing_spreads_over_configs_by_weight(call, mock):
     s = make_setup(mock.url)
-    other = provider_create(name="azure", base_url=mock.url)
+    other = provider_create(name="azure", provider_type="openai", base_url=mock.url)
     provider_key_create(provider=other, name="k", value="sk-az-secret")
     virtual_key_update(
         vk=s.vk,
@@ -199,9 +199,19 @@ def test_anthropic_route_sends_x_api_key_and_version(call, setup):
     assert record.provider == "anthropic" and record.request_type == "messages"
 
 
-def test_openai_provider_on_anthropic_route_is_400(call, setup):
+def test_openai_provider_on_anthropic_route_is_translated(call, setup, mock):
     answer = call("/anthropic/v1/messages", chat("openai/gpt-4o"), {"x-api-key": setup.value})
-    assert answer.status == 400 and "speaks the openai API" in answer.json()["error"]["message"]
+    assert answer.status == 200, answer.body
+    assert answer.json()["type"] == "message" and answer.json()["content"][0]["type"] == "text"
+    assert mock.stats()["by_path"]["/v1/chat/completions"] == 1
+    record = UsageRecord.objects.get()
+    assert (record.provider, record.model, record.request_type) == ("openai", "gpt-4o", "messages")
+
+
+def test_embeddings_do_not_cross_formats(call, setup):
+    body = {"model": "anthropic/claude-3-5-haiku-latest", "input": "hello"}
+    answer = call("/v1/embeddings", body, {"x-bf-vk": setup.value})
+    assert answer.status == 400 and "speaks the anthropic API" in answer.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,151 @@
+"""The body iterables the proxy hands to the WSGI server: their ``close()`` (called by the server
+after the last byte) runs the attempt's accounting, exactly once however the answer ended."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from django import db
+
+from proxy import accounting, http1
+from proxy.translation import FORMATS
+from proxy.usage import MAX_TOKENS, SseScanner, Usage, estimate_prompt_tokens
+
+logger = logging.getLogger("bifrost.proxy")
+
+
+def request_done() -> None:
+    """Django's end-of-request database cleanup, run when a body is closed: connections past
+    ``CONN_MAX_AGE`` or left unusable by an error are closed, as after a view. Called directly
+    rather than through ``request_finished``: the signal's dispatch and its other receivers (cache
+    and URLconf resets, which the inference path never touches) cost about 25 µs a request."""
+    db.close_old_connections()
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    headers: list[tuple[str, str]]
+    body: Body | StreamBody  # an iterable of bytes with close()
+
+
+class Body:
+    """A finished body; ``close()`` (called by the WSGI server after sending it) runs the accounting."""
+
+    def __init__(
+        self,
+        data: bytes,
+        ticket: accounting.Ticket | None = None,
+        usage: Usage | None = None,
+        status: int = 200,
+        latency_ms: int = 0,
+        *,
+        delivered: bool = False,
+    ) -> None:
+        self.data, self.ticket, self.usage, self.status, self.latency_ms = data, ticket, usage, status, latency_ms
+        self.delivered = delivered  # an upstream answer the client did not get as such (see accounting.finish)
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.data
+
+    def __len__(self) -> int:
+        return 1
+
+    def close(self) -> None:
+        try:
+            if self.ticket is not None:
+                usage = self.usage or Usage()
+                accounting.finish(
+                    self.ticket, usage, self.status, self.latency_ms, streamed=False, delivered=self.delivered
+                )
+        finally:
+            request_done()
+
+
+class StreamCounts(Protocol):
+    """What the accounting reads from a stream as it passes."""
+
+    usage: Usage
+    seen_usage: bool
+    content_events: int
+
+
+def _ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)
+
+
+class StreamBody:
+    """Relays an upstream event stream chunk by chunk; accounts once when it ends, however it ends."""
+
+    def __init__(self, answer: http1.Response, ticket: accounting.Ticket, *, strip_usage: bool) -> None:
+        self.answer = answer
+        self.ticket = ticket
+        self.route = ticket.resolved.route
+        self.scanner = SseScanner(strip_usage_chunk=strip_usage, delta_marker=self.route.sse_marker)
+        self.counts: StreamCounts = self.scanner
+        self.done = False
+        self.relayed = False  # some of the answer reached the client
+        self.failed_status: int | None = None
+        self._iterator: Generator[bytes, None, None] | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._iterator = self._relay()
+        return self._iterator
+
+    def _relay(self) -> Generator[bytes, None, None]:
+        try:
+            for data in self.answer.stream():
+                out = self.scanner.feed(data)
+                if out:
+                    self.relayed = True
+                    yield out
+            rest = self.scanner.flush()
+            if rest:
+                yield rest
+            self.done = True
+        except Exception as exc:  # the upstream broke off mid-stream: tell the client in-band
+            self.failed_status = 504 if "Timeout" in type(exc).__name__ else 502
+            name = self.ticket.resolved.provider.name
+            message = f"upstream provider '{name}' broke off the stream ({type(exc).__name__})"
+            logger.warning("upstream stream failed", extra={"provider": name, "error": type(exc).__name__})
+            yield self._error_event(message)
+
+    def _error_event(self, message: str) -> bytes:
+        status = self.failed_status or 502
+        return (
+            FORMATS[self.route.api_format].StreamFromOpenAI(self.ticket.resolved.request.model).error(status, message)
+        )
+
+    def close(self) -> None:
+        try:
+            if self._iterator is not None:
+                self._iterator.close()
+            if self.done:
+                self.answer.release()
+            else:  # unread bytes left: this connection cannot be reused
+                self.answer.close()
+        finally:
+            try:
+                self._account()
+            finally:
+                request_done()
+
+    def _account(self) -> None:
+        usage = self.counts.usage
+        status = self.answer.status if self.done else (self.failed_status or accounting.CLIENT_CLOSED)
+        if not self.done or not self.counts.seen_usage:
+            # Cut off before the upstream reported its final usage, or ended without reporting
+            # any (a truncated stream, an upstream ignoring include_usage): charge what was
+            # produced, about one token per content chunk forwarded, rather than nothing.
+            usage.completion_tokens = max(usage.completion_tokens, self.counts.content_events)
+            if not usage.prompt_tokens:
+                usage.prompt_tokens = estimate_prompt_tokens(self.ticket.resolved.body)
+            usage.total_tokens = min(usage.prompt_tokens + usage.completion_tokens, MAX_TOKENS)
+            usage.estimated = True
+        # A stream the upstream broke off after content reached the client is charged what was
+        # delivered (the record keeps the 502/504 and says the tokens are estimated).
+        accounting.finish(self.ticket, usage, status, _ms(self.ticket.started), streamed=True, delivered=self.relayed)
