@@ -8,7 +8,9 @@ or on ``DATABASE_URL``/``REDIS_URL`` when set), then measures JSON and SSE chat 
 c=1 (added p50/p99 latency over direct) and c=N (requests/s), in interleaved rounds, and prints
 the medians of the ratios. The
 gateway request carries a virtual key and goes through the full hot path: VK check, weighted
-routing, key choice, usage extraction, ``extra_fields``, the ledger write.
+routing, key choice, usage extraction, ``extra_fields``, the ledger write. The ``translated``
+target is the same OpenAI-format request for an Anthropic-type provider on the same mock: the
+request, the answer and every stream event cross formats (``proxy.translation``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ django.setup()
 from governance.services import provider_create, provider_key_create, virtual_key_create
 p = provider_create(name="openai", base_url=os.environ["BENCH_UPSTREAM"])
 provider_key_create(provider=p, name="bench", value="sk-bench-upstream")
-configs = [{"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]}]
+a = provider_create(name="anthropic", base_url=os.environ["BENCH_UPSTREAM"])
+provider_key_create(provider=a, name="bench", value="sk-bench-upstream")
+configs = [
+    {"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]},
+    {"provider": "anthropic", "allowed_models": ["*"], "key_ids": ["*"]},
+]
 vk, value = virtual_key_create(name="bench", provider_configs=configs)
 # The governed key carries a budget and a rate limit too large to trip: full enforcement runs
 # (atomic admit before the upstream call, settle + ledger after it) without rejecting anything.
@@ -153,6 +160,12 @@ def report(rounds: dict[tuple[str, str, int], list[loadgen.Result]], c: int) -> 
             f"forwarder {cpu('forwarder', kind):.0f} µs, gateway {cpu('gateway', kind):.0f} µs"
         )
         print(
+            f"{k}: translation (OpenAI client -> Anthropic upstream) adds p50 "
+            f"{added('translated', 'gateway', kind, 0.5):.3f} ms over passthrough; c={c} "
+            f"{median(rps('translated', kind)):.0f} req/s = {ratio('translated', 'gateway', kind):.2f}x passthrough; "
+            f"server CPU {cpu('translated', kind):.0f} µs/req"
+        )
+        print(
             f"{k}: governance (budget + rate limit) adds p50 {added('governed', 'gateway', kind, 0.5):.3f} ms, "
             f"p99 {added('governed', 'gateway', kind, 0.99):.3f} ms over the plain gateway; c={c} "
             f"{median(rps('governed', kind)):.0f} req/s = {ratio('governed', 'gateway', kind):.2f}x the plain gateway, "
@@ -206,20 +219,22 @@ def main() -> None:
                 gw_port,
             )
         )
+        plain = "gpt-4o-mini"
         targets = {
-            "direct": (mock_port, {}, procs[0]),
-            "forwarder": (fwd_port, {}, procs[1]),
-            "gateway": (gw_port, {"Authorization": f"Bearer {vk}"}, procs[2]),
-            "governed": (gw_port, {"Authorization": f"Bearer {governed_vk}"}, procs[2]),
+            "direct": (mock_port, {}, procs[0], plain),
+            "forwarder": (fwd_port, {}, procs[1], plain),
+            "gateway": (gw_port, {"Authorization": f"Bearer {vk}"}, procs[2], plain),
+            "translated": (gw_port, {"Authorization": f"Bearer {vk}"}, procs[2], "anthropic/claude-3-5-haiku-latest"),
+            "governed": (gw_port, {"Authorization": f"Bearer {governed_vk}"}, procs[2], plain),
         }
         rounds: dict[tuple[str, str, int], list[loadgen.Result]] = {}
         for round_number in range(1, args.rounds + 1):
             # Rounds interleave the targets, so a slow spell on this shared machine hits all of
             # them rather than whichever happened to be measured during it.
             for kind in ("json", "sse"):
-                for name, (port, headers, proc) in targets.items():
+                for name, (port, headers, proc, model) in targets.items():
                     request = loadgen.build_request(
-                        HOST, port, "/v1/chat/completions", body(kind == "sse", "gpt-4o-mini"), headers
+                        HOST, port, "/v1/chat/completions", body(kind == "sse", model), headers
                     )
                     for concurrency, seconds in ((1, args.c1_seconds), (args.concurrency, args.seconds)):
                         result = measure(proc, request, port, concurrency, seconds)

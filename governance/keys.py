@@ -44,7 +44,8 @@ def new_token(prefix: str) -> str:
     return f"{prefix}{secrets.token_urlsafe(32)}"
 
 
-_PREFIXED_HEADERS = ("HTTP_X_API_KEY", "HTTP_X_GOOG_API_KEY")
+# ``api-key`` is where ``openai.AzureOpenAI`` clients send their key.
+_PREFIXED_HEADERS = ("HTTP_X_API_KEY", "HTTP_X_GOOG_API_KEY", "HTTP_API_KEY")
 
 
 def _canonical(value: str) -> str:
@@ -56,8 +57,8 @@ def presented_virtual_key(environ: dict) -> str | None:
     """The VK value a client presented in a WSGI environ (or ``request.META``), or None.
 
     Header names are case-insensitive by construction (WSGI upper-cases them into ``HTTP_*``).
-    ``x-bf-vk`` takes any value; ``Authorization: Bearer``, ``x-api-key`` and ``x-goog-api-key``
-    count only with the ``sk-bf-`` prefix (matched case-insensitively), so a client that sends a
+    ``x-bf-vk`` takes any value; ``Authorization: Bearer``, ``x-api-key``, ``x-goog-api-key`` and
+    ``api-key`` count only with the ``sk-bf-`` prefix (matched case-insensitively), so a client that sends a
     provider key in direct-key mode is not mistaken for a VK holder.
     """
     value = environ.get("HTTP_X_BF_VK")

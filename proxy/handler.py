@@ -84,6 +84,11 @@ def _request(
 ) -> InferenceRequest:
     """The request's facts, read and checked once (400 for a body the gateway cannot act on)."""
     body = _parse_body(raw)
+    wrapped = body.get("generateContentRequest") if route.request_type == "count_tokens" else None
+    if route.api_format == "gemini" and isinstance(wrapped, dict):
+        # countTokens also takes the whole generateContent request, wrapped: count what it holds
+        # (a Gemini provider is sent the raw body, as the client wrote it).
+        body = {k: v for k, v in wrapped.items() if k != "model"}
     model = path_model if path_model is not None else body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise errors.bad_request("model is required (a string such as 'openai/gpt-4o-mini')")
@@ -173,16 +178,7 @@ def _attempt(
             continue
         accounting.calling(ticket)
         try:
-            answer = upstream.send(
-                "POST",
-                resolved.provider,
-                resolved.key,
-                outgoing.path,
-                outgoing.body,
-                request.client_headers,
-                stream=stream,
-                model=resolved.model,
-            )
+            answer = _send(resolved, outgoing)
         except ProxyError as exc:
             accounting.finish(
                 ticket, Usage(), exc.status, _ms(ticket.started), streamed=stream, upstream_called=exc.upstream_reached
@@ -216,6 +212,20 @@ def _ms(since: float) -> int:
     return int((time.monotonic() - since) * 1000)
 
 
+def _send(resolved: Resolved, outgoing: translation.Outgoing) -> http1.Response:
+    request = resolved.request
+    return upstream.send(
+        "POST",
+        resolved.provider,
+        resolved.key,
+        outgoing.path,
+        outgoing.body,
+        request.client_headers,
+        stream=request.stream,
+        model=resolved.model,
+    )
+
+
 def _count_tokens(
     request: InferenceRequest, providers: dict[str, ProviderSnapshot], candidate: routing.Candidate
 ) -> Reply:
@@ -228,17 +238,7 @@ def _count_tokens(
     if translation.is_translated(resolved):
         tokens = estimate_prompt_tokens(translation.hub_request(resolved))
         return Reply(200, JSON_HEADERS, Body(compact_json(client.count_tokens_answer(tokens)).encode()))
-    outgoing = translation.outgoing(resolved)
-    answer = upstream.send(
-        "POST",
-        resolved.provider,
-        resolved.key,
-        outgoing.path,
-        outgoing.body,
-        request.client_headers,
-        stream=False,
-        model=resolved.model,
-    )
+    answer = _send(resolved, translation.outgoing(resolved))
     if answer.status >= 400:
         raise _upstream_error(answer, resolved)
     assert answer.data is not None

@@ -25,6 +25,21 @@ FORMATS: dict[str, ModuleType] = {"openai": openai_format, "anthropic": anthropi
 # carries the model: ``gemini_path``). A translated token count is answered by the gateway.
 _TRANSLATED_PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 _compact = hub.compact
+# A field the upstream's format cannot take is named as the client wrote it, not by its OpenAI
+# (hub) name: the first segment of the hub's path, by client format.
+CLIENT_FIELDS: dict[str, dict[str, str]] = {
+    "anthropic": {"stop": "stop_sequences", "tools": "tools", "messages": "messages", "n": "n"},
+    "gemini": {
+        "n": "generationConfig.candidateCount",
+        "max_tokens": "generationConfig.maxOutputTokens",
+        "stop": "generationConfig.stopSequences",
+        "response_format": "generationConfig.responseMimeType",
+        "reasoning_effort": "generationConfig.thinkingConfig",
+        "logprobs": "generationConfig.responseLogprobs",
+        "tool_choice": "toolConfig",
+        "messages": "contents",
+    },
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +99,20 @@ def outgoing(resolved: Resolved) -> Outgoing:
                 out["max_tokens"] = settings.GOVERNANCE_DEFAULT_MAX_TOKENS
             body = FORMATS[wire].request_from_openai(out, model)
     except hub.TranslationError as exc:
-        raise errors.bad_request(exc.message) from None
+        raise errors.bad_request(_client_message(exc, request.route.api_format)) from None
     path = gemini_path(model, "generateContent", stream) if wire == "gemini" else _TRANSLATED_PATHS[wire]
     return Outgoing(_compact(body).encode(), path, False, True)
+
+
+def _client_message(exc: hub.TranslationError, client: str) -> str:
+    """The refusal, naming the field the way the client's format spells it where that differs."""
+    fields = CLIENT_FIELDS.get(client, {})
+    head = exc.param.split(".", 1)[0].split("[", 1)[0]
+    if head not in fields or client == "openai":
+        return exc.message
+    # An indexed path (messages[2].content[0]) cannot be mapped index for index: name the field.
+    param = fields[head] if exc.param != head and "[" in exc.param else fields[head] + exc.param[len(head) :]
+    return f"{param}: {exc.reason}"
 
 
 def _passthrough(resolved: Resolved) -> Outgoing:

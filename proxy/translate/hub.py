@@ -23,6 +23,7 @@ class TranslationError(Exception):
     def __init__(self, param: str, message: str) -> None:
         super().__init__(f"{param}: {message}")
         self.param = param
+        self.reason = message
         self.message = f"{param}: {message}"
 
 
