@@ -85,7 +85,11 @@ class StreamBody:
         self.answer = answer
         self.ticket = ticket
         self.route = ticket.resolved.route
-        self.scanner = SseScanner(strip_usage_chunk=strip_usage, delta_marker=self.route.sse_marker)
+        self.scanner = SseScanner(
+            strip_usage_chunk=strip_usage,
+            delta_marker=self.route.sse_marker,
+            drop_filter_chunks=ticket.resolved.provider.provider_type == "azure",
+        )
         self.counts: StreamCounts = self.scanner
         self.done = False
         self.relayed = False  # some of the answer reached the client

@@ -69,10 +69,13 @@ def _event(block: bytes) -> tuple[str | None, bytes] | None:
     return name, b"\n".join(data)
 
 
+_decode = json.JSONDecoder().decode  # events are UTF-8: skip json.loads' encoding detection
+
+
 def decode(data: bytes) -> dict[str, Any] | None:
     """An event's JSON object, or None (``[DONE]``, a keep-alive, or not a JSON object)."""
     try:
-        value = json.loads(data)
-    except ValueError:
+        value = _decode(data.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is one too
         return None
     return value if isinstance(value, dict) else None

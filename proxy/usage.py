@@ -124,8 +124,13 @@ class SseScanner:
     events that contain a usage object are parsed, keeping the per-chunk cost low.
     """
 
-    def __init__(self, *, strip_usage_chunk: bool, delta_marker: bytes = b'"delta"') -> None:
+    def __init__(
+        self, *, strip_usage_chunk: bool, delta_marker: bytes = b'"delta"', drop_filter_chunks: bool = False
+    ) -> None:
         self.strip_usage_chunk = strip_usage_chunk
+        # Azure OpenAI opens a stream with a chunk of prompt filter results and no choices, which
+        # OpenAI never sends: OpenAI clients that read ``choices[0]`` of every chunk would break.
+        self.drop_filter_chunks = drop_filter_chunks
         self.delta_marker = delta_marker
         self.usage = Usage()
         self.seen_usage = False
@@ -142,6 +147,8 @@ class SseScanner:
             return b""
         ready, self._buffer = buffer[: cut + 2], buffer[cut + 2 :]
         self.content_events += ready.count(self.delta_marker)
+        if self.drop_filter_chunks and b'"prompt_filter_results"' in ready:
+            ready = b"".join(event + b"\n\n" for event in ready.split(b"\n\n") if event and not _filter_only(event))
         if _USAGE_OBJECT.search(ready):
             ready = self._read_usage_events(ready)
         return ready
@@ -189,6 +196,14 @@ class SseScanner:
             return False
         self.seen_usage = True
         return False
+
+
+def _filter_only(event: bytes) -> bool:
+    """An Azure prompt-filter chunk: filter results, no choices, no usage."""
+    if b'"prompt_filter_results"' not in event:
+        return False
+    payload = _event_json(event)
+    return payload is not None and not payload.get("choices") and payload.get("usage") is None
 
 
 def _event_json(event: bytes) -> dict[str, Any] | None:

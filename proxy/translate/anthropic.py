@@ -617,6 +617,10 @@ def response_to_openai(payload: Body, model: str) -> Body:
     """An Anthropic message answer as an OpenAI ``chat.completion``."""
     message = _assistant_to_openai(payload.get("content") or [], None)
     finish = _finish_reason(payload.get("stop_reason"), "tool_calls" in message)
+    if payload.get("stop_reason") == "refusal" and isinstance(message.get("content"), str):
+        # OpenAI's place for a refusal. (A stream cannot do this: its text has gone out as
+        # content before the stop reason arrives; it ends with finish_reason content_filter.)
+        message["refusal"], message["content"] = message["content"], None
     return {
         "id": payload.get("id") or "",
         "object": "chat.completion",

@@ -89,7 +89,7 @@ def test_anthropic_sdk_messages_and_stream(gateway, live):
 
 def test_sdk_error_bodies_are_readable(gateway, live):
     with pytest.raises(openai.BadRequestError) as exc:
-        oai(gateway, live.value).chat.completions.create(model="anthropic/x", messages=MESSAGES, max_tokens=1)
+        oai(gateway, live.value).embeddings.create(model="anthropic/x", input="hello")
     assert "provider 'anthropic' speaks the anthropic API" in str(exc.value)
     with pytest.raises(openai.AuthenticationError):
         oai(gateway, "sk-bf-unknown").chat.completions.create(model="gpt-4o", messages=MESSAGES)
