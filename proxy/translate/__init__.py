@@ -4,8 +4,10 @@ A request in a client format (Anthropic Messages, Gemini ``generateContent``) be
 chat request, and that becomes the upstream's format; answers and event streams go back the same
 way. When the client and the upstream speak the same format nothing here runs (passthrough).
 
-Every non-hub format is one module with the same six members, pure functions over dicts plus two
-small stream state machines, the mapping tables kept as data at the top of each module:
+Every non-hub format is one package (``anthropic/``, ``gemini/``: its mapping tables as data in
+``tables.py``, then ``requests.py``, ``answers.py``, ``streams.py``) exposing the same members,
+pure functions over dicts plus two small stream state machines (the hub itself, ``openai.py``,
+has them too, as pass-throughs):
 
 - ``request_to_openai(body, model)`` the client's request as an OpenAI chat request;
 - ``request_from_openai(body, model)`` an OpenAI chat request in this format (for an upstream);
