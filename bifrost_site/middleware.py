@@ -12,7 +12,7 @@ from bifrost_site.errors import error_response
 
 logger = logging.getLogger("bifrost.errors")
 
-JSON_PREFIXES = ("/api/", "/v1/", "/openai/", "/anthropic/", "/.well-known/", "/health")
+JSON_PREFIXES = ("/api/", "/v1/", "/openai/", "/anthropic/", "/genai/", "/.well-known/", "/health", "/mcp")
 
 
 def wants_json(path: str) -> bool:

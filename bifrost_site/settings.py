@@ -174,6 +174,10 @@ BIFROST_ENCRYPTION_KEY = env_str("BIFROST_ENCRYPTION_KEY")
 
 # --- Security -------------------------------------------------------------------------------
 BIFROST_TLS = env_bool("BIFROST_TLS", False)
+# The gateway's public URL (e.g. https://gateway.example.com), used in links it gives out such as
+# /mcp's WWW-Authenticate; blank = the request's own scheme and host.
+BIFROST_PUBLIC_URL = env_url("BIFROST_PUBLIC_URL", ("http", "https")) or ""
+MCP_TOOLS_REFRESH_SECONDS = env_float("MCP_TOOLS_REFRESH_SECONDS", 60.0, minimum=1.0)
 SESSION_COOKIE_SECURE = BIFROST_TLS
 CSRF_COOKIE_SECURE = BIFROST_TLS
 SESSION_COOKIE_HTTPONLY = True

@@ -6,9 +6,13 @@ from django.urls import include, path
 
 from bifrost_site.health import health
 from governance.dashboard.views import dashboard, usage_csv
+from mcp_gateway.execute import execute as mcp_tool_execute
+from mcp_gateway.server import endpoint as mcp_endpoint
 
 urlpatterns = [
     path("health", health, name="health"),
+    path("mcp", mcp_endpoint, name="mcp"),
+    path("v1/mcp/tool/execute", mcp_tool_execute, name="mcp-tool-execute"),
     path("admin/usage-dashboard/", dashboard, name="governance-usage-dashboard"),
     path("admin/usage-dashboard/usage.csv", usage_csv, name="governance-usage-csv"),
     path("admin/", admin.site.urls),

@@ -132,6 +132,8 @@ class ConsentSession(models.Model):
         "governance.VirtualKey", null=True, blank=True, on_delete=models.CASCADE, related_name="consent_sessions"
     )
     user_id = models.CharField(max_length=255, blank=True, default="")
+    # The key's value digest when access was granted: rotating the key ends the session's access.
+    virtual_key_digest = models.CharField(max_length=64, blank=True, default="", editable=False)
     mcp_clients = models.ManyToManyField(
         "governance.McpClient", blank=True, related_name="consent_sessions", help_text="MCP clients shown at consent."
     )

@@ -237,6 +237,7 @@ def consent_flow_submit(*, flow: ConsentFlow, now: datetime | None = None) -> st
         client=flow.client,
         identity=flow.identity,
         virtual_key=flow.virtual_key,
+        virtual_key_digest=flow.virtual_key.value_digest if flow.virtual_key else "",
         user_id=flow.user_id,
         expires_at=now + timedelta(seconds=SESSION_LIFETIME_SECONDS),
     )

@@ -1,4 +1,4 @@
-"""Import of a Bifrost ``config.json`` (the ``providers`` and ``governance`` sections).
+"""Import of a Bifrost ``config.json`` (the ``providers``, ``mcp`` and ``governance`` sections).
 
 Supported subset (anything else in the file is ignored and listed in the command's output):
 
@@ -16,18 +16,30 @@ Supported subset (anything else in the file is ignored and listed in the command
   ``governance.budgets[]`` (``id``, ``max_limit``, ``reset_duration``, ``calendar_aligned``, and
   at most one owner: ``virtual_key_id``, ``team_id``, ``customer_id``, ``provider_config_id``),
   ``governance.rate_limits[]`` (``id``, ``token_*``, ``request_*``).
+- ``mcp.client_configs[]``: MCP clients (upstream MCP servers) by ``name``, with
+  ``connection_type``, ``connection_string``, ``stdio_config`` (``command``, ``args``, ``envs``),
+  ``auth_type`` (by default ``headers`` when there are headers, else ``none``), ``headers``,
+  ``oauth_config``, ``tools_to_execute``, ``allowed_extra_headers``, ``tool_pricing``,
+  ``timeout_seconds``, ``allow_on_all_virtual_keys``; and each virtual key's ``mcp_configs[]``
+  (``mcp_client_name``, ``tools_to_execute``), naming clients of the file or the database.
 
 Rules:
 
 - Any string value ``env.NAME`` is read from the environment; a missing variable is an error.
+  Except in an MCP client's ``connection_string``, ``stdio_config.envs`` and ``oauth_config``:
+  those are kept as written and read when the gateway connects (header values, stored
+  encrypted, are read at import like any other).
+- MCP clients are validated as the API validates them but not connected to: the gateway
+  connects when a client is first used.
 - Everything is validated first (every problem reported with its JSON path, e.g.
   ``governance.virtual_keys[1].team_id``), then applied in one transaction: nothing is written
   unless everything is valid.
 - Idempotent: objects get stable UUIDs derived from their config ids (a config id that already
   is a UUID is used as is), so a re-import updates the same rows. Budget and rate-limit *usage*
   and window starts are never touched by a re-import. Rows that exist only in the database are
-  left alone (Bifrost's default "split" mode); a VK's provider configs, however, are made to
-  match the file.
+  left alone (Bifrost's default "split" mode); a VK's provider configs and MCP configs, however,
+  are made to match the file. An MCP client of the file is written whole: a field it omits takes
+  its default.
 - A VK ``value`` in the file is imported so existing clients keep working; as always only its
   digest is stored. A VK without ``value`` gets a generated one, reported once by the command.
 - A rate limit or budget referenced by several owners becomes one copy per owner (here every
@@ -47,10 +59,11 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from governance.durations import validate_duration
-from governance.models import Customer, Provider, ProviderKey, Team, VirtualKey
+from governance.models import Customer, McpClient, Provider, ProviderKey, Team, VirtualKey
 from governance.models.providers import extra_header_problem
 from governance.provider_types import ProviderType, azure_key_config_problem, base_url_problem, default_type
 from governance.services import imports
+from governance.services.mcp_clients import CLIENT_FIELDS, clean_client_fields, clean_whitelist_problems
 
 NAMESPACE = uuid.UUID("5b0f7f7e-6a43-4b52-9d59-1f0c1b7c2f11")
 OWNER_FIELDS = ("virtual_key_id", "team_id", "customer_id", "provider_config_id")
@@ -225,6 +238,7 @@ class _Plan:
     # (owner kind, owner config id, budget id / rate limit id, path of the reference)
     budget_links: list[tuple[str, str, str, str]] = field(default_factory=list)
     rate_limit_links: list[tuple[str, str, str, str]] = field(default_factory=list)
+    mcp_clients: list[dict] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     current_path: str = "$"
 
@@ -248,7 +262,7 @@ def _azure_config(c: _Checker, key: dict, kpath: str, provider_type: str) -> dic
 def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the file's sections
     c = _Checker()
     plan = _Plan()
-    known = {"providers", "governance", "$schema", "encryption_key", "client", "config_store", "logs_store"}
+    known = {"providers", "governance", "mcp", "$schema", "encryption_key", "client", "config_store", "logs_store"}
     plan.ignored += [key for key in data if key not in known]
 
     providers = c.obj(data.get("providers", {}), "providers")
@@ -312,6 +326,8 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
             }
         )
     provider_names = {p["name"] for p in plan.providers} | set(Provider.objects.values_list("name", flat=True))
+    mcp_names = _validate_mcp(c, plan, c.obj(data.get("mcp", {}), "mcp"))
+    mcp_names |= set(McpClient.objects.values_list("name", flat=True))
     keys_by_provider = {p["name"]: {k["name"] for k in p["keys"]} for p in plan.providers}
 
     gov = c.obj(data.get("governance", {}), "governance")
@@ -447,6 +463,7 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
                 }
             )
             link("provider_config", pc_id, pc, pc_path)
+        mcp_configs = _vk_mcp_configs(c, item, path, mcp_names)
         if vk_id:
             plan.virtual_keys.append(
                 {
@@ -459,6 +476,7 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
                     "team_id": str(team_ref) if team_ref is not None else None,
                     "customer_id": str(customer_ref) if customer_ref is not None else None,
                     "provider_configs": configs,
+                    "mcp_configs": mcp_configs,
                     "path": path,
                 }
             )
@@ -479,6 +497,67 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
     if c.problems:
         raise ConfigError(c.problems)
     return plan
+
+
+def _validate_mcp(c: _Checker, plan: _Plan, mcp: dict) -> set[str]:
+    """``mcp.client_configs[]``: each client checked by the service's rules, errors under its path.
+    Returns the names the file defines."""
+    plan.ignored += [f"mcp.{key}" for key in mcp if key != "client_configs"]
+    seen: dict[str, str] = {}
+    for index, raw in enumerate(c.items(mcp.get("client_configs"), "mcp.client_configs")):
+        path = f"mcp.client_configs[{index}]"
+        item = c.obj(raw, path)
+        plan.ignored += [f"{path}.{key}" for key in item if key not in CLIENT_FIELDS]
+        for key in ("name", "connection_type"):
+            if key not in item:
+                c.fail(f"{path}.{key}", "is required")
+        name = item.get("name")
+        if isinstance(name, str) and name in seen:
+            c.fail(f"{path}.name", f"duplicate MCP client name {name!r} (first at {seen[name]})")
+        elif isinstance(name, str):
+            seen[name] = path
+        fields = {key: item[key] for key in CLIENT_FIELDS if key in item}
+        headers = item.get("headers")
+        if isinstance(headers, dict):  # secrets: read from the environment now, stored encrypted
+            fields["headers"] = {h: c.env(v, f"{path}.headers.{h}") for h, v in headers.items()}
+            if any(v is None for v in fields["headers"].values()):
+                continue  # already reported by c.env
+        if "auth_type" not in fields:
+            fields["auth_type"] = "headers" if fields.get("headers") else "none"
+        if not {"name", "connection_type"} <= set(fields):
+            continue
+        try:
+            cleaned = clean_client_fields(fields)
+        except ValidationError as exc:
+            for problem_path, message in _validation_problems(exc, path):
+                c.fail(problem_path, message)
+            continue
+        plan.mcp_clients.append({"name": cleaned["name"], "fields": cleaned, "path": path})
+    return set(seen)
+
+
+def _vk_mcp_configs(c: _Checker, item: dict, path: str, mcp_names: set[str]) -> list[dict]:
+    """A VK's ``mcp_configs[]``: ``mcp_client_name`` of the file or the database, its tools."""
+    configs = []
+    seen: set[str] = set()
+    for index, raw in enumerate(c.items(item.get("mcp_configs"), f"{path}.mcp_configs")):
+        mpath = f"{path}.mcp_configs[{index}]"
+        spec = c.obj(raw, mpath)
+        name = spec.get("mcp_client_name")
+        if not isinstance(name, str) or name not in mcp_names:
+            c.fail(
+                f"{mpath}.mcp_client_name", f"MCP client {name!r} is not defined in mcp.client_configs or the database"
+            )
+            continue
+        if name in seen:
+            c.fail(f"{mpath}.mcp_client_name", f"duplicate MCP client {name!r}")
+            continue
+        seen.add(name)
+        tools, problems = clean_whitelist_problems(spec.get("tools_to_execute"))
+        for message in problems:
+            c.fail(f"{mpath}.tools_to_execute", message)
+        configs.append({"mcp_client_name": name, "tools_to_execute": tools or []})
+    return configs
 
 
 def _exists(model: type[Customer | Team], kind: str, ref: Any, in_file: dict) -> bool:
@@ -512,6 +591,11 @@ def _apply(plan: _Plan) -> ImportResult:
             )
             result.count("provider_keys", key_created)
 
+    for spec in plan.mcp_clients:
+        plan.current_path = spec["path"]
+        _client, created = imports.mcp_client_import(name=spec["name"], fields=spec["fields"])
+        result.count("mcp_clients", created)
+
     owners: dict[tuple[str, str], Any] = {}
     for spec in plan.customers:
         plan.current_path = spec["path"]
@@ -536,6 +620,8 @@ def _apply(plan: _Plan) -> ImportResult:
                 allowed_models=pc_spec["allowed_models"],
                 key_names=pc_spec["key_names"],
             )
+        plan.current_path = spec["path"]
+        imports.virtual_key_mcp_configs_import(vk=vk, configs=spec["mcp_configs"])
 
     for kind, owner_id, ref, path in plan.budget_links:
         plan.current_path = path

@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from governance.models import (
     ApiToken,
     Budget,
+    McpClient,
     Provider,
     ProviderConfig,
     ProviderKey,
@@ -25,6 +26,7 @@ from governance.models import (
 )
 from governance.models.providers import validate_model_list
 from governance.provider_types import AZURE_DEFAULT_API_VERSION, TYPES, ProviderType, default_type
+from governance.services.mcp_clients import masked_secret
 
 DURATION_HELP = "e.g. 30s, 5m, 1h, 1d, 1w, 1M, 1Y"
 # The types without a default URL, Azure aside (its keys carry their endpoints): ollama, vllm.
@@ -173,6 +175,133 @@ class McpConfigInlineForm(forms.ModelForm):
     class Meta:
         model = VirtualKeyMcpConfig
         fields = ["mcp_client", "tools_to_execute"]
+
+
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never shows a value, not even the one just typed when the form comes back."""
+
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
+def parse_header_lines(text: str) -> dict[str, str]:
+    """``Name: value`` lines (blank lines skipped) → a dict; the service checks names and values."""
+    headers: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            raise ValidationError(f"line {number}: expected 'Name: value'")
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+MCP_STDIO_EXAMPLE = (
+    '{"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "/data"], '
+    '"envs": {"TOKEN": "env.FS_TOKEN"}}'
+)
+MCP_OAUTH_EXAMPLE = (
+    '{"client_id": "…", "client_secret": "env.MCP_SECRET", "authorize_url": "https://…", "token_url": "https://…"}'
+)
+
+
+class McpClientAdminForm(forms.ModelForm):
+    """An upstream MCP server. Everything is checked by the service (``mcp_client_create`` and
+    ``mcp_client_update``), which also tries the server before saving: the fields that are not
+    plain columns are declared here and kept off the model instance until then.
+
+    Headers are write-only: never shown, blank keeps the stored ones, typed ones replace them all.
+    The OAuth client secret is shown masked; left as shown, the stored one is kept.
+    """
+
+    stdio_config = OptionalObjectField(
+        label="stdio config",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "placeholder": MCP_STDIO_EXAMPLE}),
+        help_text="stdio only: command, args, and envs (values or env.NAME, read when the command starts).",
+    )
+    headers = forms.CharField(
+        label="Headers",
+        required=False,
+        strip=False,
+        widget=WriteOnlyTextarea(attrs={"rows": 3, "cols": 80, "autocomplete": "off", "placeholder": "Name: value"}),
+    )
+    clear_headers = forms.BooleanField(label="Remove all headers", required=False)
+    oauth_config = OptionalObjectField(
+        label="OAuth config",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 80, "placeholder": MCP_OAUTH_EXAMPLE}),
+        help_text=(
+            "auth types oauth and per_user_oauth: client_id, client_secret, authorize_url, token_url, "
+            "registration_url, scopes; or leave blank to discover them from the connection string."
+        ),
+    )
+    tools_to_execute = NameListField(label="Tools to execute", empty_means="no tool (deny by default)")
+    allowed_extra_headers = NameListField(
+        label="Allowed extra headers", empty_means="none", help_text="Request headers callers may forward; * = any."
+    )
+    tool_pricing = OptionalObjectField(
+        label="Tool pricing",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 80, "placeholder": '{"search": "0.01"}'}),
+        help_text="Dollars per call by tool name (at most 10 decimals).",
+    )
+
+    class Meta:
+        model = McpClient
+        fields = [
+            "name",
+            "connection_type",
+            "connection_string",
+            "auth_type",
+            "timeout_seconds",
+            "allow_on_all_virtual_keys",
+        ]
+        help_texts = {
+            "name": "Letters, digits, '_' or '-'; the gateway offers its tools as <name>_<tool>.",
+            "connection_string": "http and sse: the server's URL, or env.NAME to read it from the environment.",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        client = self.instance
+        if client._state.adding:
+            self.fields[
+                "headers"
+            ].help_text = (
+                "One 'Name: value' per line (e.g. Authorization: Bearer …). Stored encrypted, never shown again."
+            )
+            del self.fields["clear_headers"]
+            return
+        stored = ", ".join(f"{name}: {value}" for name, value in client.masked_headers.items()) or "none"
+        self.fields["headers"].help_text = (
+            f"Stored: {stored}. Leave blank to keep them, "
+            "or type all headers (one 'Name: value' per line) to replace them."
+        )
+        oauth = dict(client.oauth_config or {})
+        if oauth.get("client_secret"):
+            oauth["client_secret"] = masked_secret(oauth["client_secret"])
+        self.initial.update(
+            stdio_config=client.stdio_config,
+            oauth_config=oauth,
+            tools_to_execute=client.tools_to_execute,
+            allowed_extra_headers=client.allowed_extra_headers,
+            tool_pricing=client.tool_pricing,
+        )
+
+    def clean_headers(self) -> dict[str, str] | None:
+        text = self.cleaned_data.get("headers") or ""
+        return parse_header_lines(text) if text.strip() else None
+
+    def service_fields(self) -> dict[str, Any]:
+        """The cleaned data as the service takes it (``headers``: None keeps the stored ones)."""
+        data = dict(self.cleaned_data)
+        if data.pop("clear_headers", False):
+            data["headers"] = {}
+        elif data.get("headers") is None and self.instance._state.adding:
+            data["headers"] = {}
+        return data
 
 
 class ProviderAdminForm(forms.ModelForm):

@@ -16,6 +16,7 @@ from typing import Any
 
 from governance.metering import freshness, snapshot
 from governance.metering.snapshot import ProviderSnapshot, VirtualKeySnapshot
+from mcp_gateway import injection
 from proxy import accounting, auth, errors, http1, routing, translation, upstream
 from proxy.bodies import Body, Reply, StreamBody
 from proxy.errors import ProxyError
@@ -97,6 +98,8 @@ def _request(
     else:
         check_fields(body)
     fallbacks = routing.parse_fallbacks(body.pop("fallbacks", None))
+    if route.request_type == "chat_completion" and injection.wanted(environ):
+        _add_mcp_tools(body, environ)
     if fallbacks and route.api_format == "gemini":
         raw = compact_json(body).encode()  # a Gemini body passes through as sent: without ours
     return InferenceRequest(
@@ -129,6 +132,18 @@ def check_fields(body: dict[str, Any]) -> None:
         include = options.get("include_usage")
         if include is not None and not isinstance(include, bool):
             raise errors.bad_request("stream_options.include_usage must be true or false")
+
+
+def _add_mcp_tools(body: dict[str, Any], environ: dict[str, Any]) -> None:
+    """The caller's MCP tools appended to the request's (``mcp_gateway.injection``)."""
+    offered = injection.openai_tools(environ)
+    if not offered:
+        return
+    current = body.get("tools")
+    if current is not None and not isinstance(current, list):
+        raise errors.bad_request("tools must be a list")
+    taken = {(t.get("function") or {}).get("name") for t in current or () if isinstance(t, dict)}
+    body["tools"] = [*(current or ()), *(t for t in offered if t["function"]["name"] not in taken)]
 
 
 def check_gemini_fields(body: dict[str, Any]) -> None:

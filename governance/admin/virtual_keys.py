@@ -21,6 +21,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from governance import mcp_upstream
 from governance.admin.common import (
     GovernanceModelAdmin,
     Services,
@@ -31,10 +32,12 @@ from governance.admin.common import (
     stash_secrets,
 )
 from governance.admin.inlines import BudgetInline, LimitsOwnerAdminMixin, RateLimitInline, live_forms, record_changes
+from governance.admin.mcp import tools_summary
 from governance.admin.secrets import one_time_secret_view
 from governance.dashboard.entity import UsagePanelMixin
 from governance.forms import McpConfigInlineForm, ProviderConfigInlineForm, VirtualKeyAdminForm
-from governance.models import Budget, ProviderConfig, VirtualKey, VirtualKeyMcpConfig
+from governance.mcp_upstream import Discovery
+from governance.models import Budget, McpClient, ProviderConfig, VirtualKey, VirtualKeyMcpConfig
 from governance.services import (
     budget_reset_usage,
     virtual_key_create,
@@ -89,7 +92,20 @@ class McpConfigInline(admin.TabularInline):
     form = McpConfigInlineForm
     extra = 0
     autocomplete_fields = ["mcp_client"]
+    readonly_fields = ["available_tools"]
     verbose_name_plural = "MCP clients this key may use"
+
+    @admin.display(description="tools the client offers")
+    def available_tools(self, config: VirtualKeyMcpConfig) -> str:
+        """What to pick ``tools_to_execute`` from: the client's discovered tools (every client of
+        the key fetched at once, bounded in time; an unreachable server says so)."""
+        if not config.pk:
+            return "save to see the client's tools"
+        found: dict[int, Discovery] | None = getattr(self, "_found", None)
+        if found is None:
+            clients = list(McpClient.objects.filter(virtual_key_configs__virtual_key_id=config.virtual_key_id))
+            self._found = found = mcp_upstream.discover(clients)
+        return tools_summary(found[config.mcp_client_id]) if config.mcp_client_id in found else "—"
 
 
 @admin.register(VirtualKey)

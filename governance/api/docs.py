@@ -260,13 +260,18 @@ VIRTUAL_KEY_SCHEME = {
 }
 VIRTUAL_KEY_AUTH: list[dict[str, list[str]]] = [{"virtualKey": []}]
 _WRITES = frozenset({"post", "put", "patch", "delete"})
+# An operation extension (``extend_schema(extensions={MAY_REFUSE: True})``) for an operation
+# without a body or query parameters that can still answer 400 (MCP client reconnect); removed
+# from the published document once its 400 is declared.
+MAY_REFUSE = "x-bifrost-may-refuse"
 
 
 def error_statuses(path: str, method: str, operation: dict[str, Any]) -> list[int]:
     """The error statuses an operation can answer, from what it accepts and how it authenticates."""
     statuses: list[int] = []
     parameters = operation.get("parameters", [])
-    if "requestBody" in operation or any(p.get("in") == "query" for p in parameters):
+    refuses = operation.pop(MAY_REFUSE, False)
+    if refuses or "requestBody" in operation or any(p.get("in") == "query" for p in parameters):
         statuses.append(400)
     if operation.get("security") == VIRTUAL_KEY_AUTH:
         statuses.append(401)

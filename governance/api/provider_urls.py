@@ -1,7 +1,10 @@
-"""Routes of the provider management API, included at ``/api/`` (no trailing slashes, as Bifrost)."""
+"""Routes of the management API outside ``/api/governance/``, included at ``/api/`` (no trailing
+slashes, as Bifrost): providers and their keys, MCP clients (Bifrost's paths: the list is
+``mcp/clients``, one client ``mcp/client/{client_id}``)."""
 
 from django.urls import path
 
+from governance.api.mcp import McpClientCreateView, McpClientDetailView, McpClientListView, McpClientReconnectView
 from governance.api.providers import (
     KeyListView,
     ProviderDetailView,
@@ -16,4 +19,8 @@ urlpatterns = [
     path("providers/<str:name>/keys", ProviderKeyListView.as_view(), name="provider-key-list"),
     path("providers/<str:name>/keys/<str:key_id>", ProviderKeyDetailView.as_view(), name="provider-key-detail"),
     path("keys", KeyListView.as_view(), name="key-list"),
+    path("mcp/clients", McpClientListView.as_view(), name="mcp-client-list"),
+    path("mcp/client", McpClientCreateView.as_view(), name="mcp-client-create"),
+    path("mcp/client/<str:client_id>", McpClientDetailView.as_view(), name="mcp-client-detail"),
+    path("mcp/client/<str:client_id>/reconnect", McpClientReconnectView.as_view(), name="mcp-client-reconnect"),
 ]

@@ -246,7 +246,11 @@ def _cached(
 
 def virtual_key(value: str) -> VirtualKeySnapshot | None:
     """The snapshot for a presented VK value, or None when no key has that value."""
-    key = digest(value)
+    return virtual_key_by_digest(digest(value))
+
+
+def virtual_key_by_digest(key: str) -> VirtualKeySnapshot | None:
+    """The snapshot for a VK value's digest (what a consent session holds), or None."""
 
     def store(entry: tuple[float, VirtualKeySnapshot | None]) -> None:
         loaded_at, snapshot = entry

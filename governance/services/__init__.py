@@ -9,6 +9,13 @@ from governance.services.entities import (
     team_update,
 )
 from governance.services.limits import budget_reset_usage, budgets_reconcile, rate_limit_apply
+from governance.services.mcp_clients import (
+    McpClientConflict,
+    mcp_client_create,
+    mcp_client_delete,
+    mcp_client_reconnect,
+    mcp_client_update,
+)
 from governance.services.providers import (
     provider_create,
     provider_delete,
@@ -27,12 +34,17 @@ from governance.services.virtual_keys import (
 )
 
 __all__ = [
+    "McpClientConflict",
     "api_token_create",
     "budget_reset_usage",
     "budgets_reconcile",
     "customer_create",
     "customer_delete",
     "customer_update",
+    "mcp_client_create",
+    "mcp_client_delete",
+    "mcp_client_reconnect",
+    "mcp_client_update",
     "provider_create",
     "provider_delete",
     "provider_key_create",

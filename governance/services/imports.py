@@ -6,6 +6,8 @@ Bifrost ``config.json`` gives, which the public services do not offer.
   a VK's provider config by its provider.
 - A VK's imported value is stored as its digest; a new VK without one gets a generated value.
 - A provider config names its keys (``["*"]``: all of them), not their ids.
+- MCP clients are keyed by name and written whole from fields the import has already cleaned
+  (``governance.services.mcp_clients.clean_client_fields``), without connecting to them.
 
 Each function creates the row or updates the fields it is given in place: budget usage, rate-limit
 counters and window starts are never written, so a re-import keeps them. The update goes through
@@ -23,10 +25,21 @@ from django.db import transaction
 from django.db.models import Model
 
 from governance.keys import digest, last_four
-from governance.models import Budget, Customer, Provider, ProviderConfig, ProviderKey, RateLimit, Team, VirtualKey
+from governance.models import (
+    Budget,
+    Customer,
+    McpClient,
+    Provider,
+    ProviderConfig,
+    ProviderKey,
+    RateLimit,
+    Team,
+    VirtualKey,
+)
 from governance.services.limits import _owner_field
-from governance.services.validation import save_patched
-from governance.services.virtual_keys import _assign_value
+from governance.services.mcp_clients import assign_fields
+from governance.services.validation import check, save_patched
+from governance.services.virtual_keys import _assign_value, mcp_configs_replace
 
 M = TypeVar("M", bound=Model)
 
@@ -193,3 +206,36 @@ def rate_limit_import(
         _owner_field(owner): owner,
     }
     return _upsert(RateLimit, {"pk": pk}, changes)
+
+
+@transaction.atomic
+def mcp_client_import(*, name: str, fields: dict[str, Any]) -> tuple[McpClient, bool]:
+    """By name; ``fields`` are cleaned, and every field they omit takes its default (the file
+    describes the whole client). Its VK configs are left as they are."""
+    client, created = _find_or_new(McpClient, name=name)
+    blank = McpClient()  # every omitted field takes the default a new client has
+    defaults = {field: getattr(blank, field) for field in _MCP_COLUMNS}
+    assign_fields(client, {**defaults, "headers": {}, **fields})
+    check(client)
+    client.save()
+    return client, created
+
+
+_MCP_COLUMNS = (
+    "connection_type",
+    "connection_string",
+    "stdio_config",
+    "auth_type",
+    "oauth_config",
+    "tools_to_execute",
+    "allowed_extra_headers",
+    "tool_pricing",
+    "timeout_seconds",
+    "allow_on_all_virtual_keys",
+)
+
+
+@transaction.atomic
+def virtual_key_mcp_configs_import(*, vk: VirtualKey, configs: list[dict[str, Any]]) -> None:
+    """The key's MCP configs become the file's (``mcp_client_name``, ``tools_to_execute``)."""
+    mcp_configs_replace(vk=vk, configs=configs)

@@ -16,7 +16,7 @@ from django.contrib.auth.models import Permission
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from governance.models import Budget, Customer, Provider, ProviderKey, RateLimit, Team, VirtualKey
+from governance.models import Budget, Customer, McpClient, Provider, ProviderKey, RateLimit, Team, VirtualKey
 from governance.services import (
     api_token_create,
     customer_create,
@@ -25,6 +25,7 @@ from governance.services import (
     team_create,
     virtual_key_create,
 )
+from tests.governance.mcp_fakes import install
 
 pytestmark = pytest.mark.django_db
 ACTIONS = ("view", "add", "change", "delete")
@@ -49,11 +50,13 @@ class Route:
             .replace("{budget}", "{id}")
             .replace("providers/openai", "providers/{name}")
             .replace("{key}", "{key_id}")
+            .replace("{mcp}", "{client_id}")
         )
 
 
 GOV = "/api/governance"
 PROVIDER_BODY = {"provider": "anthropic", "network_config": {"base_url": "http://127.0.0.1:9"}}
+MCP_BODY = {"name": "wiki", "connection_type": "http", "connection_string": "http://127.0.0.1:9/mcp"}
 ROUTES = [
     Route("GET", f"{GOV}/virtual-keys", "virtualkey", "view"),
     Route("POST", f"{GOV}/virtual-keys", "virtualkey", "add", {"name": "new-key"}),
@@ -85,7 +88,23 @@ ROUTES = [
     Route("PUT", "/api/providers/openai/keys/{key}", "providerkey", "change", {"weight": 2.0}),
     Route("DELETE", "/api/providers/openai/keys/{key}", "providerkey", "delete"),
     Route("GET", "/api/keys", "providerkey", "view"),
+    Route("GET", "/api/mcp/clients", "mcpclient", "view"),
+    Route("POST", "/api/mcp/client", "mcpclient", "add", MCP_BODY),
+    Route("PUT", "/api/mcp/client/{mcp}", "mcpclient", "change", {"tools_to_execute": ["search"]}),
+    Route("DELETE", "/api/mcp/client/{mcp}", "mcpclient", "delete"),
+    # Acts on the live connection only: nothing in the database changes.
+    Route("POST", "/api/mcp/client/{mcp}/reconnect", "mcpclient", "change"),
 ]
+WRITES_NOTHING = {("POST", "/api/mcp/client/{mcp}/reconnect")}
+
+
+@pytest.fixture(autouse=True)
+def mcp_servers(monkeypatch):
+    """The MCP routes reach a fake of the gateway's upstream connections, serving both endpoints."""
+    fake = install(monkeypatch)
+    fake.serve("http://127.0.0.1:9/mcp")
+    fake.serve("http://127.0.0.1:6/mcp")
+    return fake
 
 
 @pytest.fixture
@@ -101,7 +120,9 @@ def objects() -> dict[str, str]:
     Budget.objects.filter(pk=budget.pk).update(current_usage=Decimal("7"))
     provider = provider_create(name="openai", base_url="http://127.0.0.1:7")
     key = provider_key_create(provider=provider, name="main", value="sk-upstream-secret")
+    mcp = McpClient.objects.create(name="docs", connection_string="http://127.0.0.1:6/mcp", tools_to_execute=["*"])
     return {
+        "mcp": mcp.client_id,
         "vk": str(vk.pk),
         "team": str(team.pk),
         "customer": str(customer.pk),
@@ -120,6 +141,7 @@ def database_state() -> tuple:
         sorted(RateLimit.objects.values_list("request_max_limit", flat=True)),
         sorted(Provider.objects.values_list("name", "base_url")),
         sorted(ProviderKey.objects.values_list("name", "weight")),
+        sorted((name, str(tools)) for name, tools in McpClient.objects.values_list("name", "tools_to_execute")),
     )
 
 
@@ -156,7 +178,7 @@ def test_each_route_needs_exactly_its_model_permission(route, objects, django_us
     response = call(client_with(django_user_model, f"{route.action}_{route.model}"), route, objects)
     assert response.status_code == 200, response.content
     assert response["Content-Type"] == "application/json"
-    if route.method == "GET":
+    if route.method == "GET" or (route.method, route.path) in WRITES_NOTHING:
         assert database_state() == before
     else:
         assert database_state() != before
@@ -181,3 +203,22 @@ def test_the_table_covers_every_operation_of_the_api():
     served = {(method.upper(), path) for path, item in schema["paths"].items() for method in item}
     tested = {(route.method, route.schema_path) for route in ROUTES}
     assert served - NOT_MODEL_ROUTES == tested
+
+
+def test_a_stdio_mcp_client_is_a_superuser_s_to_add_or_change(objects, django_user_model, mcp_servers):
+    """A stdio client runs a command on the gateway's hosts: model permissions are not enough."""
+    body = {"name": "shell", "connection_type": "stdio", "stdio_config": {"command": "/bin/sh", "args": ["-c", "id"]}}
+    mcp_servers.serve("/bin/sh")
+    holder = client_with(django_user_model, "add_mcpclient")
+    response = holder.post("/api/mcp/client", body, format="json")
+    assert response.status_code == 403 and "superuser" in response.json()["error"]["message"]
+    assert not McpClient.objects.filter(name="shell").exists()
+    stdio = McpClient.objects.create(name="local", connection_type="stdio", stdio_config={"command": "/bin/true"})
+    changer = client_with(django_user_model, "change_mcpclient")
+    response = changer.put(f"/api/mcp/client/{stdio.client_id}", {"tools_to_execute": ["*"]}, format="json")
+    assert response.status_code == 403
+    assert McpClient.objects.get(pk=stdio.pk).tools_to_execute == []
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw-123456789")
+    root = APIClient()
+    root.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_create(user=admin, name='root')[1]}")
+    assert root.post("/api/mcp/client", body, format="json").status_code == 200

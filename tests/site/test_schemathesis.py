@@ -32,7 +32,8 @@ from hypothesis import strategies as st
 
 from bifrost_site.wsgi import application
 from governance import services
-from governance.models import Budget, Customer, ProviderKey, Team, VirtualKey
+from governance.models import Budget, Customer, McpClient, ProviderKey, Team, VirtualKey
+from tests.governance.mcp_fakes import install
 
 SCHEMA_PATH = "/api/governance/schema"
 OPENAPI_JSON = "application/vnd.oai.openapi+json"
@@ -59,7 +60,7 @@ def wsgi_in_test_transaction() -> Iterator[None]:
 
 
 @pytest.fixture
-def seeded(django_user_model, settings) -> dict:
+def seeded(django_user_model, settings, monkeypatch) -> dict:
     """Rows the generated requests can hit, and an admin API token for a superuser."""
     # schemathesis probes every operation with invalid credentials on purpose and expects 401: the
     # HTTP Basic failure limits (429 once reached; tests/governance/test_api_basic_auth.py) are lifted.
@@ -77,6 +78,11 @@ def seeded(django_user_model, settings) -> dict:
         rate_limit={"request_max_limit": 100, "request_reset_duration": "1m"},
         provider_configs=[{"provider": "openai", "allowed_models": ["*"], "key_ids": [str(key.pk)], "weight": 1.0}],
     )
+    # The MCP routes reach a fake of the upstream connections: generated stdio commands and URLs
+    # must never be run or called from the test host. Every generated endpoint "answers".
+    fake = install(monkeypatch)
+    fake.serve_everything = True
+    McpClient.objects.create(name="docs", connection_string="http://127.0.0.1:9/mcp", tools_to_execute=["*"])
     return {"token": token, "vk_value": vk_value}
 
 
@@ -92,6 +98,8 @@ def _real_path_parameters(path: str) -> dict[str, str]:
         params["name"] = key.provider.name
         if "{key_id}" in path:
             params["key_id"] = str(key.pk)
+    if "{client_id}" in path:
+        params["client_id"] = McpClient.objects.order_by("created_at").values_list("client_id", flat=True).first()
     for collection, model in COLLECTIONS.items():
         if f"/{collection}/{{id}}" in path:
             params["id"] = str(model.objects.order_by("created_at").values_list("pk", flat=True).first())

@@ -1,0 +1,110 @@
+"""``/mcp``: the gateway as an MCP server (streamable HTTP, stateless, JSON answers).
+
+``POST /mcp`` takes one JSON-RPC 2.0 message and answers one JSON response (a notification:
+202, no body); ``GET /mcp`` is 405 with ``Allow: POST`` (the spec lets a server offer no event
+stream, and no thread is held open). No ``Mcp-Session-Id`` is issued: every request carries its
+own credentials and is decided from committed configuration.
+
+Methods: ``initialize`` (capabilities ``tools``; ``serverInfo.name`` is the VK's name, or
+``global``; the client's protocol version echoed when it is one of :data:`PROTOCOL_VERSIONS`,
+else the newest), ``ping``, ``tools/list``, ``tools/call``; any other method is ``-32601``.
+Malformed JSON is ``-32700`` and anything that is not one request object (a batch included, which
+the current spec removed) ``-32600``, both with HTTP 400. Identity problems are HTTP 401/403
+(``mcp_gateway.access``); a tools/call refused by governance (429 request limits, 402 budgets,
+403 ``mcp_tool_blocked``) or failed upstream is a tool result with ``isError: true`` and the
+message, as Bifrost answers; an unknown tool is ``-32602``. The upstream's result (its content
+blocks and ``isError``) is returned unchanged (``mcp_gateway.tools``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from bifrost_site.errors import error_body
+from governance.metering import freshness
+from mcp_gateway import access, tools
+from mcp_gateway.access import AccessDenied, Caller
+
+PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+SERVER_VERSION = "1.0"
+PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+
+
+def _rpc_error(request_id: Any, code: int, message: str, status: int = 200) -> JsonResponse:
+    payload = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+    return JsonResponse(payload, status=status)
+
+
+def _rpc_result(request_id: Any, result: dict[str, Any]) -> JsonResponse:
+    return JsonResponse({"jsonrpc": "2.0", "id": request_id, "result": result})
+
+
+def public_base_url(request: HttpRequest) -> str:
+    """The gateway's public URL: the ``BIFROST_PUBLIC_URL`` setting, else the request's scheme
+    and host (``X-Forwarded-Proto`` counts only when ``BIFROST_TLS`` trusts it)."""
+    configured = getattr(settings, "BIFROST_PUBLIC_URL", "")
+    return configured.rstrip("/") if configured else request.build_absolute_uri("/").rstrip("/")
+
+
+def _denied(request: HttpRequest, exc: AccessDenied) -> HttpResponse:
+    response = JsonResponse(error_body(exc.status, exc.message, type_=exc.type_), status=exc.status)
+    if exc.status == 401 and exc.challenge:
+        metadata = public_base_url(request) + "/.well-known/oauth-protected-resource"
+        response["WWW-Authenticate"] = f'Bearer resource_metadata="{metadata}"'
+    return response
+
+
+@csrf_exempt
+def endpoint(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        response = HttpResponse(status=405)
+        response["Allow"] = "POST"
+        return response
+    try:
+        message = json.loads(request.body or b"")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return _rpc_error(None, PARSE_ERROR, "Parse error: the body is not JSON", status=400)
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):
+        what = "a batch (one message per request)" if isinstance(message, list) else "not a JSON-RPC 2.0 request"
+        return _rpc_error(
+            message.get("id") if isinstance(message, dict) else None, INVALID_REQUEST, f"Invalid Request: {what}", 400
+        )
+    freshness.begin_request()
+    try:
+        caller = access.caller_of(request.META)
+    except AccessDenied as exc:
+        return _denied(request, exc)
+    if "id" not in message:  # a notification (initialized, cancelled, ...): accepted, not answered
+        return HttpResponse(status=202)
+    request_id, method = message["id"], message["method"]
+    params = message.get("params") or {}
+    if not isinstance(params, dict):
+        return _rpc_error(request_id, INVALID_PARAMS, "params must be an object")
+    if method == "initialize":
+        return _rpc_result(request_id, _initialize(caller, params))
+    if method == "ping":
+        return _rpc_result(request_id, {})
+    if method == "tools/list":
+        return _rpc_result(request_id, {"tools": tools.listed(access.grants(caller, request.META))})
+    if method == "tools/call":
+        name, arguments = params.get("name"), params.get("arguments")
+        try:
+            return _rpc_result(request_id, tools.run(request, caller, name, arguments))
+        except tools.InvalidCall as exc:
+            return _rpc_error(request_id, INVALID_PARAMS, exc.message)
+    return _rpc_error(request_id, METHOD_NOT_FOUND, f"Method not found: {method}")
+
+
+def _initialize(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:
+    asked = params.get("protocolVersion")
+    version = asked if asked in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[-1]
+    return {
+        "protocolVersion": version,
+        "capabilities": {"tools": {"listChanged": False}},
+        "serverInfo": {"name": caller.vk.name if caller.vk is not None else "global", "version": SERVER_VERSION},
+    }
