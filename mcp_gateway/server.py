@@ -25,7 +25,6 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from bifrost_site.errors import error_body
 from governance.metering import freshness
 from mcp_gateway import access, tools
 from mcp_gateway.access import AccessDenied, Caller
@@ -33,6 +32,7 @@ from mcp_gateway.access import AccessDenied, Caller
 PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 SERVER_VERSION = "1.0"
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+AUTH_ERROR = -32001  # server-defined: the caller may not use /mcp (HTTP 401/403 beside it)
 
 
 def _rpc_error(request_id: Any, code: int, message: str, status: int = 200) -> JsonResponse:
@@ -51,8 +51,10 @@ def public_base_url(request: HttpRequest) -> str:
     return configured.rstrip("/") if configured else request.build_absolute_uri("/").rstrip("/")
 
 
-def _denied(request: HttpRequest, exc: AccessDenied) -> HttpResponse:
-    response = JsonResponse(error_body(exc.status, exc.message, type_=exc.type_), status=exc.status)
+def _denied(request: HttpRequest, request_id: Any, exc: AccessDenied) -> HttpResponse:
+    # A JSON-RPC error body (with the HTTP status): MCP clients show its message to the user.
+    error = {"code": AUTH_ERROR, "message": exc.message, "data": {"type": exc.type_, "status_code": exc.status}}
+    response = JsonResponse({"jsonrpc": "2.0", "id": request_id, "error": error}, status=exc.status)
     if exc.status == 401 and exc.challenge:
         metadata = public_base_url(request) + "/.well-known/oauth-protected-resource"
         response["WWW-Authenticate"] = f'Bearer resource_metadata="{metadata}"'
@@ -74,11 +76,16 @@ def endpoint(request: HttpRequest) -> HttpResponse:
         return _rpc_error(
             message.get("id") if isinstance(message, dict) else None, INVALID_REQUEST, f"Invalid Request: {what}", 400
         )
+    version = request.META.get("HTTP_MCP_PROTOCOL_VERSION")
+    if version is not None and version not in PROTOCOL_VERSIONS and message["method"] != "initialize":
+        supported = ", ".join(PROTOCOL_VERSIONS)
+        message_text = f"Unsupported MCP-Protocol-Version: {version[:40]} (supported: {supported})"
+        return _rpc_error(message.get("id"), INVALID_REQUEST, message_text, 400)
     freshness.begin_request()
     try:
         caller = access.caller_of(request.META)
     except AccessDenied as exc:
-        return _denied(request, exc)
+        return _denied(request, message.get("id"), exc)
     if "id" not in message:  # a notification (initialized, cancelled, ...): accepted, not answered
         return HttpResponse(status=202)
     request_id, method = message["id"], message["method"]

@@ -162,7 +162,7 @@ def test_unknown_inactive_and_expired_keys_are_refused(client, clients, fake):
     vk, value = vk_with([(clients["files"], ["*"])])
     virtual_key_set_active(vk=vk, active=False)
     answer = rpc(client, "tools/list", x_bf_vk=value)
-    assert answer.status_code == 403 and answer.json()["type"] == "virtual_key_blocked"
+    assert answer.status_code == 403 and answer.json()["error"]["data"]["type"] == "virtual_key_blocked"
 
 
 def test_anonymous_caller_without_enforcement_sees_only_allow_on_all_tools(client, clients, fake, settings):
@@ -194,6 +194,7 @@ def test_a_consent_session_acts_as_its_key_until_the_key_is_rotated(client, clie
     virtual_key_rotate(vk=vk)
     answer = rpc(client, "tools/list", authorization=f"Bearer {token}")
     assert answer.status_code == 401 and "rotated" in answer.json()["error"]["message"]
+    assert answer.json()["error"]["code"] == -32001
 
 
 def test_a_user_id_session_needs_a_key_when_keys_are_enforced(client, clients, fake, settings):
@@ -321,3 +322,10 @@ def test_only_allowed_extra_headers_travel_and_never_credentials(client, clients
         cookie="session=secret",
     )
     assert fake.calls[-1][3] == {"x-trace-id": "t-1"}
+
+
+def test_an_unsupported_protocol_version_header_is_a_400(client, clients, fake):
+    _, value = vk_with([])
+    answer = rpc(client, "tools/list", x_bf_vk=value, mcp_protocol_version="2099-01-01")
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == -32600
+    assert rpc(client, "tools/list", x_bf_vk=value, mcp_protocol_version="2025-06-18").status_code == 200
