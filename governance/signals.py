@@ -15,6 +15,7 @@ from governance.metering import snapshot
 from governance.models import (
     Budget,
     Customer,
+    McpClient,
     ModelPrice,
     Provider,
     ProviderConfig,
@@ -22,9 +23,22 @@ from governance.models import (
     RateLimit,
     Team,
     VirtualKey,
+    VirtualKeyMcpConfig,
 )
 
-CONFIG_MODELS = (VirtualKey, ProviderConfig, Budget, RateLimit, Team, Customer, Provider, ProviderKey, ModelPrice)
+CONFIG_MODELS = (
+    VirtualKey,
+    ProviderConfig,
+    Budget,
+    RateLimit,
+    Team,
+    Customer,
+    Provider,
+    ProviderKey,
+    ModelPrice,
+    McpClient,
+    VirtualKeyMcpConfig,
+)
 
 
 def _invalidate(sender: type, **kwargs: Any) -> None:

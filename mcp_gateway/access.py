@@ -1,6 +1,7 @@
 """Who calls ``/mcp`` and which tools that caller may see and call.
 
-Identity, checked on every request from committed rows (no cached grants):
+Identity, checked on every request against configuration that is current (the process caches
+of ``governance.metering.snapshot``, dropped on every committed change: no stale grants):
 
 1. ``Authorization: Bearer <token>`` whose token does not start with ``sk-bf-``: a consent
    session's access token (``consent``), by digest; expired, revoked or unknown = none. The
@@ -22,7 +23,7 @@ names and of prefixed tool names) can only narrow that.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +31,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from consent.selectors import consent_session_for_access_token
-from governance.keys import VK_PREFIX, digest, presented_virtual_key
-from governance.models import McpClient, VirtualKey, VirtualKeyMcpConfig
+from governance.keys import VK_PREFIX, presented_virtual_key
+from governance.metering import snapshot
+from governance.metering.snapshot import VirtualKeySnapshot
+from governance.models import McpClient
 from governance.models.mcp import TOOL_SEPARATOR
 
 
@@ -45,7 +48,7 @@ class AccessDenied(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    vk: VirtualKey | None
+    vk: VirtualKeySnapshot | None
     user_id: str = ""
     session_id: str = ""
     # client_id → the tool names the caller's VK allows on that client (None = every tool).
@@ -81,16 +84,14 @@ def caller_of(meta: Mapping[str, Any]) -> Caller:
                     challenge=True,
                 )
             return Caller(vk=None, user_id=session.user_id, session_id=str(session.id))
-        vk = session.virtual_key
-        if session.virtual_key_digest != vk.value_digest:
-            raise AccessDenied(
-                401,
-                "The virtual key of this session was rotated: re-authenticate",
-                type_="invalid_token",
-                challenge=True,
-            )
-        _check_usable(vk, now)
-        return Caller(vk=vk, session_id=str(session.id), vk_tools=_vk_tools(vk))
+        if session.virtual_key_digest != session.virtual_key.value_digest:
+            message = "The virtual key of this session was rotated: re-authenticate"
+            raise AccessDenied(401, message, type_="invalid_token", challenge=True)
+        vk = snapshot.virtual_key_by_digest(session.virtual_key.value_digest)
+        if vk is None:
+            raise AccessDenied(401, "virtual key not found", type_="virtual_key_not_found", challenge=True)
+        _check_usable(vk)
+        return Caller(vk=vk, session_id=str(session.id), vk_tools=dict(vk.mcp_tools))
     value = presented_virtual_key(dict(meta))
     if value is None:
         if settings.GOVERNANCE_ENFORCE_VIRTUAL_KEYS:
@@ -102,26 +103,18 @@ def caller_of(meta: Mapping[str, Any]) -> Caller:
                 challenge=McpClient.objects.filter(per_user_oauth=True).exists(),
             )
         return Caller(vk=None)
-    presented = VirtualKey.objects.filter(value_digest=digest(value)).first()
+    presented = snapshot.virtual_key(value)  # cached; fresh by the configuration generation
     if presented is None:
         raise AccessDenied(401, "virtual key not found", type_="virtual_key_not_found")
-    _check_usable(presented, now)
-    return Caller(vk=presented, vk_tools=_vk_tools(presented))
+    _check_usable(presented)
+    return Caller(vk=presented, vk_tools=dict(presented.mcp_tools))
 
 
-def _check_usable(vk: VirtualKey, now: Any) -> None:
+def _check_usable(vk: VirtualKeySnapshot) -> None:
     if not vk.is_active:
         raise AccessDenied(403, "Virtual key is inactive", type_="virtual_key_blocked")
-    if vk.expires_at is not None and vk.expires_at <= now:
+    if vk.is_expired:
         raise AccessDenied(403, "Virtual key has expired", type_="virtual_key_blocked")
-
-
-def _vk_tools(vk: VirtualKey) -> dict[int, tuple[str, ...] | None]:
-    out: dict[int, tuple[str, ...] | None] = {}
-    for config in VirtualKeyMcpConfig.objects.filter(virtual_key=vk):
-        tools = config.tools_to_execute or []
-        out[config.mcp_client_id] = None if "*" in tools else tuple(tools)
-    return out
 
 
 def _header_list(meta: Mapping[str, Any], name: str) -> set[str] | None:
@@ -144,7 +137,7 @@ def grants(caller: Caller, meta: Mapping[str, Any]) -> list[Grant]:
     include_clients = _header_list(meta, "HTTP_X_BF_MCP_INCLUDE_CLIENTS")
     include_tools = _header_list(meta, "HTTP_X_BF_MCP_INCLUDE_TOOLS")
     out: list[Grant] = []
-    for client in McpClient.objects.all():
+    for client in snapshot.mcp_clients():
         allowed = _vk_allowance(caller, client)
         if allowed == frozenset():
             continue
@@ -172,7 +165,7 @@ def _vk_allowance(caller: Caller, client: McpClient) -> frozenset[str] | None:
     return None if client.allow_on_all_virtual_keys else frozenset()
 
 
-def split_tool_name(name: str, clients: list[McpClient]) -> tuple[McpClient, str] | None:
+def split_tool_name(name: str, clients: Iterable[McpClient]) -> tuple[McpClient, str] | None:
     """The client whose prefix ``name`` carries (the longest matching name wins) and the tool's own name."""
     best: tuple[McpClient, str] | None = None
     for client in clients:

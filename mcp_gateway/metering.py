@@ -20,10 +20,11 @@ from typing import Any
 
 from django.utils import timezone
 
-from governance.metering import enforcement, snapshot, writer
+from governance.metering import enforcement, writer
 from governance.metering.counters.base import Admission, Rejection
 from governance.metering.ledger import LedgerEntry
-from governance.models import McpClient, VirtualKey
+from governance.metering.snapshot import VirtualKeySnapshot
+from governance.models import McpClient
 from governance.models.usage import new_request_id
 
 REQUEST_TYPE = "mcp_tool_call"
@@ -33,7 +34,7 @@ REQUEST_TYPE = "mcp_tool_call"
 class ToolTicket:
     client: McpClient
     tool: str
-    vk: VirtualKey | None
+    vk: VirtualKeySnapshot | None
     price: Decimal | None
     request_id: uuid.UUID = field(default_factory=new_request_id)
     started: float = field(default_factory=time.monotonic)
@@ -56,7 +57,7 @@ def _who(ticket: ToolTicket) -> dict[str, Any]:
     return {
         "provider": ticket.client.name,
         "model": ticket.tool,
-        "virtual_key_id": vk.pk if vk else None,
+        "virtual_key_id": vk.id if vk else None,
         "team_id": vk.team_id if vk else None,
         "customer_id": vk.customer_id if vk else None,
         "provider_key_id": None,
@@ -64,15 +65,12 @@ def _who(ticket: ToolTicket) -> dict[str, Any]:
     }
 
 
-def begin(client: McpClient, tool: str, vk: VirtualKey | None) -> ToolTicket | Rejection:
+def begin(client: McpClient, tool: str, vk: VirtualKeySnapshot | None) -> ToolTicket | Rejection:
     """Admit one call (or refuse it: a ``Rejection`` of the counters, 429 or 402)."""
     ticket = ToolTicket(client, tool, vk, tool_price(client, tool))
     if vk is None:
         return ticket
-    snap = snapshot.virtual_key_by_digest(vk.value_digest)
-    if snap is None:
-        return ticket
-    budgets, rate_limits = snap.limits_for("")  # no provider config on a tool's path
+    budgets, rate_limits = vk.limits_for("")  # no provider config on a tool's path
     if not budgets and not rate_limits:
         return ticket
     leased = LedgerEntry(**_who(ticket), status_code=0, priced=ticket.price is not None)

@@ -16,6 +16,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
+from governance.metering import snapshot
 from governance.metering.counters.base import Rejection
 from governance.models import McpClient
 from mcp_gateway import access, metering, upstream
@@ -62,7 +63,7 @@ def run(request: HttpRequest, caller: Caller, name: Any, arguments: Any) -> dict
         arguments = {}
     if not isinstance(arguments, dict):
         raise InvalidCall("params.arguments must be an object")
-    found = access.split_tool_name(name, list(McpClient.objects.all()))
+    found = access.split_tool_name(name, snapshot.mcp_clients())
     if found is None:
         raise InvalidCall(f"Unknown tool: {name}")
     client, tool = found

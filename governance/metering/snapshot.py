@@ -41,7 +41,18 @@ from governance import pricing
 from governance.keys import digest
 from governance.limitspec import BudgetSpec, RateLimitSpec
 from governance.metering import freshness
-from governance.models import Budget, Customer, ModelPrice, Provider, ProviderConfig, ProviderKey, Team, VirtualKey
+from governance.models import (
+    Budget,
+    Customer,
+    McpClient,
+    ModelPrice,
+    Provider,
+    ProviderConfig,
+    ProviderKey,
+    Team,
+    VirtualKey,
+    VirtualKeyMcpConfig,
+)
 from governance.provider_types import AZURE_DEFAULT_API_VERSION
 
 
@@ -81,6 +92,8 @@ class VirtualKeySnapshot:
     team_rate_limit: RateLimitSpec | None
     customer_budgets: tuple[BudgetSpec, ...]
     customer_rate_limit: RateLimitSpec | None
+    # MCP client id → the tools this key may use there (None: every tool), from its MCP configs.
+    mcp_tools: tuple[tuple[int, tuple[str, ...] | None], ...] = ()
 
     @property
     def is_expired(self) -> bool:
@@ -158,6 +171,7 @@ _generation = 0
 _vks: dict[str, tuple[float, VirtualKeySnapshot]] = {}
 _providers: tuple[float, dict[str, ProviderSnapshot]] | None = None
 _prices: tuple[float, PriceBook] | None = None
+_mcp_clients: tuple[float, tuple[McpClient, ...]] | None = None
 
 
 def _ttl() -> float:
@@ -166,12 +180,13 @@ def _ttl() -> float:
 
 def invalidate_local() -> None:
     """Drop every cached snapshot in this process."""
-    global _generation, _providers, _prices
+    global _generation, _providers, _prices, _mcp_clients
     with _lock:
         _generation += 1
         _vks.clear()
         _providers = None
         _prices = None
+        _mcp_clients = None
 
 
 def invalidate() -> None:
@@ -269,6 +284,16 @@ def providers() -> dict[str, ProviderSnapshot]:
 def _store_providers(entry: tuple[float, dict[str, ProviderSnapshot]]) -> None:
     global _providers
     _providers = entry
+
+
+def mcp_clients() -> tuple[McpClient, ...]:
+    """Every MCP client row, as loaded (the MCP gateway reads them and never saves them)."""
+    return _cached(("mcp", ""), _mcp_clients, lambda: tuple(McpClient.objects.all()), _store_mcp_clients)
+
+
+def _store_mcp_clients(entry: tuple[float, tuple[McpClient, ...]]) -> None:
+    global _mcp_clients
+    _mcp_clients = entry
 
 
 def price(provider: ProviderSnapshot, model: str) -> PriceSnapshot | None:
@@ -381,6 +406,12 @@ def _load_virtual_key(value_digest: str) -> VirtualKeySnapshot | None:
             BudgetSpec.of(b, "Customer") for b in budgets if customer is not None and b.customer_id == customer.pk
         ),
         customer_rate_limit=_rate_spec(customer, "Customer") if customer is not None else None,
+        mcp_tools=tuple(
+            (client_id, None if "*" in (tools or []) else tuple(tools or []))
+            for client_id, tools in VirtualKeyMcpConfig.objects.filter(virtual_key=vk).values_list(
+                "mcp_client_id", "tools_to_execute"
+            )
+        ),
     )
 
 
