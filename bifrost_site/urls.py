@@ -6,6 +6,7 @@ from django.urls import include, path
 
 from bifrost_site.health import health
 from governance.dashboard.views import dashboard, usage_csv
+from mcp_gateway import user_oauth_views
 from mcp_gateway.execute import execute as mcp_tool_execute
 from mcp_gateway.server import endpoint as mcp_endpoint
 
@@ -17,6 +18,9 @@ urlpatterns = [
     path("admin/usage-dashboard/usage.csv", usage_csv, name="governance-usage-csv"),
     path("admin/", admin.site.urls),
     path("api/governance/", include("governance.api.urls")),
+    path("api/oauth/per-user/upstream/authorize", user_oauth_views.authorize, name="mcp-oauth-authorize"),
+    path("api/oauth/per-user/upstream/connect", user_oauth_views.connect, name="mcp-oauth-connect"),
+    path("api/oauth/callback", user_oauth_views.callback, name="mcp-oauth-callback"),
     path("api/", include("governance.api.provider_urls")),
     path("", include("consent.urls")),
 ]

@@ -53,7 +53,7 @@ from consent.models import (
 from consent.oauth import add_query, is_valid_code_challenge, new_secret, pkce_matches
 from consent.selectors import mcp_clients_for_identity, virtual_key_usable
 from governance.keys import digest
-from governance.models import VirtualKey
+from governance.models import McpUserToken, VirtualKey
 from governance.selectors import virtual_key_by_value
 
 logger = logging.getLogger("bifrost.consent")
@@ -78,10 +78,18 @@ def oauth_client_save(*, client: OAuthClient) -> OAuthClient:
     return client
 
 
+@transaction.atomic
 def consent_sessions_revoke(*, session_ids: list, now: datetime | None = None) -> int:
-    """End sessions now: their access tokens stop working at once. Returns how many changed."""
+    """End sessions now: their access tokens stop working at once. Returns how many changed.
+
+    A user-id session also loses that user id's upstream per-user OAuth tokens (a VK's stay with
+    the key: it may be used without this session, and deleting the key deletes them)."""
     now = now or timezone.now()
-    return ConsentSession.objects.filter(pk__in=session_ids, revoked_at__isnull=True).update(revoked_at=now)
+    revoked = ConsentSession.objects.filter(pk__in=session_ids, revoked_at__isnull=True)
+    user_ids = list(revoked.filter(identity=Identity.USER_ID).values_list("user_id", flat=True))
+    count = revoked.update(revoked_at=now)
+    McpUserToken.objects.filter(virtual_key__isnull=True, user_id__in=user_ids).delete()
+    return count
 
 
 def _client_by_id(client_id: str) -> OAuthClient | None:

@@ -30,6 +30,7 @@ from consent.http import (
 )
 from consent.models import ConsentFlow, Identity
 from consent.selectors import consent_flow_for_browser, mcp_clients_for_identity
+from governance.models import McpUserToken
 
 MAX_SHOWN_ERROR_LENGTH = 300
 
@@ -137,10 +138,15 @@ def mcps_page(request: HttpRequest) -> HttpResponse:
         return _error_page(request, exc.status, exc.message)
     if flow.identity == Identity.NONE:
         return redirect(identity_page_url(flow.flow_id, MSG_CHOOSE_IDENTITY))
+    # Per-user OAuth: an identity (a VK or a user id) connects its own account to each client.
+    can_connect = flow.identity in (Identity.VIRTUAL_KEY, Identity.USER_ID)
+    connected = McpUserToken.objects.connected_client_ids(virtual_key_id=flow.virtual_key_id, user_id=flow.user_id)
     context = {
         "flow": flow,
         "mcp_clients": list(mcp_clients_for_identity(virtual_key=flow.virtual_key)),
         "identity_label": _identity_label(flow),
+        "can_connect": can_connect,
+        "connected_ids": connected if can_connect else set(),
     }
     return no_store(render(request, "consent/mcps.html", context))
 

@@ -34,5 +34,5 @@ def openai_tools(environ: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "parameters": tool.get("inputSchema") or {"type": "object", "properties": {}},
             },
         }
-        for tool in tools.listed(access.grants(caller, environ))
+        for tool in tools.listed(access.grants(caller, environ), caller)
     ]

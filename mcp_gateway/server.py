@@ -97,7 +97,7 @@ def endpoint(request: HttpRequest) -> HttpResponse:
     if method == "ping":
         return _rpc_result(request_id, {})
     if method == "tools/list":
-        return _rpc_result(request_id, {"tools": tools.listed(access.grants(caller, request.META))})
+        return _rpc_result(request_id, {"tools": tools.listed(access.grants(caller, request.META), caller)})
     if method == "tools/call":
         name, arguments = params.get("name"), params.get("arguments")
         try:

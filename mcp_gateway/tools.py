@@ -19,7 +19,7 @@ from django.http import HttpRequest
 from governance.metering import snapshot
 from governance.metering.counters.base import Rejection
 from governance.models import McpClient
-from mcp_gateway import access, metering, upstream
+from mcp_gateway import access, metering, upstream, user_oauth
 from mcp_gateway.access import Caller, Grant
 
 logger = logging.getLogger("bifrost.mcp")
@@ -34,14 +34,18 @@ class InvalidCall(Exception):
         self.message = message
 
 
-def listed(grants: list[Grant]) -> list[dict[str, Any]]:
+def listed(grants: list[Grant], caller: Caller | None = None) -> list[dict[str, Any]]:
     """The granted tools as MCP ``Tool`` dicts with prefixed names; a server that cannot be
-    reached is left out (and logged) rather than hiding the others."""
+    reached is left out (and logged) rather than hiding the others. A per-user OAuth client is
+    listed with the caller's own token (``mcp_gateway.user_oauth``)."""
     out: list[dict[str, Any]] = []
     for grant in grants:
         client = grant.client
         try:
-            offered = upstream.tools(upstream.spec_of(client))
+            spec = upstream.spec_of(client)
+            offered = (
+                user_oauth.tools_for(client, spec, caller) if user_oauth.is_per_user(client) else upstream.tools(spec)
+            )
         except upstream.UpstreamError as exc:
             logger.warning("mcp client unavailable", extra={"mcp_client": client.name, "error": str(exc)})
             continue
@@ -68,20 +72,26 @@ def run(request: HttpRequest, caller: Caller, name: Any, arguments: Any) -> dict
         raise InvalidCall(f"Unknown tool: {name}")
     client, tool = found
     spec = upstream.spec_of(client)
+    per_user = user_oauth.is_per_user(client)  # the caller's own token, refreshed if it expired
+    bearer = user_oauth.bearer_for(client, caller) if per_user else None
     try:
-        known = {t.get("name") for t in upstream.tools(spec)}
+        offered = user_oauth.offered_tools(spec, caller, bearer) if per_user else upstream.tools(spec)
+    except user_oauth.TokenRejected:
+        return user_oauth.connect_required(request, client, caller)
     except upstream.UpstreamError as exc:
         return tool_error(f"MCP client '{client.name}' is unavailable: {exc}")
-    if tool not in known:
+    if offered is not None and tool not in {t.get("name") for t in offered}:
         raise InvalidCall(f"Unknown tool: {name}")
     grant = next((g for g in access.grants(caller, request.META) if g.client.pk == client.pk), None)
     if grant is None or (grant.tools is not None and tool not in grant.tools):
         return tool_error(f"mcp_tool_blocked: tool '{name}' is not allowed for {caller.label}")
+    if per_user and bearer is None:
+        return user_oauth.connect_required(request, client, caller)
     ticket = metering.begin(client, tool, caller.vk)
     if isinstance(ticket, Rejection):
         return tool_error(f"{ticket.type}: {ticket.message}")
     try:
-        result = upstream.call_tool(spec, tool, arguments, headers=extra_headers(request, client))
+        result = upstream.call_tool(spec, tool, arguments, headers=extra_headers(request, client), bearer=bearer)
     except upstream.ToolTimeout as exc:
         metering.finish(ticket, 504)
         return tool_error(str(exc))

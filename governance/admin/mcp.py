@@ -28,7 +28,7 @@ from governance.admin.common import (
 )
 from governance.forms import McpClientAdminForm, McpConfigInlineForm
 from governance.mcp_upstream import Discovery
-from governance.models import McpClient, VirtualKeyMcpConfig
+from governance.models import McpClient, McpUserToken, VirtualKeyMcpConfig
 from governance.services.mcp_clients import (
     mcp_client_create,
     mcp_client_delete,
@@ -265,3 +265,36 @@ class VirtualKeyMcpConfigAdmin(ServiceAdminMixin[VirtualKeyMcpConfig], Governanc
             self.run_service(_replace_without, obj.pk, form.initial.get("virtual_key"))
         self.run_service(mcp_configs_replace, vk=vk, configs=specs)
         adopt(obj, VirtualKeyMcpConfig.objects.get(virtual_key=vk, mcp_client=obj.mcp_client))
+
+
+@admin.register(McpUserToken)
+class McpUserTokenAdmin(admin.ModelAdmin):
+    """Per-user OAuth tokens (``mcp_gateway.user_oauth``): looked at and revoked, never shown or
+    edited (the token values are encrypted and no page names them)."""
+
+    list_display = ["mcp_client", "identity", "has_refresh_token", "expires_at", "created_at", "updated_at"]
+    list_filter = ["mcp_client"]
+    search_fields = ["mcp_client__name", "virtual_key__name", "user_id"]
+    list_select_related = ["mcp_client", "virtual_key"]
+    fields = ["mcp_client", "virtual_key", "user_id", "scope", "has_refresh_token", "expires_at", "created_at"]
+    readonly_fields = ["mcp_client", "virtual_key", "user_id", "scope", "has_refresh_token", "expires_at", "created_at"]
+    actions = ["revoke"]
+
+    @admin.display(description="identity")
+    def identity(self, token: McpUserToken) -> str:
+        return token.identity_label
+
+    @admin.display(boolean=True, description="refresh token")
+    def has_refresh_token(self, token: McpUserToken) -> bool:
+        return bool(token.refresh_token_encrypted)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: McpUserToken | None = None) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected tokens (the users connect again)", permissions=["delete"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[McpUserToken]) -> None:
+        count, _ = queryset.delete()
+        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)

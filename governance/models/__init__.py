@@ -5,6 +5,7 @@ from governance.models.generation import ConfigGeneration
 from governance.models.leases import CounterLease
 from governance.models.limits import Budget, RateLimit
 from governance.models.mcp import McpClient, VirtualKeyMcpConfig
+from governance.models.mcp_tokens import McpConnectLinkUse, McpOAuthRegistration, McpUpstreamOAuthFlow, McpUserToken
 from governance.models.providers import ModelPrice, Provider, ProviderConfig, ProviderKey
 from governance.models.usage import UsageRecord
 
@@ -15,6 +16,10 @@ __all__ = [
     "CounterLease",
     "Customer",
     "McpClient",
+    "McpConnectLinkUse",
+    "McpOAuthRegistration",
+    "McpUpstreamOAuthFlow",
+    "McpUserToken",
     "ModelPrice",
     "Provider",
     "ProviderConfig",
