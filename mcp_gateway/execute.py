@@ -80,13 +80,25 @@ def execute(request: HttpRequest) -> HttpResponse:
             str(exc) if isinstance(exc, ValueError) and not isinstance(exc, json.JSONDecodeError) else "Invalid JSON"
         )
         return error_response(400, message)
+    for _ in range(freshness.MAX_RESTARTS):
+        try:
+            return _run(request, form, call_id, name, arguments)
+        except freshness.StaleConfig:  # decided on configuration that changed: start over
+            continue
+    return error_response(503, "The gateway's configuration kept changing; retry shortly", headers={"Retry-After": "1"})
+
+
+def _run(request: HttpRequest, form: str, call_id: str, name: str, arguments: Any) -> HttpResponse:
     freshness.begin_request()
     try:
         caller = access.caller_of(request.META)
         result = tools.run(request, caller, name, arguments)
+        freshness.confirm()  # a refusal decided on old configuration is not given
     except AccessDenied as exc:
+        freshness.confirm()
         return error_response(exc.status, exc.message, type_=exc.type_)
     except tools.InvalidCall as exc:
+        freshness.confirm()
         return error_response(400, exc.message)
     text = _content_text(result)
     is_error = bool(result.get("isError"))

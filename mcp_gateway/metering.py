@@ -20,7 +20,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from governance.metering import enforcement, writer
+from governance.metering import enforcement, freshness, writer
 from governance.metering.counters.base import Admission, Rejection
 from governance.metering.ledger import LedgerEntry
 from governance.metering.snapshot import VirtualKeySnapshot
@@ -66,12 +66,12 @@ def _who(ticket: ToolTicket) -> dict[str, Any]:
 
 
 def begin(client: McpClient, tool: str, vk: VirtualKeySnapshot | None) -> ToolTicket | Rejection:
-    """Admit one call (or refuse it: a ``Rejection`` of the counters, 429 or 402)."""
+    """Admit one call (or refuse it: a ``Rejection`` of the counters, 429 or 402). Raises
+    ``freshness.StaleConfig`` when the configuration it was decided on changed (nothing held)."""
     ticket = ToolTicket(client, tool, vk, tool_price(client, tool))
-    if vk is None:
-        return ticket
-    budgets, rate_limits = vk.limits_for("")  # no provider config on a tool's path
+    budgets, rate_limits = vk.limits_for("") if vk is not None else ((), ())  # no provider config here
     if not budgets and not rate_limits:
+        freshness.confirm()  # the call is about to go upstream: its configuration must be current
         return ticket
     leased = LedgerEntry(**_who(ticket), status_code=0, priced=ticket.price is not None)
     result = enforcement.admit(
@@ -84,6 +84,11 @@ def begin(client: McpClient, tool: str, vk: VirtualKeySnapshot | None) -> ToolTi
     )
     if not isinstance(result, Admission):
         return result
+    try:
+        freshness.confirm()  # no-op when the admit's own round trip checked it
+    except freshness.StaleConfig:
+        enforcement.release(result)
+        raise
     ticket.admission = result
     return ticket
 

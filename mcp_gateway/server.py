@@ -32,6 +32,7 @@ from mcp_gateway.access import AccessDenied, Caller
 PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 SERVER_VERSION = "1.0"
 PARSE_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS = -32700, -32600, -32601, -32602
+INTERNAL_ERROR = -32603
 AUTH_ERROR = -32001  # server-defined: the caller may not use /mcp (HTTP 401/403 beside it)
 
 
@@ -81,10 +82,23 @@ def endpoint(request: HttpRequest) -> HttpResponse:
         supported = ", ".join(PROTOCOL_VERSIONS)
         message_text = f"Unsupported MCP-Protocol-Version: {version[:40]} (supported: {supported})"
         return _rpc_error(message.get("id"), INVALID_REQUEST, message_text, 400)
+    # Decided on configuration that changed meanwhile (before any upstream call): start over, as
+    # inference does (``governance.metering.freshness``).
+    for _ in range(freshness.MAX_RESTARTS):
+        try:
+            return _answer(request, message)
+        except freshness.StaleConfig:
+            continue
+    error = "The gateway's configuration kept changing while this request was decided; retry shortly"
+    return _rpc_error(message.get("id"), INTERNAL_ERROR, error, status=503)
+
+
+def _answer(request: HttpRequest, message: dict[str, Any]) -> HttpResponse:
     freshness.begin_request()
     try:
         caller = access.caller_of(request.META)
     except AccessDenied as exc:
+        freshness.confirm()  # a refusal decided on old configuration is not given
         return _denied(request, message.get("id"), exc)
     if "id" not in message:  # a notification (initialized, cancelled, ...): accepted, not answered
         return HttpResponse(status=202)
@@ -92,19 +106,25 @@ def endpoint(request: HttpRequest) -> HttpResponse:
     params = message.get("params") or {}
     if not isinstance(params, dict):
         return _rpc_error(request_id, INVALID_PARAMS, "params must be an object")
-    if method == "initialize":
-        return _rpc_result(request_id, _initialize(caller, params))
-    if method == "ping":
-        return _rpc_result(request_id, {})
-    if method == "tools/list":
-        return _rpc_result(request_id, {"tools": tools.listed(access.grants(caller, request.META), caller)})
-    if method == "tools/call":
+    if method == "tools/call":  # a call confirms freshness before its upstream call; refusals below
         name, arguments = params.get("name"), params.get("arguments")
         try:
-            return _rpc_result(request_id, tools.run(request, caller, name, arguments))
+            result = tools.run(request, caller, name, arguments)
         except tools.InvalidCall as exc:
+            freshness.confirm()
             return _rpc_error(request_id, INVALID_PARAMS, exc.message)
-    return _rpc_error(request_id, METHOD_NOT_FOUND, f"Method not found: {method}")
+        freshness.confirm()
+        return _rpc_result(request_id, result)
+    if method == "initialize":
+        result = _initialize(caller, params)
+    elif method == "ping":
+        result = {}
+    elif method == "tools/list":
+        result = {"tools": tools.listed(access.grants(caller, request.META), caller)}
+    else:
+        return _rpc_error(request_id, METHOD_NOT_FOUND, f"Method not found: {method}")
+    freshness.confirm()
+    return _rpc_result(request_id, result)
 
 
 def _initialize(caller: Caller, params: dict[str, Any]) -> dict[str, Any]:

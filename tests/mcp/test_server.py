@@ -329,3 +329,23 @@ def test_an_unsupported_protocol_version_header_is_a_400(client, clients, fake):
     answer = rpc(client, "tools/list", x_bf_vk=value, mcp_protocol_version="2099-01-01")
     assert answer.status_code == 400 and answer.json()["error"]["code"] == -32600
     assert rpc(client, "tools/list", x_bf_vk=value, mcp_protocol_version="2025-06-18").status_code == 200
+
+
+def test_a_request_decided_on_changed_configuration_starts_over(client, clients, fake, monkeypatch):
+    """As inference does: a StaleConfig (seen before the upstream call) restarts the request."""
+    from governance.metering import freshness
+
+    _, value = vk_with([(clients["files"], ["read"])])
+    real_confirm, stale = freshness.confirm, ["list", "call"]
+
+    def confirm() -> None:
+        if stale:
+            stale.pop(0)
+            raise freshness.StaleConfig
+        real_confirm()
+
+    monkeypatch.setattr(freshness, "confirm", confirm)
+    assert tool_names(rpc(client, "tools/list", x_bf_vk=value)) == ["files_read", "web_search"]
+    answer = rpc(client, "tools/call", {"name": "files_read"}, x_bf_vk=value).json()
+    assert answer["result"] == fake.result
+    assert len(fake.calls) == 1 and UsageRecord.objects.count() == 1  # the first attempt called nothing
