@@ -13,22 +13,27 @@ The interface (synchronous, safe to call from any number of threads; see ``mcp_g
   ``headers`` or a ``bearer`` token use a short-lived session of their own (HTTP and SSE; a
   stdio server has no headers, so they are ignored there). A session the server forgot (404 for
   its ``Mcp-Session-Id``) or a stdio server that exited is reopened on the next call; a call that
-  provably never reached the server (404, connection refused) is sent again once.
+  provably never reached the server (404, connection refused) is sent again once. On a live
+  streamable-HTTP session, a call without headers of its own skips the SDK (``fast``).
 - ``state(spec)``: ``connected``, ``pending_tools``, ``error`` or ``disconnected``;
   ``last_error(spec)``; ``reconnect(spec)``; ``forget(client_id)``; ``health_check()``.
 - ``UpstreamError`` (the message says why, never a secret) and its subclass ``ToolTimeout``.
 
 Layout: ``spec`` (ClientSpec, ``env.NAME``, the stdio child's environment), ``connection`` (one
-session owned by one task on the loop), ``runner`` (the loop thread, the registry, health pings).
+session owned by one task on the loop), ``runner`` (the loop thread, the registry, health pings),
+``fast`` (``tools/call`` on a live streamable-HTTP session from the caller's thread, over pooled
+keep-alive connections, falling back to the SDK for anything it does not expect).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
+from mcp_gateway.upstream import fast
 from mcp_gateway.upstream import runner as _runner_module
-from mcp_gateway.upstream.connection import handshake_timeout
+from mcp_gateway.upstream.connection import Connection, handshake_timeout
 from mcp_gateway.upstream.errors import ToolTimeout, UpstreamError
 from mcp_gateway.upstream.runner import SYNC_MARGIN_SECONDS, existing_runner, get_runner, refresh_seconds
 from mcp_gateway.upstream.spec import ClientSpec, child_environment, spec_of
@@ -74,9 +79,29 @@ def call_tool(
 ) -> dict[str, Any]:
     """Call a tool; ``ToolTimeout`` after ``spec.timeout_seconds``, ``UpstreamError`` if it failed."""
     extra = _merge_headers(headers or {}, {"Authorization": f"Bearer {bearer}"} if bearer else {})
+    failed: tuple[Connection, BaseException] | None = None
+    if not extra and spec.connection_type == "http" and (conn := _fast_session(spec)) is not None:
+        try:
+            return fast.call_tool(conn, spec, name, arguments)
+        except fast.Fallback:
+            pass  # this call goes the SDK way
+        except fast.Failed as error:
+            failed = (conn, error.error)
     loop = get_runner()
     what = f"tool '{name}' on MCP client '{spec.name}'"
-    return loop.run(loop.call_tool(spec, name, arguments, extra), _budget(spec), what, ToolTimeout)
+    return loop.run(loop.call_tool(spec, name, arguments, extra, failed), _budget(spec), what, ToolTimeout)
+
+
+def _fast_session(spec: ClientSpec) -> Connection | None:
+    """The client's live session, if its calls may take the fast path (``fast.py``)."""
+    loop = existing_runner()
+    upstream = loop.peek(spec.client_id) if loop is not None else None
+    conn = upstream.conn if upstream is not None else None
+    if conn is None or (target := conn.fast) is None or target.disabled or target.cookies:
+        return None
+    if target.paused_until and time.monotonic() < target.paused_until:
+        return None
+    return conn if conn.spec.fingerprint == spec.fingerprint and conn.alive else None
 
 
 def _merge_headers(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:

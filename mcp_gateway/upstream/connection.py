@@ -30,7 +30,8 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from mcp_gateway.upstream.errors import UpstreamError, scrub, seconds
+from mcp_gateway.upstream import fast
+from mcp_gateway.upstream.errors import ToolTimeout, UpstreamError, scrub, seconds, timeout_message
 from mcp_gateway.upstream.spec import ClientSpec, child_environment
 
 logger = logging.getLogger(__name__)
@@ -100,6 +101,12 @@ class Connection:
         # The server answered 404 to a request carrying our Mcp-Session-Id: it forgot the session
         # (it restarted, or expired it), which no request on this session can recover from.
         self.session_lost = False
+        # The Mcp-Session-Id the server gave in its answer to ``initialize`` (as the SDK reads it),
+        # and the fast path of ``tools/call`` (``fast.py``) once the session is up.
+        self.session_id: str | None = None
+        self._session_id_read = False
+        self._client: httpx2.AsyncClient | None = None
+        self.fast: fast.Target | None = None
         self.ready = asyncio.Event()
         self.finished = asyncio.Event()
         self.last_used = time.monotonic()
@@ -142,6 +149,8 @@ class Connection:
                     if error.code != types.UNSUPPORTED_PROTOCOL_VERSION:
                         raise
                     await session.discover()  # a server that speaks only the 2026 protocol
+                if self._client is not None:
+                    self.fast = fast.target_for(self, session.protocol_version, self.session_id, self._client)
                 self.session = session
                 self.ready.set()
                 await self._stop.wait()
@@ -171,6 +180,7 @@ class Connection:
             )
         # The transport leaves a client it was given open: closed last, after the session's DELETE.
         client = self._http_client(headers=self.headers)
+        self._client = client
         stack.push_async_callback(client.aclose)
         return streamable_http_client(spec.url, http_client=client)
 
@@ -189,6 +199,11 @@ class Connection:
         )
 
     async def _on_response(self, response: httpx2.Response) -> None:
+        if not self._session_id_read and response.request.method == "POST" and 200 <= response.status_code < 300:
+            # The first POST is ``initialize``: the SDK takes the session id from its answer only.
+            self._session_id_read = True
+            if response.status_code != 202:
+                self.session_id = response.headers.get(_SESSION_HEADER) or None
         if response.status_code >= 400:
             self.http_status = response.status_code
             if response.status_code == 404 and _SESSION_HEADER in response.request.headers:
@@ -288,6 +303,12 @@ class Connection:
     def _session_gone(self, error: MCPError) -> bool:
         """HTTP 404 for our session id: the SDK's stand-in error, or the server's own JSON-RPC one."""
         return error.code == types.INVALID_REQUEST and (error.message == _SESSION_GONE or self.session_lost)
+
+    def call_error(self, spec: ClientSpec, name: str, error: BaseException) -> UpstreamError:
+        """The caller's error for a ``tools/call`` that failed with ``error``."""
+        if isinstance(error, MCPError) and error.code == types.REQUEST_TIMEOUT:
+            return ToolTimeout(timeout_message(spec, name))
+        return UpstreamError(self.message(f"tools/call '{name}' failed: {self.describe(error)}"))
 
     def describe(self, error: BaseException | None) -> str:
         """Why it failed, in words, without a secret."""

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from mcp_gateway.upstream.spec import ClientSpec
 
 
 class UpstreamError(Exception):
@@ -44,3 +48,7 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
 def seconds(value: float) -> str:
     """``30.0`` → ``30s``, ``0.5`` → ``0.5s``."""
     return f"{value:g}s"
+
+
+def timeout_message(spec: ClientSpec, name: str) -> str:
+    return f"tool '{name}' on MCP client '{spec.name}' did not answer within {seconds(spec.timeout_seconds)}"

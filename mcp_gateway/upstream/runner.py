@@ -23,7 +23,7 @@ import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
 from mcp_gateway.upstream.connection import Connection
-from mcp_gateway.upstream.errors import ToolTimeout, UpstreamError, seconds
+from mcp_gateway.upstream.errors import UpstreamError, seconds
 from mcp_gateway.upstream.spec import ClientSpec
 
 logger = logging.getLogger(__name__)
@@ -234,24 +234,39 @@ class Runner:
         raise AssertionError("unreachable")
 
     async def call_tool(
-        self, spec: ClientSpec, name: str, arguments: dict[str, Any] | None, extra_headers: Mapping[str, str]
+        self,
+        spec: ClientSpec,
+        name: str,
+        arguments: dict[str, Any] | None,
+        extra_headers: Mapping[str, str],
+        failed: tuple[Connection, BaseException] | None = None,
     ) -> dict[str, Any]:
+        """``failed``: the session and the error the fast path met on its first attempt (``fast.Failed``),
+        handled as an error of this path's own first attempt."""
         if extra_headers and spec.connection_type != "stdio":
             return await self._call_alone(spec, name, arguments, extra_headers)
         upstream = self._upstream(spec.client_id)
-        for attempt in range(2):
+        first = 0
+        if failed is not None:
+            await self._call_failed(upstream, *failed, spec, name, resend=True)
+            first = 1
+        for attempt in range(first, 2):
             conn = await self.connection(spec)
             try:
                 return await conn.call_tool(name, arguments, spec.timeout_seconds)
             except Exception as error:
-                if _timed_out(error):
-                    raise ToolTimeout(_timeout_message(spec, name)) from None
-                if await self._broken(upstream, conn, error) and attempt == 0 and conn.resendable(error):
-                    reason = conn.describe(error)
-                    logger.info("MCP client %s: %s; tools/call sent again on a new session", spec.name, reason)
-                    continue
-                raise UpstreamError(conn.message(f"tools/call '{name}' failed: {conn.describe(error)}")) from None
+                await self._call_failed(upstream, conn, error, spec, name, resend=attempt == 0)
         raise AssertionError("unreachable")
+
+    async def _call_failed(
+        self, upstream: _Upstream, conn: Connection, error: BaseException, spec: ClientSpec, name: str, *, resend: bool
+    ) -> None:
+        """Returns if the call may be sent again on a new session, else raises the caller's error."""
+        if not _timed_out(error) and await self._broken(upstream, conn, error) and resend and conn.resendable(error):
+            reason = conn.describe(error)
+            logger.info("MCP client %s: %s; tools/call sent again on a new session", spec.name, reason)
+            return
+        raise conn.call_error(spec, name, error) from None
 
     async def _call_alone(
         self, spec: ClientSpec, name: str, arguments: dict[str, Any] | None, extra_headers: Mapping[str, str]
@@ -264,9 +279,7 @@ class Runner:
         except UpstreamError:
             raise
         except Exception as error:
-            if _timed_out(error):
-                raise ToolTimeout(_timeout_message(spec, name)) from None
-            raise UpstreamError(conn.message(f"tools/call '{name}' failed: {conn.describe(error)}")) from None
+            raise conn.call_error(spec, name, error) from None
         finally:
             self.spawn(conn.close())
 
@@ -325,10 +338,6 @@ def _closed(error: BaseException) -> bool:
 
 def _timed_out(error: BaseException) -> bool:
     return isinstance(error, MCPError) and error.code == types.REQUEST_TIMEOUT
-
-
-def _timeout_message(spec: ClientSpec, name: str) -> str:
-    return f"tool '{name}' on MCP client '{spec.name}' did not answer within {seconds(spec.timeout_seconds)}"
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:
