@@ -14,8 +14,29 @@ Supported subset (anything else in the file is ignored and listed in the command
   ``provider_configs[]`` with ``id``, ``provider``, ``allowed_models``, ``key_ids`` (key *names*
   or ``*``), ``weight``, ``budget_id``, ``rate_limit_id``),
   ``governance.budgets[]`` (``id``, ``max_limit``, ``reset_duration``, ``calendar_aligned``, and
-  at most one owner: ``virtual_key_id``, ``team_id``, ``customer_id``, ``provider_config_id``),
-  ``governance.rate_limits[]`` (``id``, ``token_*``, ``request_*``).
+  at most one owner: ``virtual_key_id``, ``team_id``, ``customer_id``, ``provider_config_id``,
+  ``model_config_id``),
+  ``governance.rate_limits[]`` (``id``, ``token_*``, ``request_*``),
+  ``governance.model_configs[]`` (limits on all traffic for a model: ``id``, ``model_name``,
+  ``provider`` (a provider of the file or the database; absent: every provider), ``budget_ids``
+  and Bifrost's older single ``budget_id``, ``rate_limit_id``, ``calendar_aligned`` (applied to
+  its budgets in d/w/M/Y), ``scope`` ``global`` only: a ``virtual_key`` scope is an error, the
+  VK's own limits say that here),
+  ``governance.providers[]`` (provider governance, limits on all traffic to a provider: ``name``
+  of a provider of the file or the database, ``budget_id``, ``rate_limit_id``; the provider
+  itself is configured in ``providers``, so its other fields here are listed as ignored),
+  ``governance.pricing_overrides[]`` (``id``, ``name``, ``scope_kind``, ``virtual_key_id`` (a VK's
+  config id), ``provider_id`` (a provider name), ``provider_key_id`` (a key's id in the database or
+  a key name, unique across providers), ``match_type``, ``pattern``, ``request_types`` (empty: all),
+  ``pricing_patch`` (a JSON string or an object; or ``patch``) with ``input_cost_per_token``,
+  ``output_cost_per_token``, ``cache_read_input_token_cost``, ``cost_per_request``),
+  ``governance.routing_rules[]`` (``id``, ``name``, ``description``, ``enabled``,
+  ``cel_expression``, ``targets[]`` with ``provider``, ``model``, ``key_id`` (a key's id in the
+  database or a key name of the target's provider) and ``weight``, ``fallbacks``, ``scope``,
+  ``scope_id`` (the config id of the virtual key, team or customer), ``priority``; Bifrost's older
+  single-target ``provider``/``model`` fields are read as one target), validated like the API
+  (expressions compiled, weights summing to 1); Bifrost's UI-only ``query`` and ``chain_rule``
+  are ignored.
 - ``mcp.client_configs[]``: MCP clients (upstream MCP servers) by ``name``, with
   ``connection_type``, ``connection_string``, ``stdio_config`` (``command``, ``args``, ``envs``),
   ``auth_type`` (by default ``headers`` when there are headers, else ``none``), ``headers``,
@@ -51,6 +72,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -58,15 +80,22 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from governance.durations import validate_duration
+from governance.durations import CALENDAR_UNITS, validate_duration
 from governance.models import Customer, McpClient, Provider, ProviderKey, Team, VirtualKey
+from governance.models.pricing_overrides import SCOPE_FIELDS, ScopeKind
 from governance.models.providers import extra_header_problem
+from governance.price_overrides import PATCH_FIELDS, pattern_problem, request_types_problem
 from governance.provider_types import ProviderType, azure_key_config_problem, base_url_problem, default_type
 from governance.services import imports
 from governance.services.mcp_clients import CLIENT_FIELDS, clean_client_fields, clean_whitelist_problems
+from governance.services.pricing_overrides import pricing_override_import
+from governance.services.routing_rules import RULE_FIELDS, SCOPE_MODELS, Lookups, clean_rule_fields, routing_rule_import
 
 NAMESPACE = uuid.UUID("5b0f7f7e-6a43-4b52-9d59-1f0c1b7c2f11")
-OWNER_FIELDS = ("virtual_key_id", "team_id", "customer_id", "provider_config_id")
+OWNER_FIELDS = ("virtual_key_id", "team_id", "customer_id", "provider_config_id", "model_config_id")
+# What ``governance.providers[]`` items may say beyond their governance: the provider's own
+# settings, which the ``providers`` section carries here.
+GOVERNED_PROVIDER_FIELDS = ("id", "name", "budget_id", "rate_limit_id")
 
 
 class ConfigError(Exception):
@@ -239,6 +268,12 @@ class _Plan:
     budget_links: list[tuple[str, str, str, str]] = field(default_factory=list)
     rate_limit_links: list[tuple[str, str, str, str]] = field(default_factory=list)
     mcp_clients: list[dict] = field(default_factory=list)
+    pricing_overrides: list[dict] = field(default_factory=list)
+    routing_rules: list[dict] = field(default_factory=list)
+    model_configs: list[dict] = field(default_factory=list)
+    governed_providers: list[dict] = field(default_factory=list)
+    # Owners whose budgets are calendar-aligned (``(kind, config id)``: model configs' flag).
+    calendar_owners: set[tuple[str, str]] = field(default_factory=set)
     ignored: list[str] = field(default_factory=list)
     current_path: str = "$"
 
@@ -331,7 +366,9 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
     keys_by_provider = {p["name"]: {k["name"] for k in p["keys"]} for p in plan.providers}
 
     gov = c.obj(data.get("governance", {}), "governance")
-    known_gov = {"budgets", "rate_limits", "customers", "teams", "virtual_keys"}
+    known_gov = {"budgets", "rate_limits", "customers", "teams", "virtual_keys", "pricing_overrides"}
+    known_gov |= {"routing_rules"}
+    known_gov |= {"model_configs", "providers"}
     plan.ignored += [f"governance.{key}" for key in gov if key not in known_gov]
 
     seen_rl: dict = {}
@@ -482,7 +519,13 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
             )
             link("virtual_key", vk_id, item, path)
 
+    _validate_pricing_overrides(c, plan, gov, seen_vk, provider_names, keys_by_provider)
+    entities_in_file = {"virtual_key": seen_vk, "team": seen_team, "customer": seen_customer}
+    _validate_routing_rules(c, plan, gov, entities_in_file, provider_names, keys_by_provider)
+    seen_mc = _validate_model_configs(c, plan, gov, provider_names, link)
+    governed = _validate_governed_providers(c, plan, gov, provider_names, link)
     defined = {"virtual_key": seen_vk, "team": seen_team, "customer": seen_customer, "provider_config": seen_pc}
+    defined |= {"model_config": seen_mc, "provider": governed}
     all_pc_ids = set(seen_pc) | {pc["config_id"] for vk in plan.virtual_keys for pc in vk["provider_configs"]}
     for kind, owner_id, ref, path in plan.budget_links:
         if ref not in plan.budgets:
@@ -622,17 +665,21 @@ def _apply(plan: _Plan) -> ImportResult:
             )
         plan.current_path = spec["path"]
         imports.virtual_key_mcp_configs_import(vk=vk, configs=spec["mcp_configs"])
+    _apply_pricing_overrides(plan, result, providers)
+    _apply_routing_rules(plan, result)
+    owners |= _apply_model_limits(plan, result, providers)
 
     for kind, owner_id, ref, path in plan.budget_links:
         plan.current_path = path
         budget_spec = plan.budgets[ref]
+        calendar = (kind, owner_id) in plan.calendar_owners and budget_spec["reset_duration"][-1:] in CALENDAR_UNITS
         # Usage and the window start are not written: a re-import never resets them.
         _budget, created = imports.budget_import(
             pk=stable_id("budget", f"{ref}:{kind}:{owner_id}"),
             owner=owners[(kind, owner_id)],
             max_limit=budget_spec["max_limit"],
             reset_duration=budget_spec["reset_duration"],
-            calendar_aligned=budget_spec["calendar_aligned"],
+            calendar_aligned=budget_spec["calendar_aligned"] or calendar,
         )
         result.count("budgets", created)
     for kind, owner_id, ref, path in plan.rate_limit_links:
@@ -666,3 +713,367 @@ def _apply_virtual_key(spec: dict, result: ImportResult, plan: _Plan) -> Virtual
         result.generated_values[spec["name"]] = generated
     result.count("virtual_keys", created)
     return vk
+
+
+# --- pricing overrides ---------------------------------------------------------------------------
+
+SCOPE_ID_KEYS = {"virtual_key": "virtual_key_id", "provider": "provider_id", "provider_key": "provider_key_id"}
+MAX_PRICE_DIGITS, MAX_PRICE_PLACES = 24, 15
+
+
+def _price(c: _Checker, value: Any, path: str) -> Decimal | None:
+    """A price of a pricing patch: a JSON number, finite, >= 0, at most 15 decimal places."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidOperation
+        amount = Decimal(str(value))
+        if not amount.is_finite() or amount < 0:
+            raise InvalidOperation
+    except InvalidOperation:
+        c.fail(path, "must be a number >= 0")
+        return None
+    exponent = amount.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if -exponent > MAX_PRICE_PLACES:
+        c.fail(path, f"must have at most {MAX_PRICE_PLACES} decimal places")
+        return None
+    if amount >= Decimal(10) ** (MAX_PRICE_DIGITS - MAX_PRICE_PLACES):
+        c.fail(path, "is too large")
+        return None
+    return amount
+
+
+def _pricing_patch(c: _Checker, item: dict, path: str) -> dict[str, Decimal]:
+    """The override's prices by model field, from ``pricing_patch`` (a JSON string, as Bifrost
+    writes it, or an object) or ``patch``."""
+    key = "patch" if item.get("pricing_patch") is None and item.get("patch") is not None else "pricing_patch"
+    raw, ppath = item.get(key), f"{path}.{key}"
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            c.fail(ppath, "must be a JSON object, or a string holding one")
+            return {}
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        c.fail(ppath, "must be a JSON object, or a string holding one")
+        return {}
+    prices: dict[str, Decimal] = {}
+    problems = len(c.problems)
+    for name, value in raw.items():
+        if name not in PATCH_FIELDS:
+            c.fail(f"{ppath}.{name}", f"not a price this gateway applies (supported: {', '.join(PATCH_FIELDS)})")
+            continue
+        amount = _price(c, value, f"{ppath}.{name}")
+        if amount is not None:
+            prices[PATCH_FIELDS[name]] = amount
+    if not prices and len(c.problems) == problems:
+        c.fail(ppath, "set at least one price field")
+    return prices
+
+
+def _provider_key_ref(c: _Checker, ref: Any, path: str, keys_by_provider: dict[str, set]) -> tuple[str, str] | None:
+    """``(provider name, key name)`` of a key named by its database id or by its name."""
+    if not isinstance(ref, str) or not ref:
+        c.fail(path, "must be a provider key's id or name")
+        return None
+    try:
+        key = ProviderKey.objects.select_related("provider").filter(pk=uuid.UUID(ref)).first()
+    except ValueError:
+        key = None
+    if key is not None:
+        return key.provider.name, key.name
+    owners = {provider for provider, names in keys_by_provider.items() if ref in names}
+    owners |= set(ProviderKey.objects.filter(name=ref).values_list("provider__name", flat=True))
+    if len(owners) > 1:
+        c.fail(path, f"key name {ref!r} is ambiguous (providers {', '.join(sorted(owners))}): use the key's id")
+        return None
+    if not owners:
+        c.fail(path, f"provider key {ref!r} is not defined in the file or the database")
+        return None
+    return owners.pop(), ref
+
+
+def _validate_pricing_overrides(
+    c: _Checker,
+    plan: _Plan,
+    gov: dict,
+    seen_vk: dict,
+    provider_names: set[str],
+    keys_by_provider: dict[str, set],
+) -> None:
+    seen: dict = {}
+    for index, raw in enumerate(c.items(gov.get("pricing_overrides"), "governance.pricing_overrides")):
+        path = f"governance.pricing_overrides[{index}]"
+        item = c.obj(raw, path)
+        override_id = _config_id(c, item, path, seen, "pricing override")
+        name = c.string(item, "name", path, required=True)
+        scope_kind = item.get("scope_kind")
+        if scope_kind not in ScopeKind.values:
+            c.fail(f"{path}.scope_kind", f"must be one of {', '.join(ScopeKind.values)}")
+            continue
+        wanted = SCOPE_FIELDS[scope_kind]
+        refs: dict[str, Any] = {}
+        for field_name, key in SCOPE_ID_KEYS.items():
+            value, kpath = item.get(key), f"{path}.{key}"
+            if field_name not in wanted:
+                if value is not None:
+                    c.fail(kpath, f"is not used by scope_kind {scope_kind!r}")
+                continue
+            if value is None:
+                c.fail(kpath, f"is required for scope_kind {scope_kind!r}")
+            elif field_name == "virtual_key":
+                in_db = VirtualKey.objects.filter(pk=stable_id("virtual_key", value)).exists()
+                if str(value) not in seen_vk and not in_db:
+                    c.fail(kpath, f"virtual key {value!r} is not defined in the file or the database")
+                refs[field_name] = str(value)
+            elif field_name == "provider":
+                if value not in provider_names:
+                    c.fail(kpath, f"provider {value!r} is not configured")
+                refs[field_name] = value
+            else:
+                refs[field_name] = _provider_key_ref(c, value, kpath, keys_by_provider)
+        match_type = item.get("match_type")
+        if match_type not in ("exact", "wildcard", "pattern"):
+            c.fail(f"{path}.match_type", "must be one of exact, wildcard, pattern")
+        else:
+            problem = pattern_problem(match_type, item.get("pattern"))
+            if problem:
+                c.fail(f"{path}.pattern", problem)
+        request_types = item.get("request_types") or []
+        problem = request_types_problem(request_types)
+        if problem:
+            c.fail(f"{path}.request_types", problem)
+        prices = _pricing_patch(c, item, path)
+        if override_id:
+            plan.pricing_overrides.append(
+                {
+                    "id": override_id,
+                    "name": name,
+                    "scope_kind": scope_kind,
+                    "refs": refs,
+                    "match_type": match_type,
+                    "pattern": item.get("pattern"),
+                    "request_types": request_types,
+                    "prices": prices,
+                    "path": path,
+                }
+            )
+
+
+def _apply_pricing_overrides(plan: _Plan, result: ImportResult, providers: dict[str, Provider]) -> None:
+    for spec in plan.pricing_overrides:
+        plan.current_path = spec["path"]
+        refs = spec["refs"]
+        scope: dict[str, Any] = {}
+        if "virtual_key" in refs:
+            scope["virtual_key"] = VirtualKey.objects.get(pk=stable_id("virtual_key", refs["virtual_key"]))
+        if "provider" in refs:
+            scope["provider"] = providers.get(refs["provider"]) or Provider.objects.get(name=refs["provider"])
+        if "provider_key" in refs:
+            provider_name, key_name = refs["provider_key"]
+            scope["provider_key"] = ProviderKey.objects.get(provider__name=provider_name, name=key_name)
+        _override, created = pricing_override_import(
+            pk=stable_id("pricing_override", spec["id"]),
+            name=spec["name"],
+            scope_kind=spec["scope_kind"],
+            match_type=spec["match_type"],
+            pattern=spec["pattern"],
+            request_types=spec["request_types"],
+            prices=spec["prices"],
+            **scope,
+        )
+        result.count("pricing_overrides", created)
+
+
+# --- routing rules -------------------------------------------------------------------------------
+
+ROUTING_RULE_KEYS = frozenset({*RULE_FIELDS, "id", "provider", "model"})
+
+
+def _rule_fields(item: dict) -> dict[str, Any]:
+    """A file's rule as the service takes it; Bifrost's single-target form read as one target."""
+    fields = {key: item[key] for key in RULE_FIELDS if key in item}
+    if "targets" not in item and (item.get("provider") or item.get("model")):
+        fields["targets"] = [{"provider": item.get("provider"), "model": item.get("model"), "weight": 1}]
+    return fields
+
+
+def _file_key_of(keys_by_provider: dict[str, set]) -> Any:
+    """A target's ``key_id`` as the file may give it: a key name of the provider (of the file or
+    the database) or a key's database id. Validation only: the apply step resolves it."""
+
+    def key_of(provider: str, ref: str) -> str | None:
+        if ref in keys_by_provider.get(provider, set()):
+            return ref
+        if ProviderKey.objects.filter(provider__name=provider, name=ref).exists():
+            return ref
+        try:
+            pk = uuid.UUID(ref)
+        except ValueError:
+            return None
+        return ref if ProviderKey.objects.filter(pk=pk, provider__name=provider).exists() else None
+
+    return key_of
+
+
+def _db_key_of(provider: str, ref: str) -> str | None:
+    """At apply: a key name or id of ``provider``, as the key's id."""
+    try:
+        found = ProviderKey.objects.filter(pk=uuid.UUID(ref), provider__name=provider).first()
+    except ValueError:
+        found = None
+    found = found or ProviderKey.objects.filter(provider__name=provider, name=ref).first()
+    return str(found.pk) if found is not None else None
+
+
+def _validate_routing_rules(
+    c: _Checker,
+    plan: _Plan,
+    gov: dict,
+    entities_in_file: dict[str, dict],
+    provider_names: set[str],
+    keys_by_provider: dict[str, set],
+) -> None:
+    """``governance.routing_rules[]``: each rule checked by the service's rules, errors under its path."""
+
+    def scope_entity(scope: str, scope_id: str) -> Any:
+        if scope_id in entities_in_file.get(scope, {}):
+            return True
+        return SCOPE_MODELS[scope].objects.filter(pk=stable_id(scope, scope_id)).first()
+
+    lookups = Lookups(
+        provider_exists=lambda name: name in provider_names,
+        key_of=_file_key_of(keys_by_provider),
+        scope_entity=scope_entity,
+    )
+    seen: dict = {}
+    names: dict[tuple[str, str, str], str] = {}
+    for index, raw in enumerate(c.items(gov.get("routing_rules"), "governance.routing_rules")):
+        path = f"governance.routing_rules[{index}]"
+        item = c.obj(raw, path)
+        rule_id = _config_id(c, item, path, seen, "routing rule")
+        plan.ignored += [f"{path}.{key}" for key in item if key not in ROUTING_RULE_KEYS]
+        fields = _rule_fields(item)
+        for key in ("name", "targets"):
+            if key not in fields:
+                c.fail(f"{path}.{key}", "is required")
+        try:
+            clean_rule_fields(fields, lookups=lookups)
+        except ValidationError as exc:
+            for problem_path, message in _validation_problems(exc, path):
+                c.fail(problem_path, message)
+            continue
+        scope_key = (str(fields.get("scope") or "global"), str(fields.get("scope_id") or ""), str(fields["name"]))
+        if scope_key in names:
+            message = f"duplicate routing rule name {scope_key[2]!r} in its scope (first at {names[scope_key]})"
+            c.fail(f"{path}.name", message)
+            continue
+        names[scope_key] = path
+        if rule_id and {"name", "targets"} <= set(fields):
+            plan.routing_rules.append({"id": rule_id, "fields": fields, "path": path})
+
+
+def _apply_routing_rules(plan: _Plan, result: ImportResult) -> None:
+    """After the providers, keys and entities: scope ids and key names resolve to rows now."""
+
+    def scope_entity(scope: str, scope_id: str) -> Any:
+        return SCOPE_MODELS[scope].objects.filter(pk=stable_id(scope, scope_id)).first()
+
+    lookups = Lookups(key_of=_db_key_of, scope_entity=scope_entity)
+    for spec in plan.routing_rules:
+        plan.current_path = spec["path"]
+        pk = stable_id("routing_rule", spec["id"])
+        _rule, created = routing_rule_import(pk=pk, lookups=lookups, **spec["fields"])
+        result.count("routing_rules", created)
+
+
+# --- limits on all traffic: model configs and provider governance ------------------------------
+
+
+def _validate_model_configs(
+    c: _Checker, plan: _Plan, gov: dict, provider_names: set[str], link: Callable[[str, str, dict, str], None]
+) -> dict:
+    """``governance.model_configs[]``; returns the config ids the file defines."""
+    seen: dict = {}
+    pairs: dict[tuple[str, str | None], str] = {}
+    for index, raw in enumerate(c.items(gov.get("model_configs"), "governance.model_configs")):
+        path = f"governance.model_configs[{index}]"
+        item = c.obj(raw, path)
+        config_id = _config_id(c, item, path, seen, "model config")
+        model_name = c.string(item, "model_name", path, required=True)
+        if model_name == "*":
+            c.fail(
+                f"{path}.model_name",
+                "'*' is not a model: limits on all of a provider's traffic go in governance.providers",
+            )
+        provider = item.get("provider")
+        if provider is not None and (not isinstance(provider, str) or provider not in provider_names):
+            c.fail(f"{path}.provider", f"provider {provider!r} is not configured")
+        scope = item.get("scope", "global")
+        if scope not in (None, "global"):
+            c.fail(f"{path}.scope", f"only 'global' model configs are supported, not {scope!r}")
+        calendar = c.boolean(item, "calendar_aligned", path, False)
+        budget_ids = c.string_list(item, "budget_ids", path) or []
+        if item.get("budget_id") is not None:
+            budget_ids = [str(item["budget_id"]), *budget_ids]
+        if model_name is not None and model_name != "*":
+            pair = (model_name, provider if isinstance(provider, str) else None)
+            if pair in pairs:
+                c.fail(f"{path}.model_name", f"duplicate model config for {model_name!r} (first at {pairs[pair]})")
+            pairs[pair] = path
+        if not config_id:
+            continue
+        plan.model_configs.append({"id": config_id, "model_name": model_name, "provider": provider, "path": path})
+        if calendar:
+            plan.calendar_owners.add(("model_config", config_id))
+        for budget_index, ref in enumerate(budget_ids):
+            ref_path = f"{path}.budget_ids[{budget_index}]" if "budget_ids" in item else f"{path}.budget_id"
+            plan.budget_links.append(("model_config", config_id, ref, ref_path))
+        link("model_config", config_id, {"rate_limit_id": item.get("rate_limit_id")}, path)
+    return seen
+
+
+def _validate_governed_providers(
+    c: _Checker, plan: _Plan, gov: dict, provider_names: set[str], link: Callable[[str, str, dict, str], None]
+) -> dict:
+    """``governance.providers[]``: each provider's budget and rate limit; returns the names."""
+    seen: dict = {}
+    for index, raw in enumerate(c.items(gov.get("providers"), "governance.providers")):
+        path = f"governance.providers[{index}]"
+        item = c.obj(raw, path)
+        plan.ignored += [f"{path}.{key}" for key in item if key not in GOVERNED_PROVIDER_FIELDS]
+        name = item.get("name")
+        if not isinstance(name, str) or name not in provider_names:
+            c.fail(f"{path}.name", f"provider {name!r} is not configured")
+            continue
+        if name in seen:
+            c.fail(f"{path}.name", f"duplicate provider {name!r} (first at {seen[name]})")
+            continue
+        seen[name] = path
+        plan.governed_providers.append({"name": name, "path": path})
+        link("provider", name, item, path)
+    return seen
+
+
+def _apply_model_limits(
+    plan: _Plan, result: ImportResult, providers: dict[str, Provider]
+) -> dict[tuple[str, str], Any]:
+    """Model configs and governed providers, as owners of the budgets and rate limits linked to them."""
+    owners: dict[tuple[str, str], Any] = {}
+    for spec in plan.model_configs:
+        plan.current_path = spec["path"]
+        name = spec["provider"]
+        config, created = imports.model_config_import(
+            pk=stable_id("model_config", spec["id"]),
+            model_name=spec["model_name"],
+            provider=(providers.get(name) or Provider.objects.get(name=name)) if name else None,
+        )
+        result.count("model_configs", created)
+        owners[("model_config", spec["id"])] = config
+    for spec in plan.governed_providers:
+        owners[("provider", spec["name"])] = providers.get(spec["name"]) or Provider.objects.get(name=spec["name"])
+    return owners

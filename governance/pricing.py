@@ -17,6 +17,10 @@ four-digit snapshot (``-0613``) or a three-digit revision (``-002``) — and the
 part after the last ``/`` (``openai/gpt-4o`` on a routing provider, ``models/gemini-2.5-pro``).
 So ``gpt-4o-2024-11-20`` costs what ``gpt-4o`` costs unless a row names the dated id itself.
 
+A **pricing override** (``governance.price_overrides``: per virtual key, provider key, provider or
+global, by model name, prefix or glob) patches the price this rule finds, field by field, and can
+price a model the catalog does not have.
+
 A model with no price is *unpriced*: the proxy refuses it on a path that carries a budget
 (``GOVERNANCE_UNPRICED_MODELS=block``, the default) and otherwise records it at $0 flagged
 ``priced=False``. A price of 0 is a price.
@@ -159,7 +163,8 @@ def cost_of(
     """``(cost in USD, priced)``. A cost reported by the upstream wins over our price table.
 
     ``price`` is anything with the three ``*_cost_per_token`` attributes (a ModelPrice row or a
-    snapshot). ``prompt_tokens`` includes ``cached_tokens`` (OpenAI's convention), so cached
+    snapshot), and optionally ``cost_per_request`` (a pricing override's flat amount, added once).
+    ``prompt_tokens`` includes ``cached_tokens`` (OpenAI's convention), so cached
     tokens are charged at the cached price and only the rest at the input price. Unpriced models
     cost 0 and are flagged ``priced=False`` so the bypass is visible.
     """
@@ -176,4 +181,7 @@ def cost_of(
         + cached * cached_price
         + completion_tokens * price.output_cost_per_token
     )
+    per_request: Decimal | None = getattr(price, "cost_per_request", None)  # ModelPrice rows have none
+    if per_request:
+        cost += per_request
     return cost, True

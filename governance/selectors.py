@@ -44,4 +44,6 @@ def virtual_key_list() -> QuerySet[VirtualKey]:
 
 
 def budgets_with_owner() -> QuerySet[Budget]:
-    return Budget.objects.select_related("virtual_key", "team", "customer", "provider_config__provider")
+    return Budget.objects.select_related(
+        "virtual_key", "team", "customer", "provider_config__provider", "model_config__provider", "provider"
+    )

@@ -1,13 +1,20 @@
 """The seam between the proxy and metering: admit an attempt before its upstream call, account for it after.
 
-- ``begin(resolved)``, after routing and key choice. With no budget or rate limit on the path it
-  only confirms the configuration (``freshness.confirm``). Otherwise it reserves the worst case
+- ``begin(resolved)``, after routing and key choice. The path is the VK's levels (provider
+  config -> VK -> team -> customer, ``VirtualKeySnapshot.limits_for``) followed by the levels on
+  all traffic, with or without a VK: the provider's governance, the model's config for this
+  provider, then its config for every provider (``ProviderSnapshot.shared_limits``, matched on
+  ``resolved.model``, the model as the provider is asked for it). With no budget or rate limit on
+  the path it only confirms the configuration (``freshness.confirm``). Otherwise it reserves the worst case
   through ``enforcement.admit``: one request, the prompt estimate plus the output cap as tokens, and
   those at the model's price as cost. The output cap is the request's ``max_tokens`` /
   ``max_completion_tokens`` / ``max_output_tokens`` (Gemini: ``generationConfig.maxOutputTokens``;
   or ``GOVERNANCE_DEFAULT_MAX_TOKENS``) times ``n`` or ``best_of`` (``candidateCount``). A
   translated request is reserved for on the client's body, in its format; a missing cap goes
-  upstream as that same default (``proxy.translation``). An unpriced model on a path with a budget is refused (400
+  upstream as that same default (``proxy.translation``). The price is read once here
+  (``Ticket.price``): the catalog's, patched by the pricing override that applies to this VK,
+  provider key and request type (``governance.price_overrides``); its ``cost_per_request`` is part
+  of the worst case. An unpriced model on a path with a budget is refused (400
   ``model_unpriced``) unless ``GOVERNANCE_UNPRICED_MODELS=allow``. Returns a :class:`Ticket` or a
   ``Rejection`` (the handler skips that candidate like a failed one).
 - ``calling(ticket)``, just before the upstream call, marks the lease: a worker killed from then on
@@ -88,8 +95,8 @@ def unpriced_rejection(resolved: Resolved) -> Rejection:
         type="model_unpriced",
         message=(
             f"Model '{model}' on provider '{provider}' has no price, and this request's path has a budget, "
-            f"so its cost cannot be counted: add a price for '{model}' (admin: Model prices, or "
-            "`manage.py seed_prices --update` for the shipped catalog), or set "
+            f"so its cost cannot be counted: add a price for '{model}' (admin: Model prices, a "
+            "pricing override, or `manage.py seed_prices --update` for the shipped catalog), or set "
             "GOVERNANCE_UNPRICED_MODELS=allow to let unpriced models through at $0"
         ),
     )
@@ -98,11 +105,25 @@ def unpriced_rejection(resolved: Resolved) -> Rejection:
 def begin(resolved: Resolved) -> Ticket | Rejection:
     """Admit one attempt (see the module doc); raises ``freshness.StaleConfig`` when the
     configuration it was decided on changed meanwhile (nothing stays reserved then)."""
-    ticket = Ticket(resolved, snapshot.price(resolved.provider, resolved.model))
+    vk = resolved.vk
+    price = snapshot.price(
+        resolved.provider,
+        resolved.model,
+        request_type=resolved.route.request_type,
+        virtual_key_id=vk.id if vk is not None else None,
+        provider_key_id=resolved.key.id,
+    )
+    ticket = Ticket(resolved, price)
+    shared = resolved.provider.shared_limits(resolved.model)  # one dict lookup
     if resolved.vk is None:
-        freshness.confirm()
-        return ticket
-    budgets, rate_limits = resolved.vk.limits_for(resolved.provider.name)
+        if shared is None:
+            freshness.confirm()
+            return ticket
+        budgets, rate_limits = shared
+    else:
+        budgets, rate_limits = resolved.vk.limits_for(resolved.provider.name)
+        if shared is not None:
+            budgets, rate_limits = budgets + shared[0], rate_limits + shared[1]
     if not budgets and not rate_limits:
         freshness.confirm()
         return ticket
@@ -113,7 +134,13 @@ def begin(resolved: Resolved) -> Ticket | Rejection:
     estimated_cost, _ = cost_of(ticket.price, prompt_tokens=prompt, completion_tokens=output)
     # What the UsageRecord says should the lease reaper have to settle this attempt (its worker
     # died before finishing it): kept with the reservation's lease.
-    leased = LedgerEntry(**_who(resolved), status_code=0, streamed=resolved.stream, priced=ticket.price is not None)
+    leased = LedgerEntry(
+        **_who(resolved),
+        status_code=0,
+        streamed=resolved.stream,
+        priced=ticket.price is not None,
+        price_source=ticket.price.source if ticket.price is not None else None,
+    )
     result = enforcement.admit(
         request_id=ticket.request_id,
         budgets=budgets,
@@ -171,15 +198,21 @@ def finish(
     ticket.finished = True
     resolved = ticket.resolved
     succeeded = status_code < 400 or status_code == CLIENT_CLOSED or delivered
+    price = ticket.price
+    source = price.source if price is not None else None
     # Failed attempts cost nothing; a cut-off stream is charged for what was produced.
     if succeeded:
+        # A cost the upstream reports wins over the catalog, not over a pricing override.
+        upstream_cost = None if price is not None and price.is_override else usage.upstream_cost
         cost, priced = cost_of(
-            ticket.price,
+            price,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
-            upstream_cost=usage.upstream_cost,
+            upstream_cost=upstream_cost,
         )
+        if upstream_cost is not None:
+            source = "upstream"
         prompt, completion, cached = usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
         total = usage.total_tokens or prompt + completion
     else:
@@ -194,6 +227,7 @@ def finish(
         "latency_ms": max(0, latency_ms),
         "streamed": streamed,
         "priced": priced,
+        "price_source": source,
         "estimated": usage.estimated and succeeded,
         "created_at": timezone.now(),
     }

@@ -112,6 +112,7 @@ def _request(
         client_headers=upstream.forwardable_headers(environ),
         started=started,
         raw=raw,
+        environ=environ,
     )
 
 

@@ -9,6 +9,9 @@
 - Formats: a chat route (``translatable``) reaches a provider of any type, its request translated
   (``proxy.translation``); every other route only providers that speak its format.
 - ``fallbacks`` in the body come after that, in order.
+- Routing rules (``proxy.rules``) are evaluated first: a matching rule's targets and fallbacks
+  replace the primary and the weighted configs (the body's ``fallbacks`` still come last), and a
+  target's ``key_id`` pins the key. Every candidate still passes the checks below.
 - Allow-lists (Bifrost v1.5): a provider is allowed when the VK has a config for it or has
   ``allow_all_providers`` (so a VK without configs allows nothing unless that flag is set); a
   config's ``allowed_models`` decides the model (``["*"]`` all, ``[]`` none).
@@ -25,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict, TypeVar
 
 from governance.metering.snapshot import KeySnapshot, ProviderConfigSnapshot, ProviderSnapshot, VirtualKeySnapshot
-from proxy import errors
+from governance.routing_rules import CompiledRule, Target
+from proxy import errors, rules
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,14 +159,18 @@ class InferenceRequest:
     raw: bytes = b""  # the body as received (a same-format Gemini request is sent on as it is)
     # Per-request memo, e.g. the request translated to OpenAI chat once for every attempt.
     cache: dict[str, Any] = field(default_factory=dict)
+    # The WSGI environ, read by routing rules that look at the request's headers (``proxy.rules``).
+    environ: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """One attempt to make: a provider and the model to ask it for."""
+    """One attempt to make: a provider and the model to ask it for (and the key a routing
+    rule's target pins, if any)."""
 
     provider: str
     model: str
+    key_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +208,58 @@ def split_model(model: str, providers: dict[str, ProviderSnapshot]) -> tuple[str
 
 
 def plan(request: InferenceRequest, providers: dict[str, ProviderSnapshot]) -> list[Candidate]:
-    """Primary first, then the fallbacks; 400 when no provider can be named for the model."""
-    route, model, vk = request.route, request.model, request.vk
-    provider, bare = split_model(model, providers)
+    """Primary first, then the fallbacks; 400 when no provider can be named for the model.
+
+    A routing rule that matches (``proxy.rules``) replaces the primary and the weighted configs
+    by its targets (one picked by weight, the others following heaviest first) and its own
+    ``fallbacks``; the request's ``fallbacks`` come last either way."""
+    provider, bare = split_model(request.model, providers)
+    rule = rules.matching(request, provider or request.route.default_provider or "", bare)
+    if rule is None:
+        candidates = _asked(request, providers, provider, bare)
+    else:
+        candidates = _ruled(rule, request, providers, provider, bare)
+    for entry in request.fallbacks:
+        fb_provider, fb_model = split_model(entry, providers)
+        candidates.append(Candidate(fb_provider or "", fb_model))
+    return candidates
+
+
+def _ruled(
+    rule: CompiledRule,
+    request: InferenceRequest,
+    providers: dict[str, ProviderSnapshot],
+    provider: str | None,
+    bare: str,
+) -> list[Candidate]:
+    """A matching rule's candidates: its targets, then its fallbacks. A target without a provider
+    keeps the one the request would have gone to; ``"provider/"`` in the fallbacks keeps the model.
+    A target whose provider has been deleted since the rule was saved is skipped (none left: the
+    request's own provider and model lead)."""
+    targets = [t for t in rule.targets if not t.provider or t.provider in providers]
+    if not targets:
+        targets = [Target("", "", "", 1.0)]
+    primary = _weighted_pick(targets, [t.weight for t in targets])
+    ordered = [primary, *sorted((t for t in targets if t is not primary), key=lambda t: -t.weight)]
+    candidates: list[Candidate] = []
+    for target in ordered:
+        model = target.model or bare
+        if target.provider:
+            candidates.append(Candidate(target.provider, model, target.key_id))
+        else:
+            candidates += _asked(request, providers, provider, model)
+    for entry in rule.fallbacks:
+        fb_provider, _, fb_model = entry.partition("/")
+        candidates.append(Candidate(fb_provider, fb_model or bare))
+    return candidates
+
+
+def _asked(
+    request: InferenceRequest, providers: dict[str, ProviderSnapshot], provider: str | None, bare: str
+) -> list[Candidate]:
+    """The candidates of the model as asked: its provider prefix, the route's provider, or the
+    VK's weighted configs that allow it (one picked by weight, the others following)."""
+    route, vk = request.route, request.vk
     candidates: list[Candidate] = []
     if provider is not None:
         candidates.append(Candidate(provider, bare))
@@ -219,15 +276,12 @@ def plan(request: InferenceRequest, providers: dict[str, ProviderSnapshot]) -> l
         ]
         if not weighted:
             raise errors.bad_request(
-                f"no provider found for model '{model}': use the 'provider/model' form"
+                f"no provider found for model '{bare}': use the 'provider/model' form"
                 + (" or give this virtual key a weighted provider config that allows it" if vk else "")
             )
         primary = _weighted_pick(weighted, [c.weight or 0.0 for c in weighted])
         rest = sorted((c for c in weighted if c is not primary), key=lambda c: -(c.weight or 0.0))
         candidates += [Candidate(c.provider, bare) for c in (primary, *rest)]
-    for entry in request.fallbacks:
-        fb_provider, fb_model = split_model(entry, providers)
-        candidates.append(Candidate(fb_provider or "", fb_model))
     return candidates
 
 
@@ -261,8 +315,28 @@ def resolve(candidate: Candidate, request: InferenceRequest, providers: dict[str
             " /genai/.../models/{model}:generateContent)"
         )
         raise errors.bad_request(message)
-    key = choose_key(provider, candidate.model, config)
+    if candidate.key_id:
+        key = pinned_key(provider, candidate.model, config, candidate.key_id)
+    else:
+        key = choose_key(provider, candidate.model, config)
     return Resolved(request, provider, config, key, candidate.model)
+
+
+def pinned_key(
+    provider: ProviderSnapshot, model: str, config: ProviderConfigSnapshot | None, key_id: str
+) -> KeySnapshot:
+    """The key a routing rule's target names: it must be an enabled key of the provider that
+    serves the model, and the VK's provider config must allow it (403 otherwise)."""
+    key = next((k for k in provider.keys if k.id == key_id), None)
+    if key is None or not key.enabled or not key.allows_model(model):
+        raise errors.bad_request(
+            f"no keys found that support model: {model} (the routing rule pins key '{key_id}', which is not"
+            f" an enabled key of provider '{provider.name}' for this model)"
+        )
+    if config is not None and not config.allows_key(key.id):
+        message = f"Key '{key.name}' of provider '{provider.name}' is not allowed for this virtual key"
+        raise errors.ProxyError(403, message, type_="key_blocked")
+    return key
 
 
 def choose_key(provider: ProviderSnapshot, model: str, config: ProviderConfigSnapshot | None) -> KeySnapshot:

@@ -6,7 +6,18 @@ goes through ``governance.services``, the same functions the management API uses
 
 from django.contrib import admin
 
-from governance.admin import entities, limits, mcp, providers, tokens, usage, virtual_keys  # noqa: F401
+from governance.admin import (  # noqa: F401
+    entities,
+    limits,
+    mcp,
+    model_configs,
+    pricing,
+    providers,
+    routing,
+    tokens,
+    usage,
+    virtual_keys,
+)
 
 admin.site.site_header = "Bifrost gateway"
 admin.site.site_title = "Bifrost gateway admin"

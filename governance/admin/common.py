@@ -25,7 +25,7 @@ from django.utils.html import format_html, format_html_join
 
 from governance.dashboard.charts import money, usage_level
 from governance.metering.live import live_usage
-from governance.models import Budget, Customer, ProviderConfig, RateLimit, Team, VirtualKey
+from governance.models import Budget, Customer, ModelConfig, Provider, ProviderConfig, RateLimit, Team, VirtualKey
 
 SECRETS_SESSION_KEY = "governance_one_time_secrets"
 ADMIN_MEDIA_CSS = {"all": ("governance/admin.css",)}
@@ -40,7 +40,7 @@ LIVE_TOKENS_ATTR = "live_tokens"
 LIVE_REQUESTS_ATTR = "live_requests"
 
 # The rows that own budgets (``owner.budgets``) and a rate limit (``owner.rate_limit``).
-LimitOwner: TypeAlias = VirtualKey | Team | Customer | ProviderConfig
+LimitOwner: TypeAlias = VirtualKey | Team | Customer | ProviderConfig | ModelConfig | Provider
 
 ModelT = TypeVar("ModelT", bound=Model)
 LimitOwnerT = TypeVar("LimitOwnerT", bound=LimitOwner)

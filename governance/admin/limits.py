@@ -1,7 +1,7 @@
 """Overview lists of every budget and rate limit, with links to the owner that edits them.
 
 Budgets and rate limits are edited inline on their owner's page (VK, team, customer, provider
-config), so these pages are read-only apart from the reset-usage action and deletion (which goes
+config, model config, provider), so these pages are read-only apart from the reset-usage action and deletion (which goes
 through the owner's services, and which the owner's own deletion needs to be allowed).
 """
 
@@ -32,6 +32,8 @@ OWNER_LABELS = (
     ("team", "team"),
     ("customer", "customer"),
     ("provider_config", "provider config"),
+    ("model_config", "model config"),
+    ("provider", "provider"),
 )
 
 LimitRowT = TypeVar("LimitRowT", Budget, RateLimit)
@@ -74,7 +76,7 @@ class OwnerKindFilter(admin.SimpleListFilter):
 
 
 def owner_of(row: Budget | RateLimit) -> LimitOwner:
-    """The VK, team, customer or provider config a budget or rate limit belongs to."""
+    """The VK, team, customer, provider config, model config or provider a budget or rate limit belongs to."""
     return next(getattr(row, field) for field, _ in OWNER_LABELS if getattr(row, f"{field}_id") is not None)
 
 
@@ -102,9 +104,23 @@ def _rate_limit_delete(rate_limit: RateLimit) -> None:
 
 
 class _ReadOnlyOverview(ServiceAdminMixin[LimitRowT], GovernanceModelAdmin[LimitRowT]):
-    list_select_related = ["virtual_key", "team", "customer", "provider_config__provider"]
+    list_select_related = [
+        "virtual_key",
+        "team",
+        "customer",
+        "provider_config__provider",
+        "model_config__provider",
+        "provider",
+    ]
     list_filter = [OwnerKindFilter]
-    search_fields = ["virtual_key__name", "team__name", "customer__name", "provider_config__provider__name"]
+    search_fields = [
+        "virtual_key__name",
+        "team__name",
+        "customer__name",
+        "provider_config__provider__name",
+        "model_config__model_name",
+        "provider__name",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -1,4 +1,5 @@
-"""Providers, provider keys (values write-only and masked), VK provider configs, model prices."""
+"""Providers (with their governance: budgets and rate limit on all traffic to them, inline),
+provider keys (values write-only and masked), VK provider configs, model prices."""
 
 from __future__ import annotations
 
@@ -46,18 +47,46 @@ class _KeyCount(TypedDict):
     key_count: int
 
 
+class ProviderBudgetInline(BudgetInline):
+    verbose_name_plural = (
+        "provider budgets: all traffic to this provider, with or without a virtual key (one per reset duration)"
+    )
+
+
+class ProviderRateLimitInline(RateLimitInline):
+    verbose_name_plural = "provider rate limit: all traffic to this provider"
+
+
 @admin.register(Provider)
-class ProviderAdmin(ServiceAdminMixin[Provider], GovernanceModelAdmin[Provider]):
+class ProviderAdmin(LimitsOwnerAdminMixin[Provider], GovernanceModelAdmin[Provider]):
     form = ProviderAdminForm
-    list_display = ["name", "provider_type", "effective_url", "timeout_seconds", "keys"]
+    list_display = [
+        "name",
+        "provider_type",
+        "effective_url",
+        "timeout_seconds",
+        "keys",
+        "budgets_used",
+        "rate_limit_used",
+    ]
     list_filter = ["provider_type"]
     search_fields = ["name", "base_url"]
+    list_select_related = ["rate_limit"]
+    inlines = [ProviderBudgetInline, ProviderRateLimitInline]
     services = Services(create=provider_create, update=provider_update, delete=provider_delete, instance="provider")
     service_fields = ("base_url", "provider_type", "timeout_seconds", "extra_headers")
     create_fields = ("name",)  # read-only once created
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Provider]:
-        return super().get_queryset(request).annotate(key_count=Count("keys"))
+        return super().get_queryset(request).annotate(key_count=Count("keys")).prefetch_related("budgets")
+
+    @admin.display(description="budgets (spent / limit)")
+    def budgets_used(self, provider: Provider) -> str:
+        return budget_bars(provider.budgets.all())
+
+    @admin.display(description="rate limit")
+    def rate_limit_used(self, provider: Provider) -> str:
+        return rate_limit_bars(related_rate_limit(provider))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Provider | None = None) -> list[str]:
         # The name is how VKs, routing and the API refer to the provider: fixed after creation.

@@ -33,12 +33,23 @@ VK_LIST_PARAMS = [
     OpenApiParameter("team_id", OpenApiTypes.UUID),
     OpenApiParameter("customer_id", OpenApiTypes.UUID),
 ]
+MODEL_CONFIG_LIST_PARAMS = [
+    *PAGE_PARAMS[:2],
+    OpenApiParameter(
+        "search", {"type": "string", "maxLength": 255}, description="case-insensitive model_name substring"
+    ),
+    OpenApiParameter("sort_by", str, enum=["model_name", "created_at"]),
+    PAGE_PARAMS[4],
+]
 # Ids in paths are UUIDs; anything else is answered 404 like an unknown id.
 ID_PARAM = OpenApiParameter("id", OpenApiTypes.UUID, OpenApiParameter.PATH)
 
 
 class OwnerOut(serializers.Serializer):
-    type = serializers.CharField(allow_null=True)
+    type = serializers.CharField(
+        allow_null=True,
+        help_text="virtual_key, provider_config, team, customer, model_config or provider",
+    )
     id = serializers.CharField(allow_null=True)
 
 
@@ -142,6 +153,25 @@ class CustomerOut(serializers.Serializer):
     updated_at = serializers.DateTimeField()
 
 
+class ModelConfigOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    model_name = serializers.CharField(help_text="the model as the provider is asked for it")
+    provider = serializers.CharField(allow_null=True, help_text="null: the model on every provider")
+    budgets = BudgetOut(many=True)
+    budget = BudgetOut(allow_null=True, help_text="Bifrost's single budget: the first of budgets")
+    rate_limit = RateLimitOut(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class ProviderGovernanceOut(serializers.Serializer):
+    id = serializers.UUIDField(help_text="the provider's id")
+    provider = serializers.CharField()
+    budgets = BudgetOut(many=True)
+    budget = BudgetOut(allow_null=True, help_text="Bifrost's single budget: the first of budgets")
+    rate_limit = RateLimitOut(allow_null=True)
+
+
 class MessageOut(serializers.Serializer):
     message = serializers.CharField()
 
@@ -180,6 +210,17 @@ CustomerListOut = _wrap("CustomerList", "customers", CustomerOut, many=True, pag
 CustomerOneOut = _wrap("CustomerOne", "customer", CustomerOut)
 CustomerMessageOut = _wrap("CustomerMessage", "customer", CustomerOut, message=True)
 BudgetMessageOut = _wrap("BudgetMessage", "budget", BudgetOut, message=True)
+ModelConfigListOut = _wrap("ModelConfigList", "model_configs", ModelConfigOut, many=True, page=True)
+ModelConfigOneOut = _wrap("ModelConfigOne", "model_config", ModelConfigOut)
+ModelConfigMessageOut = _wrap("ModelConfigMessage", "model_config", ModelConfigOut, message=True)
+ProviderGovernanceOneOut = _wrap("ProviderGovernanceOne", "provider", ProviderGovernanceOut)
+ProviderGovernanceMessageOut = _wrap("ProviderGovernanceMessage", "provider", ProviderGovernanceOut, message=True)
+
+
+@extend_schema_serializer(many=False)
+class ProviderGovernanceListOut(serializers.Serializer):
+    providers = ProviderGovernanceOut(many=True)
+    count = serializers.IntegerField()
 
 
 @extend_schema_serializer(many=False)
@@ -221,6 +262,12 @@ class QuotaOut(serializers.Serializer):
     provider_configs = QuotaProviderConfigOut(many=True)
     team = QuotaEntityOut(allow_null=True, help_text="the key's team: its budgets and rate limit also cap the key")
     customer = QuotaEntityOut(allow_null=True, help_text="the key's own customer, or its team's")
+    provider_governance = ProviderGovernanceOut(
+        many=True, help_text="the governance of each provider the key may use: it caps all traffic to that provider"
+    )
+    model_configs = ModelConfigOut(
+        many=True, help_text="the model configs on the key's paths: each caps all traffic for its model"
+    )
 
 
 # The one error body (``bifrost_site.errors.error_body``), declared on every operation by the

@@ -47,19 +47,20 @@ def uuid_param(params: Params, name: str) -> uuid.UUID | None:
         raise ValidationError({name: [f"{name} must be a UUID"]}) from None
 
 
-def search(queryset: QuerySet[M], params: Params) -> QuerySet[M]:
+def search(queryset: QuerySet[M], params: Params, *, field: str = "name") -> QuerySet[M]:
     raw = params.get("search", "")
     if len(raw) > 255:  # before strip(): the limit is on what the client sent
         raise ValidationError({"search": ["search is too long (max 255 characters)"]})
     if "\x00" in raw:  # PostgreSQL text cannot hold it; refuse it the same way on every backend
         raise ValidationError({"search": ["search must not contain NUL characters"]})
     term = raw.strip()
-    return queryset.filter(name__icontains=term) if term else queryset
+    return queryset.filter(**{f"{field}__icontains": term}) if term else queryset
 
 
-def sort(queryset: QuerySet[M], params: Params, fields: dict[str, str]) -> QuerySet[M]:
-    """Order by ``sort_by`` (one of ``fields``) and ``order`` (asc|desc); ties broken by id."""
-    sort_by = params.get("sort_by") or "name"
+def sort(queryset: QuerySet[M], params: Params, fields: dict[str, str], *, default: str = "name") -> QuerySet[M]:
+    """Order by ``sort_by`` (one of ``fields``; ``default`` when absent) and ``order`` (asc|desc);
+    ties broken by id."""
+    sort_by = params.get("sort_by") or default
     order = (params.get("order") or "asc").lower()
     if sort_by not in fields:
         raise ValidationError({"sort_by": [f"sort_by must be one of {', '.join(fields)}"]})

@@ -25,6 +25,12 @@ Decisions where Bifrost's contract is silent (also in the README):
   so are ``provider_configs`` (per-provider budgets and rate limits), ``virtual_key_id``,
   ``virtual_key_value`` (masked, ``sk-bf-…abcd``) and ``expires_at``. Nothing is nested under
   a ``virtual_key`` wrapper any more: the top level is the key.
+- The limits on all traffic that cap this key's requests too are beside them:
+  ``provider_governance`` (``{"id", "provider", "budgets", "budget", "rate_limit"}`` of each
+  provider the key may use that has governance) and ``model_configs`` (as
+  ``/api/governance/model-configs`` shows them: each config for a model the key may use on a
+  provider it may use, or on every provider). Their usage is everyone's, not the key's: they
+  are shared, and a refusal names them with the same figures.
 - ``rate_limit`` is ``null`` (present, not omitted) when the key has none.
 - ``is_active`` is false when the key is deactivated **or** expired: either way it is refused.
 - Usage is live: that of the current window, reservations of requests in flight included
@@ -47,9 +53,17 @@ from rest_framework.views import APIView
 from bifrost_site.errors import error_body
 from governance import selectors
 from governance.api import docs
-from governance.api.representations import Usage, budget_json, rate_limit_json, rate_limit_of, usage_for
+from governance.api.representations import (
+    Usage,
+    budget_json,
+    model_config_json,
+    provider_governance_json,
+    rate_limit_json,
+    rate_limit_of,
+    usage_for,
+)
 from governance.keys import VK_NOT_FOUND, VK_REQUIRED, presented_virtual_key
-from governance.models import Customer, Team, VirtualKey
+from governance.models import Customer, ModelConfig, Provider, ProviderGovernance, Team, VirtualKey
 
 
 class QuotaView(APIView):
@@ -95,8 +109,9 @@ class QuotaView(APIView):
         )
         customer: Customer | None = vk.customer or (vk.team.customer if vk.team else None)
         team: Team | None = vk.team
+        governed, model_configs = _shared_limits(vk)
         owners = [o for o in (vk, team, customer) if o is not None]
-        usage = usage_for(owners)
+        usage = usage_for([*owners, *governed, *model_configs])
         return Response(
             {
                 # Bifrost v1.5's fields.
@@ -119,8 +134,44 @@ class QuotaView(APIView):
                 ],
                 "team": _entity(team, usage),
                 "customer": _entity(customer, usage),
+                "provider_governance": [provider_governance_json(p, usage) for p in governed],
+                "model_configs": [model_config_json(c, usage) for c in model_configs],
             }
         )
+
+
+def _shared_limits(vk: VirtualKey) -> tuple[list[ProviderGovernance], list[ModelConfig]]:
+    """The provider governance and model configs on this key's paths: providers it may use (a
+    config for it, or ``allow_all_providers``) and models a config there allows (any model on a
+    provider it may use without a config)."""
+    configs = {pc.provider.name: pc for pc in vk.provider_configs.all()}
+
+    def allows(provider: str, model: str) -> bool:
+        config = configs.get(provider)
+        if config is None:
+            return vk.allow_all_providers
+        return "*" in config.allowed_models or model in config.allowed_models
+
+    reachable = set(configs)
+    if vk.allow_all_providers:
+        reachable |= set(Provider.objects.values_list("name", flat=True))
+    governed = [
+        p
+        for p in ProviderGovernance.objects.select_related("rate_limit").prefetch_related("budgets").order_by("name")
+        if p.name in reachable
+    ]
+    model_configs = [
+        config
+        for config in ModelConfig.objects.select_related("provider", "rate_limit")
+        .prefetch_related("budgets")
+        .order_by("model_name", "created_at")
+        if any(
+            allows(name, config.model_name)
+            for name in ([config.provider.name] if config.provider is not None else reachable)
+            if name in reachable
+        )
+    ]
+    return governed, model_configs
 
 
 def _entity(owner: Team | Customer | None, usage: Usage) -> dict[str, Any] | None:

@@ -13,12 +13,13 @@ from decimal import Decimal
 from typing import Any
 
 from governance.metering.live import live_usage
-from governance.models import Budget, Customer, ProviderConfig, RateLimit, Team, VirtualKey
+from governance.models import Budget, Customer, ModelConfig, Provider, ProviderConfig, RateLimit, Team, VirtualKey
+from governance.models.limits import OWNER_FIELDS
 
 # ``live_usage``'s answer: ``{("budget", pk): {...}, ("rate_limit", pk): {...}}``.
 Usage = dict[tuple[str, Any], dict[str, Any]]
 # The rows that own budgets and a rate limit.
-LimitOwner = VirtualKey | ProviderConfig | Team | Customer
+LimitOwner = VirtualKey | ProviderConfig | Team | Customer | ModelConfig | Provider
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -47,7 +48,7 @@ def budget_json(budget: Budget, usage: Usage | None = None) -> dict[str, Any]:
 
 
 def _owner(row: Budget | RateLimit) -> dict[str, str | None]:
-    for kind in ("virtual_key", "provider_config", "team", "customer"):
+    for kind in OWNER_FIELDS:
         owner_id = getattr(row, f"{kind}_id")
         if owner_id is not None:
             return {"type": kind, "id": str(owner_id)}
@@ -159,7 +160,36 @@ def customer_json(customer: Customer, usage: Usage | None = None) -> dict[str, A
     }
 
 
-def usage_for(objects: Iterable[VirtualKey | Team | Customer]) -> Usage:
+def model_config_json(config: ModelConfig, usage: Usage | None = None) -> dict[str, Any]:
+    """Bifrost's model config, with ``budgets`` (one per reset duration) beside its single
+    ``budget`` (the first); ``provider`` is null for a config on every provider."""
+    budgets = [budget_json(b, usage) for b in config.budgets.all()]
+    return {
+        "id": str(config.pk),
+        "model_name": config.model_name,
+        "provider": config.provider.name if config.provider is not None else None,
+        "budgets": budgets,
+        "budget": budgets[0] if budgets else None,
+        "rate_limit": rate_limit_json(rate_limit_of(config), usage),
+        "created_at": _iso(config.created_at),
+        "updated_at": _iso(config.updated_at),
+    }
+
+
+def provider_governance_json(provider: Provider, usage: Usage | None = None) -> dict[str, Any]:
+    """Bifrost's provider governance (``provider``, ``budget``, ``rate_limit``), with ``budgets``
+    beside ``budget`` and the provider's ``id``."""
+    budgets = [budget_json(b, usage) for b in provider.budgets.all()]
+    return {
+        "id": str(provider.pk),
+        "provider": provider.name,
+        "budgets": budgets,
+        "budget": budgets[0] if budgets else None,
+        "rate_limit": rate_limit_json(rate_limit_of(provider), usage),
+    }
+
+
+def usage_for(objects: Iterable[VirtualKey | Team | Customer | ModelConfig | Provider]) -> Usage:
     """Live usage for every budget and rate limit reachable from ``objects`` (one lookup)."""
     budgets: list[Budget] = []
     rate_limits: list[RateLimit] = []

@@ -15,7 +15,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from governance.durations import validate_duration
-from governance.models import Customer, Team, VirtualKey
+from governance.models import Customer, Provider, Team, VirtualKey
 
 # JSON-typed fields. DRF coerces by default (``0`` for a string, ``"yes"`` for a boolean, ``"5"`` for
 # an integer); the API takes each value in the JSON type its schema declares, as Bifrost does, so
@@ -258,6 +258,44 @@ class CustomerInput(BudgetsMixin):
         return dict(self.validated_data)
 
 
+@extend_schema_field({"type": "string", "maxLength": 63, "nullable": True, "example": "openai"})
+class _ProviderName(serializers.Field):
+    """A configured provider, by name; an unknown one is a 400 on the field."""
+
+    default_error_messages = {"invalid": "Not a valid string."}
+
+    def to_internal_value(self, data: Any) -> Provider:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        provider = Provider.objects.filter(name=data).first() if len(data) <= 63 and "\x00" not in data else None
+        if provider is None:
+            raise serializers.ValidationError(f"provider {data[:63]!r} does not exist")
+        return provider
+
+    def to_representation(self, value: Provider) -> str:
+        return value.name
+
+
+class ModelConfigInput(BudgetsMixin):
+    """Body of ``POST /api/governance/model-configs``: limits on all traffic for one model."""
+
+    model_name = StrictCharField(max_length=255, help_text="the model as the provider is asked for it")
+    provider = _ProviderName(required=False, allow_null=True, help_text="absent or null: the model on every provider")
+    rate_limit = RateLimitInput(required=False, allow_null=True)
+
+    def to_service_kwargs(self) -> dict[str, Any]:
+        return dict(self.validated_data)
+
+
+class ProviderGovernanceInput(BudgetsMixin):
+    """Body of ``PUT /api/governance/providers/{name}``: the provider's budgets and rate limit."""
+
+    rate_limit = RateLimitInput(required=False, allow_null=True)
+
+    def to_service_kwargs(self) -> dict[str, Any]:
+        return dict(self.validated_data)
+
+
 # PUT bodies: as for create, with every field optional (an absent field keeps its value, except
 # that a VK with neither team_id nor customer_id is detached, as in Bifrost).
 
@@ -278,3 +316,9 @@ class CustomerUpdateInput(CustomerInput):
     """Body of ``PUT /api/governance/customers/{id}``."""
 
     name = StrictCharField(max_length=255, required=False)
+
+
+class ModelConfigUpdateInput(ModelConfigInput):
+    """Body of ``PUT /api/governance/model-configs/{id}``."""
+
+    model_name = StrictCharField(max_length=255, required=False)

@@ -31,11 +31,11 @@ from governance.api.serializers import (
     VirtualKeyInput,
     VirtualKeyUpdateInput,
 )
-from governance.models import Customer, Team, VirtualKey
+from governance.models import Customer, ModelConfig, Team, VirtualKey
 
 _M = TypeVar("_M", bound=Model)
 # The row an ``EntityViewSet`` manages.
-Entity = TypeVar("Entity", VirtualKey, Team, Customer)
+Entity = TypeVar("Entity", VirtualKey, Team, Customer, ModelConfig)
 
 
 def get_or_404(queryset: QuerySet[_M], pk: str | uuid.UUID, message: str) -> _M:
@@ -70,6 +70,8 @@ class EntityViewSet(viewsets.GenericViewSet, Generic[Entity]):
     # UUID query parameters that filter the list on the field of the same name, in this order.
     list_filters: ClassVar[tuple[str, ...]] = ()
     sort_fields: ClassVar[dict[str, str]] = {"name": "name", "created_at": "created_at"}
+    search_field: ClassVar[str] = "name"  # what ``search`` matches (case-insensitive substring)
+    default_sort: ClassVar[str] = "name"  # the ``sort_by`` of a list that names none
 
     def _queryset(self) -> QuerySet[Entity]:
         raise NotImplementedError
@@ -94,10 +96,10 @@ class EntityViewSet(viewsets.GenericViewSet, Generic[Entity]):
 
     def list(self, request: Request) -> Response:
         params = request.query_params
-        queryset = listing.search(self._queryset(), params)
+        queryset = listing.search(self._queryset(), params, field=self.search_field)
         filters = {name: listing.uuid_param(params, name) for name in self.list_filters}
         queryset = queryset.filter(**{name: value for name, value in filters.items() if value})
-        queryset = listing.sort(queryset, params, self.sort_fields)
+        queryset = listing.sort(queryset, params, self.sort_fields, default=self.default_sort)
         rows, page = listing.paginate(queryset, params)
         usage = usage_for(rows)
         return Response({self.list_key: [self.represent(obj, usage) for obj in rows], **page})

@@ -39,6 +39,7 @@ CSV_COLUMNS = [
     "latency_ms",
     "streamed",
     "priced",
+    "price_source",
 ]
 
 
@@ -55,6 +56,10 @@ def _owner_label(row: Budget | RateLimit) -> str:
         return f"Team {row.team.name}"
     if row.customer is not None:
         return f"Customer {row.customer.name}"
+    if row.model_config is not None:
+        return f"Model {row.model_config.label}"
+    if row.provider is not None:
+        return f"Provider {row.provider.name}"
     config = row.provider_config
     if config is None:
         raise ValueError(f"{row!r} has no owner")
@@ -86,7 +91,13 @@ def budget_bars(now: datetime | None = None) -> list[dict[str, Any]]:
 def rate_limit_bars(now: datetime | None = None) -> list[dict[str, Any]]:
     rows = list(
         RateLimit.objects.select_related(
-            "virtual_key", "team", "customer", "provider_config__virtual_key", "provider_config__provider"
+            "virtual_key",
+            "team",
+            "customer",
+            "provider_config__virtual_key",
+            "provider_config__provider",
+            "model_config__provider",
+            "provider",
         )
     )
     usage = live_usage([], rows, now or timezone.now())
@@ -198,6 +209,7 @@ def usage_csv(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
                         record.latency_ms,
                         record.streamed,
                         record.priced,
+                        record.price_source or "",
                     )
                 ]
             )

@@ -86,7 +86,7 @@ def admit(
     """Check every budget and rate limit on the path and reserve on all of them, atomically.
 
     ``budgets`` and ``rate_limits`` are given in path order (provider config -> VK -> team ->
-    customer). ``estimated_cost`` is the worst-case cost in USD (reserved on every budget);
+    customer -> provider -> model). ``estimated_cost`` is the worst-case cost in USD (reserved on every budget);
     ``estimated_tokens`` is reserved on token limits; one request slot is taken on request
     limits. Returns an ``Admission`` to settle or release later, or a ``Rejection`` (402
     ``budget_exceeded``, 429 ``token_limited``/``request_limited``/``rate_limited`` with

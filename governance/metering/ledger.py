@@ -79,6 +79,7 @@ class LedgerEntry:
     latency_ms: int = 0
     streamed: bool = False
     priced: bool = True
+    price_source: str | None = None  # which price it was charged at (``UsageRecord.price_source``)
     estimated: bool = False
     created_at: datetime | None = None
 

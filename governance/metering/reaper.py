@@ -241,6 +241,7 @@ def _settlement(
         latency_ms=min(max(0, int((now - payload.admitted_at) / timedelta(milliseconds=1))), INT_COLUMN_MAX),
         streamed=bool(fields.get("streamed", False)),
         priced=bool(fields.get("priced", True)),
+        price_source=fields.get("price_source"),
         created_at=now,
     )
     cost = payload.estimated_cost if reached else Decimal("0")

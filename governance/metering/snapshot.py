@@ -2,8 +2,11 @@
 
 Three caches, plain dicts in this process: **virtual keys** by the digest of the presented value
 (:class:`VirtualKeySnapshot`: its provider configs and the budgets/rate limits on its path, in four
-queries), **providers** with their keys (values decrypted here, in memory only, never logged; two
-queries) and **model prices** (one query). A cached virtual key costs the hot path no query.
+queries), **providers** with their keys (values decrypted here, in memory only, never logged) and
+the limits on all traffic to them (provider governance and model configs, resolved per model:
+:meth:`ProviderSnapshot.shared_limits`; four queries), and **model prices** with the pricing
+overrides (:class:`PriceBook`, two queries). A cached virtual key costs the hot path no query.
+The **routing rules** are cached the same way, compiled (:func:`routing_rules`, one query).
 
 Invalidation:
 
@@ -37,15 +40,17 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from governance import pricing
+from governance import price_overrides, pricing
 from governance.keys import digest
-from governance.limitspec import BudgetSpec, RateLimitSpec
+from governance.limitspec import MODEL, PATH, PROVIDER, BudgetSpec, RateLimitSpec
 from governance.metering import freshness
 from governance.models import (
     Budget,
     Customer,
     McpClient,
+    ModelConfig,
     ModelPrice,
+    PricingOverride,
     Provider,
     ProviderConfig,
     ProviderKey,
@@ -53,7 +58,12 @@ from governance.models import (
     VirtualKey,
     VirtualKeyMcpConfig,
 )
+from governance.models.pricing_overrides import PRICE_FIELDS
 from governance.provider_types import AZURE_DEFAULT_API_VERSION
+from governance.routing_rules import RuleBook, load_rule_book
+
+# Budgets and rate limits of some levels of a request's path, in path order.
+Limits = tuple[tuple[BudgetSpec, ...], tuple[RateLimitSpec, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +104,9 @@ class VirtualKeySnapshot:
     customer_rate_limit: RateLimitSpec | None
     # MCP client id → the tools this key may use there (None: every tool), from its MCP configs.
     mcp_tools: tuple[tuple[int, tuple[str, ...] | None], ...] = ()
+    # Names of the key's team and customer ("" when none), for routing rules' variables.
+    team_name: str = ""
+    customer_name: str = ""
 
     @property
     def is_expired(self) -> bool:
@@ -155,6 +168,17 @@ class ProviderSnapshot:
     timeout_seconds: float
     extra_headers: tuple[tuple[str, str], ...]
     keys: tuple[KeySnapshot, ...]
+    # The limits on all traffic to this provider, whoever sends it: the provider's own (provider
+    # governance), then for each model with a model config, those plus the model's config for
+    # this provider and its config for every provider (``_shared_limits``). None: no limits.
+    own_limits: Limits | None = None
+    model_limits: dict[str, Limits | None] = field(default_factory=dict, hash=False, compare=False)
+
+    def shared_limits(self, model: str) -> Limits | None:
+        """The provider and model levels of a request for ``model`` (as the provider is asked
+        for it), in path order provider -> model on this provider -> model on every provider;
+        None when there are none. One dict lookup: this is on every request's path."""
+        return self.model_limits.get(model, self.own_limits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +186,12 @@ class PriceSnapshot:
     input_cost_per_token: Decimal
     output_cost_per_token: Decimal
     cached_input_cost_per_token: Decimal | None
+    cost_per_request: Decimal = Decimal("0")  # added once to a successful request (overrides only)
+    # What the ledger records as the price a request was charged at: ``catalog:<provider>/<model>``
+    # (the catalog row's own names), ``override:<id>``, or ``override:<id>+catalog:<provider>/<model>``
+    # when the override leaves some token price to the catalog row.
+    source: str | None = None
+    is_override: bool = False  # an override's price also wins over a cost the upstream reports
 
 
 # --- process caches -------------------------------------------------------------------------
@@ -172,6 +202,7 @@ _vks: dict[str, tuple[float, VirtualKeySnapshot]] = {}
 _providers: tuple[float, dict[str, ProviderSnapshot]] | None = None
 _prices: tuple[float, PriceBook] | None = None
 _mcp_clients: tuple[float, tuple[McpClient, ...]] | None = None
+_routing: tuple[float, RuleBook] | None = None
 
 
 def _ttl() -> float:
@@ -180,13 +211,14 @@ def _ttl() -> float:
 
 def invalidate_local() -> None:
     """Drop every cached snapshot in this process."""
-    global _generation, _providers, _prices, _mcp_clients
+    global _generation, _providers, _prices, _mcp_clients, _routing
     with _lock:
         _generation += 1
         _vks.clear()
         _providers = None
         _prices = None
         _mcp_clients = None
+        _routing = None
 
 
 def invalidate() -> None:
@@ -296,21 +328,79 @@ def _store_mcp_clients(entry: tuple[float, tuple[McpClient, ...]]) -> None:
     _mcp_clients = entry
 
 
-def price(provider: ProviderSnapshot, model: str) -> PriceSnapshot | None:
-    """The price of ``model`` on ``provider`` by the rule in ``governance.pricing``; None = unpriced."""
+def routing_rules() -> RuleBook:
+    """Every enabled routing rule, compiled, by scope (``governance.routing_rules``); loaded
+    and compiled once per configuration generation. Empty (falsy) when there are none."""
+    return _cached(("routing", ""), _routing, load_rule_book, _store_routing)
+
+
+def _store_routing(entry: tuple[float, RuleBook]) -> None:
+    global _routing
+    _routing = entry
+
+
+def price(
+    provider: ProviderSnapshot,
+    model: str,
+    *,
+    request_type: str | None = None,
+    virtual_key_id: str | None = None,
+    provider_key_id: str | None = None,
+) -> PriceSnapshot | None:
+    """The price of ``model`` on ``provider`` for one request: the catalog's by the rule in
+    ``governance.pricing``, patched by the pricing override that applies to the request's virtual
+    key, provider key and request type (``governance.price_overrides``); None = unpriced."""
     book = _cached(("prices", ""), _prices, _load_prices, _store_prices)
-    return book.find(provider.name, provider.provider_type, model)
+    if not book.overrides:
+        return book.find(provider.name, provider.provider_type, model)
+    return book.find_for(provider.name, provider.provider_type, model, request_type, virtual_key_id, provider_key_id)
 
 
 class PriceBook:
-    """Every price row, with the answers of the lookup rule remembered per (provider, model)."""
+    """Every price row and pricing override, with the answers of the lookup rule remembered per
+    (provider, model) and, when there are overrides, per request's scopes."""
 
     MEMO_LIMIT = 10_000  # model names come from clients: the memo must not grow without bound
 
-    def __init__(self, rows: dict[tuple[str, str], PriceSnapshot]) -> None:
+    def __init__(
+        self,
+        rows: dict[tuple[str, str], PriceSnapshot],
+        overrides: price_overrides.OverrideIndex | None = None,
+    ) -> None:
         self.rows = rows
         self.by_model = pricing.index_by_model(rows.items())
         self.memo: dict[tuple[str, str, str], PriceSnapshot | None] = {}
+        self.overrides = overrides or price_overrides.OverrideIndex()
+        self.scoped: dict[tuple[str, str, str, str | None, str | None, str | None], PriceSnapshot | None] = {}
+
+    def find_for(
+        self,
+        provider: str,
+        provider_type: str,
+        model: str,
+        request_type: str | None,
+        virtual_key_id: str | None,
+        provider_key_id: str | None,
+    ) -> PriceSnapshot | None:
+        """The catalog's price patched by the override that applies (see :func:`price`)."""
+        key = (provider, provider_type, model, request_type, virtual_key_id, provider_key_id)
+        try:
+            return self.scoped[key]
+        except KeyError:
+            pass
+        base = self.find(provider, provider_type, model)
+        override = self.overrides.find(
+            model=model,
+            provider=provider,
+            virtual_key=virtual_key_id,
+            provider_key=provider_key_id,
+            request_type=request_type,
+        )
+        found = base if override is None else patched(base, override)
+        if len(self.scoped) >= self.MEMO_LIMIT:
+            self.scoped.clear()
+        self.scoped[key] = found
+        return found
 
     def find(self, provider: str, provider_type: str, model: str) -> PriceSnapshot | None:
         key = (provider, provider_type, model)
@@ -327,11 +417,74 @@ class PriceBook:
         return found
 
 
+def patched(base: PriceSnapshot | None, override: price_overrides.OverrideSnapshot) -> PriceSnapshot:
+    """``base`` (the catalog's price, or None) with the fields ``override`` sets replaced; a field
+    it leaves empty keeps the catalog's value (none: 0, for the cached price: the input price)."""
+    source = f"override:{override.id}"
+    if base is not None and base.source:
+        from_catalog = (
+            override.input_cost_per_token is None
+            or override.output_cost_per_token is None
+            or (override.cached_input_cost_per_token is None and base.cached_input_cost_per_token is not None)
+        )
+        if from_catalog:  # the catalog row still sets some token price
+            source += "+" + base.source
+    zero = Decimal("0")
+    input_price = override.input_cost_per_token
+    if input_price is None:
+        input_price = base.input_cost_per_token if base is not None else zero
+    output_price = override.output_cost_per_token
+    if output_price is None:
+        output_price = base.output_cost_per_token if base is not None else zero
+    cached_price = override.cached_input_cost_per_token
+    if cached_price is None and base is not None:
+        cached_price = base.cached_input_cost_per_token
+    return PriceSnapshot(
+        input_cost_per_token=input_price,
+        output_cost_per_token=output_price,
+        cached_input_cost_per_token=cached_price,
+        cost_per_request=override.cost_per_request or zero,
+        source=source,
+        is_override=True,
+    )
+
+
 def _load_prices() -> PriceBook:
     rows = ModelPrice.objects.values_list(
         "provider", "model", "input_cost_per_token", "output_cost_per_token", "cached_input_cost_per_token"
     )
-    return PriceBook({(p, m): PriceSnapshot(i, o, c) for p, m, i, o, c in rows})
+    catalog = {(p, m): PriceSnapshot(i, o, c, source=f"catalog:{p}/{m}") for p, m, i, o, c in rows}
+    overrides = []
+    for row in PricingOverride.objects.values(
+        "id",
+        "scope_kind",
+        "virtual_key_id",
+        "provider__name",
+        "provider_key_id",
+        "match_type",
+        "pattern",
+        "request_types",
+        "created_at",
+        *PRICE_FIELDS,
+    ):
+        overrides.append(
+            price_overrides.OverrideSnapshot(
+                id=str(row["id"]),
+                scope=price_overrides.scope_key(
+                    row["scope_kind"],
+                    virtual_key=row["virtual_key_id"],
+                    provider=row["provider__name"],
+                    provider_key=row["provider_key_id"],
+                ),
+                match_type=row["match_type"],
+                pattern=row["pattern"],
+                request_types=frozenset(row["request_types"] or ()),
+                created_at=row["created_at"],
+                regex=price_overrides.glob_regex(row["pattern"]) if row["match_type"] == "pattern" else None,
+                **{name: row[name] for name in PRICE_FIELDS},
+            )
+        )
+    return PriceBook(catalog, price_overrides.OverrideIndex(overrides))
 
 
 def _store_prices(entry: tuple[float, PriceBook]) -> None:
@@ -342,14 +495,16 @@ def _store_prices(entry: tuple[float, PriceBook]) -> None:
 # --- loading --------------------------------------------------------------------------------
 
 
-def _rate_spec(owner: ProviderConfig | VirtualKey | Team | Customer, entity: str) -> RateLimitSpec | None:
+def _rate_spec(
+    owner: ProviderConfig | VirtualKey | Team | Customer | Provider | ModelConfig, entity: str, level: str = PATH
+) -> RateLimitSpec | None:
     try:
         row = owner.rate_limit
     except Exception:  # RelatedObjectDoesNotExist: the owner has no rate limit
         return None
     if row is None:
         return None
-    return RateLimitSpec.of(row, entity)
+    return RateLimitSpec.of(row, entity, level)
 
 
 def _load_virtual_key(value_digest: str) -> VirtualKeySnapshot | None:
@@ -396,6 +551,8 @@ def _load_virtual_key(value_digest: str) -> VirtualKeySnapshot | None:
         expires_at=vk.expires_at,
         team_id=str(vk.team_id) if vk.team_id else None,
         customer_id=str(customer.pk) if customer else None,
+        team_name=vk.team.name if vk.team else "",
+        customer_name=customer.name if customer is not None else "",
         allow_all_providers=vk.allow_all_providers,
         provider_configs=config_snaps,
         budgets=tuple(BudgetSpec.of(b, "VK") for b in budgets if b.virtual_key_id == vk.pk),
@@ -426,7 +583,45 @@ def _azure(config: dict[str, Any] | None) -> AzureKeySnapshot | None:
     )
 
 
+def _load_shared_limits(providers: list[Provider]) -> tuple[dict[str, Limits], dict[tuple[str, str], Limits]]:
+    """Provider governance by provider id, and model configs by ``(provider id or "", model)``.
+    Two queries: the model configs (their rate limits joined) and every budget of a provider or a
+    model config; the providers come with their rate limits joined."""
+    budgets: dict[str, list[Budget]] = {}
+    shared = Budget.objects.filter(Q(provider__isnull=False) | Q(model_config__isnull=False))
+    for budget in shared.order_by("created_at", "id"):
+        budgets.setdefault(str(budget.provider_id or budget.model_config_id), []).append(budget)
+
+    def limits(owner: Provider | ModelConfig, entity: str, level: str) -> Limits:
+        rate_limit = _rate_spec(owner, entity, level)
+        specs = tuple(BudgetSpec.of(b, entity, level) for b in budgets.get(str(owner.pk), ()))
+        return specs, (rate_limit,) if rate_limit is not None else ()
+
+    by_provider = {str(p.pk): limits(p, p.name, PROVIDER) for p in providers}
+    models: dict[tuple[str, str], Limits] = {}
+    for config in ModelConfig.objects.select_related("provider", "rate_limit"):
+        models[(str(config.provider_id or ""), config.model_name)] = limits(config, config.label, MODEL)
+    return by_provider, models
+
+
+def _join(*parts: Limits | None) -> Limits | None:
+    budgets = tuple(spec for part in parts if part for spec in part[0])
+    rate_limits = tuple(spec for part in parts if part for spec in part[1])
+    return (budgets, rate_limits) if budgets or rate_limits else None
+
+
+def _model_limits(
+    provider_id: str, own: Limits | None, models: dict[tuple[str, str], Limits]
+) -> dict[str, Limits | None]:
+    """For each model with a config on this provider or on every provider: the provider's own
+    limits, then the model's config for this provider, then its config for every provider."""
+    names = {model for owner, model in models if owner in ("", provider_id)}
+    return {name: _join(own, models.get((provider_id, name)), models.get(("", name))) for name in names}
+
+
 def _load_providers() -> dict[str, ProviderSnapshot]:
+    provider_rows = list(Provider.objects.select_related("rate_limit"))
+    provider_limits, model_limits = _load_shared_limits(provider_rows)
     keys_by_provider: dict[str, list[KeySnapshot]] = {}
     for key in ProviderKey.objects.order_by("name"):
         keys_by_provider.setdefault(str(key.provider_id), []).append(
@@ -450,6 +645,8 @@ def _load_providers() -> dict[str, ProviderSnapshot]:
             timeout_seconds=p.timeout_seconds,
             extra_headers=tuple((p.extra_headers or {}).items()),
             keys=tuple(keys_by_provider.get(str(p.pk), ())),
+            own_limits=(own := _join(provider_limits.get(str(p.pk)))),
+            model_limits=_model_limits(str(p.pk), own, model_limits),
         )
-        for p in Provider.objects.all()
+        for p in provider_rows
     }

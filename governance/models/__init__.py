@@ -3,10 +3,13 @@
 from governance.models.entities import ApiToken, Customer, Team, VirtualKey
 from governance.models.generation import ConfigGeneration
 from governance.models.leases import CounterLease
-from governance.models.limits import Budget, RateLimit
+from governance.models.limits import Budget, ModelConfig, RateLimit
 from governance.models.mcp import McpClient, VirtualKeyMcpConfig
 from governance.models.mcp_tokens import McpConnectLinkUse, McpOAuthRegistration, McpUpstreamOAuthFlow, McpUserToken
+from governance.models.pricing_overrides import PricingOverride
+from governance.models.provider_governance import ProviderGovernance
 from governance.models.providers import ModelPrice, Provider, ProviderConfig, ProviderKey
+from governance.models.routing import RoutingRule, RoutingScope
 from governance.models.usage import UsageRecord
 
 __all__ = [
@@ -20,11 +23,16 @@ __all__ = [
     "McpOAuthRegistration",
     "McpUpstreamOAuthFlow",
     "McpUserToken",
+    "ModelConfig",
     "ModelPrice",
+    "PricingOverride",
     "Provider",
     "ProviderConfig",
+    "ProviderGovernance",
     "ProviderKey",
     "RateLimit",
+    "RoutingRule",
+    "RoutingScope",
     "Team",
     "UsageRecord",
     "VirtualKey",

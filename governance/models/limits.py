@@ -1,6 +1,8 @@
-"""Budgets (USD per window) and rate limits (tokens and requests per window).
+"""Budgets (USD per window) and rate limits (tokens and requests per window), and model configs.
 
-Each belongs to exactly one owner: a virtual key, a provider config, a team or a customer.
+Each belongs to exactly one owner: a virtual key, a provider config, a team, a customer, a model
+config (limits on all traffic for one model, ``ModelConfig``) or a provider (limits on all traffic
+to that provider account: provider governance).
 ``current_usage`` / ``*_current_usage`` are the durable counters; in production mode Redis holds
 the hot copy and the database catches up within seconds (see ``governance.metering.counters``).
 """
@@ -28,7 +30,8 @@ class DecimalShape(TypedDict):
 
 
 MONEY: DecimalShape = {"max_digits": 24, "decimal_places": 10}
-OWNER_FIELDS = ("virtual_key", "provider_config", "team", "customer")
+OWNER_FIELDS = ("virtual_key", "provider_config", "team", "customer", "model_config", "provider")
+MODEL_NAME_MAX = 255
 
 
 def _exactly_one_owner(prefix: str) -> models.CheckConstraint:
@@ -43,6 +46,54 @@ def _exactly_one_owner(prefix: str) -> models.CheckConstraint:
     for option in options[1:]:
         condition |= option
     return models.CheckConstraint(condition=condition, name=f"{prefix}_exactly_one_owner")
+
+
+class ModelConfig(models.Model):
+    """Limits on all traffic for one model (with or without a virtual key): its ``budgets`` and
+    ``rate_limit``. ``provider`` None means the model on every provider; a config for the model on
+    one provider and one for every provider both apply to a request (see ``snapshot``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # The model as the provider is asked for it (``openai/gpt-4o`` is matched as ``gpt-4o``).
+    model_name = models.CharField(max_length=MODEL_NAME_MAX)
+    provider = models.ForeignKey(
+        "governance.Provider", null=True, blank=True, on_delete=models.CASCADE, related_name="model_configs"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model_name", "created_at"]
+        verbose_name = "model config"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_name", "provider"],
+                condition=Q(provider__isnull=False),
+                name="model_config_unique_model_provider",
+            ),
+            # NULLs are distinct in a unique index: "every provider" needs its own.
+            models.UniqueConstraint(
+                fields=["model_name"], condition=Q(provider__isnull=True), name="model_config_unique_model_any"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """``gpt-4o`` (every provider) or ``openai/gpt-4o``: how refusals and lists name it."""
+        return f"{self.provider.name}/{self.model_name}" if self.provider is not None else self.model_name
+
+    def clean(self) -> None:
+        super().clean()
+        name = self.model_name or ""
+        if name != name.strip():
+            raise ValidationError({"model_name": "must not start or end with whitespace"})
+        if name == "*":
+            raise ValidationError(
+                {"model_name": "'*' is not a model: a limit on all of a provider's traffic is provider governance"}
+            )
 
 
 class Budget(models.Model):
@@ -63,6 +114,12 @@ class Budget(models.Model):
     team = models.ForeignKey("governance.Team", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets")
     customer = models.ForeignKey(
         "governance.Customer", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    model_config = models.ForeignKey(
+        ModelConfig, null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
+    )
+    provider = models.ForeignKey(
+        "governance.Provider", null=True, blank=True, on_delete=models.CASCADE, related_name="budgets"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -91,7 +148,14 @@ class Budget(models.Model):
 
     @property
     def owner_id(self) -> uuid.UUID | int | None:  # a provider config has an integer key
-        return self.virtual_key_id or self.provider_config_id or self.team_id or self.customer_id
+        return (
+            self.virtual_key_id
+            or self.provider_config_id
+            or self.team_id
+            or self.customer_id
+            or self.model_config_id
+            or self.provider_id
+        )
 
 
 class RateLimit(models.Model):
@@ -117,6 +181,12 @@ class RateLimit(models.Model):
     )
     customer = models.OneToOneField(
         "governance.Customer", null=True, blank=True, on_delete=models.CASCADE, related_name="rate_limit"
+    )
+    model_config = models.OneToOneField(
+        ModelConfig, null=True, blank=True, on_delete=models.CASCADE, related_name="rate_limit"
+    )
+    provider = models.OneToOneField(
+        "governance.Provider", null=True, blank=True, on_delete=models.CASCADE, related_name="rate_limit"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

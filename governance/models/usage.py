@@ -67,6 +67,16 @@ class UsageRecord(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     streamed = models.BooleanField(default=False)
     priced = models.BooleanField(default=True)
+    # Null, not "": rows written before prices were recorded, and rows that have none, say nothing.
+    price_source = models.CharField(  # noqa: DJ001
+        max_length=400,
+        null=True,
+        blank=True,
+        help_text="The price the request was charged at: catalog:<provider>/<model> (the price catalog's row), "
+        "override:<id> (a pricing override), override:<id>+catalog:<provider>/<model> (an override that leaves "
+        "some token price to the catalog row) or upstream (the cost the upstream reported). Empty: unpriced, "
+        "or not an inference request (MCP tool calls).",
+    )
     estimated = models.BooleanField(
         default=False,
         help_text="Tokens are the gateway's estimate, not the upstream's report: an answer whose usage "

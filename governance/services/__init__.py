@@ -16,6 +16,19 @@ from governance.services.mcp_clients import (
     mcp_client_reconnect,
     mcp_client_update,
 )
+from governance.services.model_limits import (
+    ModelConfigConflict,
+    model_config_create,
+    model_config_delete,
+    model_config_update,
+    provider_governance_delete,
+    provider_governance_set,
+)
+from governance.services.pricing_overrides import (
+    pricing_override_create,
+    pricing_override_delete,
+    pricing_override_update,
+)
 from governance.services.providers import (
     provider_create,
     provider_delete,
@@ -23,6 +36,12 @@ from governance.services.providers import (
     provider_key_delete,
     provider_key_update,
     provider_update,
+)
+from governance.services.routing_rules import (
+    RoutingRuleConflict,
+    routing_rule_create,
+    routing_rule_delete,
+    routing_rule_update,
 )
 from governance.services.tokens import api_token_create
 from governance.services.virtual_keys import (
@@ -35,6 +54,8 @@ from governance.services.virtual_keys import (
 
 __all__ = [
     "McpClientConflict",
+    "ModelConfigConflict",
+    "RoutingRuleConflict",
     "api_token_create",
     "budget_reset_usage",
     "budgets_reconcile",
@@ -45,13 +66,24 @@ __all__ = [
     "mcp_client_delete",
     "mcp_client_reconnect",
     "mcp_client_update",
+    "pricing_override_create",
+    "pricing_override_delete",
+    "pricing_override_update",
+    "model_config_create",
+    "model_config_delete",
+    "model_config_update",
     "provider_create",
     "provider_delete",
+    "provider_governance_delete",
+    "provider_governance_set",
     "provider_key_create",
     "provider_key_delete",
     "provider_key_update",
     "provider_update",
     "rate_limit_apply",
+    "routing_rule_create",
+    "routing_rule_delete",
+    "routing_rule_update",
     "team_create",
     "team_delete",
     "team_update",

@@ -29,6 +29,7 @@ from governance.models import (
     Budget,
     Customer,
     McpClient,
+    ModelConfig,
     Provider,
     ProviderConfig,
     ProviderKey,
@@ -167,6 +168,21 @@ def provider_config_import(
     config, _ = _upsert(ProviderConfig, {"virtual_key": vk, "provider": provider}, changes)
     config.keys.set(ProviderKey.objects.filter(provider=provider, name__in=[] if config.allow_all_keys else names))
     return config
+
+
+@transaction.atomic
+def model_config_import(*, pk: uuid.UUID, model_name: str, provider: Provider | None) -> tuple[ModelConfig, bool]:
+    """By the primary key derived from its config id, else by ``(model_name, provider)``: a config
+    made in the admin or the API for the same model is adopted, not duplicated."""
+    row = ModelConfig.objects.filter(pk=pk).first()
+    if row is None:
+        row = ModelConfig.objects.filter(model_name=model_name, provider=provider).first()
+    created = row is None
+    row = row or ModelConfig(pk=pk)
+    save_patched(
+        instance=row, changes={"model_name": model_name, "provider": provider}, fields=("model_name", "provider")
+    )
+    return row, created
 
 
 @transaction.atomic

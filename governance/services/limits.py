@@ -1,4 +1,5 @@
-"""Budgets and rate limits attached to an owner (VK, provider config, team or customer)."""
+"""Budgets and rate limits attached to an owner (VK, provider config, team, customer, model
+config or provider)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,17 @@ RATE_LIMIT_FIELDS = ("token_max_limit", "token_reset_duration", "request_max_lim
 
 
 def _owner_field(owner: models.Model) -> str:
-    from governance.models import Customer, ProviderConfig, Team, VirtualKey
+    from governance.models import Customer, ModelConfig, Provider, ProviderConfig, ProviderGovernance, Team, VirtualKey
 
-    return {VirtualKey: "virtual_key", ProviderConfig: "provider_config", Team: "team", Customer: "customer"}[
-        type(owner)
-    ]
+    return {
+        VirtualKey: "virtual_key",
+        ProviderConfig: "provider_config",
+        Team: "team",
+        Customer: "customer",
+        ModelConfig: "model_config",
+        Provider: "provider",
+        ProviderGovernance: "provider",
+    }[type(owner)]
 
 
 def budgets_reconcile(*, owner: models.Model, budgets: list[dict[str, Any]], prefix: str = "budgets") -> None:

@@ -15,7 +15,9 @@ from governance.models import (
     Budget,
     Customer,
     McpClient,
+    ModelConfig,
     ModelPrice,
+    PricingOverride,
     Provider,
     ProviderConfig,
     ProviderKey,
@@ -28,7 +30,9 @@ from governance.models import (
 from governance.services import (
     api_token_create,
     customer_create,
+    model_config_create,
     provider_create,
+    provider_governance_set,
     provider_key_create,
     team_create,
     virtual_key_create,
@@ -42,7 +46,9 @@ GOVERNANCE_MODELS = [
     Budget,
     Customer,
     McpClient,
+    ModelConfig,
     ModelPrice,
+    PricingOverride,
     Provider,
     ProviderConfig,
     ProviderKey,
@@ -68,6 +74,16 @@ def world(alice):
     )
     provider = provider_create(name="openai", base_url="http://upstream.invalid/v1")
     key = provider_key_create(provider=provider, name="main", value="sk-upstream-world-9999")
+    provider_governance_set(
+        provider=provider,
+        budgets=[{"max_limit": Decimal("2000"), "reset_duration": "1M"}],
+        rate_limit={"request_max_limit": 500, "request_reset_duration": "1m"},
+    )
+    model_config_create(
+        model_name="gpt-4o",
+        budgets=[{"max_limit": Decimal("300"), "reset_duration": "1d"}],
+        rate_limit={"request_max_limit": 500, "request_reset_duration": "1m"},
+    )
     McpClient.objects.create(name="files")
     vk, _ = virtual_key_create(
         name="app",
@@ -113,6 +129,13 @@ def world(alice):
         status_code=200,
         total_tokens=40,
         priced=False,
+    )
+    PricingOverride.objects.create(
+        name="app rate",
+        scope_kind="virtual_key",
+        virtual_key=vk,
+        pattern="gpt-4o",
+        input_cost_per_token=Decimal("1e-6"),
     )
     api_token_create(user=alice, name="ci")
     return {"vk": vk, "team": team, "customer": customer, "provider": provider, "key": key}

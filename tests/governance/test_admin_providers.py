@@ -10,6 +10,7 @@ from governance import crypto
 from governance.keys import digest
 from governance.models import ApiToken, McpClient, ModelPrice, Provider, ProviderKey, VirtualKeyMcpConfig
 from governance.services import provider_create, provider_key_create, virtual_key_create
+from tests.governance.test_admin_helpers import OWNER_INLINES, form_body
 
 pytestmark = pytest.mark.django_db
 
@@ -126,7 +127,9 @@ def test_provider_is_created_with_the_default_type_for_its_name(admin_client):
         "timeout_seconds": "30",
         "extra_headers": "{}",
     }
-    assert admin_client.post(reverse("admin:governance_provider_add"), body).status_code == 302
+    # The provider page carries its governance inline (budgets, rate limit): empty here.
+    response = admin_client.post(reverse("admin:governance_provider_add"), form_body(body, OWNER_INLINES))
+    assert response.status_code == 302
     assert Provider.objects.get(name="anthropic").provider_type == "anthropic"
 
 
@@ -138,8 +141,9 @@ def test_provider_with_bad_extra_headers_is_a_form_error(admin_client):
         "timeout_seconds": "30",
         "extra_headers": '{"X": 1}',
     }
-    response = admin_client.post(reverse("admin:governance_provider_add"), body)
+    response = admin_client.post(reverse("admin:governance_provider_add"), form_body(body, OWNER_INLINES))
     assert response.status_code == 200
+    assert response.context["adminform"].form.errors
     assert not Provider.objects.exists()
 
 

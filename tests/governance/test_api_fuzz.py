@@ -6,8 +6,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from governance.models import Budget, Customer, ProviderConfig, RateLimit, Team, VirtualKey
-from governance.services import customer_create, provider_create, team_create, virtual_key_create
+from governance.models import (
+    Budget,
+    Customer,
+    ModelConfig,
+    PricingOverride,
+    ProviderConfig,
+    RateLimit,
+    RoutingRule,
+    Team,
+    VirtualKey,
+)
+from governance.services import (
+    customer_create,
+    model_config_create,
+    provider_create,
+    routing_rule_create,
+    team_create,
+    virtual_key_create,
+)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.fuzz]
 
@@ -49,13 +66,33 @@ field_names = st.sampled_from(
         "provider",
         "key_ids",
         "allowed_models",
+        "model_name",
+        "scope_kind",
+        "match_type",
+        "pattern",
+        "request_types",
+        "patch",
+        "pricing_patch",
+        "virtual_key_id",
+        "provider_id",
+        "provider_key_id",
+        "cel_expression",
+        "targets",
+        "fallbacks",
+        "scope",
+        "scope_id",
+        "priority",
+        "enabled",
     ]
 )
 bodies = st.one_of(json_values, st.dictionaries(field_names, json_values, max_size=6))
 
 
 def counts() -> tuple[int, ...]:
-    return tuple(m.objects.count() for m in (VirtualKey, Team, Customer, Budget, RateLimit, ProviderConfig))
+    models = (VirtualKey, Team, Customer, Budget, RateLimit, ProviderConfig, ModelConfig)
+    models += (PricingOverride,)
+    models += (RoutingRule,)
+    return tuple(m.objects.count() for m in models)
 
 
 @pytest.fixture
@@ -64,7 +101,10 @@ def world():
     customer = customer_create(name="c", budgets=[{"max_limit": 1, "reset_duration": "1d"}])
     team = team_create(name="t", customer=customer)
     vk, _ = virtual_key_create(name="svc", team=team, budgets=[{"max_limit": 1, "reset_duration": "1d"}])
-    return {"vk": vk.pk, "team": team.pk, "customer": customer.pk}
+    config = model_config_create(model_name="gpt-4o", budgets=[{"max_limit": 1, "reset_duration": "1d"}])
+    override = PricingOverride.objects.create(name="o", pattern="gpt-4o", cost_per_request=1)
+    rule = routing_rule_create(name="r", cel_expression='model == "gpt-4o"', targets=[{"provider": "openai"}])
+    return {"vk": vk.pk, "team": team.pk, "customer": customer.pk, "mc": config.pk, "po": override.pk, "rr": rule.pk}
 
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -79,6 +119,13 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(Healt
         ("put", "/api/governance/teams/{team}"),
         ("post", "/api/governance/customers"),
         ("put", "/api/governance/customers/{customer}"),
+        ("post", "/api/governance/model-configs"),
+        ("put", "/api/governance/model-configs/{mc}"),
+        ("put", "/api/governance/providers/openai"),
+        ("post", "/api/governance/pricing-overrides"),
+        ("put", "/api/governance/pricing-overrides/{po}"),
+        ("post", "/api/governance/routing-rules"),
+        ("put", "/api/governance/routing-rules/{rr}"),
     ],
 )
 def test_random_json_never_5xx_and_failures_write_nothing(alice_api, world, method, path):

@@ -16,12 +16,27 @@ from django.contrib.auth.models import Permission
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from governance.models import Budget, Customer, McpClient, Provider, ProviderKey, RateLimit, Team, VirtualKey
+from governance.models import (
+    Budget,
+    Customer,
+    McpClient,
+    ModelConfig,
+    PricingOverride,
+    Provider,
+    ProviderKey,
+    RateLimit,
+    RoutingRule,
+    Team,
+    VirtualKey,
+)
 from governance.services import (
     api_token_create,
     customer_create,
+    model_config_create,
     provider_create,
+    provider_governance_set,
     provider_key_create,
+    routing_rule_create,
     team_create,
     virtual_key_create,
 )
@@ -40,6 +55,7 @@ class Route:
     model: str
     action: str
     body: dict | None = None
+    status: int = 200  # of the call by the holder of the permission
 
     @property
     def schema_path(self) -> str:
@@ -51,11 +67,22 @@ class Route:
             .replace("providers/openai", "providers/{name}")
             .replace("{key}", "{key_id}")
             .replace("{mcp}", "{client_id}")
+            .replace("{rule}", "{id}")
+            .replace("{mc}", "{id}")
+            .replace("{po}", "{id}")
         )
 
 
 GOV = "/api/governance"
 PROVIDER_BODY = {"provider": "anthropic", "network_config": {"base_url": "http://127.0.0.1:9"}}
+RULE_BODY = {"name": "new-rule", "targets": [{"provider": "openai", "weight": 1}]}
+OVERRIDE_BODY = {
+    "name": "half",
+    "scope_kind": "global",
+    "match_type": "wildcard",
+    "pattern": "gpt-4o*",
+    "patch": {"input_cost_per_token": 0.000001},
+}
 MCP_BODY = {"name": "wiki", "connection_type": "http", "connection_string": "http://127.0.0.1:9/mcp"}
 ROUTES = [
     Route("GET", f"{GOV}/virtual-keys", "virtualkey", "view"),
@@ -77,6 +104,25 @@ ROUTES = [
     Route("GET", f"{GOV}/budgets", "budget", "view"),
     Route("POST", f"{GOV}/budgets/{{budget}}/reset", "budget", "change"),
     Route("GET", f"{GOV}/rate-limits", "ratelimit", "view"),
+    Route("GET", f"{GOV}/routing-rules", "routingrule", "view"),
+    Route("POST", f"{GOV}/routing-rules", "routingrule", "add", RULE_BODY),
+    Route("GET", f"{GOV}/routing-rules/{{rule}}", "routingrule", "view"),
+    Route("PUT", f"{GOV}/routing-rules/{{rule}}", "routingrule", "change", {"priority": 3}),
+    Route("DELETE", f"{GOV}/routing-rules/{{rule}}", "routingrule", "delete"),
+    Route("GET", f"{GOV}/model-configs", "modelconfig", "view"),
+    Route("POST", f"{GOV}/model-configs", "modelconfig", "add", {"model_name": "new-model"}),
+    Route("GET", f"{GOV}/model-configs/{{mc}}", "modelconfig", "view"),
+    Route("PUT", f"{GOV}/model-configs/{{mc}}", "modelconfig", "change", {"model_name": "renamed"}),
+    Route("DELETE", f"{GOV}/model-configs/{{mc}}", "modelconfig", "delete"),
+    Route("GET", f"{GOV}/providers", "providergovernance", "view"),
+    Route("GET", f"{GOV}/providers/openai", "providergovernance", "view"),
+    Route("PUT", f"{GOV}/providers/openai", "providergovernance", "change", {"rate_limit": {"request_max_limit": 7}}),
+    Route("DELETE", f"{GOV}/providers/openai", "providergovernance", "delete"),
+    Route("GET", f"{GOV}/pricing-overrides", "pricingoverride", "view"),
+    Route("POST", f"{GOV}/pricing-overrides", "pricingoverride", "add", OVERRIDE_BODY, status=201),
+    Route("GET", f"{GOV}/pricing-overrides/{{po}}", "pricingoverride", "view"),
+    Route("PUT", f"{GOV}/pricing-overrides/{{po}}", "pricingoverride", "change", {"name": "renamed"}),
+    Route("DELETE", f"{GOV}/pricing-overrides/{{po}}", "pricingoverride", "delete"),
     Route("GET", "/api/providers", "provider", "view"),
     Route("POST", "/api/providers", "provider", "add", PROVIDER_BODY),
     Route("GET", "/api/providers/openai", "provider", "view"),
@@ -121,7 +167,16 @@ def objects() -> dict[str, str]:
     provider = provider_create(name="openai", base_url="http://127.0.0.1:7")
     key = provider_key_create(provider=provider, name="main", value="sk-upstream-secret")
     mcp = McpClient.objects.create(name="docs", connection_string="http://127.0.0.1:6/mcp", tools_to_execute=["*"])
+    model_config = model_config_create(model_name="gpt-4o", budgets=[{"max_limit": 3, "reset_duration": "1d"}])
+    provider_governance_set(provider=provider, rate_limit={"request_max_limit": 50, "request_reset_duration": "1m"})
+    rule = routing_rule_create(name="to-openai", cel_expression='model == "x"', targets=[{"provider": "openai"}])
+    override = PricingOverride.objects.create(
+        name="vk rate", scope_kind="virtual_key", virtual_key=vk, pattern="gpt-4o", cost_per_request=1
+    )
     return {
+        "po": str(override.pk),
+        "rule": str(rule.pk),
+        "mc": str(model_config.pk),
         "mcp": mcp.client_id,
         "vk": str(vk.pk),
         "team": str(team.pk),
@@ -142,6 +197,9 @@ def database_state() -> tuple:
         sorted(Provider.objects.values_list("name", "base_url")),
         sorted(ProviderKey.objects.values_list("name", "weight")),
         sorted((name, str(tools)) for name, tools in McpClient.objects.values_list("name", "tools_to_execute")),
+        sorted(ModelConfig.objects.values_list("model_name", flat=True)),
+        sorted(RoutingRule.objects.values_list("name", "priority")),
+        sorted(PricingOverride.objects.values_list("name", "pattern")),
     )
 
 
@@ -176,7 +234,7 @@ def test_each_route_needs_exactly_its_model_permission(route, objects, django_us
 
     before = database_state()
     response = call(client_with(django_user_model, f"{route.action}_{route.model}"), route, objects)
-    assert response.status_code == 200, response.content
+    assert response.status_code == route.status, response.content
     assert response["Content-Type"] == "application/json"
     if route.method == "GET" or (route.method, route.path) in WRITES_NOTHING:
         assert database_state() == before

@@ -9,7 +9,17 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from governance.keys import digest
-from governance.models import Budget, Customer, Provider, ProviderConfig, ProviderKey, RateLimit, Team, VirtualKey
+from governance.models import (
+    Budget,
+    Customer,
+    Provider,
+    ProviderConfig,
+    ProviderKey,
+    RateLimit,
+    RoutingRule,
+    Team,
+    VirtualKey,
+)
 
 pytestmark = pytest.mark.django_db
 CONFIG = json.loads((Path(__file__).parent / "data" / "bifrost_config.json").read_text())
@@ -74,7 +84,15 @@ def test_realistic_config_is_imported_with_every_supported_field(tmp_path):
     batch = VirtualKey.objects.get(name="batch-key")
     assert batch.customer == acme and batch.allow_all_providers is True
     assert "generated value for virtual key 'batch-key' (shown once): sk-bf-" in output
-    assert "governance.routing_rules" in output
+    assert "governance.routing_rules[0].query" in output  # Bifrost's UI-only rule tree: listed as ignored
+    overflow = RoutingRule.objects.get(name="ml-overflow")
+    assert (overflow.scope, overflow.team, overflow.priority) == ("team", team, 5)
+    assert overflow.targets[1]["key_id"] == str(primary.pk)  # the key's name in the file, its id here
+    premium = RoutingRule.objects.get(name="premium")  # Bifrost's single-target form
+    assert (premium.scope, premium.targets) == (
+        "global",
+        [{"provider": "openai", "model": "gpt-4o", "key_id": None, "weight": 1.0}],
+    )
     assert "sk-openai-secret-abcd" not in output
 
 

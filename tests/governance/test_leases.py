@@ -80,7 +80,14 @@ def die(worker: leases.Book) -> None:
 
 def admit(vk, *, cost: str = "0", tokens: int = 0):
     """An admission of ``vk``'s path, leased with what the reaper records if it settles it."""
-    entry = LedgerEntry(provider="openai", model="gpt-4o-mini", status_code=0, virtual_key_id=vk.pk, streamed=True)
+    entry = LedgerEntry(
+        provider="openai",
+        model="gpt-4o-mini",
+        status_code=0,
+        virtual_key_id=vk.pk,
+        streamed=True,
+        price_source="catalog:openai/gpt-4o-mini",
+    )
     return admit_specs(path_specs(vk), cost=cost, tokens=tokens, entry=entry)
 
 
@@ -120,6 +127,7 @@ def test_a_dead_workers_reservation_that_reached_the_upstream_is_charged_at_its_
         vk.pk,
         True,
     )
+    assert record.price_source == "catalog:openai/gpt-4o-mini"  # the price it was reserved at
     assert_exact("0.4", 300, 1)
     assert not CounterLease.objects.exists()
     assert not worker.path.exists()

@@ -12,6 +12,7 @@ from django.urls import reverse
 from governance.models import Provider
 from governance.models.providers import FRAMING_HEADERS, GATEWAY_HEADERS
 from governance.services import provider_create
+from tests.governance.test_admin_helpers import OWNER_INLINES, form_body
 from tests.governance.test_config_import import CONFIG, env, run, snapshot  # noqa: F401 (env: autouse, sets env.*)
 
 pytestmark = pytest.mark.django_db
@@ -95,7 +96,7 @@ def test_admin_form_refuses_the_header_as_a_field_error(admin_client, name):
         "timeout_seconds": "30",
         "extra_headers": f'{{"{name}": "v"}}',
     }
-    response = admin_client.post(reverse("admin:governance_provider_add"), body)
+    response = admin_client.post(reverse("admin:governance_provider_add"), form_body(body, OWNER_INLINES))
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
     assert errors["extra_headers"] == [
@@ -108,7 +109,8 @@ def test_admin_form_change_refuses_it_and_keeps_the_stored_headers(admin_client)
     provider = provider_create(name="custom", base_url="http://x.invalid", extra_headers={"x-team": "a"})
     body = {"provider_type": "openai", "base_url": "http://x.invalid", "timeout_seconds": "30"}
     body["extra_headers"] = '{"Upgrade": "h2c"}'
-    response = admin_client.post(reverse("admin:governance_provider_change", args=[provider.pk]), body)
+    url = reverse("admin:governance_provider_change", args=[provider.pk])
+    response = admin_client.post(url, form_body(body, OWNER_INLINES))
     assert response.status_code == 200
     assert "header &#x27;Upgrade&#x27; is not allowed" in response.content.decode()
     provider.refresh_from_db()

@@ -18,6 +18,7 @@ from django.urls import reverse
 from governance.models import Provider, ProviderKey
 from governance.provider_types import TYPES, ProviderType
 from governance.services import provider_create
+from tests.governance.test_admin_helpers import OWNER_INLINES, form_body
 
 pytestmark = pytest.mark.django_db
 
@@ -197,8 +198,9 @@ def admin_client(client, alice):
 
 
 def provider_body(**fields) -> dict:
+    """The provider form, with its governance inlines (budgets, rate limit) left empty."""
     body = {"name": "azure-prod", "provider_type": "azure", "base_url": "", "timeout_seconds": "30"}
-    return body | {"extra_headers": "{}"} | fields
+    return form_body(body | {"extra_headers": "{}"} | fields, OWNER_INLINES)
 
 
 def key_body(provider: Provider, **fields) -> dict:

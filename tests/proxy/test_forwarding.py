@@ -54,8 +54,9 @@ def test_unpriced_model_is_recorded_with_priced_false(call, setup):
 
 
 def test_cached_vk_costs_no_query_but_the_ledger_insert(call, setup, django_assert_num_queries):
-    # VK (5, its MCP configs included) + providers and keys (2) + prices (1) + the usage row
-    with django_assert_num_queries(9):
+    # VK (5, its MCP configs included) + providers and keys (2) + their governance and the model
+    # configs (2) + routing rules (1) + prices and pricing overrides (2) + the usage row
+    with django_assert_num_queries(13):
         assert call(CHAT, chat("gpt-4o-mini"), {"x-bf-vk": setup.value}).status == 200
     with django_assert_num_queries(1):  # the usage row only
         assert call(CHAT, chat("gpt-4o-mini"), {"x-bf-vk": setup.value}).status == 200

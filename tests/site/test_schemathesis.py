@@ -239,7 +239,10 @@ def test_the_served_schema_declares_what_the_api_answers(alice_api):
             continue
         for method, operation in item.items():
             responses = operation["responses"]
-            assert "200" in responses and not {"201", "204"} & set(responses), (method, path)
+            if (method, path) == ("post", "/api/governance/pricing-overrides"):  # Bifrost answers 201 here
+                assert "201" in responses and "200" not in responses
+            else:
+                assert "200" in responses and not {"201", "204"} & set(responses), (method, path)
             assert responses["401"]["content"]["application/json"]["schema"] == error_ref, (method, path)
     listing = paths["/api/governance/virtual-keys"]["get"]["responses"]["200"]["content"]["application/json"]
     assert listing["schema"] == {"$ref": "#/components/schemas/VirtualKeyList"}

@@ -2,8 +2,9 @@
 
 ``build_counters`` turns a request's budgets and rate limits into :class:`Counter` objects, one per
 thing that is counted (a budget's dollars, a rate limit's tokens, a rate limit's requests): rate
-limits first, then budgets, each in path order (provider config -> VK -> team -> customer). A
-backend checks all of them and reserves on all of them in one atomic step, or on none.
+limits first, then budgets, each in path order (provider config -> VK -> team -> customer ->
+provider -> model). A backend checks all of them and reserves on all of them in one atomic step,
+or on none.
 
 Check rules (the same in every backend):
 
@@ -31,7 +32,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from governance.durations import window_end, window_start
-from governance.limitspec import BudgetSpec, RateLimitSpec
+from governance.limitspec import MODEL, PATH, PROVIDER, BudgetSpec, RateLimitSpec
 
 BUDGET = "budget"
 TOKENS = "tokens"
@@ -68,11 +69,12 @@ class Counter:
 
     kind: str  # BUDGET, TOKENS or REQUESTS
     spec_id: str  # Budget or RateLimit primary key
-    entity: str  # "VK", "Team", "Customer" or the provider name
+    entity: str  # "VK", "Team", "Customer", the provider name, or the model (``limitspec``)
     limit: Decimal | int  # Decimal dollars for budgets, int for tokens and requests
     duration: str
     calendar_aligned: bool
     reserve: Decimal | int
+    level: str = PATH  # the path family, for the refusal's wording (``limitspec``)
 
     def window(self, last_reset: datetime, now: datetime) -> tuple[datetime, datetime]:
         """(start, end) of the window containing ``now`` for a counter last reset at ``last_reset``."""
@@ -105,6 +107,7 @@ def build_counters(
                     spec.token_reset_duration,
                     False,
                     max(int(estimated_tokens), 0),
+                    spec.level,
                 )
             )
         if spec.request_max_limit is not None and spec.request_reset_duration:
@@ -117,6 +120,7 @@ def build_counters(
                     spec.request_reset_duration,
                     False,
                     1,
+                    spec.level,
                 )
             )
     for budget in budgets:
@@ -129,6 +133,7 @@ def build_counters(
                 budget.reset_duration,
                 bool(budget.calendar_aligned),
                 max(Decimal(estimated_cost), Decimal("0")),
+                budget.level,
             )
         )
     return counters
@@ -206,13 +211,23 @@ def _rate_part(v: Violation) -> str:
     )
 
 
+# The sentence each family of rate limits is listed in, in path order: the virtual key's path,
+# then provider governance, then model configs (``limitspec``).
+RATE_HEADINGS = (
+    (PATH, "Rate limit check failed: "),
+    (PROVIDER, "Provider limit exceeded: "),
+    (MODEL, "Model limit exceeded: "),
+)
+
+
 def _budget_part(v: Violation) -> str:
     # Exhausted: show the usage (Bifrost's message). Otherwise show where this request's
-    # worst case would have taken it.
+    # worst case would have taken it. A provider's or a model's budget says which it is.
     usage = Decimal(v.usage)
     projected = usage if usage >= v.counter.limit else usage + Decimal(v.counter.reserve)
+    name = f"{v.counter.level} {v.counter.entity}" if v.counter.level else v.counter.entity
     return (
-        f"{v.counter.entity} budget exceeded: "
+        f"{name} budget exceeded: "
         f"{_money(projected, ROUND_CEILING)} >= {_money(Decimal(v.counter.limit), ROUND_FLOOR)} dollars"
     )
 
@@ -221,16 +236,20 @@ def rejection_for(violations: list[Violation], now: datetime) -> Rejection:
     """Turn violations into the SPEC section 6 answer, naming **every** counter that refused.
 
     Every backend checks all counters of the path and returns all that refuse, in path order
-    (rate limits, then budgets; provider config -> VK -> team -> customer), so a client learns in
-    one answer everything that stands in its way:
+    (rate limits, then budgets; provider config -> VK -> team -> customer -> provider -> model),
+    so a client learns in one answer everything that stands in its way:
 
     - any rate limit refused: 429. ``type`` is ``token_limited`` or ``request_limited`` when only
       one kind refused, ``rate_limited`` when both did. The message lists every refusing rate
-      limit (``Rate limit check failed: A; B``) and then, when budgets refused too, every one of
-      them (``. Budget exceeded: C; D``), so the client knows that waiting for the rate window
-      will not be enough. ``Retry-After`` is the latest reset among the refusing rate limits:
-      budgets never set it (a 402 carries none either; an exhausted budget is a spending
-      decision an admin may change at any time, not only a window to wait for);
+      limit of the key's path (``Rate limit check failed: A; B``), then of provider governance
+      (``Provider limit exceeded: openai request limit exceeded (...)``) and of model configs
+      (``Model limit exceeded: gpt-4o request limit exceeded (...)``), each family a sentence of
+      its own, and then, when budgets refused too, every one of them (``. Budget exceeded: C;
+      D``; a provider's or a model's named ``provider openai`` / ``model gpt-4o``), so the client
+      knows that waiting for the rate window will not be enough. ``Retry-After`` is the latest
+      reset among the refusing rate limits: budgets never set it (a 402 carries none either; an
+      exhausted budget is a spending decision an admin may change at any time, not only a window
+      to wait for);
     - only budgets refused: 402 ``budget_exceeded`` listing every refusing budget
       (``Budget exceeded: A; B``).
     """
@@ -240,7 +259,12 @@ def rejection_for(violations: list[Violation], now: datetime) -> Rejection:
     if rate:
         kinds = {v.counter.kind for v in rate}
         type_ = "rate_limited" if len(kinds) > 1 else ("token_limited" if TOKENS in kinds else "request_limited")
-        message = "Rate limit check failed: " + "; ".join(_rate_part(v) for v in rate)
+        sentences = []
+        for level, heading in RATE_HEADINGS:
+            parts = [_rate_part(v) for v in rate if v.counter.level == level]
+            if parts:
+                sentences.append(heading + "; ".join(parts))
+        message = ". ".join(sentences)
         if budget_message:
             message += ". " + budget_message
         # Every refusing rate limit must clear before the request can pass: the latest reset wins.

@@ -89,6 +89,7 @@ ENTRY_FIELDS = (
     "request_type",
     "streamed",
     "priced",
+    "price_source",
 )
 
 
