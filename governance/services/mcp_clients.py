@@ -37,7 +37,7 @@ from governance.mcp_upstream import Connector
 from governance.models import McpClient, VirtualKey, VirtualKeyMcpConfig
 from governance.models.mcp import MCP_CLIENT_NAME_RE, AuthType, ConnectionType
 from governance.models.providers import FRAMING_HEADERS, HEADER_NAME_RE, MAX_HEADER_VALUE
-from governance.services.validation import check
+from governance.services.validation import FieldProblems, check
 
 # The client's own fields, in the order of ``mcp_client_create``'s parameters.
 CLIENT_FIELDS = (
@@ -80,21 +80,9 @@ class McpClientConflict(ValidationError):
     """The name or client id is taken by another client: the API answers 409."""
 
 
-class _Problems:
-    """Field errors collected while cleaning, raised together."""
-
-    def __init__(self) -> None:
-        self.errors: dict[str, list[str]] = {}
-
-    def add(self, field: str, message: str) -> None:
-        self.errors.setdefault(field, []).append(message)
-
-    def raise_if_any(self) -> None:
-        if self.errors:
-            raise ValidationError(self.errors)
-
-
-def _text(problems: _Problems, field: str, value: Any, *, max_length: int = MAX_TEXT, blank: bool = True) -> str | None:
+def _text(
+    problems: FieldProblems, field: str, value: Any, *, max_length: int = MAX_TEXT, blank: bool = True
+) -> str | None:
     if not isinstance(value, str):
         problems.add(field, "must be a string")
         return None
@@ -110,14 +98,14 @@ def _text(problems: _Problems, field: str, value: Any, *, max_length: int = MAX_
     return value
 
 
-def _choice(problems: _Problems, field: str, value: Any, choices: list[str]) -> str | None:
+def _choice(problems: FieldProblems, field: str, value: Any, choices: list[str]) -> str | None:
     if not isinstance(value, str) or value not in choices:
         problems.add(field, f"must be one of {', '.join(choices)}")
         return None
     return value
 
 
-def _bool(problems: _Problems, field: str, value: Any) -> bool | None:
+def _bool(problems: FieldProblems, field: str, value: Any) -> bool | None:
     if not isinstance(value, bool):
         problems.add(field, "must be true or false")
         return None
@@ -132,7 +120,7 @@ def _is_url(value: str) -> bool:
     return True
 
 
-def clean_whitelist(problems: _Problems, field: str, value: Any, *, headers: bool = False) -> list[str] | None:
+def clean_whitelist(problems: FieldProblems, field: str, value: Any, *, headers: bool = False) -> list[str] | None:
     """``["*"]`` (all), ``[]`` (none) or distinct names (Bifrost's ``WhiteList``)."""
     if value is None:
         return []
@@ -161,12 +149,12 @@ def clean_whitelist(problems: _Problems, field: str, value: Any, *, headers: boo
 
 def clean_whitelist_problems(value: Any, *, headers: bool = False) -> tuple[list[str] | None, list[str]]:
     """``clean_whitelist`` for callers with their own error paths: the list, and the problems."""
-    problems = _Problems()
+    problems = FieldProblems()
     cleaned = clean_whitelist(problems, "value", value, headers=headers)
     return cleaned, problems.errors.get("value", [])
 
 
-def _clean_connection_string(problems: _Problems, value: Any) -> str | None:
+def _clean_connection_string(problems: FieldProblems, value: Any) -> str | None:
     if value is None:
         return ""
     text = _text(problems, "connection_string", value)
@@ -183,7 +171,7 @@ def _clean_connection_string(problems: _Problems, value: Any) -> str | None:
     return text
 
 
-def _clean_stdio(problems: _Problems, value: Any) -> dict[str, Any] | None:
+def _clean_stdio(problems: FieldProblems, value: Any) -> dict[str, Any] | None:
     """``{"command", "args", "envs"}``; ``envs`` is ``{NAME: value | "env.NAME"}``, or Bifrost's list
     of names passed on from the gateway's environment (stored as ``{NAME: "env.NAME"}``)."""
     if value is None or value == {}:
@@ -209,7 +197,7 @@ def _clean_stdio(problems: _Problems, value: Any) -> dict[str, Any] | None:
     return {"command": command, "args": args, "envs": envs}
 
 
-def _clean_envs(problems: _Problems, value: Any) -> dict[str, str] | None:
+def _clean_envs(problems: FieldProblems, value: Any) -> dict[str, str] | None:
     if value is None:
         return {}
     if isinstance(value, list):  # Bifrost's form: the names of variables to pass on
@@ -249,7 +237,7 @@ def header_problem(name: Any, value: Any) -> str | None:
     return None
 
 
-def _clean_headers(problems: _Problems, value: Any, stored: dict[str, str]) -> dict[str, str] | None:
+def _clean_headers(problems: FieldProblems, value: Any, stored: dict[str, str]) -> dict[str, str] | None:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -276,7 +264,7 @@ def masked_secret(value: str) -> str:
     return value if ENV_REF_RE.fullmatch(value) else mask_secret(value[-4:])
 
 
-def _clean_oauth(problems: _Problems, value: Any, stored: dict[str, Any]) -> dict[str, Any] | None:
+def _clean_oauth(problems: FieldProblems, value: Any, stored: dict[str, Any]) -> dict[str, Any] | None:
     if value is None or value == {}:
         return {}
     if not isinstance(value, dict):
@@ -311,7 +299,7 @@ def _clean_oauth(problems: _Problems, value: Any, stored: dict[str, Any]) -> dic
     return config
 
 
-def _clean_pricing(problems: _Problems, value: Any) -> dict[str, str] | None:
+def _clean_pricing(problems: FieldProblems, value: Any) -> dict[str, str] | None:
     """Tool name → dollars per call, a non-negative decimal (JSON number or string), kept as a string."""
     if value is None:
         return {}
@@ -350,7 +338,7 @@ def _clean_pricing(problems: _Problems, value: Any) -> dict[str, str] | None:
     return prices
 
 
-def _clean_timeout(problems: _Problems, value: Any) -> float | None:
+def _clean_timeout(problems: FieldProblems, value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         problems.add("timeout_seconds", "must be a number of seconds")
         return None
@@ -365,7 +353,7 @@ def clean_client_fields(data: dict[str, Any], *, current: McpClient | None = Non
     them) and return them cleaned; the fields missing from ``data`` are taken from ``current``
     for the rules that tie fields together. Raises ``ValidationError`` naming every bad field.
     """
-    problems = _Problems()
+    problems = FieldProblems()
     stored_headers = current.headers if current is not None else {}
     stored_oauth = current.oauth_config if current is not None else {}
     cleaners: dict[str, Callable[[Any], Any]] = {
@@ -396,7 +384,7 @@ def clean_client_fields(data: dict[str, Any], *, current: McpClient | None = Non
 
 
 def _check_together(
-    problems: _Problems, cleaned: dict[str, Any], data: dict[str, Any], current: McpClient | None
+    problems: FieldProblems, cleaned: dict[str, Any], data: dict[str, Any], current: McpClient | None
 ) -> None:
     """The rules between fields, on the values after the change (skipped for a field already bad)."""
     bad = set(problems.errors) | {f.split(".")[0] for f in problems.errors}
@@ -445,7 +433,7 @@ def _check_together(
 
 def clean_vk_configs(value: Any) -> list[tuple[VirtualKey, list[str]]]:
     """``[{virtual_key_id, tools_to_execute}]`` → the keys and their tools; every problem named."""
-    problems = _Problems()
+    problems = FieldProblems()
     if not isinstance(value, list):
         problems.add("vk_configs", "must be a list of {virtual_key_id, tools_to_execute}")
         problems.raise_if_any()

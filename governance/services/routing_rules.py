@@ -28,6 +28,7 @@ from django.db.models import Model
 
 from governance.models import Customer, Provider, ProviderKey, RoutingRule, RoutingScope, Team, VirtualKey
 from governance.routing_rules import MAX_EXPRESSION, CelError, compile_expression
+from governance.services.validation import FieldProblems
 
 RULE_FIELDS = (
     "name",
@@ -89,19 +90,7 @@ class Lookups:
     scope_entity: Callable[[str, str], Any] = _db_scope_entity
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.errors: dict[str, list[str]] = {}
-
-    def add(self, field: str, message: str) -> None:
-        self.errors.setdefault(field, []).append(message)
-
-    def raise_if_any(self) -> None:
-        if self.errors:
-            raise ValidationError(self.errors)
-
-
-def _text(problems: _Problems, field: str, value: Any, *, max_length: int, blank: bool = True) -> str | None:
+def _text(problems: FieldProblems, field: str, value: Any, *, max_length: int, blank: bool = True) -> str | None:
     if not isinstance(value, str):
         problems.add(field, "must be a string")
         return None
@@ -122,14 +111,14 @@ def _text(problems: _Problems, field: str, value: Any, *, max_length: int, blank
     return value
 
 
-def _optional_text(problems: _Problems, field: str, value: Any, *, max_length: int) -> str | None:
+def _optional_text(problems: FieldProblems, field: str, value: Any, *, max_length: int) -> str | None:
     """A string that may be absent: None or "" both mean absent (returned as None)."""
     if value is None or value == "":
         return None
     return _text(problems, field, value, max_length=max_length, blank=False)
 
 
-def _clean_expression(problems: _Problems, value: Any) -> str | None:
+def _clean_expression(problems: FieldProblems, value: Any) -> str | None:
     if value is None:
         return ""
     text = _text(problems, "cel_expression", value, max_length=MAX_EXPRESSION)
@@ -143,7 +132,7 @@ def _clean_expression(problems: _Problems, value: Any) -> str | None:
     return text
 
 
-def _clean_weight(problems: _Problems, field: str, value: Any) -> float | None:
+def _clean_weight(problems: FieldProblems, field: str, value: Any) -> float | None:
     if value is None:
         return 1.0
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -155,7 +144,7 @@ def _clean_weight(problems: _Problems, field: str, value: Any) -> float | None:
     return float(value)
 
 
-def _clean_targets(problems: _Problems, value: Any, lookups: Lookups) -> list[dict[str, Any]] | None:
+def _clean_targets(problems: FieldProblems, value: Any, lookups: Lookups) -> list[dict[str, Any]] | None:
     if not isinstance(value, list):
         problems.add("targets", "must be a list of {provider, model, key_id, weight}")
         return None
@@ -212,7 +201,7 @@ def _clean_targets(problems: _Problems, value: Any, lookups: Lookups) -> list[di
     return targets
 
 
-def _clean_fallbacks(problems: _Problems, value: Any, lookups: Lookups) -> list[str] | None:
+def _clean_fallbacks(problems: FieldProblems, value: Any, lookups: Lookups) -> list[str] | None:
     if value is None:
         return []
     if not isinstance(value, list):
@@ -237,7 +226,7 @@ def _clean_fallbacks(problems: _Problems, value: Any, lookups: Lookups) -> list[
     return out if len(out) == len(value) else None
 
 
-def _clean_priority(problems: _Problems, value: Any) -> int | None:
+def _clean_priority(problems: FieldProblems, value: Any) -> int | None:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
@@ -257,7 +246,7 @@ def clean_rule_fields(
     ``data`` are taken from ``current`` for the rules between fields (scope and scope_id).
     Raises ``ValidationError`` naming every bad field."""
     lookups = lookups or Lookups()
-    problems = _Problems()
+    problems = FieldProblems()
     cleaned: dict[str, Any] = {}
     if "name" in data:
         cleaned["name"] = _text(problems, "name", data["name"], max_length=255, blank=False)
@@ -285,7 +274,11 @@ def clean_rule_fields(
 
 
 def _clean_scope(
-    problems: _Problems, cleaned: dict[str, Any], data: dict[str, Any], current: RoutingRule | None, lookups: Lookups
+    problems: FieldProblems,
+    cleaned: dict[str, Any],
+    data: dict[str, Any],
+    current: RoutingRule | None,
+    lookups: Lookups,
 ) -> None:
     """``scope`` and ``scope_id`` together: the scope after the change decides what scope_id must be."""
     if "scope" not in data and "scope_id" not in data:
@@ -308,8 +301,8 @@ def _clean_scope(
         return
     cleaned["scope"] = scope
     if scope == RoutingScope.GLOBAL:
-        if scope_id:
-            problems.add("scope_id", "must be empty when scope is global")
+        if scope_id is not None:  # "" too: scope_id is a key's, team's or customer's id, or absent
+            problems.add("scope_id", "must be absent (or null) when scope is global")
         cleaned["scope_entity"] = None
         return
     if not scope_id:

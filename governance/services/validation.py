@@ -42,3 +42,17 @@ def save_patched(*, instance: M, changes: dict[str, Any], fields: Iterable[str],
 
 def field_error(field: str, message: str) -> ValidationError:
     return ValidationError({field: [message]})
+
+
+class FieldProblems:
+    """Field errors collected while cleaning a whole body, raised together (each a 400 naming its field)."""
+
+    def __init__(self) -> None:
+        self.errors: dict[str, list[str]] = {}
+
+    def add(self, field: str, message: str) -> None:
+        self.errors.setdefault(field, []).append(message)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ValidationError(self.errors)

@@ -49,29 +49,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class McpHttpServer:
-    """The test MCP server in a subprocess; ``url`` stays the same across restarts."""
+class ServerProcess:
+    """A test server module (``python -m <module> --port N ...``) in a subprocess."""
 
-    def __init__(self, *args: str, sse: bool = False) -> None:
-        self.args = [*args, *(["--sse"] if sse else [])]
+    module = ""
+    label = "test server"
+
+    def __init__(self, *args: str) -> None:
+        self.args = list(args)
         self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}/sse" if sse else f"http://{HOST}:{self.port}/mcp"
+        self.base = f"http://{HOST}:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
-        command = [sys.executable, "-m", "tests.mcp.servers.http_server", "--port", str(self.port), *self.args]
+        command = [sys.executable, "-m", self.module, "--port", str(self.port), *self.args]
         self.proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the MCP test server exited with {self.proc.returncode}")
+                raise RuntimeError(f"the {self.label} exited with {self.proc.returncode}")
             try:
                 socket.create_connection((HOST, self.port), timeout=0.5).close()
                 return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError("the MCP test server did not start listening")
+        raise RuntimeError(f"the {self.label} did not start listening")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -82,6 +85,17 @@ class McpHttpServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+class McpHttpServer(ServerProcess):
+    """The test MCP server in a subprocess; ``url`` stays the same across restarts."""
+
+    module = "tests.mcp.servers.http_server"
+    label = "MCP test server"
+
+    def __init__(self, *args: str, sse: bool = False) -> None:
+        super().__init__(*args, *(["--sse"] if sse else []))
+        self.url = f"{self.base}/sse" if sse else f"{self.base}/mcp"
 
     def restart(self) -> None:
         self.stop()

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -42,47 +39,22 @@ from governance.models import (
 from governance.services import virtual_key_create
 from governance.services.virtual_keys import virtual_key_delete
 from mcp_gateway import user_oauth
-from tests.mcp.conftest import HOST, REPO, free_port
+from tests.mcp.conftest import ServerProcess
 
 CALLBACK = "http://testserver/api/oauth/callback"
 APP_REDIRECT = "http://127.0.0.1:9/cb"
 PREREGISTERED = ("gw-app", "preregistered-client-secret-4711")
 
 
-class OAuthUpstream:
+class OAuthUpstream(ServerProcess):
     """``tests/mcp/servers/oauth_server.py`` in a subprocess, with its test controls."""
 
+    module = "tests.mcp.servers.oauth_server"
+    label = "OAuth test server"
+
     def __init__(self, *args: str) -> None:
-        self.args = args
-        self.port = free_port()
-        self.base = f"http://{HOST}:{self.port}"
+        super().__init__(*args)
         self.url = f"{self.base}/mcp"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 20.0) -> None:
-        command = [sys.executable, "-m", "tests.mcp.servers.oauth_server", "--port", str(self.port), *self.args]
-        self.proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the OAuth test server exited with {self.proc.returncode}")
-            try:
-                socket.create_connection((HOST, self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("the OAuth test server did not start listening")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
 
     def login(self, user: str) -> None:
         httpx2.post(f"{self.base}/_test/login", params={"user": user}).raise_for_status()

@@ -32,7 +32,17 @@ from hypothesis import strategies as st
 
 from bifrost_site.wsgi import application
 from governance import services
-from governance.models import Budget, Customer, McpClient, ProviderKey, Team, VirtualKey
+from governance.models import (
+    Budget,
+    Customer,
+    McpClient,
+    ModelConfig,
+    PricingOverride,
+    ProviderKey,
+    RoutingRule,
+    Team,
+    VirtualKey,
+)
 from tests.governance.mcp_fakes import install
 
 SCHEMA_PATH = "/api/governance/schema"
@@ -83,11 +93,32 @@ def seeded(django_user_model, settings, monkeypatch) -> dict:
     fake = install(monkeypatch)
     fake.serve_everything = True
     McpClient.objects.create(name="docs", connection_string="http://127.0.0.1:9/mcp", tools_to_execute=["*"])
+    services.model_config_create(
+        model_name="gpt-4o", rate_limit={"request_max_limit": 500, "request_reset_duration": "1m"}
+    )
+    services.pricing_override_create(
+        name="half",
+        scope_kind="global",
+        match_type="exact",
+        pattern="gpt-4o",
+        prices={"input_cost_per_token": Decimal("0.000001")},
+    )
+    services.routing_rule_create(
+        name="spill", cel_expression='model == "gpt-4o"', targets=[{"provider": "openai", "weight": 1}], scope="global"
+    )
     return {"token": token, "vk_value": vk_value}
 
 
 SEEDED = "seeded-row"
-COLLECTIONS = {"virtual-keys": VirtualKey, "teams": Team, "customers": Customer, "budgets": Budget}
+COLLECTIONS = {
+    "virtual-keys": VirtualKey,
+    "teams": Team,
+    "customers": Customer,
+    "budgets": Budget,
+    "model-configs": ModelConfig,
+    "pricing-overrides": PricingOverride,
+    "routing-rules": RoutingRule,
+}
 
 
 def _real_path_parameters(path: str) -> dict[str, str]:
