@@ -178,6 +178,7 @@ BIFROST_TLS = env_bool("BIFROST_TLS", False)
 # /mcp's WWW-Authenticate; blank = the request's own scheme and host.
 BIFROST_PUBLIC_URL = env_url("BIFROST_PUBLIC_URL", ("http", "https")) or ""
 MCP_TOOLS_REFRESH_SECONDS = env_float("MCP_TOOLS_REFRESH_SECONDS", 60.0, minimum=1.0)
+MCP_DISCOVERY_SECONDS = env_float("MCP_DISCOVERY_SECONDS", 3.0, minimum=0.1)
 SESSION_COOKIE_SECURE = BIFROST_TLS
 CSRF_COOKIE_SECURE = BIFROST_TLS
 SESSION_COOKIE_HTTPONLY = True

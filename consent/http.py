@@ -84,3 +84,11 @@ def no_store(response: HttpResponse) -> HttpResponse:
     response["Cache-Control"] = "no-store"
     response["Pragma"] = "no-cache"
     return response
+
+
+def public_base_url(request: HttpRequest) -> str:
+    """The gateway's public URL, in every link and metadata document it gives out: the
+    ``BIFROST_PUBLIC_URL`` setting, else the request's scheme and host (``X-Forwarded-Proto``
+    counts only when ``BIFROST_TLS`` trusts it)."""
+    configured = settings.BIFROST_PUBLIC_URL
+    return configured.rstrip("/") if configured else request.build_absolute_uri("/").rstrip("/")

@@ -18,20 +18,16 @@ from django.views.decorators.csrf import csrf_exempt
 from bifrost_site.errors import error_response
 from consent import services
 from consent.exceptions import FlowRejected, OAuthError
-from consent.http import identity_page_url, json_methods, no_store, set_browser_secret
+from consent.http import identity_page_url, json_methods, no_store, public_base_url, set_browser_secret
 
 GRANT_TYPES = ["authorization_code"]
 RESPONSE_TYPES = ["code"]
 
 
-def _issuer(request: HttpRequest) -> str:
-    return request.build_absolute_uri("/").rstrip("/")
-
-
 @json_methods("GET")
 def authorization_server_metadata(request: HttpRequest) -> HttpResponse:
     """RFC 8414 metadata naming the endpoints below."""
-    issuer = _issuer(request)
+    issuer = public_base_url(request)
     return JsonResponse(
         {
             "issuer": issuer,
@@ -49,7 +45,7 @@ def authorization_server_metadata(request: HttpRequest) -> HttpResponse:
 @json_methods("GET")
 def protected_resource_metadata(request: HttpRequest) -> HttpResponse:
     """RFC 9728 metadata: this gateway is the resource, and its own authorization server."""
-    issuer = _issuer(request)
+    issuer = public_base_url(request)
     return JsonResponse(
         {
             "resource": issuer,

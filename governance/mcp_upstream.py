@@ -29,7 +29,7 @@ from governance.models.mcp import TOOL_SEPARATOR, AuthType
 # How long the list and the admin wait for the clients of one page (in parallel) before showing
 # those still silent as ``error``. Tools are cached by ``mcp_gateway.upstream``: only a server not
 # connected yet takes a round trip.
-DISCOVERY_SECONDS = float(getattr(settings, "MCP_DISCOVERY_SECONDS", 3.0))
+DISCOVERY_SECONDS = settings.MCP_DISCOVERY_SECONDS
 DISCOVERY_THREADS = 8
 STATES = ("connected", "disconnected", "error", "pending_tools")
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from consent.http import public_base_url
 from governance.metering import freshness
 from mcp_gateway import access, tools
 from mcp_gateway.access import AccessDenied, Caller
@@ -43,13 +43,6 @@ def _rpc_error(request_id: Any, code: int, message: str, status: int = 200) -> J
 
 def _rpc_result(request_id: Any, result: dict[str, Any]) -> JsonResponse:
     return JsonResponse({"jsonrpc": "2.0", "id": request_id, "result": result})
-
-
-def public_base_url(request: HttpRequest) -> str:
-    """The gateway's public URL: the ``BIFROST_PUBLIC_URL`` setting, else the request's scheme
-    and host (``X-Forwarded-Proto`` counts only when ``BIFROST_TLS`` trusts it)."""
-    configured = getattr(settings, "BIFROST_PUBLIC_URL", "")
-    return configured.rstrip("/") if configured else request.build_absolute_uri("/").rstrip("/")
 
 
 def _denied(request: HttpRequest, request_id: Any, exc: AccessDenied) -> HttpResponse:

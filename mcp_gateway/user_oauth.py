@@ -54,6 +54,7 @@ from mcp.client.auth.utils import (
 from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, OAuthToken, ProtectedResourceMetadata
 from pydantic import ValidationError
 
+from consent.http import public_base_url
 from consent.models import ConsentSession
 from consent.oauth import add_query, s256_challenge, secret_matches
 from consent.selectors import virtual_key_usable
@@ -701,7 +702,6 @@ def connect_link(base_url: str, client: McpClient, caller: Caller) -> str | None
 
 def connect_required(request: HttpRequest, client: McpClient, caller: Caller) -> dict[str, Any]:
     """The tool result for a caller without a (usable) token: ``isError`` with the connect link."""
-    from mcp_gateway.server import public_base_url  # the server imports the tools, which import this
 
     link = connect_link(public_base_url(request), client, caller)
     if link is None:

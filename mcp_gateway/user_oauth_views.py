@@ -22,12 +22,11 @@ from django.views.decorators.http import require_GET
 
 from bifrost_site.errors import error_response
 from consent.exceptions import FlowRejected
-from consent.http import browser_secret, mcps_page_url, no_store
+from consent.http import browser_secret, mcps_page_url, no_store, public_base_url
 from consent.models import Identity as ConsentIdentity
 from consent.selectors import consent_flow_for_browser, mcp_clients_for_identity
 from governance.models import McpUpstreamOAuthFlow
 from mcp_gateway import user_oauth
-from mcp_gateway.server import public_base_url
 from mcp_gateway.user_oauth import Identity, OAuthFlowError, Started
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.exceptions import APIException, PermissionDenied, ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -32,6 +32,7 @@ from rest_framework.views import APIView
 from bifrost_site.exceptions import django_validation_detail
 from governance import mcp_upstream, services
 from governance.api import docs, listing
+from governance.api.views import Conflict, known_fields
 from governance.mcp_upstream import Discovery
 from governance.models import McpClient
 from governance.models.mcp import AuthType, ConnectionType
@@ -42,11 +43,6 @@ BODY_FIELDS = (*CLIENT_FIELDS, "vk_configs")
 REQUIRED = ("name", "connection_type")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-
-
-class Conflict(APIException):
-    status_code = 409
-    default_detail = "Conflict with the current state of the resource"
 
 
 def _timestamp(value: Any) -> str:
@@ -111,13 +107,6 @@ def _client_or_404(client_id: str) -> McpClient:
 def _render_one(client_id: str) -> dict[str, Any]:
     client = _client_or_404(client_id)
     return client_json(client, mcp_upstream.discover([client])[client.pk])
-
-
-def _body(request: Request, fields: tuple[str, ...] = BODY_FIELDS) -> dict[str, Any]:
-    """The known fields of the JSON object sent (others, such as a GET body's ``state``, are ignored)."""
-    if not isinstance(request.data, dict):
-        raise ValidationError({"non_field_errors": ["the body must be a JSON object"]})
-    return {field: request.data[field] for field in fields if field in request.data}
 
 
 def _connector_or_none() -> mcp_upstream.Connector | None:
@@ -308,7 +297,7 @@ class McpClientCreateView(APIView):
 
     @extend_schema(operation_id="mcp_client_create", request=McpClientInput, responses={200: McpClientMessageOut})
     def post(self, request: Request) -> Response:
-        data = _body(request, ("client_id", *BODY_FIELDS))
+        data = known_fields(request, ("client_id", *BODY_FIELDS))
         missing = {field: ["This field is required."] for field in REQUIRED if field not in data}
         if missing:
             raise ValidationError(missing)
@@ -333,7 +322,7 @@ class McpClientDetailView(APIView):
     )
     def put(self, request: Request, client_id: str) -> Response:
         client = _client_or_404(client_id)
-        data = _body(request)
+        data = known_fields(request, BODY_FIELDS)
         _check_stdio_allowed(request, data, client)
         _call(services.mcp_client_update, client=client, connector=mcp_upstream.connector(), **data)
         return Response(

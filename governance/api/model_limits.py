@@ -19,7 +19,6 @@ from typing import Any
 from django.db.models import QuerySet
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
-from rest_framework.exceptions import APIException
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -29,15 +28,10 @@ from governance import services
 from governance.api import docs
 from governance.api.representations import model_config_json, provider_governance_json, usage_for
 from governance.api.serializers import ModelConfigInput, ModelConfigUpdateInput, ProviderGovernanceInput
-from governance.api.views import EntityViewSet, entity_schema
+from governance.api.views import Conflict, EntityViewSet, entity_schema
 from governance.models import ModelConfig, Provider, ProviderGovernance
 
 GOVERNANCE_NOT_FOUND = "Provider governance not found"
-
-
-class Conflict(APIException):
-    status_code = 409
-    default_detail = "Conflict with the current state of the resource"
 
 
 @entity_schema(

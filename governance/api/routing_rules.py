@@ -25,14 +25,14 @@ from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, viewsets
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from bifrost_site.exceptions import django_validation_detail
 from governance import services
 from governance.api import docs, listing
-from governance.api.views import get_or_404
+from governance.api.views import Conflict, get_or_404, known_fields
 from governance.models import RoutingRule, RoutingScope
 from governance.services.routing_rules import RULE_FIELDS
 
@@ -43,11 +43,6 @@ MESSAGES = {
     "destroy": "Routing rule deleted successfully",
 }
 PAGINATION_PARAMS = ("limit", "offset", "search")
-
-
-class Conflict(APIException):
-    status_code = 409
-    default_detail = "Conflict with the current state of the resource"
 
 
 def _iso(value: Any) -> str:
@@ -176,13 +171,6 @@ LIST_PARAMS = [
 # --- views ---------------------------------------------------------------------------------------
 
 
-def _body(request: Request) -> dict[str, Any]:
-    """The known fields of the JSON object sent (others, such as a GET body's ``id``, are ignored)."""
-    if not isinstance(request.data, dict):
-        raise ValidationError({"non_field_errors": ["the body must be a JSON object"]})
-    return {name: request.data[name] for name in RULE_FIELDS if name in request.data}
-
-
 def _call(service: Any, **kwargs: Any) -> RoutingRule:
     """A service call whose duplicate name is a 409 naming the field."""
     try:
@@ -224,7 +212,7 @@ class RoutingRuleViewSet(viewsets.GenericViewSet):
 
     @extend_schema(request=RoutingRuleInput, responses={200: RoutingRuleMessageOut})
     def create(self, request: Request) -> Response:
-        rule = _call(services.routing_rule_create, **_body(request))
+        rule = _call(services.routing_rule_create, **known_fields(request, RULE_FIELDS))
         return Response({"message": MESSAGES["create"], "rule": rule_json(self._fetch(rule.pk))})
 
     @extend_schema(parameters=[docs.ID_PARAM], responses=RoutingRuleOneOut)
@@ -234,7 +222,7 @@ class RoutingRuleViewSet(viewsets.GenericViewSet):
     @extend_schema(parameters=[docs.ID_PARAM], request=RoutingRuleUpdateInput, responses=RoutingRuleMessageOut)
     def update(self, request: Request, pk: str) -> Response:
         rule = self._fetch(pk)
-        _call(services.routing_rule_update, rule=rule, **_body(request))
+        _call(services.routing_rule_update, rule=rule, **known_fields(request, RULE_FIELDS))
         return Response({"message": MESSAGES["update"], "rule": rule_json(self._fetch(pk))})
 
     @extend_schema(parameters=[docs.ID_PARAM], responses={200: docs.MessageOut})

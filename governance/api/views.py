@@ -9,7 +9,7 @@ fields, input serializers, services, representation, envelope keys and messages.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from django.db.models import Model, QuerySet
@@ -17,6 +17,7 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -53,6 +54,21 @@ def get_or_404(queryset: QuerySet[_M], pk: str | uuid.UUID, message: str) -> _M:
 # (Comments, not a docstring: drf-spectacular would publish a class docstring as the description
 # of every operation of every subclass.) A subclass's ``queryset`` stays the plain manager query:
 # the permission class reads its model.
+class Conflict(APIException):
+    """A write that collides with an existing row (a duplicate name...): 409, the field named."""
+
+    status_code = 409
+    default_detail = "Conflict with the current state of the resource"
+
+
+def known_fields(request: Request, fields: Iterable[str]) -> dict[str, Any]:
+    """The given ``fields`` of the JSON object sent; others (such as a GET body's ``id`` sent back)
+    are ignored. A body that is not an object is a 400."""
+    if not isinstance(request.data, dict):
+        raise ValidationError({"non_field_errors": ["the body must be a JSON object"]})
+    return {name: request.data[name] for name in fields if name in request.data}
+
+
 class EntityViewSet(viewsets.GenericViewSet, Generic[Entity]):
     # Bifrost's envelope: ``{"<list_key>": [...], **page}``, ``{"<key>": {...}}``, plus ``message``.
     key: ClassVar[str]

@@ -80,24 +80,6 @@ class McpClientConflict(ValidationError):
     """The name or client id is taken by another client: the API answers 409."""
 
 
-def _text(
-    problems: FieldProblems, field: str, value: Any, *, max_length: int = MAX_TEXT, blank: bool = True
-) -> str | None:
-    if not isinstance(value, str):
-        problems.add(field, "must be a string")
-        return None
-    if not blank and not value.strip():
-        problems.add(field, "must not be blank")
-        return None
-    if len(value) > max_length:
-        problems.add(field, f"must be at most {max_length} characters")
-        return None
-    if "\x00" in value:
-        problems.add(field, "must not contain NUL characters")
-        return None
-    return value
-
-
 def _choice(problems: FieldProblems, field: str, value: Any, choices: list[str]) -> str | None:
     if not isinstance(value, str) or value not in choices:
         problems.add(field, f"must be one of {', '.join(choices)}")
@@ -157,7 +139,7 @@ def clean_whitelist_problems(value: Any, *, headers: bool = False) -> tuple[list
 def _clean_connection_string(problems: FieldProblems, value: Any) -> str | None:
     if value is None:
         return ""
-    text = _text(problems, "connection_string", value)
+    text = problems.text("connection_string", value, max_length=MAX_TEXT)
     if text is None or text == "":
         return text
     if text.startswith("env."):
@@ -183,7 +165,7 @@ def _clean_stdio(problems: FieldProblems, value: Any) -> dict[str, Any] | None:
     if unknown:
         problems.add("stdio_config", f"unknown keys {', '.join(map(repr, unknown))} (allowed: command, args, envs)")
         return None
-    command = _text(problems, "stdio_config.command", value.get("command", ""), max_length=1000)
+    command = problems.text("stdio_config.command", value.get("command", ""), max_length=1000)
     args = value.get("args") or []
     if not isinstance(args, list) or not all(isinstance(arg, str) for arg in args):
         problems.add("stdio_config.args", "must be a list of strings")
@@ -279,7 +261,7 @@ def _clean_oauth(problems: FieldProblems, value: Any, stored: dict[str, Any]) ->
     for key in OAUTH_TEXT_KEYS:
         if value.get(key) is None:
             continue
-        text = _text(problems, f"oauth_config.{key}", value[key])
+        text = problems.text(f"oauth_config.{key}", value[key], max_length=MAX_TEXT)
         if text is None:
             return None
         if key in OAUTH_URL_KEYS and text and not _is_url(text):
@@ -357,7 +339,7 @@ def clean_client_fields(data: dict[str, Any], *, current: McpClient | None = Non
     stored_headers = current.headers if current is not None else {}
     stored_oauth = current.oauth_config if current is not None else {}
     cleaners: dict[str, Callable[[Any], Any]] = {
-        "name": lambda v: _text(problems, "name", v, max_length=63),
+        "name": lambda v: problems.text("name", v, max_length=63),
         "connection_type": lambda v: _choice(problems, "connection_type", v, ConnectionType.values),
         "connection_string": lambda v: _clean_connection_string(problems, v),
         "stdio_config": lambda v: _clean_stdio(problems, v),

@@ -90,38 +90,17 @@ class Lookups:
     scope_entity: Callable[[str, str], Any] = _db_scope_entity
 
 
-def _text(problems: FieldProblems, field: str, value: Any, *, max_length: int, blank: bool = True) -> str | None:
-    if not isinstance(value, str):
-        problems.add(field, "must be a string")
-        return None
-    if not blank and not value.strip():
-        problems.add(field, "must not be blank")
-        return None
-    if len(value) > max_length:
-        problems.add(field, f"must be at most {max_length} characters")
-        return None
-    if "\x00" in value:
-        problems.add(field, "must not contain NUL characters")
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        problems.add(field, "must not contain unpaired surrogates")
-        return None
-    return value
-
-
 def _optional_text(problems: FieldProblems, field: str, value: Any, *, max_length: int) -> str | None:
     """A string that may be absent: None or "" both mean absent (returned as None)."""
     if value is None or value == "":
         return None
-    return _text(problems, field, value, max_length=max_length, blank=False)
+    return problems.text(field, value, max_length=max_length, blank=False)
 
 
 def _clean_expression(problems: FieldProblems, value: Any) -> str | None:
     if value is None:
         return ""
-    text = _text(problems, "cel_expression", value, max_length=MAX_EXPRESSION)
+    text = problems.text("cel_expression", value, max_length=MAX_EXPRESSION)
     if text is None:
         return None
     try:
@@ -213,7 +192,7 @@ def _clean_fallbacks(problems: FieldProblems, value: Any, lookups: Lookups) -> l
     out: list[str] = []
     for index, entry in enumerate(value):
         path = f"fallbacks[{index}]"
-        text = _text(problems, path, entry, max_length=320, blank=False)
+        text = problems.text(path, entry, max_length=320, blank=False)
         if text is None:
             continue
         provider, sep, _model = text.partition("/")
@@ -249,12 +228,10 @@ def clean_rule_fields(
     problems = FieldProblems()
     cleaned: dict[str, Any] = {}
     if "name" in data:
-        cleaned["name"] = _text(problems, "name", data["name"], max_length=255, blank=False)
+        cleaned["name"] = problems.text("name", data["name"], max_length=255, blank=False)
     if "description" in data:
         cleaned["description"] = (
-            ""
-            if data["description"] is None
-            else _text(problems, "description", data["description"], max_length=10_000)
+            "" if data["description"] is None else problems.text("description", data["description"], max_length=10_000)
         )
     if "enabled" in data:
         if not isinstance(data["enabled"], bool):

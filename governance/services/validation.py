@@ -56,3 +56,26 @@ class FieldProblems:
     def raise_if_any(self) -> None:
         if self.errors:
             raise ValidationError(self.errors)
+
+    def text(self, field: str, value: Any, *, max_length: int, blank: bool = True) -> str | None:
+        """``value`` when it is a string a column can store (no NUL, no unpaired surrogate: both
+        refused by PostgreSQL), at most ``max_length``, not blank unless allowed; else None and
+        the problem recorded under ``field``."""
+        if not isinstance(value, str):
+            self.add(field, "must be a string")
+            return None
+        if not blank and not value.strip():
+            self.add(field, "must not be blank")
+            return None
+        if len(value) > max_length:
+            self.add(field, f"must be at most {max_length} characters")
+            return None
+        if "\x00" in value:
+            self.add(field, "must not contain NUL characters")
+            return None
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            self.add(field, "must not contain unpaired surrogates")
+            return None
+        return value

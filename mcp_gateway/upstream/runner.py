@@ -43,7 +43,7 @@ _FAILURE_SETTLE_SECONDS = 1.0
 def refresh_seconds() -> float:
     from django.conf import settings
 
-    return float(getattr(settings, "MCP_TOOLS_REFRESH_SECONDS", 60))
+    return float(settings.MCP_TOOLS_REFRESH_SECONDS)
 
 
 class _Upstream:

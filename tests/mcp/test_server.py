@@ -349,3 +349,12 @@ def test_a_request_decided_on_changed_configuration_starts_over(client, clients,
     answer = rpc(client, "tools/call", {"name": "files_read"}, x_bf_vk=value).json()
     assert answer["result"] == fake.result
     assert len(fake.calls) == 1 and UsageRecord.objects.count() == 1  # the first attempt called nothing
+
+
+def test_the_metadata_and_the_challenge_name_the_same_public_url(client, db, settings):
+    settings.BIFROST_PUBLIC_URL = "https://gw.example.com/"
+    metadata = client.get("/.well-known/oauth-protected-resource").json()
+    assert metadata["resource"] == "https://gw.example.com"
+    assert metadata["authorization_servers"] == ["https://gw.example.com"]
+    server = client.get("/.well-known/oauth-authorization-server").json()
+    assert server["token_endpoint"].startswith("https://gw.example.com/")
