@@ -5,8 +5,11 @@ Chosen for a small machine (measured on 2 cores, see bench/README.md):
 - one worker per core, 16 threads each;
 - ``worker_connections`` bounded, so the kernel spreads keep-alive clients over all workers
   instead of one worker accepting every connection and halving throughput;
-- each worker starts the metering threads (``governance.metering.writer`` and ``.reaper``) once it
-  is up and drains them when it exits, SIGTERM included.
+- each worker starts the metering threads (``governance.metering.writer``, ``.reaper`` and the
+  budget alert sender ``.alert_delivery``) once it is up and drains them when it exits, SIGTERM
+  included;
+- the master gives each server start its own directory of metric files (``telemetry.multiproc``):
+  ``/metrics`` sums every worker's.
 """
 
 from __future__ import annotations
@@ -33,12 +36,37 @@ def _serves_gateway() -> bool:
     return bool(os.environ.get("DJANGO_SETTINGS_MODULE"))
 
 
+# The master's hooks run before the app is loaded (DJANGO_SETTINGS_MODULE may not be set yet); a
+# metrics directory is harmless for bench/forwarder.py, which never writes to it.
+def on_starting(server) -> None:
+    # Before any worker imports prometheus_client: every worker writes its metrics there.
+    from telemetry import multiproc
+
+    multiproc.prepare()
+
+
+def child_exit(server, worker) -> None:
+    from telemetry import multiproc
+
+    multiproc.worker_exited(worker.pid)
+
+
+def on_exit(server) -> None:
+    from telemetry import multiproc
+
+    multiproc.server_stopped()
+
+
 def post_worker_init(worker) -> None:
     if _serves_gateway():
-        from governance.metering import reaper, writer
+        from telemetry import metrics
+
+        metrics.start()
+        from governance.metering import alert_delivery, reaper, writer
 
         writer.start_writer()
         reaper.start()
+        alert_delivery.start()
 
 
 def worker_exit(server, worker) -> None:
@@ -47,6 +75,11 @@ def worker_exit(server, worker) -> None:
 
         writer.flush(timeout=graceful_timeout)
 
-        from governance.metering import reaper
+        from telemetry import metrics
+
+        metrics.flush()  # the last second's observations and spans
+
+        from governance.metering import alert_delivery, reaper
 
         reaper.stop()
+        alert_delivery.stop()

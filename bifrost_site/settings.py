@@ -166,6 +166,24 @@ USAGE_RETENTION_DAYS = env_int("BIFROST_USAGE_RETENTION_DAYS", 400, minimum=1)
 # Usage rows + settlements a gunicorn worker holds in memory while the database does not take
 # them; past this, new ones go to a local journal in DATA_DIR, replayed once it is back (governance.metering.writer).
 LEDGER_MEMORY_ROWS = env_int("BIFROST_LEDGER_MEMORY_ROWS", 10_000, minimum=1)
+# Refusals of requests without a known virtual key (missing or unknown) written to the ledger,
+# at most this many a second per process (proxy.accounting.refused); 0 records none. All are counted in /metrics.
+# Request and response bodies stored for /api/logs content_search (governance.models.content):
+# off by default; "true" for every request, or per virtual key (its log_content).
+CONTENT_LOGGING = env_bool("BIFROST_CONTENT_LOGGING", False)
+CONTENT_MAX_BYTES = env_int("BIFROST_CONTENT_MAX_BYTES", 32 * 1024, minimum=0, maximum=16 * 1024 * 1024)
+CONTENT_RETENTION_DAYS = env_int("BIFROST_CONTENT_RETENTION_DAYS", 30, minimum=1)
+LEDGER_ANONYMOUS_REFUSALS_PER_SECOND = env_int("BIFROST_LEDGER_ANONYMOUS_REFUSALS_PER_SECOND", 20, minimum=0)
+
+# --- Metrics and tracing (telemetry/) -------------------------------------------------------
+# /metrics is open unless this is set; then it asks for ``Authorization: Bearer <token>``.
+METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN")
+# Distinct values per metric label (provider, model, virtual key, team, customer, error type, MCP
+# client and tool) a process reports; later ones are folded into "other". Also caps the series of
+# each budget / rate-limit use-ratio family.
+METRICS_MAX_LABEL_VALUES = env_int("METRICS_MAX_LABEL_VALUES", 500, minimum=1)
+# OpenTelemetry spans are exported when OTEL_EXPORTER_OTLP_ENDPOINT is set (read by the SDK, with
+# the other OTEL_* variables, in telemetry/tracing.py).
 
 # --- Secrets at rest ------------------------------------------------------------------------
 # Fernet key (urlsafe base64, 32 bytes) for provider key values; derived from SECRET_KEY when

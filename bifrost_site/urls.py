@@ -1,4 +1,4 @@
-"""Top-level URL map: admin, management API, consent flow, health (the inference paths never reach
+"""Top-level URL map: admin, management API, consent flow, health, metrics (the inference paths never reach
 Django's URL resolver: ``bifrost_site.wsgi`` hands them to ``proxy.wsgi`` first)."""
 
 from django.contrib import admin
@@ -9,9 +9,11 @@ from governance.dashboard.views import dashboard, usage_csv
 from mcp_gateway import user_oauth_views
 from mcp_gateway.execute import execute as mcp_tool_execute
 from mcp_gateway.server import endpoint as mcp_endpoint
+from telemetry.exposition import metrics_view
 
 urlpatterns = [
     path("health", health, name="health"),
+    path("metrics", metrics_view, name="metrics"),
     path("mcp", mcp_endpoint, name="mcp"),
     path("v1/mcp/tool/execute", mcp_tool_execute, name="mcp-tool-execute"),
     path("admin/usage-dashboard/", dashboard, name="governance-usage-dashboard"),

@@ -13,8 +13,9 @@ Supported subset (anything else in the file is ignored and listed in the command
   ``team_id``, ``customer_id``, ``budget_id``, ``rate_limit_id``, ``allow_all_providers``,
   ``provider_configs[]`` with ``id``, ``provider``, ``allowed_models``, ``key_ids`` (key *names*
   or ``*``), ``weight``, ``budget_id``, ``rate_limit_id``),
-  ``governance.budgets[]`` (``id``, ``max_limit``, ``reset_duration``, ``calendar_aligned``, and
-  at most one owner: ``virtual_key_id``, ``team_id``, ``customer_id``, ``provider_config_id``,
+  ``governance.budgets[]`` (``id``, ``max_limit``, ``reset_duration``, ``calendar_aligned``,
+  ``alert_thresholds`` (this gateway's budget alerts, percents; absent: kept, new budgets 50, 80,
+  100), and at most one owner: ``virtual_key_id``, ``team_id``, ``customer_id``, ``provider_config_id``,
   ``model_config_id``),
   ``governance.rate_limits[]`` (``id``, ``token_*``, ``request_*``),
   ``governance.model_configs[]`` (limits on all traffic for a model: ``id``, ``model_name``,
@@ -82,6 +83,7 @@ from django.db import IntegrityError, transaction
 
 from governance.durations import CALENDAR_UNITS, validate_duration
 from governance.models import Customer, McpClient, Provider, ProviderKey, Team, VirtualKey
+from governance.models.limits import alert_thresholds_problem
 from governance.models.pricing_overrides import SCOPE_FIELDS, ScopeKind
 from governance.models.providers import extra_header_problem
 from governance.price_overrides import PATCH_FIELDS, pattern_problem, request_types_problem
@@ -406,10 +408,15 @@ def _validate(data: dict) -> _Plan:  # noqa: C901 - one linear walk over the fil
         if len(owners) > 1:
             c.fail(path, f"set at most one owner field, not {', '.join(f for f, _ in owners)}")
         if budget_id:
+            thresholds = item.get("alert_thresholds")
+            problem = None if thresholds is None else alert_thresholds_problem(thresholds)
+            if problem is not None:
+                c.fail(f"{path}.alert_thresholds", problem)
             plan.budgets[budget_id] = {
                 "max_limit": amount,
                 "reset_duration": duration,
                 "calendar_aligned": c.boolean(item, "calendar_aligned", path, False),
+                "alert_thresholds": sorted(thresholds) if thresholds is not None and problem is None else None,
                 "path": path,
             }
             if len(owners) == 1:
@@ -680,6 +687,7 @@ def _apply(plan: _Plan) -> ImportResult:
             max_limit=budget_spec["max_limit"],
             reset_duration=budget_spec["reset_duration"],
             calendar_aligned=budget_spec["calendar_aligned"] or calendar,
+            alert_thresholds=budget_spec["alert_thresholds"],
         )
         result.count("budgets", created)
     for kind, owner_id, ref, path in plan.rate_limit_links:

@@ -3,7 +3,7 @@
 Model forms include every field a model invariant touches (``team`` and ``customer`` together) so
 that ``full_clean()`` reports a broken invariant on the offending field instead of the database
 rejecting the row later. Secret values have no field at all (virtual keys, API tokens) or a
-write-only password field that is never pre-filled (provider keys).
+write-only password field that is never pre-filled (provider keys, alert webhook secrets).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from governance.models import (
+    AlertWebhook,
     ApiToken,
     Budget,
     McpClient,
@@ -24,6 +25,7 @@ from governance.models import (
     VirtualKey,
     VirtualKeyMcpConfig,
 )
+from governance.models.limits import DEFAULT_ALERT_THRESHOLDS, validate_alert_thresholds
 from governance.models.providers import validate_model_list
 from governance.provider_types import AZURE_DEFAULT_API_VERSION, TYPES, ProviderType, default_type
 from governance.services.mcp_clients import masked_secret
@@ -75,6 +77,45 @@ class NameListField(forms.CharField):
         return self.to_python(initial or []) != self.to_python(data)
 
 
+class ThresholdListField(forms.CharField):
+    """Budget alert thresholds typed as comma-separated percents (``50, 80, 100``); empty = none."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("help_text", "Percents of the limit that send a budget alert, once per window; empty = none.")
+        kwargs.setdefault("widget", forms.TextInput(attrs={"size": 10, "placeholder": "50, 80, 100"}))
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return ", ".join(str(item) for item in value)
+        return value
+
+    # A list, where CharField's hint says text: the field's value is the list the model stores.
+    def to_python(self, value: Any) -> list[int]:  # type: ignore[override]
+        if isinstance(value, list):
+            return value
+        text = super().to_python(value) or ""
+        parts = [part.strip().removesuffix("%").strip() for part in text.split(",") if part.strip()]
+        try:
+            return [int(part) for part in parts]
+        except ValueError:
+            raise ValidationError("Enter whole percents separated by commas, e.g. 50, 80, 100.") from None
+
+    def validate(self, value: Any) -> None:
+        super().validate(value)
+        try:
+            validate_alert_thresholds(value)
+        except ValidationError as exc:
+            raise ValidationError(exc.messages) from None
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        try:
+            return self.to_python(initial if initial is not None else []) != self.to_python(data)
+        except ValidationError:
+            return True
+
+
 class OptionalObjectField(forms.JSONField):
     """A JSON object typed in a textarea where blank (shown for ``{}`` too) means ``{}``."""
 
@@ -96,7 +137,16 @@ class VirtualKeyAdminForm(forms.ModelForm):
 
     class Meta:
         model = VirtualKey
-        fields = ["name", "description", "is_active", "team", "customer", "allow_all_providers", "expires_at"]
+        fields = [
+            "name",
+            "description",
+            "is_active",
+            "team",
+            "customer",
+            "allow_all_providers",
+            "expires_at",
+            "log_content",
+        ]
         widgets = {"description": forms.Textarea(attrs={"rows": 2, "cols": 60})}
         help_texts = {
             "team": "A key belongs to a team, or a customer, or neither — never both.",
@@ -105,9 +155,11 @@ class VirtualKeyAdminForm(forms.ModelForm):
 
 
 class BudgetInlineForm(forms.ModelForm):
+    alert_thresholds = ThresholdListField(label="Alert at (%)", initial=list(DEFAULT_ALERT_THRESHOLDS))
+
     class Meta:
         model = Budget
-        fields = ["max_limit", "reset_duration", "calendar_aligned"]
+        fields = ["max_limit", "reset_duration", "calendar_aligned", "alert_thresholds"]
         labels = {"max_limit": "Max limit (USD)"}
         help_texts = {"reset_duration": DURATION_HELP}
         widgets = {"reset_duration": forms.TextInput(attrs={"size": 6, "placeholder": "1M"})}
@@ -382,3 +434,36 @@ class ApiTokenAdminForm(forms.ModelForm):
         model = ApiToken
         fields = ["name", "user"]
         help_texts = {"user": "The token acts with this user's permissions."}
+
+
+class AlertWebhookAdminForm(forms.ModelForm):
+    """The signing secret is write-only: a password input never pre-filled; blank on a change keeps it.
+
+    The rules are the service's (``governance.services.alert_webhooks``), which the admin saves
+    through: its errors come back on these fields.
+    """
+
+    secret = forms.CharField(
+        label="Signing secret",
+        required=False,
+        strip=False,
+        max_length=1024,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password", "size": 60}),
+    )
+
+    class Meta:
+        model = AlertWebhook
+        fields = ["name", "url", "secret", "enabled"]
+        widgets = {"url": forms.URLInput(attrs={"size": 80})}
+        help_texts = {"url": "http:// or https://; a Slack incoming webhook URL works as is."}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance._state.adding:
+            self.fields["secret"].required = True
+            self.fields["secret"].help_text = (
+                "Signs every alert (X-Bifrost-Signature: HMAC-SHA256). At least 16 characters; stored encrypted "
+                "and never shown again."
+            )
+        else:
+            self.fields["secret"].help_text = "Set and never shown. Leave blank to keep it, or type a new one."

@@ -11,7 +11,7 @@ from typing import Any
 from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
-from governance.metering import snapshot
+from governance.metering import rollups, snapshot
 from governance.models import (
     Budget,
     Customer,
@@ -25,6 +25,7 @@ from governance.models import (
     RateLimit,
     RoutingRule,
     Team,
+    UsageRecord,
     VirtualKey,
     VirtualKeyMcpConfig,
 )
@@ -60,3 +61,12 @@ for _model in CONFIG_MODELS:
 def _config_keys_changed(sender: type, action: str, **kwargs: Any) -> None:
     if action.startswith("post_"):
         snapshot.invalidate()
+
+
+@receiver(post_save, sender=UsageRecord, dispatch_uid="usage-record-rollups")
+def _usage_record_saved(sender: type[UsageRecord], instance: UsageRecord, created: bool, **kwargs: Any) -> None:
+    """A usage record created through the ORM (not the ledger's own insert, which adds its rows
+    itself: ``usage_rows``) joins its rollups too, in the same transaction: whatever writes the
+    ledger, the rollups stay exact."""
+    if created:
+        rollups.add([{f.attname: getattr(instance, f.attname) for f in UsageRecord._meta.concrete_fields}])

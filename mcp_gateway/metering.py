@@ -26,6 +26,7 @@ from governance.metering.ledger import LedgerEntry
 from governance.metering.snapshot import VirtualKeySnapshot
 from governance.models import McpClient
 from governance.models.usage import new_request_id
+from telemetry import metrics
 
 REQUEST_TYPE = "mcp_tool_call"
 
@@ -83,6 +84,7 @@ def begin(client: McpClient, tool: str, vk: VirtualKeySnapshot | None) -> ToolTi
         entry=leased,
     )
     if not isinstance(result, Admission):
+        metrics.refusal(result.type, result.refused_by, vk, method=REQUEST_TYPE, provider=client.name, model=tool)
         return result
     try:
         freshness.confirm()  # no-op when the admit's own round trip checked it
@@ -109,6 +111,7 @@ def finish(ticket: ToolTicket, status_code: int, *, upstream_called: bool = True
         "estimated": False,
         "created_at": timezone.now(),
     }
+    metrics.mcp_call(ticket.client.name, ticket.tool, ticket.vk, status_code, fields["latency_ms"], cost)
     if ticket.admission is not None:
         entry = LedgerEntry(**fields)
         writer.settle(enforcement.Settlement(ticket.admission, cost, 0, upstream_called, entry))

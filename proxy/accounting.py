@@ -26,6 +26,13 @@
   through ``writer.settle``, a failed attempt at once (``enforcement.settle_many``) so that its
   unused request slot is free for the fallback; any other attempt only needs its usage row
   (``writer.record``). The price was read in ``begin``, so finishing needs no database.
+  A failed attempt's row says why (``error_type``, ``error_message``).
+- ``refused(...)`` writes the ledger entry of a request governance refused (an unknown or blocked
+  key, an allow-list, a limit): status, type, message and the limits that refused, so that "why is
+  this key failing?" has an answer. Nothing is charged. Refusals without a known key (a missing
+  or unknown VK) are recorded at most ``LEDGER_ANONYMOUS_REFUSALS_PER_SECOND`` a second per
+  process: a stream of them is an attack or a misconfigured client, and must not grow the ledger
+  without bound; every refusal is still counted in the metrics.
 """
 
 from __future__ import annotations
@@ -47,10 +54,13 @@ from governance.metering.ledger import LedgerEntry
 from governance.metering.snapshot import PriceSnapshot
 from governance.models.usage import new_request_id
 from governance.pricing import cost_of
+from proxy.errors import ProxyError
 from proxy.routing import Resolved, Route
 from proxy.usage import Usage, estimate_prompt_tokens
+from telemetry import metrics
 
 CLIENT_CLOSED = 499
+MAX_ERROR_MESSAGE = 1000  # characters of an error message kept on its ledger row
 OUTPUT_CAPS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 
 
@@ -64,6 +74,9 @@ class Ticket:
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
     admission: Admission | None = None
+    attempt: int = 0  # which candidate of the request (``UsageRecord.fallback_index``)
+    # The answer as the client got it (at most BIFROST_CONTENT_MAX_BYTES), when its content is logged.
+    response_capture: bytes | None = None
 
 
 def output_cap(body: dict[str, Any], route: Route) -> int:
@@ -102,7 +115,7 @@ def unpriced_rejection(resolved: Resolved) -> Rejection:
     )
 
 
-def begin(resolved: Resolved) -> Ticket | Rejection:
+def begin(resolved: Resolved, attempt: int = 0) -> Ticket | Rejection:
     """Admit one attempt (see the module doc); raises ``freshness.StaleConfig`` when the
     configuration it was decided on changed meanwhile (nothing stays reserved then)."""
     vk = resolved.vk
@@ -113,7 +126,7 @@ def begin(resolved: Resolved) -> Ticket | Rejection:
         virtual_key_id=vk.id if vk is not None else None,
         provider_key_id=resolved.key.id,
     )
-    ticket = Ticket(resolved, price)
+    ticket = Ticket(resolved, price, attempt=attempt)
     shared = resolved.provider.shared_limits(resolved.model)  # one dict lookup
     if resolved.vk is None:
         if shared is None:
@@ -140,6 +153,8 @@ def begin(resolved: Resolved) -> Ticket | Rejection:
         streamed=resolved.stream,
         priced=ticket.price is not None,
         price_source=ticket.price.source if ticket.price is not None else None,
+        http_request_id=resolved.request.request_id,
+        fallback_index=attempt,
     )
     result = enforcement.admit(
         request_id=ticket.request_id,
@@ -190,9 +205,11 @@ def finish(
     streamed: bool,
     upstream_called: bool = True,
     delivered: bool = False,
+    error: ProxyError | None = None,
 ) -> None:
     """``delivered``: part of the answer reached the client before the attempt failed (a stream
-    the upstream broke off), so it is charged like a success, at ``usage``."""
+    the upstream broke off), so it is charged like a success, at ``usage``. ``error``: why the
+    attempt failed, for its row."""
     if ticket.finished:
         return
     ticket.finished = True
@@ -215,8 +232,9 @@ def finish(
             source = "upstream"
         prompt, completion, cached = usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
         total = usage.total_tokens or prompt + completion
+        reasoning = usage.reasoning_tokens
     else:
-        cost, priced, prompt, completion, cached, total = Decimal("0"), True, 0, 0, 0, 0
+        cost, priced, prompt, completion, cached, total, reasoning = Decimal("0"), True, 0, 0, 0, 0, 0
     # A plain dict first: ``dataclasses.asdict`` costs ~0.2 ms a call on this hot path.
     fields = {
         **_who(resolved),
@@ -224,13 +242,21 @@ def finish(
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "cached_tokens": cached,
+        "reasoning_tokens": reasoning,
         "latency_ms": max(0, latency_ms),
         "streamed": streamed,
         "priced": priced,
         "price_source": source,
         "estimated": usage.estimated and succeeded,
         "created_at": timezone.now(),
+        "http_request_id": resolved.request.request_id,
+        "fallback_index": ticket.attempt,
+        "error_type": _error_type(error) if error is not None else "",
+        "error_message": error.message[:MAX_ERROR_MESSAGE] if error is not None else "",
     }
+    metrics.attempt(fields, resolved, cost, ticket.started)  # appends only (telemetry.metrics)
+    if resolved.request.log_content:
+        fields["content"] = content_of(resolved.request.raw, ticket.response_capture or b"")
     if ticket.admission is not None:
         settlement = enforcement.Settlement(ticket.admission, cost, total, upstream_called, LedgerEntry(**fields))
         if succeeded:
@@ -251,5 +277,88 @@ def finish(
             "cost": cost,
             "total_tokens": total,
             "upstream_reached": upstream_called,
+        }
+    )
+
+
+def content_of(request: bytes, response: bytes) -> tuple[str, str, bool]:
+    """The bodies kept for content search (``governance.models.content``): each cut at
+    ``BIFROST_CONTENT_MAX_BYTES`` (never inside a UTF-8 character), and whether one was cut."""
+    cap = settings.CONTENT_MAX_BYTES
+    truncated = len(request) > cap or len(response) > cap
+    return (
+        request[:cap].decode("utf-8", "ignore"),
+        response[:cap].decode("utf-8", "ignore"),
+        truncated,
+    )
+
+
+def _error_type(error: ProxyError) -> str:
+    """An error's type for its row: the gateway's own, else ``upstream:`` and the upstream's
+    (its own namespace: an upstream's ``rate_limited`` is not a governance refusal), else
+    ``upstream_error``."""
+    if error.type_:
+        return error.type_[:64]
+    upstream_type = error.error_fields.get("type")
+    return f"upstream:{upstream_type}"[:64] if isinstance(upstream_type, str) and upstream_type else "upstream_error"
+
+
+class _Allowance:
+    """At most ``per_second`` events a second in this process (a token bucket of one second)."""
+
+    def __init__(self) -> None:
+        self.second = 0
+        self.used = 0
+
+    def take(self, per_second: int) -> bool:
+        now = int(time.monotonic())
+        if now != self.second:
+            self.second, self.used = now, 0
+        self.used += 1
+        return self.used <= per_second
+
+
+_anonymous = _Allowance()
+
+
+def refused(
+    exc: ProxyError,
+    *,
+    request_id: str,
+    route: Route,
+    vk: Any = None,
+    provider: str = "",
+    model: str = "",
+    provider_key_id: Any = None,
+    attempt: int = 0,
+    streamed: bool = False,
+    latency_ms: int = 0,
+) -> None:
+    """The ledger entry of a request (or one attempt) governance refused; see the module doc."""
+    if exc.recorded:
+        return
+    exc.recorded = True
+    metrics.refusal(exc.type_, exc.refused_by, vk, method=route.request_type, provider=provider, model=model)
+    if vk is None and not _anonymous.take(settings.LEDGER_ANONYMOUS_REFUSALS_PER_SECOND):
+        return
+    writer.record(
+        {
+            "provider": provider[:63],
+            "model": model[:255],
+            "virtual_key_id": vk.id if vk is not None else None,
+            "team_id": vk.team_id if vk is not None else None,
+            "customer_id": vk.customer_id if vk is not None else None,
+            "provider_key_id": provider_key_id,
+            "request_type": route.request_type,
+            "status_code": exc.status,
+            "latency_ms": max(0, latency_ms),
+            "streamed": streamed,
+            "upstream_reached": False,
+            "created_at": timezone.now(),
+            "http_request_id": request_id,
+            "fallback_index": attempt,
+            "error_type": exc.type_ or "",
+            "error_message": exc.message[:MAX_ERROR_MESSAGE],
+            "refused_by": " ".join(exc.refused_by)[:500],
         }
     )

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from django import db
+from django.conf import settings
 
+from bifrost_site import logging as site_logging
 from proxy import accounting, http1
 from proxy.translation import FORMATS
 from proxy.usage import MAX_TOKENS, SseScanner, Usage, estimate_prompt_tokens
+from telemetry import metrics
 
 logger = logging.getLogger("bifrost.proxy")
 
@@ -22,8 +25,10 @@ def request_done() -> None:
     """Django's end-of-request database cleanup, run when a body is closed: connections past
     ``CONN_MAX_AGE`` or left unusable by an error are closed, as after a view. Called directly
     rather than through ``request_finished``: the signal's dispatch and its other receivers (cache
-    and URLconf resets, which the inference path never touches) cost about 25 µs a request."""
+    and URLconf resets, which the inference path never touches) cost about 25 µs a request.
+    The request's id leaves this thread's log lines here."""
     db.close_old_connections()
+    site_logging.request_id.set("")
 
 
 @dataclass(slots=True)
@@ -93,8 +98,13 @@ class StreamBody:
         self.counts: StreamCounts = self.scanner
         self.done = False
         self.relayed = False  # some of the answer reached the client
+        # Chunks relayed, and when the first and the last were (the stream latency metrics).
+        self.chunks, self.first_chunk, self.last_chunk = 0, 0.0, 0.0
         self.failed_status: int | None = None
         self._iterator: Generator[bytes, None, None] | None = None
+        # Content logging: the relayed bytes, up to the cap (None: not logged).
+        self.capture: bytearray | None = bytearray() if ticket.resolved.request.log_content else None
+        self.capture_cap = settings.CONTENT_MAX_BYTES
 
     def __iter__(self) -> Iterator[bytes]:
         self._iterator = self._relay()
@@ -105,11 +115,11 @@ class StreamBody:
             for data in self.answer.stream():
                 out = self.scanner.feed(data)
                 if out:
-                    self.relayed = True
+                    self._relayed_chunk(out)
                     yield out
             rest = self.scanner.flush()
             if rest:
-                yield rest
+                yield self._captured(rest)
             self.done = True
         except Exception as exc:  # the upstream broke off mid-stream: tell the client in-band
             self.failed_status = 504 if "Timeout" in type(exc).__name__ else 502
@@ -117,6 +127,21 @@ class StreamBody:
             message = f"upstream provider '{name}' broke off the stream ({type(exc).__name__})"
             logger.warning("upstream stream failed", extra={"provider": name, "error": type(exc).__name__})
             yield self._error_event(message)
+
+    def _captured(self, out: bytes) -> bytes:
+        """``out``, kept (up to the cap) when this request's content is logged."""
+        if self.capture is not None and len(self.capture) <= self.capture_cap:
+            self.capture += out
+        return out
+
+    def _relayed_chunk(self, out: bytes) -> None:
+        self._captured(out)
+        now = time.monotonic()
+        if not self.chunks:
+            self.first_chunk = now
+            self.relayed = True
+        self.last_chunk = now
+        self.chunks += 1
 
     def _error_event(self, message: str) -> bytes:
         status = self.failed_status or 502
@@ -152,4 +177,9 @@ class StreamBody:
             usage.estimated = True
         # A stream the upstream broke off after content reached the client is charged what was
         # delivered (the record keeps the 502/504 and says the tokens are estimated).
+        if self.chunks:  # time to the first chunk, and the mean gap between chunks: one observation each
+            gap = (self.last_chunk - self.first_chunk) / (self.chunks - 1) if self.chunks > 1 else None
+            metrics.stream(self.ticket.resolved, self.first_chunk - self.ticket.started, gap)
+        if self.capture is not None:
+            self.ticket.response_capture = bytes(self.capture)
         accounting.finish(self.ticket, usage, status, _ms(self.ticket.started), streamed=True, delivered=self.relayed)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from bifrost_site.errors import error_body, error_bytes
 from governance.keys import VK_NOT_FOUND, VK_REQUIRED
+from governance.models.usage import REFUSAL_TYPES
 
 if TYPE_CHECKING:
     from governance.metering.counters.base import Rejection
@@ -31,6 +32,7 @@ class ProxyError(Exception):
         error_fields: dict[str, Any] | None = None,
         retryable: bool = False,
         upstream_reached: bool = True,
+        refused_by: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -43,6 +45,13 @@ class ProxyError(Exception):
         # False when the upstream was never reached (connection refused or connect timeout):
         # such an attempt does not count against request limits (governance.metering.enforcement).
         self.upstream_reached = upstream_reached
+        self.refused_by = refused_by  # the limits behind a governance refusal (``Rejection.refused_by``)
+        self.recorded = False  # its ledger entry is written (``proxy.accounting.refused``)
+
+    @property
+    def is_refusal(self) -> bool:
+        """Refused by governance (the key, an allow-list, a limit), not a bad request or an upstream failure."""
+        return self.type_ in REFUSAL_TYPES
 
     def body(self) -> bytes:
         if not self.error_fields:
@@ -80,4 +89,10 @@ def bad_request(message: str) -> ProxyError:
 def refusal(rejection: Rejection) -> ProxyError:
     """Governance's refusal (402, 429 or 503 from the counters; 400 for an unpriced model on a
     budgeted path) as the proxy's answer, ``Retry-After`` included."""
-    return ProxyError(rejection.status, rejection.message, type_=rejection.type, headers=rejection.headers)
+    return ProxyError(
+        rejection.status,
+        rejection.message,
+        type_=rejection.type,
+        headers=rejection.headers,
+        refused_by=rejection.refused_by,
+    )

@@ -5,17 +5,27 @@ HTTP-agnostic: it receives the WSGI environ and the raw body and returns a :clas
 iterables (``proxy.bodies``) call ``accounting.finish`` from ``close()``, after the server has
 sent the bytes. An attempt whose provider speaks another format than the client is translated
 (``proxy.translation``); errors are answered in the client's format.
+
+Every request has an id (``request_id``): the client's ``x-request-id`` when it is a sane token
+(``SANE_REQUEST_ID``), else a new time-ordered one. It is answered in ``x-request-id`` (errors
+included), sent upstream in ``x-request-id``, written on each attempt's ledger row and on every
+log line of the request. A refusal by governance leaves a ledger entry (``accounting.refused``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
+from django.conf import settings
+
+from bifrost_site import logging as site_logging
 from governance.metering import freshness, snapshot
 from governance.metering.snapshot import ProviderSnapshot, VirtualKeySnapshot
+from governance.models.usage import new_request_id
 from mcp_gateway import injection
 from proxy import accounting, auth, errors, http1, routing, translation, upstream
 from proxy.bodies import Body, Reply, StreamBody
@@ -33,29 +43,54 @@ JSON_HEADERS = [("Content-Type", "application/json")]
 SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
 
 
-def error_reply(exc: ProxyError, client_format: str = "openai") -> Reply:
+# A client's request id is kept when it is a token a log search can use as it is: letters,
+# digits and a few separators, at most 128 characters (the ledger column), no spaces or quotes.
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+=-]{0,127}").fullmatch
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def request_id_of(environ: dict[str, Any]) -> str:
+    """This request's id (see the module doc), remembered for the log lines of this thread."""
+    given = environ.get("HTTP_X_REQUEST_ID")
+    rid = given if given and SANE_REQUEST_ID(given) else str(new_request_id())
+    site_logging.request_id.set(rid)
+    return rid
+
+
+def error_reply(exc: ProxyError, client_format: str = "openai", request_id: str = "") -> Reply:
     headers = JSON_HEADERS + list(exc.headers.items())
+    if request_id:
+        headers.append((REQUEST_ID_HEADER, request_id))
     return Reply(exc.status, headers, Body(translation.error_bytes(exc, client_format)))
 
 
-def handle(route: Route, environ: dict[str, Any], raw: bytes, path_model: str | None = None) -> Reply:
+def handle(
+    route: Route, environ: dict[str, Any], raw: bytes, path_model: str | None = None, request_id: str = ""
+) -> Reply:
     """Answer one request (``path_model``: the model its path names, on Gemini and Azure-style
     routes). A configuration change committed while it was being decided (seen before any
     upstream call: ``governance.metering.freshness``) starts it over on the new configuration."""
     started = time.monotonic()
+    request_id = request_id or request_id_of(environ)
     for _ in range(freshness.MAX_RESTARTS):
         try:
-            return _handle(route, environ, raw, started, path_model)
+            reply = _handle(route, environ, raw, started, path_model, request_id)
         except freshness.StaleConfig:
             continue
-    return error_reply(ProxyError(503, CONFIG_CHANGING, headers={"Retry-After": "1"}), route.api_format)
+        # A new list: a reply's headers may be a shared constant (``JSON_HEADERS``).
+        reply.headers = [*reply.headers, (REQUEST_ID_HEADER, request_id)]
+        return reply
+    return error_reply(ProxyError(503, CONFIG_CHANGING, headers={"Retry-After": "1"}), route.api_format, request_id)
 
 
 CONFIG_CHANGING = "The gateway's configuration kept changing while this request was decided; retry shortly"
 
 
-def _handle(route: Route, environ: dict[str, Any], raw: bytes, started: float, path_model: str | None) -> Reply:
+def _handle(
+    route: Route, environ: dict[str, Any], raw: bytes, started: float, path_model: str | None, request_id: str
+) -> Reply:
     freshness.begin_request()
+    vk = None
     try:
         vk = auth.authenticate(environ)
         if route.request_type == "list_models":
@@ -64,7 +99,7 @@ def _handle(route: Route, environ: dict[str, Any], raw: bytes, started: float, p
             listing = list_models(route, vk, path_model)
             freshness.confirm()
             return Reply(200, JSON_HEADERS, Body(listing))
-        request = _request(route, environ, raw, vk, started, path_model)
+        request = _request(route, environ, raw, vk, started, path_model, request_id)
         providers = snapshot.providers()
         candidates = routing.plan(request, providers)
         if route.request_type == "count_tokens":
@@ -72,6 +107,8 @@ def _handle(route: Route, environ: dict[str, Any], raw: bytes, started: float, p
         return _attempt(request, providers, candidates)
     except ProxyError as exc:
         freshness.confirm()  # a refusal decided on old configuration is not given: start over
+        if exc.is_refusal:
+            accounting.refused(exc, request_id=request_id, route=route, vk=vk, latency_ms=_ms(started))
         return error_reply(exc, route.api_format)
 
 
@@ -82,6 +119,7 @@ def _request(
     vk: VirtualKeySnapshot | None,
     started: float,
     path_model: str | None,
+    request_id: str,
 ) -> InferenceRequest:
     """The request's facts, read and checked once (400 for a body the gateway cannot act on)."""
     body = _parse_body(raw)
@@ -109,10 +147,15 @@ def _request(
         stream=route.stream_always or (body.get("stream") is True and route.streamable),
         fallbacks=fallbacks,
         vk=vk,
-        client_headers=upstream.forwardable_headers(environ),
+        client_headers=[
+            *(h for h in upstream.forwardable_headers(environ) if h[0] != REQUEST_ID_HEADER),
+            (REQUEST_ID_HEADER, request_id),
+        ],
         started=started,
         raw=raw,
         environ=environ,
+        request_id=request_id,
+        log_content=settings.CONTENT_LOGGING or (vk is not None and vk.log_content),
     )
 
 
@@ -184,26 +227,36 @@ def _attempt(
             resolved = routing.resolve(candidate, request, providers)
             outgoing = translation.outgoing(resolved)
         except ProxyError as exc:
+            if exc.is_refusal:
+                _refused_attempt(exc, request, candidate.provider, candidate.model, index)
             if index == 0:
                 raise  # the primary's allow-list, key and format checks answer before any upstream call
             logger.info("fallback skipped", extra={"provider": candidate.provider, "reason": exc.message})
             continue
-        ticket = accounting.begin(resolved)
+        ticket = accounting.begin(resolved, index)
         if not isinstance(ticket, accounting.Ticket):
-            first_error = first_error or errors.refusal(ticket)
+            refusal = errors.refusal(ticket)
+            _refused_attempt(refusal, request, resolved.provider.name, resolved.model, index, resolved.key.id)
+            first_error = first_error or refusal
             continue
         accounting.calling(ticket)
         try:
             answer = _send(resolved, outgoing)
         except ProxyError as exc:
             accounting.finish(
-                ticket, Usage(), exc.status, _ms(ticket.started), streamed=stream, upstream_called=exc.upstream_reached
+                ticket,
+                Usage(),
+                exc.status,
+                _ms(ticket.started),
+                streamed=stream,
+                upstream_called=exc.upstream_reached,
+                error=exc,
             )
             first_error = first_error or exc
             continue
         if answer.status >= 400:
             error = _upstream_error(answer, resolved)
-            accounting.finish(ticket, Usage(), answer.status, _ms(ticket.started), streamed=stream)
+            accounting.finish(ticket, Usage(), answer.status, _ms(ticket.started), streamed=stream, error=error)
             if answer.status == 429 or answer.status >= 500:
                 first_error = first_error or error
                 continue
@@ -222,6 +275,23 @@ def _attempt(
         return _json_reply(answer, resolved, ticket)
     assert first_error is not None  # plan() never returns an empty list
     raise first_error
+
+
+def _refused_attempt(
+    exc: ProxyError, request: InferenceRequest, provider: str, model: str, index: int, key_id: Any = None
+) -> None:
+    accounting.refused(
+        exc,
+        request_id=request.request_id,
+        route=request.route,
+        vk=request.vk,
+        provider=provider,
+        model=model,
+        provider_key_id=key_id,
+        attempt=index,
+        streamed=request.stream,
+        latency_ms=_ms(request.started),
+    )
 
 
 def _ms(since: float) -> int:
@@ -324,6 +394,8 @@ def _json_reply(answer: http1.Response, resolved: Resolved, ticket: accounting.T
         usage = estimated_usage(resolved, data)
     headers = [("Content-Type", answer.header("content-type", "application/json"))]
     headers += upstream.response_headers(answer)
+    if resolved.request.log_content:
+        ticket.response_capture = data[: settings.CONTENT_MAX_BYTES + 1]
     return Reply(answer.status, headers, Body(data, ticket, usage, answer.status, _ms(ticket.started)))
 
 
@@ -355,9 +427,10 @@ def _translated_reply(answer: http1.Response, resolved: Resolved, ticket: accoun
     if client_format != "gemini":  # the Gemini SDK refuses members it does not know
         out["extra_fields"] = _extra_fields(resolved, _ms(resolved.request.started))
     headers = JSON_HEADERS + upstream.response_headers(answer)
-    return Reply(
-        answer.status, headers, Body(compact_json(out).encode(), ticket, usage, answer.status, _ms(ticket.started))
-    )
+    data = compact_json(out).encode()
+    if resolved.request.log_content:
+        ticket.response_capture = data[: settings.CONTENT_MAX_BYTES + 1]
+    return Reply(answer.status, headers, Body(data, ticket, usage, answer.status, _ms(ticket.started)))
 
 
 def estimated_usage(resolved: Resolved, answer: bytes) -> Usage:

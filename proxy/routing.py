@@ -161,6 +161,8 @@ class InferenceRequest:
     cache: dict[str, Any] = field(default_factory=dict)
     # The WSGI environ, read by routing rules that look at the request's headers (``proxy.rules``).
     environ: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    request_id: str = ""  # as the client sees it in x-request-id (``proxy.handler``)
+    log_content: bool = False  # store its bodies (``BIFROST_CONTENT_LOGGING`` or the VK's ``log_content``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,11 +62,11 @@ class TranslatedStreamBody(StreamBody):
             for data in self.answer.stream():
                 out = self._translate(reader.feed(data))
                 if out:
-                    self.relayed = True
+                    self._relayed_chunk(out)
                     yield out
             out = self._translate(reader.flush())
             out += b"".join(self._write(chunk) for chunk in self.source.finish())
-            yield out + self.sink.finish()
+            yield self._captured(out + self.sink.finish())
             self.done = True
         except hub.StreamError as exc:
             self.failed_status = 502

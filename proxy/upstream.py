@@ -213,4 +213,13 @@ def send(
 
 
 def response_headers(upstream: http1.Response) -> list[tuple[str, str]]:
-    return [(name, value) for name, value in upstream.headers if name.lower() not in DROP_RESPONSE_HEADERS]
+    """The upstream's answer headers a client may see. Its ``x-request-id`` comes back as
+    ``x-upstream-request-id``: the client's ``x-request-id`` is the gateway's id of the request
+    (``proxy.handler``), and the provider's own stays at hand for a support ticket."""
+    out = []
+    for name, value in upstream.headers:
+        lower = name.lower()
+        if lower in DROP_RESPONSE_HEADERS:
+            continue
+        out.append(("x-upstream-request-id", value) if lower == "x-request-id" else (name, value))
+    return out

@@ -23,6 +23,7 @@ class Usage:
     completion_tokens: int = 0
     total_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # the part of completion_tokens spent thinking, when reported
     upstream_cost: Decimal | None = None
     estimated: bool = False
 
@@ -63,11 +64,16 @@ def read_usage(raw: Any, usage: Usage | None = None) -> Usage:
         usage.completion_tokens = _int(raw.get("completion_tokens"))
         details = raw.get("prompt_tokens_details") or {}
         usage.cached_tokens = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+        details = raw.get("completion_tokens_details") or {}
+        usage.reasoning_tokens = _int(details.get("reasoning_tokens")) if isinstance(details, dict) else 0
     elif "input_tokens" in raw or "output_tokens" in raw:
         details = raw.get("input_tokens_details")
         if isinstance(details, dict):  # OpenAI responses: input_tokens includes cached ones
             usage.prompt_tokens = _int(raw.get("input_tokens"))
             usage.cached_tokens = _int(details.get("cached_tokens"))
+            output_details = raw.get("output_tokens_details")
+            if isinstance(output_details, dict):
+                usage.reasoning_tokens = _int(output_details.get("reasoning_tokens"))
         elif "input_tokens" in raw:  # Anthropic: cache reads and writes are reported apart
             cache_read = _int(raw.get("cache_read_input_tokens"))
             usage.prompt_tokens = (
@@ -98,6 +104,7 @@ def read_gemini_usage(raw: Any, usage: Usage | None = None) -> Usage:
         _int(raw.get("candidatesTokenCount")) + _int(raw.get("thoughtsTokenCount")), MAX_TOKENS
     )
     usage.cached_tokens = _int(raw.get("cachedContentTokenCount"))
+    usage.reasoning_tokens = _int(raw.get("thoughtsTokenCount"))
     usage.total_tokens = _int(raw.get("totalTokenCount")) or min(
         usage.prompt_tokens + usage.completion_tokens, MAX_TOKENS
     )

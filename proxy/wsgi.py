@@ -62,6 +62,7 @@ def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iter
     path = environ.get("PATH_INFO", "")
     found = find_route(path)
     client_format = found[0].api_format if found else ("gemini" if path.startswith("/genai/") else "openai")
+    request_id = handler.request_id_of(environ)
     try:
         if found is None:
             raise ProxyError(404, f"Not found: {path}")
@@ -69,17 +70,18 @@ def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iter
         if environ.get("REQUEST_METHOD") != route.method:
             raise ProxyError(405, f"Method not allowed: use {route.method} {path}", headers={"Allow": route.method})
         raw = _read_body(environ) if route.method == "POST" else b""
-        reply = handler.handle(route, environ, raw, path_model)
+        reply = handler.handle(route, environ, raw, path_model, request_id)
     except ProxyError as exc:
-        reply = handler.error_reply(exc, client_format)
+        reply = handler.error_reply(exc, client_format, request_id)
     except (OperationalError, InterfaceError) as exc:
         # The configuration of this key (or provider, or price) was not cached and the database
         # cannot be reached: a transient outage the client should retry, not a server bug.
         logger.warning("database unavailable", extra={"path": path, "error": type(exc).__name__})
-        reply = handler.error_reply(ProxyError(503, DATABASE_UNAVAILABLE, headers={"Retry-After": "1"}), client_format)
+        unavailable = ProxyError(503, DATABASE_UNAVAILABLE, headers={"Retry-After": "1"})
+        reply = handler.error_reply(unavailable, client_format, request_id)
     except Exception:
         # Never a traceback to the client; the log has it (without request bodies or keys).
         logger.exception("unhandled proxy error", extra={"path": path})
-        reply = handler.error_reply(ProxyError(500, "Internal server error"), client_format)
+        reply = handler.error_reply(ProxyError(500, "Internal server error"), client_format, request_id)
     start_response(status_line(reply.status), reply.headers)
     return reply.body

@@ -7,6 +7,7 @@ goes through ``governance.services``, the same functions the management API uses
 from django.contrib import admin
 
 from governance.admin import (  # noqa: F401
+    alerts,
     entities,
     limits,
     mcp,

@@ -40,7 +40,7 @@ class BudgetInline(admin.TabularInline):
     model = Budget
     form = BudgetInlineForm
     extra = 0
-    fields = ["max_limit", "reset_duration", "calendar_aligned", "usage", "window_start"]
+    fields = ["max_limit", "reset_duration", "calendar_aligned", "alert_thresholds", "usage", "window_start"]
     readonly_fields = ["usage", "window_start"]
     verbose_name = "budget"
     verbose_name_plural = "budgets (one per reset duration; a changed duration starts a new budget)"
@@ -110,7 +110,7 @@ def record_changes(formset: InlineFormSet) -> None:
 
 def budget_specs(formset: InlineFormSet) -> list[dict[str, Any]]:
     return [
-        {key: form.cleaned_data[key] for key in ("max_limit", "reset_duration", "calendar_aligned")}
+        {key: form.cleaned_data[key] for key in ("max_limit", "reset_duration", "calendar_aligned", "alert_thresholds")}
         for form in live_forms(formset)
     ]
 

@@ -44,6 +44,7 @@ BUDGET_FIELDS = (
     "max_limit",
     "reset_duration",
     "calendar_aligned",
+    "alert_thresholds",
     "current_usage",
     "usage",
     "last_reset",

@@ -51,7 +51,16 @@ from governance.services.virtual_keys import mcp_configs_replace, provider_confi
 if TYPE_CHECKING:
     from governance.admin.inlines import InlineFormSet
 
-VK_FORM_FIELDS = ("name", "description", "is_active", "team", "customer", "allow_all_providers", "expires_at")
+VK_FORM_FIELDS = (
+    "name",
+    "description",
+    "is_active",
+    "team",
+    "customer",
+    "allow_all_providers",
+    "expires_at",
+    "log_content",
+)
 
 
 class ExpiredFilter(admin.SimpleListFilter):
@@ -132,6 +141,7 @@ class VirtualKeyAdmin(UsagePanelMixin[VirtualKey], LimitsOwnerAdminMixin[Virtual
         (None, {"fields": ["name", "description", "masked", "is_active", "expires_at"]}),
         ("Attachment", {"fields": ["team", "customer"]}),
         ("Providers", {"fields": ["allow_all_providers"]}),
+        ("Content logging", {"fields": ["log_content"]}),
         ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
     ]
     inlines = [BudgetInline, RateLimitInline, ProviderConfigInline, McpConfigInline]

@@ -63,6 +63,9 @@ class BudgetOut(serializers.Serializer):
     max_limit = serializers.FloatField()
     reset_duration = serializers.CharField()
     calendar_aligned = serializers.BooleanField()
+    alert_thresholds = serializers.ListField(
+        child=serializers.IntegerField(), help_text="percents of max_limit that send a budget alert; [] none"
+    )
     current_usage = serializers.FloatField()
     last_reset = serializers.DateTimeField(allow_null=True)
     resets_at = serializers.DateTimeField(allow_null=True)
@@ -121,6 +124,7 @@ class VirtualKeyOut(serializers.Serializer):
     provider_configs = ProviderConfigOut(many=True)
     mcp_configs = McpConfigOut(many=True)
     allow_all_providers = serializers.BooleanField()
+    log_content = serializers.BooleanField()
     expires_at = serializers.DateTimeField(allow_null=True)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()

@@ -82,26 +82,9 @@ class QuotaView(APIView):
         ),
     )
     def get(self, request: Request) -> Response:
-        value = presented_virtual_key(request.META)
-        if value is None:
-            return Response(
-                error_body(
-                    401,
-                    VK_REQUIRED,
-                    type_="virtual_key_required",
-                ),
-                status=401,
-            )
-        vk = selectors.virtual_key_by_value(value)
-        if vk is None:
-            return Response(
-                error_body(
-                    401,
-                    VK_NOT_FOUND,
-                    type_="virtual_key_not_found",
-                ),
-                status=401,
-            )
+        vk = calling_virtual_key(request)
+        if isinstance(vk, Response):
+            return vk
         vk = (
             VirtualKey.objects.select_related("team__customer", "customer")
             .prefetch_related("budgets", "provider_configs__budgets", "provider_configs__provider")
@@ -138,6 +121,17 @@ class QuotaView(APIView):
                 "model_configs": [model_config_json(c, usage) for c in model_configs],
             }
         )
+
+
+def calling_virtual_key(request: Request) -> VirtualKey | Response:
+    """The virtual key the request presents (the inference headers), or the 401 to answer."""
+    value = presented_virtual_key(request.META)
+    if value is None:
+        return Response(error_body(401, VK_REQUIRED, type_="virtual_key_required"), status=401)
+    vk = selectors.virtual_key_by_value(value)
+    if vk is None:
+        return Response(error_body(401, VK_NOT_FOUND, type_="virtual_key_not_found"), status=401)
+    return vk
 
 
 def _shared_limits(vk: VirtualKey) -> tuple[list[ProviderGovernance], list[ModelConfig]]:

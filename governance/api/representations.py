@@ -38,6 +38,7 @@ def budget_json(budget: Budget, usage: Usage | None = None) -> dict[str, Any]:
         "max_limit": _money(budget.max_limit),
         "reset_duration": budget.reset_duration,
         "calendar_aligned": budget.calendar_aligned,
+        "alert_thresholds": list(budget.alert_thresholds),
         "current_usage": _money(live["usage"] if live else budget.current_usage),
         "last_reset": _iso(live["window_start"] if live else budget.last_reset),
         "resets_at": _iso(live["resets_at"]) if live else None,
@@ -121,6 +122,7 @@ def virtual_key_json(vk: VirtualKey, *, value: str | None = None, usage: Usage |
             for c in vk.mcp_configs.all()
         ],
         "allow_all_providers": vk.allow_all_providers,
+        "log_content": vk.log_content,
         "expires_at": _iso(vk.expires_at),
         "created_at": _iso(vk.created_at),
         "updated_at": _iso(vk.updated_at),

@@ -16,6 +16,7 @@ from rest_framework import serializers
 
 from governance.durations import validate_duration
 from governance.models import Customer, Provider, Team, VirtualKey
+from governance.models.limits import MAX_ALERT_THRESHOLDS
 
 # JSON-typed fields. DRF coerces by default (``0`` for a string, ``"yes"`` for a boolean, ``"5"`` for
 # an integer); the API takes each value in the JSON type its schema declares, as Bifrost does, so
@@ -135,6 +136,16 @@ class BudgetInput(serializers.Serializer):
     max_limit = MoneyField()
     reset_duration = DurationField()
     calendar_aligned = StrictBooleanField(required=False)
+    # The range and duplicates are the model's rule (``limits.validate_alert_thresholds``), shared
+    # with the admin and the config import; here only the JSON types.
+    alert_thresholds = serializers.ListField(
+        child=StrictIntegerField(),
+        required=False,
+        allow_null=True,
+        max_length=MAX_ALERT_THRESHOLDS,
+        help_text="percents of max_limit (1-100) that send a budget alert, once per window; "
+        "absent or null: kept (new budgets: 50, 80, 100); []: no alerts",
+    )
 
 
 class RateLimitInput(serializers.Serializer):
@@ -212,6 +223,7 @@ class VirtualKeyInput(BudgetsMixin):
     mcp_configs = serializers.ListField(child=McpConfigInput(), required=False, allow_null=True)
     allow_all_providers = StrictBooleanField(required=False)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    log_content = StrictBooleanField(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if "value" in self.initial_data:

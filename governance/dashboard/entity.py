@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 from django.http import HttpRequest, HttpResponse
@@ -12,7 +12,8 @@ from django.utils import timezone
 from governance.dashboard import charts, reports
 from governance.dashboard.views import budget_bar
 from governance.metering.live import live_usage
-from governance.models import Customer, Team, UsageRecord, VirtualKey
+from governance.models import Customer, Team, VirtualKey
+from governance.usage_stats import UsageFilter
 
 DAYS = 30
 
@@ -31,16 +32,17 @@ def usage_panel(obj: PanelOwner, field: str) -> str:
     """HTML for the last 30 days of ``obj``'s spend and its budgets' current windows."""
     today = timezone.now().date()
     days = [today - timedelta(days=n) for n in range(DAYS - 1, -1, -1)]
-    since = timezone.now() - timedelta(days=DAYS)
-    records = UsageRecord.objects.filter(**{field: obj}, created_at__gte=since)
-    series = reports.daily(records, days)
+    start = datetime.combine(days[0], time.min, tzinfo=UTC)
+    mine = UsageFilter(start=start)
+    {"virtual_key": mine.virtual_key_ids, "team": mine.team_ids, "customer": mine.customer_ids}[field].append(obj.pk)
+    series = reports.daily(mine, days)
     budgets = list(obj.budgets.all())
-    usage = live_usage(budgets, [])
-    bars = [budget_bar(budget, usage[("budget", budget.pk)]) for budget in budgets]
+    live = live_usage(budgets, [])
+    bars = [budget_bar(budget, live[("budget", budget.pk)]) for budget in budgets]
     return render_to_string(
         "governance/usage_panel.html",
         {
-            "totals": reports.totals(records),
+            "totals": reports.totals(mine),
             "chart": charts.bar_chart(
                 [d["day"].strftime("%m-%d") for d in series],
                 [d["cost"] for d in series],

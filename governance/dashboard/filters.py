@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from governance.models import Customer, Team, UsageRecord, VirtualKey
+from governance.usage_stats import UsageFilter
 
 MAX_RANGE_DAYS = 366
 
@@ -40,6 +41,19 @@ class UsageFilterForm(forms.Form):
     def days(self) -> list[date]:
         start, end = self.cleaned_data["start"], self.cleaned_data["end"]
         return [start + timedelta(days=n) for n in range((end - start).days + 1)]
+
+    def usage_filter(self) -> UsageFilter:
+        """The (valid) filters for the rollup reads (``governance.usage_stats``); end inclusive (UTC)."""
+        data = self.cleaned_data
+        return UsageFilter(
+            start=datetime.combine(data["start"], time.min, tzinfo=UTC),
+            end=datetime.combine(data["end"] + timedelta(days=1), time.min, tzinfo=UTC),
+            virtual_key_ids=[data["virtual_key"].pk] if data.get("virtual_key") else [],
+            team_ids=[data["team"].pk] if data.get("team") else [],
+            customer_ids=[data["customer"].pk] if data.get("customer") else [],
+            providers=[data["provider"].strip()] if data.get("provider") else [],
+            models=[data["model"].strip()] if data.get("model") else [],
+        )
 
     def records(self) -> QuerySet[UsageRecord]:
         """Usage records matching the (valid) filters; the end date is inclusive (UTC)."""

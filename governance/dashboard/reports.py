@@ -1,62 +1,83 @@
-"""Aggregations over the usage ledger (reads only)."""
+"""The dashboard's figures, read from the usage rollups (``governance.usage_stats``), never by
+scanning the ledger: a dashboard over millions of usage records costs a few small queries."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import date
-from decimal import Decimal
+from typing import Any
 
-from django.db.models import Count, DecimalField, QuerySet, Sum, Value
-from django.db.models.functions import Coalesce, TruncDate
+from governance import usage_stats
+from governance.models import Customer, Team, VirtualKey
+from governance.usage_stats import Figures, UsageFilter
 
-from governance.models import UsageRecord
-
-ZERO = Value(Decimal("0"), output_field=DecimalField(max_digits=24, decimal_places=10))
-
-
-def totals(records: QuerySet[UsageRecord]) -> dict:
-    return records.aggregate(
-        requests=Count("pk"),
-        cost=Coalesce(Sum("cost"), ZERO),
-        prompt_tokens=Coalesce(Sum("prompt_tokens"), 0),
-        completion_tokens=Coalesce(Sum("completion_tokens"), 0),
-        total_tokens=Coalesce(Sum("total_tokens"), 0),
-    )
+NAMES: dict[str, type[VirtualKey] | type[Team] | type[Customer]] = {
+    "virtual_key": VirtualKey,
+    "team": Team,
+    "customer": Customer,
+}
 
 
-def daily(records: QuerySet[UsageRecord], days: list[date]) -> list[dict]:
+def _row(part: Figures) -> dict[str, Any]:
+    return {"cost": part.cost, "tokens": part.total_tokens, "requests": part.requests}
+
+
+def totals(f: UsageFilter) -> dict[str, Any]:
+    part = usage_stats.total(f)
+    return {
+        "requests": part.requests,
+        "cost": part.cost,
+        "prompt_tokens": part.prompt_tokens,
+        "completion_tokens": part.completion_tokens,
+        "total_tokens": part.total_tokens,
+        "errors": part.errors,
+        "refused": part.refused,
+        "error_rate": part.error_rate,
+        "average_latency": part.average_latency,
+    }
+
+
+def daily(f: UsageFilter, days: list[date]) -> list[dict[str, Any]]:
     """One row per day in ``days`` (zero-filled): date, cost, tokens, requests."""
-    rows = (
-        records.annotate(day=TruncDate("created_at"))
-        .values("day")
-        .annotate(cost=Coalesce(Sum("cost"), ZERO), tokens=Coalesce(Sum("total_tokens"), 0), requests=Count("pk"))
-    )
-    by_day = {row["day"]: row for row in rows}
+    found = {when.date(): part for (when, _), part in usage_stats.figures(f, bucket=usage_stats.DAY_SECONDS).items()}
+    empty = Figures()
+    return [{"day": day, **_row(found.get(day, empty))} for day in days]
+
+
+def top(f: UsageFilter, field: str, limit: int = 10) -> list[dict[str, Any]]:
+    """Top entities by spend: ``field`` is ``virtual_key``, ``team`` or ``customer``. An entity
+    deleted since is named ``(deleted)``: its usage stays."""
+    ranked = [(value, part) for value, part in usage_stats.breakdown(f, f"{field}_id") if value is not None][:limit]
+    names = dict(NAMES[field].objects.filter(pk__in=[v for v, _ in ranked]).values_list("pk", "name"))
     return [
-        {
-            "day": day,
-            "cost": by_day.get(day, {}).get("cost", Decimal("0")),
-            "tokens": by_day.get(day, {}).get("tokens", 0),
-            "requests": by_day.get(day, {}).get("requests", 0),
-        }
-        for day in days
+        {f"{field}__id": value, f"{field}__name": names.get(_uuid(value), "(deleted)"), **_row(part)}
+        for value, part in ranked
     ]
 
 
-def top(records: QuerySet[UsageRecord], field: str, limit: int = 10) -> list[dict]:
-    """Top entities by spend: ``field`` is ``virtual_key``, ``team`` or ``customer``."""
-    return list(
-        records.filter(**{f"{field}__isnull": False})
-        .values(f"{field}__id", f"{field}__name")
-        .annotate(cost=Coalesce(Sum("cost"), ZERO), tokens=Coalesce(Sum("total_tokens"), 0), requests=Count("pk"))
-        .order_by("-cost", f"{field}__name")[:limit]
-    )
+def by_model(f: UsageFilter, limit: int = 20) -> list[dict[str, Any]]:
+    """Spend, tokens, requests, errors and average latency per provider and model."""
+    return [
+        {
+            "provider": provider,
+            "model": model,
+            **_row(part),
+            "error_rate": part.error_rate,
+            "average_latency": part.average_latency,
+        }
+        for (provider, model), part in usage_stats.breakdown(f, ("provider", "model"))[:limit]
+    ]
 
 
-def unpriced(records: QuerySet[UsageRecord]) -> list[dict]:
+def unpriced(f: UsageFilter) -> list[dict[str, Any]]:
     """Models that were served without a price (charged 0): a visible budget bypass."""
-    return list(
-        records.filter(priced=False)
-        .values("provider", "model")
-        .annotate(requests=Count("pk"), tokens=Coalesce(Sum("total_tokens"), 0))
-        .order_by("-requests", "provider", "model")
-    )
+    rows = [
+        {"provider": provider, "model": model, "requests": part.unpriced, "tokens": part.total_tokens}
+        for (provider, model), part in usage_stats.breakdown(f, ("provider", "model"))
+        if part.unpriced
+    ]
+    return sorted(rows, key=lambda row: (-row["requests"], row["provider"], row["model"]))
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))

@@ -135,22 +135,23 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         form = UsageFilterForm({})
         form.is_valid()
         context["form"] = form
-    records = form.records()
-    days = reports.daily(records, form.days)
+    usage = form.usage_filter()
+    days = reports.daily(usage, form.days)
     labels = [day["day"].strftime("%m-%d") for day in days]
     context.update(
         {
-            "totals": reports.totals(records),
+            "totals": reports.totals(usage),
             "spend_chart": charts.bar_chart(
                 labels, [d["cost"] for d in days], title="Spend per day (USD)", fmt=charts.money
             ),
             "token_chart": charts.bar_chart(
                 labels, [d["tokens"] for d in days], title="Tokens per day", fmt=charts.tokens, color="#79aec8"
             ),
-            "top_virtual_keys": reports.top(records, "virtual_key"),
-            "top_teams": reports.top(records, "team"),
-            "top_customers": reports.top(records, "customer"),
-            "unpriced": reports.unpriced(records),
+            "top_virtual_keys": reports.top(usage, "virtual_key"),
+            "top_teams": reports.top(usage, "team"),
+            "top_customers": reports.top(usage, "customer"),
+            "by_model": reports.by_model(usage),
+            "unpriced": reports.unpriced(usage),
             "budget_bars": budget_bars(),
             "rate_limit_bars": rate_limit_bars(),
             "query": request.GET.urlencode(),

@@ -60,6 +60,7 @@ from governance.metering.counters.base import (
     rejection_for,
 )
 from governance.metering.ledger import LedgerEntry
+from telemetry import metrics
 
 logger = logging.getLogger("bifrost.enforcement")
 
@@ -112,6 +113,7 @@ def admit(
     lease = leases.prepare(
         str(request_id), counters, estimated_cost, estimated_tokens, now, entry, settings.GOVERNANCE_LEASE_SECONDS
     )
+    unavailable = ""  # the backend that could not be reached before this one (a fallback)
     try:
         for backend in backends:
             try:
@@ -125,7 +127,10 @@ def admit(
                 )
             except CountersUnavailable as exc:
                 logger.warning("counters unavailable", extra={"backend": backend.name, "error": str(exc)})
+                metrics.counter_unavailable(backend.name)
+                unavailable = unavailable or backend.name
                 continue
+            metrics.counter_backend(backend.name, fallback_from=unavailable)
             if isinstance(result, Admission):
                 lease = None  # the admission holds it now
                 return result

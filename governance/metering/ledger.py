@@ -14,6 +14,10 @@ each request
 Invariant: a row's usage is the sum of its window's UsageRecords (plus, for database admissions,
 the reservations in flight); the hot counters are rebuilt from it.
 
+**Budget alerts**: after the rows move, ``alerts.after_settle`` records the alert thresholds they
+reached, in the same transaction (``governance.metering.alerts``); a failure of its own never
+fails the write.
+
 **Exactly one writer charges.** The unique ``request_id`` and, for a database admission, the delete
 of its ``CounterLease`` row in the same transaction decide who charges the rows: the owner's settle,
 a journal replay or the lease reaper (status ``REAPED_STATUS``). Each :class:`Recorded` tells the
@@ -39,6 +43,7 @@ from typing import Any, NamedTuple
 
 from django.db import IntegrityError, OperationalError
 
+from governance.metering import alerts
 from governance.metering.counters.base import BUDGET, HOT_BACKENDS, TOKENS, Admission
 from governance.metering.counters.database import delete_leases
 from governance.metering.counters.rows import (
@@ -76,12 +81,19 @@ class LedgerEntry:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
     latency_ms: int = 0
     streamed: bool = False
     priced: bool = True
     price_source: str | None = None  # which price it was charged at (``UsageRecord.price_source``)
     estimated: bool = False
     created_at: datetime | None = None
+    http_request_id: str = ""  # the request's id as its client sees it (``UsageRecord.http_request_id``)
+    fallback_index: int = 0
+    error_type: str = ""
+    error_message: str = ""
+    # (request body, response body, truncated) when content logging is on (``models.content``).
+    content: tuple[str, str, bool] | list | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +210,10 @@ def _record_batch(charges: list[Charge], now: datetime, check_references: bool) 
             if apply:
                 changed += _apply(admission, rows, zeros, now, release=release)
             results.append(Recorded(False, None, zeros))
-        save_rows(unique_rows(changed))
+        moved = unique_rows(changed)
+        save_rows(moved)
+        # Budget thresholds the batch reached: recorded in this transaction, exactly once.
+        alerts.after_settle(moved, now)
     return results
 
 

@@ -95,6 +95,7 @@ class VirtualKeySnapshot:
     team_id: str | None
     customer_id: str | None  # the VK's own customer, or its team's customer
     allow_all_providers: bool
+    log_content: bool
     provider_configs: tuple[ProviderConfigSnapshot, ...]
     budgets: tuple[BudgetSpec, ...]
     rate_limit: RateLimitSpec | None
@@ -554,6 +555,7 @@ def _load_virtual_key(value_digest: str) -> VirtualKeySnapshot | None:
         team_name=vk.team.name if vk.team else "",
         customer_name=customer.name if customer is not None else "",
         allow_all_providers=vk.allow_all_providers,
+        log_content=vk.log_content,
         provider_configs=config_snaps,
         budgets=tuple(BudgetSpec.of(b, "VK") for b in budgets if b.virtual_key_id == vk.pk),
         rate_limit=_rate_spec(vk, "VK"),

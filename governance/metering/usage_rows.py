@@ -1,6 +1,9 @@
 """UsageRecord INSERTs through the cursor, for the ledger's hot paths. PostgreSQL: one statement
-of column arrays, whatever the batch size. SQLite: one prepared single-row statement run for
-every row, or one multi-row statement when the new row ids are wanted (``RETURNING``).
+of column arrays, whatever the batch size. SQLite: one multi-row statement. Both say which rows
+they inserted (``RETURNING``).
+
+Every inserted row is added to its hourly and daily rollups in the same statement batch and
+transaction (``governance.metering.rollups``).
 
 Not ``bulk_create``/``create``: building model instances and running every field's generic
 conversion costs several times the insert itself, and this runs for every request. Values are
@@ -21,11 +24,14 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.constants import OnConflict
 
-from governance.models import Customer, ProviderKey, Team, UsageRecord, VirtualKey
+from governance.metering import rollups
+from governance.models import Customer, ProviderKey, RequestContent, Team, UsageRecord, VirtualKey
+from governance.models.usage import new_request_id
 
 FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 UUID_COLUMNS = {"request_id", "virtual_key_id", "team_id", "customer_id", "provider_key_id"}
 Adapter = Callable[[dict], list]
+SQLITE_ROWS = 500
 
 
 @dataclass(frozen=True)
@@ -99,11 +105,15 @@ def _build(conn: BaseDatabaseWrapper, *, native_uuid: bool) -> Statements:
 
 
 def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid.UUID, int]:
-    """Insert ``rows`` (UsageRecord field values by attname) in one call; call inside a
+    """Insert ``rows`` (UsageRecord field values by attname) in one call, and add the rows
+    actually inserted to their hourly and daily rollups (``rollups.add``); call inside a
     transaction. With ``returning``, answers ``{request_id: new row id}`` for the rows inserted
     (a request already recorded is absent)."""
     if not rows:
         return {}
+    for row in rows:  # the id is known before the insert, to tell which rows it inserted
+        if not row.get("request_id"):
+            row["request_id"] = new_request_id()
     conn = connections[DEFAULT_DB_ALIAS]
     st = _prepared(conn)
     if conn.vendor == "postgresql":
@@ -112,9 +122,7 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
         # prepares it once; bound server-side, the values are sent, not quoted into the text. A
         # multi-row VALUES statement is parsed anew for every batch size, and one single-row
         # statement per row costs the server an executor run per row.
-        sql = f"{st.head} SELECT * FROM unnest({st.columns_as_arrays}) {st.suffix}"  # noqa: S608 (identifiers and types from the model)
-        if returning:
-            sql += f" {st.returning}"
+        sql = f"{st.head} SELECT * FROM unnest({st.columns_as_arrays}) {st.suffix} {st.returning}"  # noqa: S608 (identifiers and types from the model)
         params = [list(column) for column in zip(*(st.adapt(row) for row in rows), strict=True)]
         # Wrapped as Django wraps its own cursors: query logging and execute wrappers apply.
         server_bound = psycopg.Cursor(conn.connection)
@@ -126,18 +134,43 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
         )
         with cursor:
             cursor.execute(sql, params)
-            return {uuid.UUID(str(rid)): pk for pk, rid in cursor.fetchall()} if returning else {}
-    if not returning:
-        # SQLite: one single-row statement prepared once and run for every row in C; one long
-        # statement would be rewritten placeholder by placeholder.
+            inserted = {uuid.UUID(str(rid)): pk for pk, rid in cursor.fetchall()}
+    else:
+        # SQLite: multi-row statements, so that RETURNING says which rows were new (executemany
+        # cannot return rows), of at most SQLITE_ROWS rows (SQLite binds at most 32,766 values).
+        inserted = {}
         with conn.cursor() as cursor:
-            cursor.executemany(f"{st.head} VALUES {st.one} {st.suffix}", [st.adapt(row) for row in rows])
-        return {}
-    sql = f"{st.head} VALUES {', '.join([st.one] * len(rows))} {st.suffix} {st.returning}"
-    params = [value for row in rows for value in st.adapt(row)]
-    with conn.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {uuid.UUID(str(request_id)): pk for pk, request_id in cursor.fetchall()}
+            for at in range(0, len(rows), SQLITE_ROWS):
+                part = rows[at : at + SQLITE_ROWS]
+                sql = f"{st.head} VALUES {', '.join([st.one] * len(part))} {st.suffix} {st.returning}"
+                cursor.execute(sql, [value for row in part for value in st.adapt(row)])
+                inserted.update((uuid.UUID(str(request_id)), pk) for pk, request_id in cursor.fetchall())
+    new = rows if len(inserted) == len(rows) else [row for row in rows if _uuid(row["request_id"]) in inserted]
+    rollups.add(new)
+    _insert_content([row for row in new if row.get("content")])
+    return inserted if returning else {}
+
+
+def _insert_content(rows: list[dict]) -> None:
+    """The bodies of the rows that carry them (content logging: ``governance.models.content``)."""
+    if rows:
+        RequestContent.objects.bulk_create(
+            [
+                RequestContent(
+                    request_id=_uuid(row["request_id"]),
+                    created_at=row["created_at"],
+                    request_body=row["content"][0],
+                    response_body=row["content"][1],
+                    truncated=bool(row["content"][2]),
+                )
+                for row in rows
+            ],
+            ignore_conflicts=True,
+        )
+
+
+def _uuid(value: Any) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
 
 
 REFERENCES: dict[str, type[VirtualKey] | type[Team] | type[Customer] | type[ProviderKey]] = {

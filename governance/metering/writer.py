@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
@@ -44,6 +45,7 @@ from django.db import (
     OperationalError,
     connection,
 )
+from django.utils import timezone
 
 from governance.metering import journal
 from governance.metering.sqlite_lock import write_transaction
@@ -280,6 +282,30 @@ def start_writer() -> None:
 def backlog() -> tuple[int, int]:
     """(entries held in memory, entries this process has journaled since it started)."""
     return _pending, _journal.written if _journal is not None else 0
+
+
+def oldest_pending_seconds() -> float:
+    """Age of the oldest usage row or settlement held in memory (queued, or in a batch being
+    written), 0.0 when none: how far this process's ledger lags (``/metrics``)."""
+    with _held_lock:
+        heads = [held.items[0] for held in _held if held.items and not held.journaled]
+    for source in (_queue, _settlements):
+        try:
+            heads.append(source.queue[0])  # type: ignore[union-attr]
+        except (AttributeError, IndexError):  # no writer in this process, or nothing queued
+            pass
+    times = [created for created in map(_created_at, heads) if created is not None]
+    return max(0.0, (timezone.now() - min(times)).total_seconds()) if times else 0.0
+
+
+def _created_at(item: Any) -> datetime | None:
+    if isinstance(item, dict):
+        return item.get("created_at")
+    entry = getattr(item, "entry", None)
+    if entry is not None and entry.created_at is not None:
+        return entry.created_at
+    admission = getattr(item, "admission", None)
+    return admission.admitted_at if admission is not None else None
 
 
 def flush(timeout: float = 10.0) -> bool:

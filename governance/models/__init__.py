@@ -1,5 +1,7 @@
 """Governance data model: who may call what, and how much."""
 
+from governance.models.alerts import AlertDelivery, AlertWebhook, BudgetAlert, DeliveryStatus
+from governance.models.content import RequestContent
 from governance.models.entities import ApiToken, Customer, Team, VirtualKey
 from governance.models.generation import ConfigGeneration
 from governance.models.leases import CounterLease
@@ -9,15 +11,20 @@ from governance.models.mcp_tokens import McpConnectLinkUse, McpOAuthRegistration
 from governance.models.pricing_overrides import PricingOverride
 from governance.models.provider_governance import ProviderGovernance
 from governance.models.providers import ModelPrice, Provider, ProviderConfig, ProviderKey
+from governance.models.rollups import UsageRollup
 from governance.models.routing import RoutingRule, RoutingScope
 from governance.models.usage import UsageRecord
 
 __all__ = [
+    "AlertDelivery",
+    "AlertWebhook",
     "ApiToken",
     "Budget",
+    "BudgetAlert",
     "ConfigGeneration",
     "CounterLease",
     "Customer",
+    "DeliveryStatus",
     "McpClient",
     "McpConnectLinkUse",
     "McpOAuthRegistration",
@@ -31,10 +38,12 @@ __all__ = [
     "ProviderGovernance",
     "ProviderKey",
     "RateLimit",
+    "RequestContent",
     "RoutingRule",
     "RoutingScope",
     "Team",
     "UsageRecord",
+    "UsageRollup",
     "VirtualKey",
     "VirtualKeyMcpConfig",
 ]

@@ -69,6 +69,11 @@ class VirtualKey(models.Model):
         default=False, help_text="Without provider configs, a key may use no provider unless this is set."
     )
     expires_at = models.DateTimeField(null=True, blank=True)
+    log_content = models.BooleanField(
+        default=False,
+        help_text="Store this key's request and response bodies (up to BIFROST_CONTENT_MAX_BYTES each, kept "
+        "BIFROST_CONTENT_RETENTION_DAYS days) so that /api/logs content_search finds them. Off: only usage is kept.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -32,6 +32,40 @@ class DecimalShape(TypedDict):
 MONEY: DecimalShape = {"max_digits": 24, "decimal_places": 10}
 OWNER_FIELDS = ("virtual_key", "provider_config", "team", "customer", "model_config", "provider")
 MODEL_NAME_MAX = 255
+
+DEFAULT_ALERT_THRESHOLDS = (50, 80, 100)
+MAX_ALERT_THRESHOLDS = 10
+# Percents of the budget's limit (``governance.models.alerts``). Not above 100: admission refuses at
+# the limit, so usage past it comes only from requests that cost more than their estimate.
+THRESHOLD_RANGE = (1, 100)
+
+
+def default_alert_thresholds() -> list[int]:
+    return list(DEFAULT_ALERT_THRESHOLDS)
+
+
+def alert_thresholds_problem(value: Any) -> str | None:
+    """Why ``value`` is not a list of alert thresholds, or None when it is."""
+    if not isinstance(value, list):
+        return "must be a list of percents (integers from 1 to 100), e.g. [50, 80, 100]"
+    if len(value) > MAX_ALERT_THRESHOLDS:
+        return f"must have at most {MAX_ALERT_THRESHOLDS} thresholds"
+    low, high = THRESHOLD_RANGE
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, int):
+            return f"each threshold must be an integer percent from {low} to {high}, not {str(item)[:32]!r}"
+        if not low <= item <= high:
+            return f"each threshold must be a percent from {low} to {high}, not {item}"
+    duplicates = sorted({item for item in value if value.count(item) > 1})
+    if duplicates:
+        return f"duplicate threshold {duplicates[0]}"
+    return None
+
+
+def validate_alert_thresholds(value: Any) -> None:
+    problem = alert_thresholds_problem(value)
+    if problem is not None:
+        raise ValidationError(problem, code="invalid_alert_thresholds")
 
 
 def _exactly_one_owner(prefix: str) -> models.CheckConstraint:
@@ -103,6 +137,10 @@ class Budget(models.Model):
     max_limit = models.DecimalField(**MONEY, validators=[MinValueValidator(Decimal("0.0000000001"))])
     reset_duration = models.CharField(max_length=16, validators=[validate_duration])
     calendar_aligned = models.BooleanField(default=False)
+    # Percents of max_limit that send an alert when usage reaches them (once per window); [] = none.
+    alert_thresholds = models.JSONField(
+        default=default_alert_thresholds, blank=True, validators=[validate_alert_thresholds]
+    )
     current_usage = models.DecimalField(**MONEY, default=Decimal("0"))
     last_reset = models.DateTimeField(default=timezone.now)
     virtual_key = models.ForeignKey(
@@ -140,6 +178,8 @@ class Budget(models.Model):
 
     def clean(self) -> None:
         super().clean()
+        if alert_thresholds_problem(self.alert_thresholds) is None:
+            self.alert_thresholds = sorted(self.alert_thresholds)  # ascending, as alerts are sent
         if self.reset_duration:
             try:
                 validate_calendar_alignment(self.reset_duration, self.calendar_aligned)

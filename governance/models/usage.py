@@ -14,6 +14,36 @@ from governance.models.limits import MONEY
 INT_COLUMN_MAX = 2**31 - 1
 
 
+# The ``type`` of every answer that is governance saying no: each leaves a ledger entry
+# (``proxy.accounting.refused``) with this ``error_type`` and ``upstream_reached`` false.
+REFUSAL_TYPES = frozenset(
+    {
+        "virtual_key_required",
+        "virtual_key_not_found",
+        "virtual_key_blocked",
+        "provider_blocked",
+        "model_blocked",
+        "key_blocked",
+        "budget_exceeded",
+        "request_limited",
+        "token_limited",
+        "rate_limited",
+        "model_unpriced",
+        "governance_unavailable",
+    }
+)
+
+
+class UsageQuerySet(models.QuerySet["UsageRecord"]):
+    def refusals(self) -> UsageQuerySet:
+        """Requests governance refused: they never reached an upstream and cost nothing."""
+        return self.filter(error_type__in=REFUSAL_TYPES)
+
+    def attempts(self) -> UsageQuerySet:
+        """Everything but refusals: one row per attempt to call an upstream."""
+        return self.exclude(error_type__in=REFUSAL_TYPES)
+
+
 def new_request_id() -> uuid.UUID:
     """A time-ordered UUID (version 7: 48 bits of Unix milliseconds, the version and variant,
     74 random bits). Rows are inserted in nearly ascending ``request_id`` order, so the unique index grows at
@@ -63,6 +93,9 @@ class UsageRecord(models.Model):
     completion_tokens = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveIntegerField(default=0)
     cached_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(
+        default=0, help_text="The part of completion_tokens the model spent thinking, when the upstream reports it."
+    )
     cost = models.DecimalField(**MONEY, default=0)
     latency_ms = models.PositiveIntegerField(default=0)
     streamed = models.BooleanField(default=False)
@@ -93,9 +126,38 @@ class UsageRecord(models.Model):
         "charged like true.",
     )
 
+    http_request_id = models.CharField(
+        max_length=128,
+        blank=True,
+        default="",
+        help_text="The request's id as the client sees it (x-request-id): the client's own when it sent a sane "
+        "one, else one the gateway made. Every attempt of one request (fallbacks) shares it.",
+    )
+    fallback_index = models.PositiveSmallIntegerField(
+        default=0, help_text="Which candidate of the request this attempt was: 0 the primary, 1 the first fallback…"
+    )
+    error_type = models.CharField(
+        max_length=64,
+        blank=True,
+        default="",
+        help_text="Why the request failed: a governance refusal (budget_exceeded, request_limited, token_limited, "
+        "rate_limited, model_blocked, virtual_key_invalid, …) or the upstream's error type.",
+    )
+    error_message = models.TextField(blank=True, default="")
+    refused_by = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="For a governance refusal: the limits that refused, as level:kind:id words "
+        "(e.g. team:budget:<uuid> virtual_key:rate_limit:<uuid>).",
+    )
+
+    objects = UsageQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
+            models.Index(fields=["http_request_id"], name="usage_http_request_id"),
             models.Index(fields=["virtual_key", "created_at"]),
             models.Index(fields=["team", "created_at"]),
             models.Index(fields=["customer", "created_at"]),

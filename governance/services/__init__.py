@@ -1,5 +1,11 @@
 """Every write to the governance data goes through a function here (API, admin, import)."""
 
+from governance.services.alert_webhooks import (
+    AlertWebhookConflict,
+    alert_webhook_create,
+    alert_webhook_delete,
+    alert_webhook_update,
+)
 from governance.services.entities import (
     customer_create,
     customer_delete,
@@ -53,9 +59,13 @@ from governance.services.virtual_keys import (
 )
 
 __all__ = [
+    "AlertWebhookConflict",
     "McpClientConflict",
     "ModelConfigConflict",
     "RoutingRuleConflict",
+    "alert_webhook_create",
+    "alert_webhook_delete",
+    "alert_webhook_update",
     "api_token_create",
     "budget_reset_usage",
     "budgets_reconcile",

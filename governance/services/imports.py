@@ -193,13 +193,17 @@ def budget_import(
     max_limit: Decimal,
     reset_duration: str,
     calendar_aligned: bool,
+    alert_thresholds: list[int] | None = None,
 ) -> tuple[Budget, bool]:
-    changes = {
+    """``alert_thresholds`` None: the stored ones kept (a new budget: the default)."""
+    changes: dict[str, Any] = {
         "max_limit": max_limit,
         "reset_duration": reset_duration,
         "calendar_aligned": calendar_aligned,
         _owner_field(owner): owner,
     }
+    if alert_thresholds is not None:
+        changes["alert_thresholds"] = alert_thresholds
     return _upsert(Budget, {"pk": pk}, changes)
 
 

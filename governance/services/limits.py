@@ -37,7 +37,9 @@ def budgets_reconcile(*, owner: models.Model, budgets: list[dict[str, Any]], pre
     """Make the owner's budgets match ``budgets``, matched by ``reset_duration``.
 
     A matching duration keeps its usage and window and takes the new limit; new durations are
-    created; durations not listed are deleted (Bifrost's PUT semantics).
+    created; durations not listed are deleted (Bifrost's PUT semantics). ``alert_thresholds``
+    (percents of the limit, ``[]`` for none) is kept when a spec leaves it out; a new budget then
+    takes the default (50, 80, 100). Errors name ``<prefix>[i].alert_thresholds``.
     """
     seen: set[str | None] = set()
     for index, spec in enumerate(budgets):
@@ -50,6 +52,10 @@ def budgets_reconcile(*, owner: models.Model, budgets: list[dict[str, Any]], pre
     for index, spec in enumerate(budgets):
         budget = existing.get(spec["reset_duration"]) or Budget(**{field: owner}, reset_duration=spec["reset_duration"])
         budget.max_limit = spec["max_limit"]
+        thresholds = spec.get("alert_thresholds")
+        if thresholds is not None:
+            # A tuple is taken as a list; anything else is stored as given for the validator to name.
+            budget.alert_thresholds = list(thresholds) if isinstance(thresholds, list | tuple) else thresholds
         if "calendar_aligned" in spec:
             if budget.pk and bool(spec["calendar_aligned"]) != budget.calendar_aligned:
                 budget.last_reset = timezone.now()

@@ -47,6 +47,7 @@ def virtual_key_create(
     mcp_configs: list[dict[str, Any]] | None = None,
     allow_all_providers: bool = False,
     expires_at: datetime | None = None,
+    log_content: bool = False,
 ) -> tuple[VirtualKey, str]:
     """Create a key; returns it with its full secret value, which is never available again."""
     vk = VirtualKey(
@@ -57,6 +58,7 @@ def virtual_key_create(
         customer=customer,
         allow_all_providers=allow_all_providers,
         expires_at=expires_at,
+        log_content=log_content,
     )
     value = _assign_value(vk)
     check(vk, exclude=["value_digest"])
@@ -83,6 +85,7 @@ def virtual_key_update(
     mcp_configs: list[dict[str, Any]] | None = None,
     allow_all_providers: Any = _UNSET,
     expires_at: Any = _UNSET,
+    log_content: Any = _UNSET,
 ) -> VirtualKey:
     """Bifrost PUT: team/customer as given (both absent -> detached); lists reconciled when present."""
     for field, value in (
@@ -91,6 +94,7 @@ def virtual_key_update(
         ("is_active", is_active),
         ("allow_all_providers", allow_all_providers),
         ("expires_at", expires_at),
+        ("log_content", log_content),
     ):
         if value is not _UNSET:
             setattr(vk, field, value)

@@ -17,6 +17,7 @@ from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
 from governance.models import (
+    AlertWebhook,
     Budget,
     Customer,
     McpClient,
@@ -30,6 +31,7 @@ from governance.models import (
     VirtualKey,
 )
 from governance.services import (
+    alert_webhook_create,
     api_token_create,
     customer_create,
     model_config_create,
@@ -45,7 +47,7 @@ from tests.governance.mcp_fakes import install
 pytestmark = pytest.mark.django_db
 ACTIONS = ("view", "add", "change", "delete")
 # Served to any staff user (the schema) or authenticated by a virtual key (quota): no model permission.
-NOT_MODEL_ROUTES = {("GET", "/api/governance/virtual-keys/quota")}
+NOT_MODEL_ROUTES = {("GET", "/api/governance/virtual-keys/quota"), ("GET", "/api/governance/virtual-keys/usage")}
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Route:
             .replace("{rule}", "{id}")
             .replace("{mc}", "{id}")
             .replace("{po}", "{id}")
+            .replace("{hook}", "{id}")
         )
 
 
@@ -83,6 +86,7 @@ OVERRIDE_BODY = {
     "pattern": "gpt-4o*",
     "patch": {"input_cost_per_token": 0.000001},
 }
+HOOK_BODY = {"name": "pager", "url": "https://hooks.example.com/pager", "secret": "pager-signing-secret-0123"}
 MCP_BODY = {"name": "wiki", "connection_type": "http", "connection_string": "http://127.0.0.1:9/mcp"}
 ROUTES = [
     Route("GET", f"{GOV}/virtual-keys", "virtualkey", "view"),
@@ -123,6 +127,14 @@ ROUTES = [
     Route("GET", f"{GOV}/pricing-overrides/{{po}}", "pricingoverride", "view"),
     Route("PUT", f"{GOV}/pricing-overrides/{{po}}", "pricingoverride", "change", {"name": "renamed"}),
     Route("DELETE", f"{GOV}/pricing-overrides/{{po}}", "pricingoverride", "delete"),
+    Route("GET", f"{GOV}/alert-webhooks", "alertwebhook", "view"),
+    Route("POST", f"{GOV}/alert-webhooks", "alertwebhook", "add", HOOK_BODY),
+    Route("GET", f"{GOV}/alert-webhooks/{{hook}}", "alertwebhook", "view"),
+    Route("PUT", f"{GOV}/alert-webhooks/{{hook}}", "alertwebhook", "change", {"enabled": False}),
+    Route("DELETE", f"{GOV}/alert-webhooks/{{hook}}", "alertwebhook", "delete"),
+    Route("GET", f"{GOV}/alerts", "budgetalert", "view"),
+    Route("GET", "/api/logs", "usagerecord", "view"),
+    Route("GET", "/api/logs/stats", "usagerecord", "view"),
     Route("GET", "/api/providers", "provider", "view"),
     Route("POST", "/api/providers", "provider", "add", PROVIDER_BODY),
     Route("GET", "/api/providers/openai", "provider", "view"),
@@ -173,7 +185,9 @@ def objects() -> dict[str, str]:
     override = PricingOverride.objects.create(
         name="vk rate", scope_kind="virtual_key", virtual_key=vk, pattern="gpt-4o", cost_per_request=1
     )
+    hook = alert_webhook_create(name="ops", url="https://hooks.example.com/ops", secret="ops-signing-secret-0123")
     return {
+        "hook": str(hook.pk),
         "po": str(override.pk),
         "rule": str(rule.pk),
         "mc": str(model_config.pk),
@@ -200,6 +214,7 @@ def database_state() -> tuple:
         sorted(ModelConfig.objects.values_list("model_name", flat=True)),
         sorted(RoutingRule.objects.values_list("name", "priority")),
         sorted(PricingOverride.objects.values_list("name", "pattern")),
+        sorted(AlertWebhook.objects.values_list("name", "enabled")),
     )
 
 

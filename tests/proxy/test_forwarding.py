@@ -55,10 +55,10 @@ def test_unpriced_model_is_recorded_with_priced_false(call, setup):
 
 def test_cached_vk_costs_no_query_but_the_ledger_insert(call, setup, django_assert_num_queries):
     # VK (5, its MCP configs included) + providers and keys (2) + their governance and the model
-    # configs (2) + routing rules (1) + prices and pricing overrides (2) + the usage row
-    with django_assert_num_queries(13):
+    # configs (2) + routing rules (1) + prices and pricing overrides (2) + the usage row and its rollups
+    with django_assert_num_queries(14):
         assert call(CHAT, chat("gpt-4o-mini"), {"x-bf-vk": setup.value}).status == 200
-    with django_assert_num_queries(1):  # the usage row only
+    with django_assert_num_queries(2):  # the usage row and its rollups only
         assert call(CHAT, chat("gpt-4o-mini"), {"x-bf-vk": setup.value}).status == 200
 
 
@@ -69,8 +69,11 @@ def test_rejected_requests_cost_no_query_once_cached(call, setup, django_assert_
         provider_configs=[{"provider": "openai", "weight": 1, "allowed_models": ["gpt-4o-mini"], "key_ids": ["*"]}],
     )
     call(CHAT, chat("gpt-4o-mini"), {"x-bf-vk": setup.value})
-    with django_assert_num_queries(0):
+    with django_assert_num_queries(2):  # its ledger entry (the refusal) and its rollups, nothing read
         assert call(CHAT, chat("openai/gpt-4o"), {"x-bf-vk": setup.value}).status == 403
+    refusal = UsageRecord.objects.get(status_code=403)
+    assert (refusal.error_type, refusal.upstream_reached, refusal.cost) == ("model_blocked", False, 0)
+    assert (refusal.provider, refusal.model, refusal.virtual_key_id) == ("openai", "gpt-4o", setup.vk.id)
 
 
 def test_prefix_counts_only_for_a_configured_provider(call, mock):

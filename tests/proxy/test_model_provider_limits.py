@@ -90,14 +90,17 @@ def test_requests_without_a_vk_are_governed_by_model_and_provider_limits(call, s
     )
     assert mock.stats()["by_model"] == {MODEL: 2}
     assert requests_of(config) == requests_of(s.openai) == 2
-    rows = list(UsageRecord.objects.all())
+    rows = list(UsageRecord.objects.attempts())
     assert len(rows) == 2 and all(r.virtual_key_id is None and r.cost > 0 for r in rows)
+    refused = UsageRecord.objects.refusals().get()
+    assert (refused.status_code, refused.error_type, refused.cost) == (429, "request_limited", 0)
+    assert refused.refused_by.startswith("provider:rate_limit:")
 
 
 def test_without_a_vk_and_without_shared_limits_nothing_is_reserved(call, s, direct):
     model_config_create(model_name="another-model", rate_limit={"request_max_limit": 1, **PER_MINUTE})
     assert [call(CHAT, chat()).status for _ in range(3)] == [200, 200, 200]
-    assert UsageRecord.objects.count() == 3
+    assert UsageRecord.objects.attempts().count() == 3
     assert RateLimit.objects.get(model_config__model_name="another-model").request_current_usage == 0
 
 

@@ -63,7 +63,7 @@ def test_a_mistyped_field_is_refused_before_the_upstream(call, governed, mock, f
     assert answer.status == 400, answer.body
     assert answer.json()["error"]["message"] == message
     assert mock.stats()["by_model"] == {}
-    assert UsageRecord.objects.count() == 0
+    assert UsageRecord.objects.attempts().count() == 0
     assert Budget.objects.get(virtual_key=governed.vk).current_usage == 0
 
 
@@ -75,7 +75,7 @@ def test_an_unpriced_model_on_a_budgeted_path_is_refused_naming_the_model(call, 
     assert body["type"] == "model_unpriced"
     message = body["error"]["message"]
     assert "'mystery-model'" in message and "seed_prices" in message and "GOVERNANCE_UNPRICED_MODELS" in message
-    assert mock.stats()["by_model"] == {} and UsageRecord.objects.count() == 0
+    assert mock.stats()["by_model"] == {} and UsageRecord.objects.attempts().count() == 0
 
 
 def test_allow_lets_an_unpriced_model_through_at_zero_flagged(call, governed, mock, settings):

@@ -227,6 +227,7 @@ def test_an_override_wins_over_the_cost_the_upstream_reports(monkeypatch):
         key=SimpleNamespace(id="k"),
         route=SimpleNamespace(request_type="chat_completion"),
         stream=False,
+        request=SimpleNamespace(request_id="req-1", log_content=False),
     )
     usage = Usage(prompt_tokens=10, completion_tokens=3, upstream_cost=Decimal("0.5"))
     catalog_price = snapshot.PriceSnapshot(Decimal("1"), Decimal("1"), None, source="catalog:openrouter/some-model")

@@ -353,7 +353,7 @@ def test_the_rule_book_is_loaded_once_per_configuration_generation(call, world, 
 
     rule("once", 'model == "gpt-4o"', "cheap")
     send(call, world)
-    with django_assert_num_queries(1):  # the usage row only: rules, VK, providers, prices all cached
+    with django_assert_num_queries(2):  # the usage row and its rollups only: rules, VK, providers, prices all cached
         send(call, world)
     assert isinstance(snapshot.routing_rules(), RuleBook) and snapshot.routing_rules()
 

@@ -426,7 +426,7 @@ def test_n_above_one_to_anthropic_is_400_naming_n_and_nothing_is_sent(call, worl
     assert answer.status == 400
     assert answer.json()["error"]["message"].startswith("n: ")
     assert last(world.mock) is None
-    assert UsageRecord.objects.count() == 0
+    assert UsageRecord.objects.attempts().count() == 0
 
 
 def test_a_gemini_built_in_tool_to_anthropic_is_400_in_gemini_shape(call, world):
@@ -437,7 +437,7 @@ def test_a_gemini_built_in_tool_to_anthropic_is_400_in_gemini_shape(call, world)
     error = answer.json()["error"]
     assert (error["code"], error["status"]) == (400, "INVALID_ARGUMENT")
     assert "tools[0].googleSearch" in error["message"]
-    assert last(world.mock) is None and UsageRecord.objects.count() == 0
+    assert last(world.mock) is None and UsageRecord.objects.attempts().count() == 0
 
 
 def test_a_gemini_candidate_count_refused_by_anthropic_names_the_gemini_field(call, world):
@@ -454,7 +454,7 @@ def test_embeddings_to_an_anthropic_model_are_400(call, world):
     answer = call("/v1/embeddings", body, oai(world.value))
 
     assert answer.status == 400 and "speaks the anthropic API" in answer.json()["error"]["message"]
-    assert last(world.mock) is None and UsageRecord.objects.count() == 0
+    assert last(world.mock) is None and UsageRecord.objects.attempts().count() == 0
 
 
 # --- 3. errors in the client's format --------------------------------------------------------------
@@ -493,7 +493,7 @@ def test_gateway_errors_on_the_anthropic_route_are_anthropic_errors(call, world,
         assert body["error"]["message"] == VK_REQUIRED
     if status == 403:
         assert "claude-3-opus-latest" in body["error"]["message"]
-    assert last(world.mock) is None and UsageRecord.objects.count() == 0
+    assert last(world.mock) is None and UsageRecord.objects.attempts().count() == 0
 
 
 @pytest.mark.parametrize("status", sorted(GATEWAY_ERRORS))
@@ -509,7 +509,7 @@ def test_gateway_errors_on_the_genai_route_are_gemini_errors(call, world, status
     assert isinstance(error["message"], str) and error["message"]
     if status == 403:
         assert "gemini-2.5-pro" in error["message"]
-    assert last(world.mock) is None and UsageRecord.objects.count() == 0
+    assert last(world.mock) is None and UsageRecord.objects.attempts().count() == 0
 
 
 @pytest.mark.parametrize(
@@ -801,11 +801,11 @@ def test_a_gemini_request_reserves_its_max_output_tokens(call, world, model, pro
         assert answer.status == 402, (refused, answer.body)
         error = answer.json()["error"]
         assert (error["code"], error["status"]) == (402, "FAILED_PRECONDITION")
-    assert last(world.mock) is None and UsageRecord.objects.count() == 0
+    assert last(world.mock) is None and UsageRecord.objects.attempts().count() == 0
 
     answer = ask({"maxOutputTokens": 50})  # exactly $0.05
     assert answer.status == 200, answer.body
-    row = UsageRecord.objects.get()
+    row = UsageRecord.objects.attempts().get()
     assert row.completion_tokens == 50 and row.cost == Decimal("0.05")
 
 
@@ -825,7 +825,7 @@ def test_count_tokens_for_an_openai_model_is_the_gateways_estimate(call, world):
     expected = estimate_prompt_tokens(anthropic_format.request_to_openai(body, "openai/gpt-4o"))
     assert answer.json() == {"input_tokens": expected} and expected > 75
     assert last(world.mock) is None
-    assert UsageRecord.objects.count() == 0
+    assert UsageRecord.objects.attempts().count() == 0
 
 
 def test_count_tokens_for_an_anthropic_model_passes_through(call, world):
@@ -837,7 +837,7 @@ def test_count_tokens_for_an_anthropic_model_passes_through(call, world):
     request = last(world.mock)
     assert request["path"] == "/v1/messages/count_tokens" and request["body"] == body
     assert request["headers"]["x-api-key"] == KEYS["anthropic"]
-    assert UsageRecord.objects.count() == 0
+    assert UsageRecord.objects.attempts().count() == 0
 
 
 def test_gemini_count_tokens_for_an_openai_model_is_the_gateways_estimate(call, world):
@@ -847,7 +847,7 @@ def test_gemini_count_tokens_for_an_openai_model_is_the_gateways_estimate(call, 
     assert answer.status == 200
     expected = estimate_prompt_tokens(gemini_format.request_to_openai(body, "openai/gpt-4o"))
     assert answer.json() == {"totalTokens": expected} and expected > 75
-    assert last(world.mock) is None and UsageRecord.objects.count() == 0
+    assert last(world.mock) is None and UsageRecord.objects.attempts().count() == 0
 
 
 def test_gemini_count_tokens_in_the_generate_content_request_form(call, world):

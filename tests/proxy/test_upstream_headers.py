@@ -67,7 +67,8 @@ def test_provider_account_headers_are_not_returned_to_the_client(call, upstream,
     for name in ("openai-organization", "openai-project", "anthropic-organization-id"):
         assert name not in answer.headers
     assert b"org-operator-secret" not in answer.body and b"1f2e3d4c" not in answer.body
-    assert answer.headers["x-request-id"] == "req_123"
+    assert answer.headers["x-upstream-request-id"] == "req_123"  # the provider's id, beside the gateway's
+    assert answer.headers["x-request-id"] != "req_123"
     assert answer.headers["openai-processing-ms"] == "7"
     assert answer.headers["anthropic-ratelimit-requests-remaining"] == "99"
 

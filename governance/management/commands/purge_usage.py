@@ -7,11 +7,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from governance.models import UsageRecord
+from governance.models import RequestContent, UsageRecord
 
 
 class Command(BaseCommand):
-    help = "Delete usage records older than the retention period (BIFROST_USAGE_RETENTION_DAYS)."
+    help = (
+        "Delete usage records older than the retention period (BIFROST_USAGE_RETENTION_DAYS), and stored request "
+        "bodies (content logging) older than BIFROST_CONTENT_RETENTION_DAYS."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--days", type=int, default=None, help="override the retention period in days")
@@ -32,3 +35,6 @@ class Command(BaseCommand):
                 break
             total += UsageRecord.objects.filter(pk__in=ids).delete()[0]
         self.stdout.write(f"deleted {total} usage records older than {days} days")
+        content_cutoff = timezone.now() - timedelta(days=settings.CONTENT_RETENTION_DAYS)
+        bodies = RequestContent.objects.filter(created_at__lt=content_cutoff).delete()[0]
+        self.stdout.write(f"deleted {bodies} stored request bodies older than {settings.CONTENT_RETENTION_DAYS} days")

@@ -158,6 +158,15 @@ class Rejection:
     type: str
     message: str
     retry_after: int | None = None
+    # The limits that refused, as ``level:kind:id`` words (``refused_by``), for the ledger's
+    # refusal entry and the refusal metrics: levels virtual_key, team, customer,
+    # provider_config, provider, model; kinds budget, rate_limit.
+    refused_by: tuple[str, ...] = ()
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The levels that refused, in path order, each once."""
+        return tuple(dict.fromkeys(word.split(":", 1)[0] for word in self.refused_by))
 
     @property
     def headers(self) -> dict[str, str]:
@@ -232,6 +241,15 @@ def _budget_part(v: Violation) -> str:
     )
 
 
+PATH_LEVELS = {"VK": "virtual_key", "Team": "team", "Customer": "customer"}
+
+
+def refused_by(counter: Counter) -> str:
+    """``level:kind:id`` of a counter that refused (``Rejection.refused_by``)."""
+    level = counter.level or PATH_LEVELS.get(counter.entity, "provider_config")
+    return f"{level}:{'budget' if counter.kind == BUDGET else 'rate_limit'}:{counter.spec_id}"
+
+
 def rejection_for(violations: list[Violation], now: datetime) -> Rejection:
     """Turn violations into the SPEC section 6 answer, naming **every** counter that refused.
 
@@ -269,9 +287,13 @@ def rejection_for(violations: list[Violation], now: datetime) -> Rejection:
             message += ". " + budget_message
         # Every refusing rate limit must clear before the request can pass: the latest reset wins.
         retry = max(retry_after_seconds(v.resets_at, now) for v in rate)
-        return Rejection(429, type_, message, retry)
+        return Rejection(429, type_, message, retry, _refused_by(violations))
     retry = max(retry_after_seconds(v.resets_at, now) for v in budgets)
-    return Rejection(402, "budget_exceeded", budget_message, retry)
+    return Rejection(402, "budget_exceeded", budget_message, retry, _refused_by(violations))
+
+
+def _refused_by(violations: list[Violation]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(refused_by(v.counter) for v in violations))
 
 
 UNAVAILABLE = Rejection(

@@ -40,13 +40,21 @@ _COLUMNS = {
     Budget: ("current_usage", "last_reset"),
     RateLimit: ("token_current_usage", "token_last_reset", "request_current_usage", "request_last_reset"),
 }
+# Configuration read with a budget's row (never written here): what the ledger's alert check
+# (``governance.metering.alerts``) compares the new usage with, at no extra query.
+_READ_ONLY = {Budget: ("max_limit", "alert_thresholds"), RateLimit: ()}
 _LABELS = (("rate_limit", RateLimit), ("budget", Budget))
 
 
 class CounterRow:
-    """The counter columns of one Budget or RateLimit row (what these helpers read and write)."""
+    """The counter columns of one Budget or RateLimit row (what these helpers read and write), and
+    the read-only ``_READ_ONLY`` columns of a budget."""
 
-    __slots__ = ("model", "pk", *{name for names in _COLUMNS.values() for name in names})
+    __slots__ = (
+        "model",
+        "pk",
+        *{name for table in (_COLUMNS, _READ_ONLY) for names in table.values() for name in names},
+    )
 
     def __init__(self, model: type[Model], pk: Any, values: dict[str, Any]) -> None:
         self.model, self.pk = model, pk
@@ -76,7 +84,7 @@ class _Statements:
         self.pk = meta.pk
         self.fields = [column(model, name) for name in _COLUMNS[model]]
         table, pk_column = quote(meta.db_table), quote(meta.pk.column)
-        columns = [meta.pk, *self.fields]
+        columns = [meta.pk, *self.fields, *(column(model, name) for name in _READ_ONLY[model])]
         self.select_columns = ", ".join(quote(f.column) for f in columns)
         self.table, self.pk_column = table, pk_column
         self.lockable = conn.features.has_select_for_update

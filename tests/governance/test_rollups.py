@@ -1,0 +1,100 @@
+"""Usage rollups: added in the ledger's own transaction, exact, never twice, rebuilt from the ledger."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import transaction
+
+from governance.metering import rollups
+from governance.metering.usage_rows import insert_usage_rows
+from governance.models import UsageRecord, UsageRollup
+from governance.models.rollups import DAY, HOUR, NONE
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+AT = datetime(2026, 3, 4, 10, 30, tzinfo=UTC)
+
+
+def row(**fields) -> dict:
+    base = {
+        "provider": "openai",
+        "model": "gpt-4o",
+        "status_code": 200,
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "total_tokens": 15,
+        "cost": Decimal("0.0000000123"),
+        "latency_ms": 40,
+        "created_at": AT,
+    }
+    return base | fields
+
+
+def insert(rows: list[dict]) -> None:
+    with transaction.atomic():
+        insert_usage_rows(rows)
+
+
+def test_each_inserted_row_is_added_to_its_hour_and_its_day_exactly():
+    insert([row(), row(cost=Decimal("0.3333333333"), streamed=True), row(created_at=AT + timedelta(hours=1))])
+    hour = UsageRollup.objects.get(granularity=HOUR, bucket=AT.replace(minute=30 - 30))
+    assert (hour.requests, hour.prompt_tokens, hour.total_tokens, hour.latency_ms, hour.streamed) == (2, 20, 30, 80, 1)
+    assert hour.cost == Decimal("0.3333333456")  # to the ledger's last decimal, on SQLite too
+    day = UsageRollup.objects.get(granularity=DAY)
+    assert (day.requests, day.bucket, day.virtual_key_id) == (3, datetime(2026, 3, 4, tzinfo=UTC), NONE)
+    assert day.cost == Decimal("0.3333333579")
+    assert rollups.differences() == []
+
+
+def test_a_retried_row_is_not_counted_twice():
+    first = row(request_id=uuid.uuid4())
+    insert([first])
+    insert([dict(first), row()])  # the same request again, and a new one
+    assert UsageRecord.objects.count() == 2
+    assert UsageRollup.objects.get(granularity=DAY).requests == 2
+    assert rollups.differences() == []
+
+
+def test_refusals_errors_and_unpriced_rows_have_rollups_of_their_own():
+    insert(
+        [
+            row(status_code=402, error_type="budget_exceeded", upstream_reached=False, cost=0, total_tokens=0),
+            row(status_code=502, error_type="upstream_error", cost=0, total_tokens=0),
+            row(priced=False, cost=0),
+        ]
+    )
+    days = {(r.status_code, r.refused): r for r in UsageRollup.objects.filter(granularity=DAY)}
+    assert set(days) == {(402, True), (502, False), (200, False)}
+    assert days[(200, False)].unpriced == 1 and days[(502, False)].unpriced == 0
+
+
+def test_rebuild_restores_rollups_and_check_finds_a_difference(capsys):
+    insert([row(), row(model="gpt-4o-mini", status_code=429, error_type="request_limited", upstream_reached=False)])
+    UsageRollup.objects.filter(granularity=HOUR).update(requests=7)
+    assert len(rollups.differences()) == 2
+    with pytest.raises(CommandError, match="2 rollup rows differ"):
+        call_command("rebuild_rollups", "--check")
+    call_command("rebuild_rollups")
+    call_command("rebuild_rollups", "--check")
+    assert "rollups match" in capsys.readouterr().out
+    assert sorted(UsageRollup.objects.values_list("granularity", "requests", "refused")) == [
+        ("d", 1, False),
+        ("d", 1, True),
+        ("h", 1, False),
+        ("h", 1, True),
+    ]
+
+
+def test_rebuild_of_recent_days_leaves_older_rollups_alone():
+    old = AT - timedelta(days=30)
+    insert([row(created_at=old), row(created_at=datetime.now(UTC))])
+    UsageRecord.objects.filter(created_at=old).delete()  # purged: its rollups stay as history
+    call_command("rebuild_rollups", "--days", "2")
+    assert UsageRollup.objects.filter(bucket__lt=AT).count() == 2
+    assert UsageRollup.objects.filter(bucket__gte=AT).count() == 2
