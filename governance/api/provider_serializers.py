@@ -79,6 +79,27 @@ class ProviderInput(serializers.Serializer):
     # The old name of ``provider_type`` (when it had two values), still accepted.
     api_format = serializers.ChoiceField(choices=ProviderType.choices, required=False)
     network_config = NetworkConfigInput(required=False)
+    # Bifrost's create takes the provider's keys too; each is checked as ``ProviderKeyInput``.
+    keys = serializers.ListField(child=serializers.JSONField(), required=False, max_length=100)
+
+    def validate_keys(self, value: list) -> list[dict]:
+        if not self.context.get("creating", False):
+            raise serializers.ValidationError("keys are changed through /api/providers/{name}/keys")
+        checked: list[dict] = []
+        problems: dict[int, Any] = {}
+        for index, item in enumerate(value):
+            key = ProviderKeyInput(data=item, context={"creating": True})
+            if key.is_valid():
+                checked.append(dict(key.validated_data))
+            else:
+                problems[index] = key.errors
+        if problems:
+            raise serializers.ValidationError(problems)
+        names = [k["name"] for k in checked]
+        duplicate = next((n for n in names if names.count(n) > 1), None)
+        if duplicate is not None:
+            raise serializers.ValidationError(f"key name {duplicate!r} appears twice")
+        return checked
 
     def validate(self, attrs: dict) -> dict:
         creating = self.context.get("creating", False)

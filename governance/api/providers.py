@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from django.db import transaction
 from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
@@ -101,9 +102,13 @@ class ProviderListView(APIView):
         data = _validated(ProviderInput, request.data, creating=True)
         if Provider.objects.filter(name=data["provider"]).exists():
             raise field_error("provider", f"provider {data['provider']!r} already exists")
-        provider = services.provider_create(
-            name=data["provider"], provider_type=data.get("provider_type"), **_network_changes(data)
-        )
+        with transaction.atomic():  # the provider and its keys, or nothing
+            provider = services.provider_create(
+                name=data["provider"], provider_type=data.get("provider_type"), **_network_changes(data)
+            )
+            for key in data.get("keys") or ():
+                services.provider_key_create(provider=provider, **key)
+        provider = Provider.objects.prefetch_related("keys").get(pk=provider.pk)
         return Response({"message": "Provider created successfully", "provider": provider_json(provider)})
 
 

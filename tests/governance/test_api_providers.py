@@ -171,3 +171,33 @@ def test_view_only_user_can_read_but_not_write(alice_api, bob_api, anon_api):
     assert bob_api.post("/api/providers/openai/keys", KEY, format="json").status_code == 403
     assert anon_api.get("/api/providers").status_code == 401
     assert anon_api.get("/api/keys").status_code == 401
+
+
+def test_create_takes_the_providers_keys_as_bifrost_does(alice_api):
+    second = {**KEY, "name": "k2", "value": "sk-secret-value-5678"}
+    response = create(alice_api, {**BODY, "keys": [KEY, second]})
+    assert response.status_code == 200, response.content
+    assert sorted(k["name"] for k in response.json()["provider"]["keys"]) == ["k1", "k2"]
+    assert "sk-secret-value" not in response.content.decode()
+    assert sorted(ProviderKey.objects.values_list("name", flat=True)) == ["k1", "k2"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "named"),
+    [
+        ([{**KEY, "value": ""}], "keys[0]"),
+        ([KEY, {**KEY, "value": "sk-other-value-0000"}], "appears twice"),
+        ("k1", "keys"),
+    ],
+)
+def test_a_bad_key_in_a_create_is_400_and_writes_nothing(alice_api, keys, named):
+    response = create(alice_api, {**BODY, "keys": keys})
+    assert response.status_code == 400 and named in response.json()["error"]["message"]
+    assert not Provider.objects.exists() and not ProviderKey.objects.exists()
+
+
+def test_keys_are_not_replaced_through_a_provider_update(alice_api):
+    create(alice_api, {**BODY, "keys": [KEY]})
+    response = alice_api.put("/api/providers/openai", {"keys": []}, format="json")
+    assert response.status_code == 400 and "/api/providers/{name}/keys" in response.json()["error"]["message"]
+    assert ProviderKey.objects.count() == 1

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 
+from governance.services import virtual_key_create
 from tests.proxy.conftest import make_setup
 from tests.proxy.conftest_enforcement import (
     ESTIMATED_PROMPT_TOKENS,
@@ -108,3 +109,34 @@ def test_two_gateway_processes_enforce_one_request_limit_together(gateway, gatew
     settled(10, vk=live.vk)
     assert rate_limit_of(live.vk).request_current_usage == 10
     assert mock_served(mock, MODEL) == 10
+
+
+def test_rollups_equal_the_ledger_after_concurrent_traffic_through_two_workers(gateway, mock, price):
+    """Served, refused, streamed and unlimited requests at once, through both workers: the hourly
+    and daily rollups (what the dashboard and /api/logs/stats read) equal the ledger's sums."""
+    from governance.metering import rollups
+    from governance.models import UsageRollup
+    from governance.models.rollups import DAY
+
+    price(MODEL, input="0.000001", output="0.00001")
+    limited = make_setup(mock.url, rate_limit={"request_max_limit": 10, "request_reset_duration": "1m"})
+    free, free_value = virtual_key_create(
+        name="free", provider_configs=[{"provider": "openai", "weight": 1, "allowed_models": ["*"], "key_ids": ["*"]}]
+    )
+    streamed = chat(stream=True, stream_options={"include_usage": True})
+    tasks = [lambda: post(gateway.url, chat(), vk=limited.value)] * 25
+    tasks += [lambda: post(gateway.url, chat(max_tokens=7), vk=free_value)] * 15
+    tasks += [lambda: post(gateway.url, streamed, vk=free_value)] * 10
+
+    replies = burst(tasks)
+
+    assert sorted(r.status for r in replies).count(200) == 35
+    assert [r.status for r in replies].count(429) == 15
+    settled(25, vk=limited.vk)
+    settled(25, vk=free)
+    assert rollups.differences() == []
+    for vk, served, refused in ((limited.vk, 10, 15), (free, 25, 0)):
+        days = UsageRollup.objects.filter(granularity=DAY, virtual_key_id=vk.pk)
+        assert sum(d.requests for d in days if not d.refused) == served
+        assert sum(d.requests for d in days if d.refused) == refused
+        assert sum(d.cost for d in days) == spend(vk) > 0

@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from bifrost_site.wsgi import application
 from governance import services
 from governance.models import (
+    AlertWebhook,
     Budget,
     Customer,
     McpClient,
@@ -103,6 +104,7 @@ def seeded(django_user_model, settings, monkeypatch) -> dict:
         pattern="gpt-4o",
         prices={"input_cost_per_token": Decimal("0.000001")},
     )
+    services.alert_webhook_create(name="ops", url="https://hooks.example.com/ops", secret="ops-signing-secret-0123")
     services.routing_rule_create(
         name="spill", cel_expression='model == "gpt-4o"', targets=[{"provider": "openai", "weight": 1}], scope="global"
     )
@@ -118,6 +120,7 @@ COLLECTIONS = {
     "model-configs": ModelConfig,
     "pricing-overrides": PricingOverride,
     "routing-rules": RoutingRule,
+    "alert-webhooks": AlertWebhook,
 }
 
 
