@@ -138,7 +138,7 @@ def retry_after(reply: Reply, window_seconds: int) -> int:
 
 
 def records(vk=None, **filters: Any) -> list[UsageRecord]:
-    queryset = UsageRecord.objects.filter(**filters).order_by("created_at", "id")
+    queryset = UsageRecord.objects.attempts().filter(**filters).order_by("created_at", "id")
     if vk is not None:
         queryset = queryset.filter(virtual_key=vk)
     return list(queryset)
@@ -161,7 +161,8 @@ def settled(count: int, *, vk=None, timeout: float = 10.0, **filters: Any) -> li
     """
 
     def done() -> bool:
-        if UsageRecord.objects.filter(**filters, **({"virtual_key": vk} if vk else {})).count() < count:
+        attempts = UsageRecord.objects.attempts()  # refusals are entries too, but reached no upstream
+        if attempts.filter(**filters, **({"virtual_key": vk} if vk else {})).count() < count:
             return False
         budgets = list(Budget.objects.all())
         limits = list(RateLimit.objects.all())

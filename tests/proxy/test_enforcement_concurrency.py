@@ -13,8 +13,9 @@ from decimal import Decimal
 
 import pytest
 
+from governance.models import UsageRecord
 from governance.services import virtual_key_create
-from tests.proxy.conftest import make_setup
+from tests.proxy.conftest import make_setup, wait_for
 from tests.proxy.conftest_enforcement import (
     ESTIMATED_PROMPT_TOKENS,
     MOCK_PROMPT_TOKENS,
@@ -132,8 +133,10 @@ def test_rollups_equal_the_ledger_after_concurrent_traffic_through_two_workers(g
 
     assert sorted(r.status for r in replies).count(200) == 35
     assert [r.status for r in replies].count(429) == 15
-    settled(25, vk=limited.vk)
+    settled(10, vk=limited.vk)
     settled(25, vk=free)
+    refusals = UsageRecord.objects.refusals().filter(virtual_key=limited.vk)
+    assert wait_for(lambda: refusals.count() == 15), refusals.count()
     assert rollups.differences() == []
     for vk, served, refused in ((limited.vk, 10, 15), (free, 25, 0)):
         days = UsageRollup.objects.filter(granularity=DAY, virtual_key_id=vk.pk)

@@ -297,7 +297,7 @@ def test_a_settle_whose_commit_was_not_acknowledged_is_charged_once_when_retried
     assert settle_now(admission, cost="0.3", vk=vk) is False  # the first attempt charged it
     assert settle_now(admission, cost="0.3", vk=vk) is False  # and a third does nothing
     budget, rate_limit = Budget.objects.get(), rate_limit_of(vk)
-    assert UsageRecord.objects.count() == 1
+    assert UsageRecord.objects.attempts().count() == 1
     assert budget.current_usage == ledger_total() == Decimal("0.3")
     assert rate_limit.request_current_usage == 1
     assert live_counters.budget_usage([budget.pk], now=T0)[str(budget.pk)] == Decimal("0.3")
@@ -338,7 +338,7 @@ def test_sigkill_of_a_worker_mid_stream_settles_its_reservation_and_admits_nothi
     # The three answered requests are in the ledger, and so is the killed one: the new worker's
     # lease reaper settled it at its reservation ($0.005 worst case, one request slot), as its
     # upstream call had started. Whether it ran before or after the three, nothing passed the limit.
-    assert wait_for(lambda: UsageRecord.objects.filter(virtual_key=live.vk).count() == 4, timeout=10)
+    assert wait_for(lambda: UsageRecord.objects.attempts().filter(virtual_key=live.vk).count() == 4, timeout=10)
     rows = sorted(records(live.vk), key=lambda r: r.status_code)
     assert [(r.model, r.status_code, r.cost, r.upstream_reached) for r in rows] == [
         ("slow-stream", 0, Decimal("0.005"), True)

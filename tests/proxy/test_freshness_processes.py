@@ -81,9 +81,13 @@ def test_a_rotated_or_deleted_key_stops_working_everywhere_at_once(cluster, mock
     assert set(statuses(cluster, chat(), new_value)) == {401}
     served = 2 * len(cluster) * ROUNDS
     wait_until(lambda: UsageRecord.objects.filter(model="gpt-4o-mini").count() >= served, what="usage rows")
-    rows = list(UsageRecord.objects.values_list("model", "status_code", "virtual_key_id"))
+    rows = list(UsageRecord.objects.attempts().values_list("model", "status_code", "virtual_key_id"))
     assert len(rows) == served, rows
     assert not UsageRecord.objects.filter(virtual_key__isnull=False).exists()
+    # The old value's and the deleted key's 401s are entries too: refusals, no key of their own.
+    assert set(UsageRecord.objects.refusals().values_list("status_code", "error_type")) == {
+        (401, "virtual_key_not_found")
+    }
 
 
 def test_a_provider_added_in_one_process_routes_in_every_other_at_once(cluster, mock):
