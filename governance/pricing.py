@@ -152,6 +152,20 @@ def index_by_model(rows: Iterable[tuple[tuple[str, str], P]]) -> dict[str, P]:
     return out
 
 
+def cost_parts(
+    price: Price, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+) -> tuple[Decimal, Decimal]:
+    """``(input cost, output cost)`` of a priced request (cached input at its own price inside the
+    input cost); what :func:`cost_of` adds to them is the flat per-request amount."""
+    cached = min(max(cached_tokens, 0), max(prompt_tokens, 0))
+    cached_price = price.cached_input_cost_per_token
+    if cached_price is None:
+        cached_price = price.input_cost_per_token
+    return (prompt_tokens - cached) * price.input_cost_per_token + cached * cached_price, (
+        completion_tokens * price.output_cost_per_token
+    )
+
+
 def cost_of(
     price: Price | None,
     *,
@@ -172,15 +186,10 @@ def cost_of(
         return Decimal(upstream_cost), True
     if price is None:
         return Decimal("0"), False
-    cached = min(max(cached_tokens, 0), max(prompt_tokens, 0))
-    cached_price = price.cached_input_cost_per_token
-    if cached_price is None:
-        cached_price = price.input_cost_per_token
-    cost = (
-        (prompt_tokens - cached) * price.input_cost_per_token
-        + cached * cached_price
-        + completion_tokens * price.output_cost_per_token
+    input_cost, output_cost = cost_parts(
+        price, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, cached_tokens=cached_tokens
     )
+    cost = input_cost + output_cost
     per_request: Decimal | None = getattr(price, "cost_per_request", None)  # ModelPrice rows have none
     if per_request:
         cost += per_request

@@ -20,10 +20,11 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour
 from django.utils import timezone
 
+from governance.metering.rollups import ledger_sums
 from governance.models import RequestContent, UsageRecord, UsageRollup
 from governance.models.rollups import COST_UNIT, DAY, HOUR, NONE
 from governance.models.usage import REFUSAL_TYPES
@@ -350,25 +351,11 @@ def _ledger(
         rows = rows.annotate(when=trunc("created_at", tzinfo=UTC))
         group.append("when")
     rows = rows.annotate(refusal=Q(error_type__in=REFUSAL_TYPES))
-    sums = (
-        rows.values(*group)
-        .annotate(
-            n=Count("pk"),
-            prompt=Sum("prompt_tokens"),
-            completion=Sum("completion_tokens"),
-            tokens=Sum("total_tokens"),
-            cached=Sum("cached_tokens"),
-            reasoning=Sum("reasoning_tokens"),
-            cost_sum=Sum("cost"),
-            latency=Sum("latency_ms"),
-            unpriced_n=Count("pk", filter=Q(priced=False, status_code__lt=400)),
-        )
-        .order_by()
-    )
+    sums = rows.values(*group).annotate(**ledger_sums()).order_by()
     for r in sums:
         part = _classified(r["status_code"], bool(r["refusal"]), r["n"])
         part.prompt_tokens, part.completion_tokens = r["prompt"] or 0, r["completion"] or 0
-        part.total_tokens, part.cached_tokens = r["tokens"] or 0, r["cached"] or 0
+        part.total_tokens, part.cached_tokens = r["total"] or 0, r["cached"] or 0
         part.reasoning_tokens, part.latency_ms = r["reasoning"] or 0, r["latency"] or 0
         part.unpriced = r["unpriced_n"]
         part.cost = Decimal(r["cost_sum"] or 0)

@@ -53,7 +53,7 @@ from governance.metering.counters.base import Admission, Rejection
 from governance.metering.ledger import LedgerEntry
 from governance.metering.snapshot import PriceSnapshot
 from governance.models.usage import new_request_id
-from governance.pricing import cost_of
+from governance.pricing import cost_of, cost_parts
 from proxy.errors import ProxyError
 from proxy.routing import Resolved, Route
 from proxy.usage import Usage, estimate_prompt_tokens
@@ -228,13 +228,22 @@ def finish(
             cached_tokens=usage.cached_tokens,
             upstream_cost=upstream_cost,
         )
+        parts: tuple[Decimal, Decimal] | tuple[None, None] = (None, None)
         if upstream_cost is not None:
             source = "upstream"
+        elif price is not None:
+            parts = cost_parts(
+                price,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
+            )
         prompt, completion, cached = usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens
         total = usage.total_tokens or prompt + completion
         reasoning = usage.reasoning_tokens
     else:
         cost, priced, prompt, completion, cached, total, reasoning = Decimal("0"), True, 0, 0, 0, 0, 0
+        parts = (None, None)
     # A plain dict first: ``dataclasses.asdict`` costs ~0.2 ms a call on this hot path.
     fields = {
         **_who(resolved),
@@ -253,6 +262,8 @@ def finish(
         "fallback_index": ticket.attempt,
         "error_type": _error_type(error) if error is not None else "",
         "error_message": error.message[:MAX_ERROR_MESSAGE] if error is not None else "",
+        "input_cost": parts[0],
+        "output_cost": parts[1],
     }
     metrics.attempt(fields, resolved, cost, ticket.started)  # appends only (telemetry.metrics)
     if resolved.request.log_content:

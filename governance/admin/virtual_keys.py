@@ -51,16 +51,7 @@ from governance.services.virtual_keys import mcp_configs_replace, provider_confi
 if TYPE_CHECKING:
     from governance.admin.inlines import InlineFormSet
 
-VK_FORM_FIELDS = (
-    "name",
-    "description",
-    "is_active",
-    "team",
-    "customer",
-    "allow_all_providers",
-    "expires_at",
-    "log_content",
-)
+VK_FORM_FIELDS = tuple(VirtualKeyAdminForm.Meta.fields)  # what the form edits is what the service is given
 
 
 class ExpiredFilter(admin.SimpleListFilter):

@@ -246,13 +246,23 @@ def entry(row: UsageRecord, vk_names: dict, key_names: dict, contents: dict | No
             "estimated": row.estimated,
         },
         "cost": float(row.cost),
-        "cost_details": {
-            "total_cost": str(row.cost),  # exact, as the ledger holds it
-            "priced": row.priced,
-            "price_source": row.price_source,
-        },
+        "cost_details": _cost_details(row),
         "error_details": error,
         "content": _content((contents or {}).get(row.request_id)),
+    }
+
+
+def _cost_details(row: UsageRecord) -> dict[str, Any]:
+    """Bifrost's cost breakdown, each part exact as a string; the parts are null when the cost
+    came from the upstream or nothing was priced here."""
+    parts = row.input_cost is not None and row.output_cost is not None
+    return {
+        "input_tokens_cost": str(row.input_cost) if parts else None,
+        "output_tokens_cost": str(row.output_cost) if parts else None,
+        "request_cost": str(row.cost - row.input_cost - row.output_cost) if parts else None,  # type: ignore[operator]
+        "total_cost": str(row.cost),
+        "priced": row.priced,
+        "price_source": row.price_source,
     }
 
 

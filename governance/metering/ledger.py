@@ -92,6 +92,8 @@ class LedgerEntry:
     fallback_index: int = 0
     error_type: str = ""
     error_message: str = ""
+    input_cost: Decimal | None = None  # the parts of the cost (``UsageRecord.input_cost``), when priced here
+    output_cost: Decimal | None = None
     # (request body, response body, truncated) when content logging is on (``models.content``).
     content: tuple[str, str, bool] | list | None = None
 

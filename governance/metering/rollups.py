@@ -164,6 +164,22 @@ def rebuild(
     return written
 
 
+def ledger_sums() -> dict[str, Any]:
+    """The ledger's sums per group, as the rollups keep them (also read by ``usage_stats``)."""
+    return {
+        "n": Count("id"),
+        "prompt": Sum("prompt_tokens"),
+        "completion": Sum("completion_tokens"),
+        "total": Sum("total_tokens"),
+        "cached": Sum("cached_tokens"),
+        "reasoning": Sum("reasoning_tokens"),
+        "cost_sum": Sum("cost"),
+        "latency": Sum("latency_ms"),
+        "streams": Count("id", filter=Q(streamed=True)),
+        "unpriced_n": Count("id", filter=Q(priced=False, status_code__lt=400)),
+    }
+
+
 def _ledger_groups(records: Any) -> Iterable[dict[str, Any]]:
     """The ledger grouped by hour and rollup key in the database, each group as one big row
     (``summed`` treats it as a row whose counts are the group's sums)."""
@@ -179,18 +195,7 @@ def _ledger_groups(records: Any) -> Iterable[dict[str, Any]]:
             "status_code",
             "error_type",
         )
-        .annotate(
-            n=Count("id"),
-            prompt=Sum("prompt_tokens"),
-            completion=Sum("completion_tokens"),
-            total=Sum("total_tokens"),
-            cached=Sum("cached_tokens"),
-            reasoning=Sum("reasoning_tokens"),
-            cost_sum=Sum("cost"),
-            latency=Sum("latency_ms"),
-            streams=Count("id", filter=Q(streamed=True)),
-            unpriced_n=Count("id", filter=Q(priced=False, status_code__lt=400)),
-        )
+        .annotate(**ledger_sums())
         .order_by()
     )
     for g in groups.iterator(chunk_size=2000):

@@ -30,6 +30,7 @@ from governance.models.usage import new_request_id
 
 FIELDS = [f for f in UsageRecord._meta.concrete_fields if not f.primary_key]
 UUID_COLUMNS = {"request_id", "virtual_key_id", "team_id", "customer_id", "provider_key_id"}
+MONEY_COLUMNS = {"cost", "input_cost", "output_cost"}
 Adapter = Callable[[dict], list]
 SQLITE_ROWS = 500
 
@@ -76,7 +77,7 @@ def _build(conn: BaseDatabaseWrapper, *, native_uuid: bool) -> Statements:
             convert = as_uuid
         elif f.attname == "created_at":
             convert = ops.adapt_datetimefield_value
-        elif f.attname == "cost":
+        elif f.attname in MONEY_COLUMNS:
             convert = as_money
         else:
             convert = None

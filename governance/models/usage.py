@@ -97,6 +97,14 @@ class UsageRecord(models.Model):
         default=0, help_text="The part of completion_tokens the model spent thinking, when the upstream reports it."
     )
     cost = models.DecimalField(**MONEY, default=0)
+    input_cost = models.DecimalField(
+        **MONEY,
+        null=True,
+        blank=True,
+        help_text="The input tokens' part of cost (cached ones included); empty when the upstream reported "
+        "the cost or nothing was priced.",
+    )
+    output_cost = models.DecimalField(**MONEY, null=True, blank=True, help_text="The output tokens' part of cost.")
     latency_ms = models.PositiveIntegerField(default=0)
     streamed = models.BooleanField(default=False)
     priced = models.BooleanField(default=True)

@@ -266,3 +266,15 @@ def test_stored_bodies_are_cut_at_the_cap(call, world, settings):
     assert call(CHAT, chat(messages=[{"role": "user", "content": long_text}]), {"x-bf-vk": s.value}).status == 200
     stored = RequestContent.objects.get()
     assert stored.truncated and len(stored.request_body.encode()) <= 64 and len(stored.response_body.encode()) <= 64
+
+
+def test_each_entry_breaks_its_cost_down_exactly(call, world, alice_api):
+    s, _, _ = world
+    assert call(CHAT, chat(max_tokens=8), {"x-bf-vk": s.value, "x-request-id": "costed"}).status == 200
+    row = UsageRecord.objects.get(http_request_id="costed")
+    assert row.input_cost == row.prompt_tokens * Decimal("0.00000015")
+    assert row.output_cost == row.completion_tokens * Decimal("0.0000006") and row.completion_tokens == 8
+    (log,) = alice_api.get("/api/logs", {"request_id": "costed"}).json()["logs"]
+    details = log["cost_details"]
+    assert Decimal(details["input_tokens_cost"]) + Decimal(details["output_tokens_cost"]) == row.cost
+    assert Decimal(details["request_cost"]) == 0 and details["price_source"] == "catalog:openai/gpt-4o-mini"
