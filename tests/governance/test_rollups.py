@@ -43,10 +43,10 @@ def insert(rows: list[dict]) -> None:
 
 def test_each_inserted_row_is_added_to_its_hour_and_its_day_exactly():
     insert([row(), row(cost=Decimal("0.3333333333"), streamed=True), row(created_at=AT + timedelta(hours=1))])
-    hour = UsageRollup.objects.get(granularity=HOUR, bucket=AT.replace(minute=30 - 30))
+    hour = UsageRollup.objects.get(granularity=HOUR, bucket=rollups.hour_of(AT))
     assert (hour.requests, hour.prompt_tokens, hour.total_tokens, hour.latency_ms, hour.streamed) == (2, 20, 30, 80, 1)
     assert hour.cost == Decimal("0.3333333456")  # to the ledger's last decimal, on SQLite too
-    day = UsageRollup.objects.get(granularity=DAY)
+    day = UsageRollup.objects.get(granularity=DAY, bucket=rollups.day_of(AT))
     assert (day.requests, day.bucket, day.virtual_key_id) == (3, datetime(2026, 3, 4, tzinfo=UTC), NONE)
     assert day.cost == Decimal("0.3333333579")
     assert rollups.differences() == []
@@ -56,8 +56,8 @@ def test_a_retried_row_is_not_counted_twice():
     first = row(request_id=uuid.uuid4())
     insert([first])
     insert([dict(first), row()])  # the same request again, and a new one
-    assert UsageRecord.objects.count() == 2
-    assert UsageRollup.objects.get(granularity=DAY).requests == 2
+    assert UsageRecord.objects.filter(created_at=AT).count() == 2
+    assert UsageRollup.objects.get(granularity=DAY, bucket=rollups.day_of(AT)).requests == 2
     assert rollups.differences() == []
 
 
