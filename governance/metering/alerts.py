@@ -1,7 +1,7 @@
 """Budget alert detection: which alert thresholds a ledger write took a budget's usage to.
 
-``ledger._record_batch`` calls :func:`after_settle` with the counter rows it has just moved, in its
-own transaction, while those rows are still locked. For each budget row whose usage in its current
+``ledger.record_many`` calls :func:`after_commit` with the counter rows a batch moved, once that
+batch has committed, in a short transaction of its own. For each budget row whose usage in its current
 window is at or above ``threshold`` percent of ``max_limit`` for a threshold not yet recorded in
 that window, it inserts a ``BudgetAlert`` with ``ON CONFLICT DO NOTHING`` on the unique
 ``(budget, window_start, threshold)`` and, when this statement inserted it, one pending
@@ -11,9 +11,13 @@ them from there once the transaction commits.
 Decisions:
 
 - **Exactly once** across workers and hosts is the unique constraint's: whichever transaction
-  inserts first wins, the others' inserts do nothing (and, committed or rolled back with the
-  ledger write, the alert and its usage stand or fall together). The rows are also locked by
-  the ledger, so two writes of one budget are serialised anyway.
+  inserts first wins, the others' inserts do nothing.
+- **After the commit**, not inside the ledger's transaction: the ledger's transaction keeps
+  touching its tables in the order it always has (counter rows, usage records, rollups), which
+  PostgreSQL's table locks (a ``TRUNCATE``, a migration) also take them in; an alert insert
+  there, into a table that sorts first, could deadlock with them. A process that dies between
+  the two commits leaves the threshold unrecorded: the budget's next settle in the window
+  records it ("reached and not yet recorded", below).
 - **"Reached and not yet recorded"** rather than "went from below to at/above": the same alerts
   in the usual case, and it cannot miss one. In database-counter mode a row also holds the
   reservations of requests in flight, which settle below their estimates: usage can pass a
@@ -27,9 +31,8 @@ Decisions:
   that reaches no new threshold costs a few comparisons and no query. This process remembers
   the thresholds it has seen recorded per budget and window (``_known``): past a threshold, each
   process issues its insert once per window, not once per request.
-- **Failure**: the inserts run in a savepoint; a failure other than the database being away is
-  logged and dropped, so an alert can never cost the ledger its write. Database outages are
-  raised: the ledger retries the whole batch.
+- **Failure**: never costs the ledger its write (already committed): a failure is logged and the
+  threshold stays unrecorded until the budget's next settle.
 - **crossed_at** is the ledger's ``now`` (the settle time); deliveries are due at once by the
   wall clock (``timezone.now()``).
 """
@@ -47,6 +50,7 @@ from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connec
 from django.utils import timezone
 
 from governance.metering.counters.rows import CounterRow, column
+from governance.metering.sqlite_lock import write_transaction
 from governance.models import AlertDelivery, AlertWebhook, Budget, BudgetAlert
 
 logger = logging.getLogger("bifrost.alerts")
@@ -62,7 +66,7 @@ _known_lock = threading.Lock()
 _KNOWN_MAX = 100_000
 
 
-def after_settle(rows: Iterable[CounterRow], now: datetime) -> None:
+def after_commit(rows: Iterable[CounterRow], now: datetime) -> None:
     """Record the thresholds the moved ``rows`` reached (see the module docstring)."""
     try:
         candidates = _reached(rows)
@@ -72,11 +76,13 @@ def after_settle(rows: Iterable[CounterRow], now: datetime) -> None:
     if not candidates:
         return
     try:
-        with transaction.atomic(savepoint=True):
+        with write_transaction():
             _record(candidates, now)
-    except (OperationalError, InterfaceError):
-        raise  # the database is away: the ledger retries the batch, alerts included
-    except Exception:  # noqa: BLE001 - rolled back to the savepoint; the usage write goes on
+    except (OperationalError, InterfaceError) as exc:
+        # The usage is committed; the threshold is still unrecorded, so the budget's next settle
+        # in this window records it.
+        logger.warning("budget alert not recorded yet: database unavailable", extra={"error": type(exc).__name__})
+    except Exception:  # noqa: BLE001 - rolled back; the usage write stands
         logger.exception("budget alert not recorded", extra={"budget_ids": [str(r.pk) for r, _ in candidates]})
 
 

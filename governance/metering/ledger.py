@@ -14,9 +14,9 @@ each request
 Invariant: a row's usage is the sum of its window's UsageRecords (plus, for database admissions,
 the reservations in flight); the hot counters are rebuilt from it.
 
-**Budget alerts**: after the rows move, ``alerts.after_settle`` records the alert thresholds they
-reached, in the same transaction (``governance.metering.alerts``); a failure of its own never
-fails the write.
+**Budget alerts**: once the batch has committed, ``alerts.after_commit`` records the alert
+thresholds its rows reached, in a short transaction of its own (``governance.metering.alerts``);
+a failure of its own never fails the write.
 
 **Exactly one writer charges.** The unique ``request_id`` and, for a database admission, the delete
 of its ``CounterLease`` row in the same transaction decide who charges the rows: the owner's settle,
@@ -130,7 +130,11 @@ def record_many(charges: list[Charge], *, now: datetime) -> list[Recorded]:
     check_references = False
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return _record_batch(charges, now, check_references)
+            results, moved = _record_batch(charges, now, check_references)
+            # After the commit, not inside it: the ledger's transaction then touches its tables
+            # in the same order as ever (see ``alerts.after_commit``).
+            alerts.after_commit(moved, now)
+            return results
         except IntegrityError as exc:
             # Optimistic: references are checked only once a batch has failed on one (a key,
             # team, customer or provider key deleted while its request was in flight).
@@ -164,7 +168,10 @@ def _holds_db_lease(admission: Admission) -> bool:
     return admission.backend == "database" and admission.lease is not None and admission.lease.db_id > 0
 
 
-def _record_batch(charges: list[Charge], now: datetime, check_references: bool) -> list[Recorded]:
+def _record_batch(
+    charges: list[Charge], now: datetime, check_references: bool
+) -> tuple[list[Recorded], list[CounterRow]]:
+    """Answers a ``Recorded`` per charge and the counter rows the batch moved."""
     with write_transaction():
         # Lock the counter rows *before* inserting: the record ids are then allocated while the
         # rows are held, which orders them against a Redis rebuild's snapshot of the same rows.
@@ -214,9 +221,7 @@ def _record_batch(charges: list[Charge], now: datetime, check_references: bool) 
             results.append(Recorded(False, None, zeros))
         moved = unique_rows(changed)
         save_rows(moved)
-        # Budget thresholds the batch reached: recorded in this transaction, exactly once.
-        alerts.after_settle(moved, now)
-    return results
+    return results, moved
 
 
 def _existing(request_id: str) -> tuple | None:

@@ -115,6 +115,9 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
     for row in rows:  # the id is known before the insert, to tell which rows it inserted
         if not row.get("request_id"):
             row["request_id"] = new_request_id()
+    # Bodies first (content logging; idempotent on request_id): the tables are then written in
+    # the order PostgreSQL's table locks (a TRUNCATE, a migration) take them, which never deadlocks.
+    _insert_content([row for row in rows if row.get("content")])
     conn = connections[DEFAULT_DB_ALIAS]
     st = _prepared(conn)
     if conn.vendor == "postgresql":
@@ -148,7 +151,6 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
                 inserted.update((uuid.UUID(str(request_id)), pk) for pk, request_id in cursor.fetchall())
     new = rows if len(inserted) == len(rows) else [row for row in rows if _uuid(row["request_id"]) in inserted]
     rollups.add(new)
-    _insert_content([row for row in new if row.get("content")])
     return inserted if returning else {}
 
 
