@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from governance.metering.rollups import ledger_sums
 from governance.models import RequestContent, UsageRecord, UsageRollup
-from governance.models.rollups import COST_UNIT, DAY, HOUR, NONE
+from governance.models.rollups import COST_UNIT, DAY, HOUR, NONE, SUMS
 from governance.models.usage import REFUSAL_TYPES
 
 STATUSES = ("success", "error", "refused")
@@ -275,7 +275,8 @@ def total(f: UsageFilter) -> Figures:
     return result
 
 
-def _merge(out: dict[Any, Figures], key: Any, part: Figures) -> None:
+def merge(out: dict[Any, Figures], key: Any, part: Figures) -> None:
+    """Add ``part`` to ``out[key]`` (``part`` itself when the key is new)."""
     found = out.get(key)
     if found is None:
         out[key] = part
@@ -300,7 +301,7 @@ def _rollups(
     group = ["status_code", "refused", *_by_columns(by)]
     if bucket is not None:
         group.append("bucket")
-    sums = rows.values(*group).annotate(**{name: Sum(name) for name in _ROLLUP_SUMS}).order_by()
+    sums = rows.values(*group).annotate(**{name: Sum(name) for name in SUMS}).order_by()
     for r in sums:
         part = _classified(r["status_code"], r["refused"], r["requests"])
         part.prompt_tokens, part.completion_tokens = r["prompt_tokens"], r["completion_tokens"]
@@ -308,20 +309,7 @@ def _rollups(
         part.reasoning_tokens, part.latency_ms, part.unpriced = r["reasoning_tokens"], r["latency_ms"], r["unpriced"]
         part.cost = Decimal(r["cost_units"]) * COST_UNIT
         when = _floor(r["bucket"], bucket) if bucket is not None else None
-        _merge(out, (when, _by_value(r, by)), part)
-
-
-_ROLLUP_SUMS = (
-    "requests",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cached_tokens",
-    "reasoning_tokens",
-    "cost_units",
-    "latency_ms",
-    "unpriced",
-)
+        merge(out, (when, _by_value(r, by)), part)
 
 
 def _classified(status: int, refused: bool, n: int) -> Figures:
@@ -360,7 +348,7 @@ def _ledger(
         part.unpriced = r["unpriced_n"]
         part.cost = Decimal(r["cost_sum"] or 0)
         when = r["when"] if bucket is not None else None
-        _merge(out, (when, _by_value(r, by)), part)
+        merge(out, (when, _by_value(r, by)), part)
 
 
 def histogram(f: UsageFilter, seconds: int) -> list[tuple[datetime, Figures]]:
@@ -380,7 +368,7 @@ def breakdown(f: UsageFilter, by: By) -> list[tuple[Any, Figures]]:
     """Figures per value of ``by``, the biggest spend first."""
     grouped: dict[Any, Figures] = {}
     for (_, value), part in figures(f, by=by).items():
-        _merge(grouped, value, part)
+        merge(grouped, value, part)
     return sorted(grouped.items(), key=lambda item: (-item[1].cost, -item[1].requests, str(item[0])))
 
 

@@ -91,12 +91,7 @@ class VirtualKeyUsageView(APIView):
         )
         per_day: dict[date, dict[str, Figures]] = {}
         for (when, model), part in usage_stats.figures(f, by="model", bucket=usage_stats.DAY_SECONDS).items():
-            models = per_day.setdefault(when.date(), {})
-            found = models.get(model)
-            if found is None:
-                models[model] = part
-            else:
-                found.add(part)
+            usage_stats.merge(per_day.setdefault(when.date(), {}), model, part)
         days = []
         overall = Figures()
         day = start

@@ -61,9 +61,10 @@ def is_refused(row: dict[str, Any]) -> bool:
     return row.get("error_type") in REFUSAL_TYPES
 
 
-def summed(rows: Iterable[dict[str, Any]]) -> dict[tuple, list[int]]:
-    """The batch summed per rollup key (``KEY`` order), sums in ``SUMS`` order."""
-    out: dict[tuple, list[int]] = {}
+def summed(rows: Iterable[dict[str, Any]], into: dict[tuple, list[int]] | None = None) -> dict[tuple, list[int]]:
+    """The batch summed per rollup key (``KEY`` order), sums in ``SUMS`` order; added to ``into``
+    when given."""
+    out: dict[tuple, list[int]] = {} if into is None else into
     for row in rows:
         at = _aware(row["created_at"])
         status = int(row["status_code"])
@@ -148,13 +149,7 @@ def rebuild(
         totals: dict[tuple, list[int]] = {}
         written = 0
         for row in _ledger_groups(records):
-            for key, values in summed([row]).items():
-                found = totals.get(key)
-                if found is None:
-                    totals[key] = values
-                else:
-                    for i, v in enumerate(values):
-                        found[i] += v
+            summed([row], totals)
             if len(totals) >= batch:
                 upsert(totals, rollup_model)
                 written += len(totals)
@@ -234,15 +229,7 @@ def differences(since: datetime | None = None, *, record_model: Any = UsageRecor
     if start is not None:
         records = records.filter(created_at__gte=start)
         stored_rows = stored_rows.filter(bucket__gte=start)
-    expected: dict[tuple, list[int]] = {}
-    for row in _ledger_groups(records):
-        for key, values in summed([row]).items():
-            found = expected.get(key)
-            if found is None:
-                expected[key] = values
-            else:
-                for i, v in enumerate(values):
-                    found[i] += v
+    expected = summed(_ledger_groups(records))
     stored = {
         tuple(getattr(r, name) for name in KEY): [getattr(r, name) for name in SUMS] for r in stored_rows.iterator()
     }
