@@ -17,7 +17,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 
-bind = os.environ.get("BIFROST_BIND", "0.0.0.0:8080")
+# A laptop's gateway (embedded mode) answers only this machine; production mode (DATABASE_URL or
+# REDIS_URL set) is meant to be reached by others, so it listens on all interfaces. PORT moves
+# either; BIFROST_BIND sets the whole address.
+_production = bool(os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL"))
+_host = "0.0.0.0" if _production else "127.0.0.1"  # noqa: S104 - production is reached by others
+bind = os.environ.get("BIFROST_BIND") or f"{_host}:{os.environ.get('PORT') or '8080'}"
 worker_class = "gthread"
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))
@@ -59,6 +64,12 @@ def on_exit(server) -> None:
 
 def post_worker_init(worker) -> None:
     if _serves_gateway():
+        if worker.age == 1:  # the first worker of this start says where to go, once
+            from bifrost_site.ready import ready_lines
+
+            for line in ready_lines(str(listener) for listener in worker.sockets):
+                worker.log.info("%s", line)
+
         from telemetry import metrics
 
         metrics.start()

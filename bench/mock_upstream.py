@@ -1162,8 +1162,17 @@ async def _connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
             writer.transport.close()
 
 
-async def _main(host: str, port: int, ready: threading.Event | None = None, box: list | None = None) -> None:
+async def _main(
+    host: str, port: int, ready: threading.Event | None = None, box: list | None = None, announce: bool = False
+) -> None:
     server = await asyncio.start_server(_connection, host, port, backlog=1024)
+    if announce:
+        where = f"http://{host}:{server.sockets[0].getsockname()[1]}"
+        print(
+            f"Mock upstream listening on {where}: give a provider base_url {where} (any type: the OpenAI,"
+            " Anthropic and Gemini formats are all answered). Ctrl-C stops it.",
+            flush=True,
+        )
     if box is not None:
         box.append(server.sockets[0].getsockname()[1])
     if ready is not None:
@@ -1187,7 +1196,10 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     args = parser.parse_args()
-    asyncio.run(_main(args.host, args.port))
+    try:
+        asyncio.run(_main(args.host, args.port, announce=True))
+    except KeyboardInterrupt:
+        pass
 
 
 if __name__ == "__main__":

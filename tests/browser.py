@@ -38,3 +38,39 @@ def chromium_browser(artifacts: str) -> Iterator:
             yield browser, folder
         finally:
             browser.close()
+
+
+WIDTHS = (1400, 1920)
+
+
+def log_in(page, base_url: str, username: str = "root", password: str = "root-password-123") -> None:
+    """Sign in to the admin through its login form, as a person does."""
+    page.goto(f"{base_url}/admin/login/?next=/admin/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+
+
+def overflow(page, selector: str) -> int:
+    """How many CSS pixels of ``selector`` stick out past the viewport's right edge (0 when it fits)."""
+    return page.evaluate(
+        """(selector) => {
+            const element = document.querySelector(selector);
+            if (!element) { throw new Error('no element matches ' + selector); }
+            const right = Math.max(element.getBoundingClientRect().right, element.scrollWidth
+                + element.getBoundingClientRect().left);
+            return Math.max(0, Math.ceil(right - document.documentElement.clientWidth));
+        }""",
+        selector,
+    )
+
+
+def screenshots(page, folder: Path, name: str, *, fits: str | None = None) -> None:
+    """Write ``<name>-1400.png`` and ``<name>-1920.png`` (full page) under ``folder``; with
+    ``fits``, assert that element does not overflow the window at either width."""
+    for width in WIDTHS:
+        page.set_viewport_size({"width": width, "height": 1000})
+        if fits is not None:
+            assert overflow(page, fits) == 0, f"{fits} overflows the window at {width} px"
+        page.screenshot(path=str(folder / f"{name}-{width}.png"), full_page=True)

@@ -48,7 +48,10 @@ def test_counters_are_rebuilt_from_the_database_after_a_redis_restart(redis_mode
     assert redis_mode.client().dbsize() == 0
 
     rejection = admit(specs, cost="0.5")
-    assert rejection.message == "Budget exceeded: VK budget exceeded: 1.1000 >= 1.0000 dollars"
+    assert rejection.message == (
+        "Budget exceeded: VK budget exceeded: $0.60 of $1.00 used, this request needs up to $0.50"
+        " (resets at 2030-01-16 12:00:00 UTC)"
+    )
     assert isinstance(admit(specs, cost="0.1"), Admission)
     assert admit(specs, cost="0").message == "Rate limit check failed: VK request limit exceeded (4/4, resets every 1h)"
     assert redis_mode.client().dbsize() > 0  # served from the rebuilt hot copy, not the fallback
@@ -184,5 +187,8 @@ def test_settling_while_redis_is_down_still_writes_the_ledger(redis_mode, make_v
 
     assert Budget.objects.get().current_usage == Decimal("0.4") == ledger_total()
     redis_mode.start()
-    assert admit(specs, cost="0.7").message == "Budget exceeded: VK budget exceeded: 1.1000 >= 1.0000 dollars"
+    assert admit(specs, cost="0.7").message == (
+        "Budget exceeded: VK budget exceeded: $0.40 of $1.00 used, this request needs up to $0.70"
+        " (resets at 2030-01-16 12:00:00 UTC)"
+    )
     assert redis_counters() is not None

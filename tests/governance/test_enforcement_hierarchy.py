@@ -25,7 +25,8 @@ def test_a_team_budget_stops_all_of_its_virtual_keys(counter_mode, make_vk):
 
     assert (rejection.status, rejection.message) == (
         402,
-        "Budget exceeded: Team budget exceeded: 1.1000 >= 1.0000 dollars",
+        "Budget exceeded: Team budget exceeded: $0.70 of $1.00 used, this request needs up to $0.40"
+        " (resets at 2030-01-16 12:00:00 UTC)",
     )
     assert isinstance(admit(path_specs(second), cost="0.3"), Admission)
 
@@ -39,7 +40,7 @@ def test_a_customer_budget_stops_keys_of_its_teams_and_its_direct_keys(counter_m
     settle(admit(path_specs(via_team), cost="1"), cost="1", vk=via_team)
 
     assert admit(path_specs(direct), cost="0.01").message == (
-        "Budget exceeded: Customer budget exceeded: 1.0000 >= 1.0000 dollars"
+        "Budget exceeded: Customer budget exceeded: $1.00 of $1.00 used (resets at 2030-01-16 12:00:00 UTC)"
     )
     assert admit(path_specs(via_team), cost="0").type == "budget_exceeded"
 

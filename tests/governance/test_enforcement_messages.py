@@ -86,7 +86,10 @@ def test_budget_exhausted_answers_402_budget_exceeded_with_usage_and_limit(count
     rejection = admit(specs, cost="0.001")
 
     assert (rejection.status, rejection.type) == (402, "budget_exceeded")
-    assert rejection.message == "Budget exceeded: VK budget exceeded: 10.0123 >= 10.0000 dollars"
+    assert (
+        rejection.message
+        == "Budget exceeded: VK budget exceeded: $10.0123 of $10.00 used (resets at 2030-01-16 12:00:00 UTC)"
+    )
     assert rejection.headers == {}
 
 
@@ -99,7 +102,10 @@ def test_budget_rejects_a_request_whose_worst_case_would_pass_the_limit(counter_
     rejection = admit(specs, cost="0.02")
     fits = admit(specs, cost="0.01")
 
-    assert rejection.message == "Budget exceeded: VK budget exceeded: 10.0100 >= 10.0000 dollars"
+    assert rejection.message == (
+        "Budget exceeded: VK budget exceeded: $9.99 of $10.00 used, this request needs up to $0.02"
+        " (resets at 2030-01-16 12:00:00 UTC)"
+    )
     assert isinstance(fits, Admission)
 
 
@@ -115,14 +121,23 @@ def test_budget_messages_name_the_team_customer_and_provider(counter_mode, make_
 
     # Every budget the request does not fit is named, in path order.
     assert admit(specs, cost="3.5").message == (
-        "Budget exceeded: openai budget exceeded: 3.5000 >= 3.0000 dollars; "
-        "Team budget exceeded: 3.5000 >= 2.0000 dollars; Customer budget exceeded: 3.5000 >= 1.0000 dollars"
+        "Budget exceeded: openai budget exceeded: $0.00 of $3.00 used, this request needs up to $3.50"
+        " (resets at 2030-02-14 12:00:00 UTC); "
+        "Team budget exceeded: $0.00 of $2.00 used, this request needs up to $3.50"
+        " (resets at 2030-02-14 12:00:00 UTC); "
+        "Customer budget exceeded: $0.00 of $1.00 used, this request needs up to $3.50"
+        " (resets at 2030-02-14 12:00:00 UTC)"
     )
     assert admit(specs, cost="2.5").message == (
-        "Budget exceeded: Team budget exceeded: 2.5000 >= 2.0000 dollars; "
-        "Customer budget exceeded: 2.5000 >= 1.0000 dollars"
+        "Budget exceeded: Team budget exceeded: $0.00 of $2.00 used, this request needs up to $2.50"
+        " (resets at 2030-02-14 12:00:00 UTC); "
+        "Customer budget exceeded: $0.00 of $1.00 used, this request needs up to $2.50"
+        " (resets at 2030-02-14 12:00:00 UTC)"
     )
-    assert admit(specs, cost="1.5").message == "Budget exceeded: Customer budget exceeded: 1.5000 >= 1.0000 dollars"
+    assert admit(specs, cost="1.5").message == (
+        "Budget exceeded: Customer budget exceeded: $0.00 of $1.00 used, this request needs up to $1.50"
+        " (resets at 2030-02-14 12:00:00 UTC)"
+    )
     assert isinstance(admit(specs, cost="1"), Admission)
 
 
@@ -137,8 +152,8 @@ def test_every_exhausted_budget_of_the_path_is_named_in_one_402(counter_mode, ma
 
     assert (rejection.status, rejection.type) == (402, "budget_exceeded")
     assert rejection.message == (
-        "Budget exceeded: VK budget exceeded: 12.0000 >= 10.0000 dollars; "
-        "Team budget exceeded: 12.0000 >= 5.0000 dollars"
+        "Budget exceeded: VK budget exceeded: $12.00 of $10.00 used (resets at 2030-01-16 12:00:00 UTC); "
+        "Team budget exceeded: $12.00 of $5.00 used (resets at 2030-01-22 12:00:00 UTC)"
     )
     assert rejection.headers == {}
 
@@ -166,7 +181,7 @@ def test_a_refusal_by_rate_limits_and_budgets_names_the_budgets_after_the_rate_l
     assert rejection.message == (
         "Rate limit check failed: VK token limit exceeded (120/100, resets every 1h); "
         "VK request limit exceeded (1/1, resets every 1m). "
-        "Budget exceeded: Customer budget exceeded: 1.2500 >= 1.0000 dollars"
+        "Budget exceeded: Customer budget exceeded: $1.25 of $1.00 used (resets at 2030-02-14 12:00:00 UTC)"
     )
     # Retry-After is the rate limits' (the later one); the month-long budget does not set it.
     assert rejection.headers == {"Retry-After": "3570"}

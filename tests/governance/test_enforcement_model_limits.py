@@ -110,8 +110,9 @@ def test_provider_and_model_budgets_are_charged_on_settle_and_named(counter_mode
     assert isinstance(refused, Rejection)
     assert (refused.status, refused.type) == (402, "budget_exceeded")
     assert refused.message == (
-        "Budget exceeded: provider openai budget exceeded: 1.2000 >= 1.0000 dollars; "
-        "model gpt-4o budget exceeded: 2.1000 >= 2.0000 dollars"
+        "Budget exceeded: provider openai budget exceeded: $1.20 of $1.00 used (resets at 2030-01-16 12:00:00 UTC); "
+        "model gpt-4o budget exceeded: $1.20 of $2.00 used, this request needs up to $0.90"
+        " (resets at 2030-01-16 12:00:00 UTC)"
     )
 
 
@@ -136,5 +137,5 @@ def test_each_family_of_rate_limits_has_its_sentence_in_path_order():
         "Provider limit exceeded: openai token limit exceeded (150/100, resets every 1m). "
         "Model limit exceeded: openai/gpt-4o request limit exceeded (1/1, resets every 1m); "
         "gpt-4o request limit exceeded (1/1, resets every 1m). "
-        "Budget exceeded: model gpt-4o budget exceeded: 5.0000 >= 5.0000 dollars"
+        "Budget exceeded: model gpt-4o budget exceeded: $5.00 of $5.00 used (resets at 2030-01-16 12:00:00 UTC)"
     )

@@ -77,7 +77,7 @@ def test_concurrent_requests_never_take_a_budget_past_its_limit(gateway, mock, p
         if reply.status != 200:
             status, type_, message = reply.error
             assert (status, type_) == (402, "budget_exceeded")
-            assert message.startswith("Budget exceeded: VK budget exceeded: ") and message.endswith(" dollars")
+            assert message.startswith("Budget exceeded: VK budget exceeded: ") and message.endswith(" UTC)")
     # Admissions are serialised and each holds at most its worst case, so the first
     # floor(limit / worst case) always fit; no more can pass than the limit pays for.
     assert math.floor(limit / worst_case) <= passed <= math.floor(limit / actual)

@@ -27,6 +27,7 @@ from tests.proxy.conftest_enforcement import (
     retry_after,
     settled,
     spend,
+    without_resets,
 )
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -120,12 +121,20 @@ def test_vk_budget_answers_402_once_spent_and_refuses_a_worst_case_past_it(gatew
 
     # $0.005 spent: a request that may produce 6 tokens ($0.006) would pass the limit.
     too_big = post(gateway.url, chat(max_tokens=6), vk=live.value)
-    assert too_big.error == (402, "budget_exceeded", "Budget exceeded: VK budget exceeded: 0.0110 >= 0.0100 dollars")
+    assert without_resets(too_big.error) == (
+        402,
+        "budget_exceeded",
+        "Budget exceeded: VK budget exceeded: $0.005 of $0.01 used, this request needs up to $0.006",
+    )
 
     assert post(gateway.url, chat(max_tokens=5), vk=live.value).status == 200
     spent = post(gateway.url, chat(max_tokens=1), vk=live.value)
 
-    assert spent.error == (402, "budget_exceeded", "Budget exceeded: VK budget exceeded: 0.0100 >= 0.0100 dollars")
+    assert without_resets(spent.error) == (
+        402,
+        "budget_exceeded",
+        "Budget exceeded: VK budget exceeded: $0.01 of $0.01 used",
+    )
     rows = settled(2, vk=live.vk)
     assert [r.cost for r in rows] == [FIVE_TOKENS, FIVE_TOKENS]
     assert budget_usage(live.vk) == spend(live.vk) == Decimal("0.01")
@@ -141,9 +150,9 @@ def test_team_budget_stops_every_virtual_key_of_the_team(gateway, mock, priced):
     assert post(gateway.url, chat(max_tokens=5), vk=sibling).status == 200
     settled(2)
 
-    expected = (402, "budget_exceeded", "Budget exceeded: Team budget exceeded: 0.0100 >= 0.0100 dollars")
-    assert post(gateway.url, chat(max_tokens=1), vk=sibling).error == expected
-    assert post(gateway.url, chat(max_tokens=1), vk=live.value).error == expected
+    expected = (402, "budget_exceeded", "Budget exceeded: Team budget exceeded: $0.01 of $0.01 used")
+    assert without_resets(post(gateway.url, chat(max_tokens=1), vk=sibling).error) == expected
+    assert without_resets(post(gateway.url, chat(max_tokens=1), vk=live.value).error) == expected
     assert budget_usage(team) == spend(team=team) == Decimal("0.01")
 
 
@@ -157,9 +166,9 @@ def test_customer_budget_stops_keys_of_its_teams_and_its_direct_keys(gateway, mo
     assert post(gateway.url, chat(max_tokens=5), vk=direct).status == 200
     rows = settled(2)
 
-    expected = (402, "budget_exceeded", "Budget exceeded: Customer budget exceeded: 0.0100 >= 0.0100 dollars")
-    assert post(gateway.url, chat(max_tokens=1), vk=live.value).error == expected
-    assert post(gateway.url, chat(max_tokens=1), vk=direct).error == expected
+    expected = (402, "budget_exceeded", "Budget exceeded: Customer budget exceeded: $0.01 of $0.01 used")
+    assert without_resets(post(gateway.url, chat(max_tokens=1), vk=live.value).error) == expected
+    assert without_resets(post(gateway.url, chat(max_tokens=1), vk=direct).error) == expected
     assert {r.virtual_key_id for r in rows} == {live.vk.pk, direct_vk.pk}
     assert all(r.customer_id == customer.pk for r in rows)
     assert budget_usage(customer) == spend(customer=customer) == Decimal("0.01")
@@ -193,7 +202,11 @@ def test_provider_config_budget_names_the_provider_and_leaves_other_providers_al
         path="/anthropic/v1/messages",
     )
 
-    assert spent.error == (402, "budget_exceeded", "Budget exceeded: openai budget exceeded: 0.0100 >= 0.0100 dollars")
+    assert without_resets(spent.error) == (
+        402,
+        "budget_exceeded",
+        "Budget exceeded: openai budget exceeded: $0.01 of $0.01 used",
+    )
     assert messages.status == 200
     settled(3, vk=live.vk)
     assert budget_usage(config) == spend(provider="openai") == Decimal("0.01")
@@ -267,7 +280,7 @@ def test_openai_sdk_stops_at_a_spent_budget_with_402_budget_exceeded(gateway, mo
 
     assert exc.value.status_code == 402
     assert exc.value.response.json()["type"] == "budget_exceeded"
-    assert exc.value.body["message"] == "Budget exceeded: VK budget exceeded: 0.0100 >= 0.0100 dollars"
+    assert without_resets(exc.value.body["message"]) == "Budget exceeded: VK budget exceeded: $0.01 of $0.01 used"
     rows = settled(2, vk=live.vk)
     assert [(r.streamed, r.cost) for r in rows] == [(False, FIVE_TOKENS), (True, FIVE_TOKENS)]
     assert Budget.objects.get(virtual_key=live.vk).current_usage == spend(live.vk) == Decimal("0.01")

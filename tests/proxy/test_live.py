@@ -200,3 +200,15 @@ def test_gateway_answers_within_the_timeout_when_the_upstream_hangs(gateway, moc
     with pytest.raises(openai.APIStatusError) as exc:
         oai(gateway, s.value).chat.completions.create(model="openai/hang", messages=MESSAGES)
     assert exc.value.status_code == 504 and time.monotonic() - started < 3
+
+
+def test_the_server_prints_one_ready_line_with_its_admin_url(gateway):
+    def ready_lines() -> list[str]:
+        return [line for line in gateway.log.read_text().splitlines() if "Bifrost gateway ready:" in line]
+
+    wait_for(ready_lines, timeout=60)  # a worker boots in seconds on a busy machine
+    time.sleep(0.5)  # both workers are up by now: still one line
+    ready = ready_lines()
+    assert len(ready) == 1, ready  # the first worker says it; the other stays quiet
+    assert f"inference at {gateway.url}/v1 (OpenAI SDK base_url)" in ready[0]
+    assert f"admin at {gateway.url}/admin/" in ready[0]

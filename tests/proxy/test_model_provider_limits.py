@@ -119,8 +119,10 @@ def test_budgets_of_the_provider_and_the_model_are_named_in_the_402(call, s, moc
     assert (status, type_) == (402, "budget_exceeded")
     # The second request's worst case (another ~$0.004) would take both past their limits.
     assert re.fullmatch(
-        r"Budget exceeded: provider openai budget exceeded: 0\.008\d >= 0\.0045 dollars; "
-        r"model gpt-4o-mini budget exceeded: 0\.008\d >= 0\.0060 dollars",
+        r"Budget exceeded: provider openai budget exceeded: \$0\.004\d* of \$0\.0045 used, "
+        r"this request needs up to \$0\.004\d* \(resets at [-\d: ]+ UTC\); "
+        r"model gpt-4o-mini budget exceeded: \$0\.004\d* of \$0\.006 used, "
+        r"this request needs up to \$0\.004\d* \(resets at [-\d: ]+ UTC\)",
         message,
     ), message
     assert mock.stats()["by_model"] == {MODEL: 1}

@@ -193,4 +193,4 @@ def test_n_answers_are_reserved_before_the_call(call, mock):
 
     assert one.status == 200
     assert three.status == 402 and three.json()["type"] == "budget_exceeded"
-    assert json.loads(three.body)["error"]["message"].endswith("dollars")
+    assert "this request needs up to $0.06 (resets at " in json.loads(three.body)["error"]["message"]

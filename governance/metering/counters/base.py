@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
@@ -209,7 +209,16 @@ def retry_after_seconds(resets_at: datetime, now: datetime) -> int:
 
 
 def _money(amount: Decimal, rounding: str) -> str:
-    return str(Decimal(amount).quantize(Decimal("0.0001"), rounding=rounding))
+    """``$12.50``, ``$0.0001``, ``$0.000125``: cents at least, and as many places (up to
+    micro-dollars) as it takes to show a small budget's figures instead of rounding them to 0."""
+    exact = Decimal(amount).quantize(Decimal("0.000001"), rounding=rounding)
+    text = f"{exact:f}".rstrip("0")
+    whole, _, places = text.partition(".")
+    return f"${whole}.{places.ljust(2, '0')}"
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _rate_part(v: Violation) -> str:
@@ -230,15 +239,18 @@ RATE_HEADINGS = (
 
 
 def _budget_part(v: Violation) -> str:
-    # Exhausted: show the usage (Bifrost's message). Otherwise show where this request's
-    # worst case would have taken it. A provider's or a model's budget says which it is.
+    """What a person needs to act on a refused budget: the spend so far against the limit, the
+    worst case this request would have reserved when that is what did not fit (a sum of the two
+    reads as overspending, which never happens), and when the window resets. A provider's or a
+    model's budget says which it is."""
     usage = Decimal(v.usage)
-    projected = usage if usage >= v.counter.limit else usage + Decimal(v.counter.reserve)
+    limit = Decimal(v.counter.limit)
     name = f"{v.counter.level} {v.counter.entity}" if v.counter.level else v.counter.entity
-    return (
-        f"{name} budget exceeded: "
-        f"{_money(projected, ROUND_CEILING)} >= {_money(Decimal(v.counter.limit), ROUND_FLOOR)} dollars"
-    )
+    # "Used" counts what requests still in flight have reserved, as the check does.
+    used = f"{_money(usage, ROUND_CEILING)} of {_money(limit, ROUND_FLOOR)} used"
+    if usage < limit:
+        used += f", this request needs up to {_money(Decimal(v.counter.reserve), ROUND_CEILING)}"
+    return f"{name} budget exceeded: {used} (resets at {_when(v.resets_at)})"
 
 
 PATH_LEVELS = {"VK": "virtual_key", "Team": "team", "Customer": "customer"}
