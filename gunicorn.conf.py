@@ -7,30 +7,27 @@ Chosen for a small machine (measured on 2 cores, see bench/README.md):
   instead of one worker accepting every connection and halving throughput;
 - each worker starts the metering threads (``governance.metering.writer``, ``.reaper`` and the
   budget alert sender ``.alert_delivery``) once it is up and drains them when it exits, SIGTERM
-  included;
+  included (``bifrost_site.lifecycle``, shared with ``bifrost_site.serve_granian``);
 - the master gives each server start its own directory of metric files (``telemetry.multiproc``):
   ``/metrics`` sums every worker's.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 
-# A laptop's gateway (embedded mode) answers only this machine; production mode (DATABASE_URL or
-# REDIS_URL set) is meant to be reached by others, so it listens on all interfaces. PORT moves
-# either; BIFROST_BIND sets the whole address.
-_production = bool(os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL"))
-_host = "0.0.0.0" if _production else "127.0.0.1"  # noqa: S104 - production is reached by others
-bind = os.environ.get("BIFROST_BIND") or f"{_host}:{os.environ.get('PORT') or '8080'}"
+from bifrost_site import serving
+
+# The address, workers, threads and graceful timeout are the same under granian (bifrost_site/serving.py).
+bind = serving.bind()
 worker_class = "gthread"
-workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+workers = serving.workers()
+threads = serving.threads()
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", str(threads * 2)))
-keepalive = 5
+keepalive = serving.KEEPALIVE_SECONDS
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "300"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
-accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
+graceful_timeout = serving.graceful_timeout()
+accesslog = os.environ.get("BIFROST_ACCESSLOG") or os.environ.get("GUNICORN_ACCESSLOG") or None
 errorlog = "-"
 # No control socket: several instances on one host would fight over its default path.
 control_socket_disable = True
@@ -64,33 +61,17 @@ def on_exit(server) -> None:
 
 def post_worker_init(worker) -> None:
     if _serves_gateway():
-        if worker.age == 1:  # the first worker of this start says where to go, once
-            from bifrost_site.ready import ready_lines
+        from bifrost_site import lifecycle
 
-            for line in ready_lines(str(listener) for listener in worker.sockets):
-                worker.log.info("%s", line)
-
-        from telemetry import metrics
-
-        metrics.start()
-        from governance.metering import alert_delivery, reaper, writer
-
-        writer.start_writer()
-        reaper.start()
-        alert_delivery.start()
+        lifecycle.worker_started(
+            worker.age == 1,  # the first worker of this start
+            (str(listener) for listener in worker.sockets),
+            say=lambda line: worker.log.info("%s", line),
+        )
 
 
 def worker_exit(server, worker) -> None:
     if _serves_gateway():
-        from governance.metering import writer
+        from bifrost_site import lifecycle
 
-        writer.flush(timeout=graceful_timeout)
-
-        from telemetry import metrics
-
-        metrics.flush()  # the last second's observations and spans
-
-        from governance.metering import alert_delivery, reaper
-
-        reaper.stop()
-        alert_delivery.stop()
+        lifecycle.worker_stopping(timeout=graceful_timeout)

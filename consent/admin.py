@@ -3,6 +3,8 @@ the fields are not editable and no list or detail page names them."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import Model, QuerySet
 from django.forms import ModelForm
@@ -24,10 +26,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(OAuthClient)
 class OAuthClientAdmin(admin.ModelAdmin):
-    list_display = ["client_name", "client_id", "redirect_uri_count", "created_at"]
+    list_display = ["client_name", "client_id", "self_registered", "redirect_uri_count", "created_at"]
+    list_filter = ["self_registered"]
     search_fields = ["client_name", "client_id"]
     readonly_fields = ["client_id", "created_at"]
-    fields = ["client_id", "client_name", "redirect_uris", "created_at"]
+    fields = ["client_id", "client_name", "self_registered", "redirect_uris", "created_at"]
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        # A client an administrator adds here is pre-registered, not self-registered.
+        return {**super().get_changeform_initial_data(request), "self_registered": False}
 
     @admin.display(description="redirect URIs")
     def redirect_uri_count(self, obj: OAuthClient) -> int:

@@ -16,6 +16,7 @@ MSG_FLOW_INVALID = "Invalid or expired consent flow"
 MSG_FLOW_FOREIGN = "This consent flow was started in another browser"
 MSG_FLOW_SUBMITTED = "Consent flow has already been submitted"
 MSG_FLOW_EXPIRED = "Consent flow has expired. Please start again from your app."
+MSG_FLOW_DENIED = "This connection request was cancelled, so it can't be finished. Start again from your app."
 
 MSG_VK_EMPTY = "Please enter a Virtual Key."
 MSG_VK_INVALID = "Virtual Key not found or inactive. Please check and try again."

@@ -40,6 +40,12 @@ class Identity(models.TextChoices):
 class FlowStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     SUBMITTED = "submitted", "Submitted"
+    # The user pressed "Deny access": the client was sent ``error=access_denied``.
+    DENIED = "denied", "Denied"
+
+
+# A flow ends once, either way; ``submitted_at`` is when it ended.
+ENDED = (FlowStatus.SUBMITTED, FlowStatus.DENIED)
 
 
 # The identity columns agree with the identity kind: a VK flow has a key and no user id, a
@@ -52,10 +58,19 @@ _IDENTITY_CONSISTENT = (
 
 
 class OAuthClient(models.Model):
-    """An MCP client registered through RFC 7591 dynamic registration (a public PKCE client)."""
+    """An MCP client (a public PKCE client): registered by itself through RFC 7591 dynamic
+    registration, or by an administrator in the admin."""
 
     client_id = models.CharField(max_length=64, unique=True, default=new_client_id, editable=False)
     client_name = models.CharField(max_length=255, blank=True, default="")
+    # True unless an administrator made (or vouched for) the client: anyone may register a client
+    # under any name, so the consent pages mark such a client as unverified. Rows of unknown
+    # origin count as self-registered, the safer reading.
+    self_registered = models.BooleanField(
+        default=True,
+        help_text="Registered by the client itself (RFC 7591): the consent pages show it as unverified. "
+        "Clear it once you know who runs this client.",
+    )
     # blank=True: emptiness is reported by clean() with the registration message, not Django's.
     redirect_uris = models.JSONField(
         default=list,
@@ -102,7 +117,7 @@ class ConsentFlow(models.Model):
     status = models.CharField(max_length=16, choices=FlowStatus.choices, default=FlowStatus.PENDING)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField(db_index=True)
-    submitted_at = models.DateTimeField(null=True, blank=True)
+    submitted_at = models.DateTimeField(null=True, blank=True, help_text="When the flow was finished or denied.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -112,7 +127,7 @@ class ConsentFlow(models.Model):
             models.CheckConstraint(condition=_IDENTITY_CONSISTENT, name="consent_flow_identity_consistent"),
             models.CheckConstraint(
                 condition=Q(status=FlowStatus.PENDING, submitted_at__isnull=True)
-                | Q(status=FlowStatus.SUBMITTED, submitted_at__isnull=False),
+                | Q(status__in=ENDED, submitted_at__isnull=False),
                 name="consent_flow_submitted_at_matches_status",
             ),
         ]

@@ -96,6 +96,16 @@ def validate_redirect_uris(uris: object) -> list[str]:
     return cleaned
 
 
+def redirect_target(uri: str) -> str:
+    """Where a redirect URI sends the browser, as a person should read it: the host (with its
+    port) of an http(s) URI, or ``scheme://host`` of a private-use one (the app that claimed
+    ``cursor://`` opens it, so the scheme is what names the destination)."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https"):
+        return parts.netloc
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"
+
+
 def is_valid_code_challenge(challenge: str) -> bool:
     return bool(_CHALLENGE_RE.match(challenge))
 

@@ -8,6 +8,7 @@ from django.db.models import Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from consent.exceptions import (
+    MSG_FLOW_DENIED,
     MSG_FLOW_EXPIRED,
     MSG_FLOW_FOREIGN,
     MSG_FLOW_ID_REQUIRED,
@@ -42,6 +43,8 @@ def consent_flow_for_browser(
         raise FlowRejected(403, MSG_FLOW_FOREIGN)
     if flow.status == FlowStatus.SUBMITTED:
         raise FlowRejected(409, MSG_FLOW_SUBMITTED)
+    if flow.status == FlowStatus.DENIED:
+        raise FlowRejected(400, MSG_FLOW_DENIED)
     if flow.expires_at <= now:
         raise FlowRejected(expired_status, MSG_FLOW_INVALID if expired_status == 400 else MSG_FLOW_EXPIRED)
     return flow

@@ -18,6 +18,7 @@ from django.utils import timezone
 from consent.exceptions import (
     MSG_CHOOSE_IDENTITY,
     MSG_CLIENT_AND_REDIRECT_REQUIRED,
+    MSG_FLOW_DENIED,
     MSG_FLOW_EXPIRED,
     MSG_FLOW_INVALID,
     MSG_FLOW_SUBMITTED,
@@ -68,7 +69,8 @@ def oauth_client_register(*, redirect_uris: object, client_name: str = "") -> OA
         raise ValidationError({"client_name": "client_name must be a string of at most 255 characters"})
     if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in client_name):
         raise ValidationError({"client_name": "client_name must not contain control characters"})
-    return oauth_client_save(client=OAuthClient(client_name=client_name, redirect_uris=redirect_uris))
+    client = OAuthClient(client_name=client_name, redirect_uris=redirect_uris, self_registered=True)
+    return oauth_client_save(client=client)
 
 
 def oauth_client_save(*, client: OAuthClient) -> OAuthClient:
@@ -165,6 +167,8 @@ def _why_not_pending(pk: int, now: datetime, *, expired_status: int) -> FlowReje
     current = ConsentFlow.objects.filter(pk=pk).values("status", "expires_at").first()
     if current is not None and current["status"] == FlowStatus.SUBMITTED:
         return FlowRejected(409, MSG_FLOW_SUBMITTED)
+    if current is not None and current["status"] == FlowStatus.DENIED:
+        return FlowRejected(400, MSG_FLOW_DENIED)
     if current is not None and expired_status == 410:
         return FlowRejected(410, MSG_FLOW_EXPIRED)
     return FlowRejected(400, MSG_FLOW_INVALID)
@@ -265,6 +269,29 @@ def consent_flow_submit(*, flow: ConsentFlow, now: datetime | None = None) -> st
     return add_query(flow.redirect_uri, params)
 
 
+def consent_flow_deny(*, flow: ConsentFlow, now: datetime | None = None) -> str:
+    """End the flow without granting anything; returns the client URL with ``error=access_denied``.
+
+    RFC 6749 section 4.1.2.1: the error goes to the redirect URI of this flow (checked against the
+    client's registered URIs when the flow started, never taken from the request), with the
+    ``state`` the client sent. The same conditional UPDATE as a submit ends the flow, so it can
+    be neither finished nor denied again afterwards.
+    """
+    now = now or timezone.now()
+    if flow.redirect_uri not in flow.client.redirect_uris:
+        # Unregistered by an administrator since the flow started: send the browser nowhere.
+        raise FlowRejected(400, MSG_REDIRECT_NOT_REGISTERED)
+    changed = ConsentFlow.objects.filter(pk=flow.pk, status=FlowStatus.PENDING, expires_at__gt=now).update(
+        status=FlowStatus.DENIED, submitted_at=now
+    )
+    if changed != 1:
+        raise _why_not_pending(flow.pk, now, expired_status=400)
+    params = {"error": "access_denied", "error_description": "The user denied the request"}
+    if flow.state:
+        params["state"] = flow.state
+    return add_query(flow.redirect_uri, params)
+
+
 def authorization_code_redeem(
     *, code: str, code_verifier: str, client_id: str, redirect_uri: str, now: datetime | None = None
 ) -> tuple[str, int]:
@@ -327,6 +354,7 @@ def consent_state_purge(*, now: datetime | None = None) -> dict[str, int]:
 
 __all__ = [
     "authorization_code_redeem",
+    "consent_flow_deny",
     "consent_flow_set_user_id",
     "consent_flow_set_virtual_key",
     "consent_flow_skip",

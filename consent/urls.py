@@ -28,4 +28,6 @@ urlpatterns = [
     path("api/oauth/per-user/token", oauth_views.token, name="token"),
     path("oauth/consent", views.identity_page, name="identity"),
     path("oauth/consent/mcps", views.mcps_page, name="mcps"),
+    # A page path, not under /api/: a refusal here is a page for a person, CSRF failures included.
+    path("oauth/consent/deny", views.deny, name="deny"),
 ]

@@ -1,7 +1,8 @@
 """The consent pages and their form POSTs (Post/Redirect/Get).
 
 GET pages answer a flow problem with a plain error page; the form POSTs answer it with the
-JSON error body (400/403/409/410). A refused identity is always a 302 back to the identity
+JSON error body (400/403/409/410), except "Deny access", which a person presses and which
+answers with the same plain page. A refused identity is always a 302 back to the identity
 page with the message in ``error``. The hidden ``flow_id`` only names the flow: acting on it
 needs the HttpOnly cookie set by ``authorize`` in this browser.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 from django_ratelimit.core import is_ratelimited
 
 from bifrost_site.errors import error_response
@@ -29,6 +30,7 @@ from consent.http import (
     no_store,
 )
 from consent.models import ConsentFlow, Identity
+from consent.oauth import redirect_target
 from consent.selectors import consent_flow_for_browser, mcp_clients_for_identity
 from governance.models import McpUserToken
 
@@ -54,13 +56,25 @@ def identity_page(request: HttpRequest) -> HttpResponse:
     except FlowRejected as exc:
         return _error_page(request, exc.status, exc.message)
     context = {
-        "flow": flow,
+        **_client_context(flow),
         # Shown HTML-escaped by the template; capped so a crafted link cannot fill the page.
         "error": request.GET.get("error", "")[:MAX_SHOWN_ERROR_LENGTH],
         "allow_skip": not settings.GOVERNANCE_ENFORCE_VIRTUAL_KEYS,
+        # A session without a key may call no tool while keys are enforced (``mcp_gateway.access``).
+        "user_id_needs_key": settings.GOVERNANCE_ENFORCE_VIRTUAL_KEYS,
         "user_id": flow.user_id,
     }
     return no_store(render(request, "consent/identity.html", context))
+
+
+def _client_context(flow: ConsentFlow) -> dict[str, object]:
+    """What both pages say about the client: whether anyone vouched for it, and where approving
+    (or denying) sends the browser: the flow's own redirect URI, the one the client registered."""
+    return {
+        "flow": flow,
+        "client_unverified": flow.client.self_registered,
+        "redirect_host": redirect_target(flow.redirect_uri),
+    }
 
 
 def _too_many_vk_attempts(request: HttpRequest, flow: ConsentFlow) -> bool:
@@ -142,7 +156,7 @@ def mcps_page(request: HttpRequest) -> HttpResponse:
     can_connect = flow.identity in (Identity.VIRTUAL_KEY, Identity.USER_ID)
     connected = McpUserToken.objects.connected_client_ids(virtual_key_id=flow.virtual_key_id, user_id=flow.user_id)
     context = {
-        "flow": flow,
+        **_client_context(flow),
         "mcp_clients": list(mcp_clients_for_identity(virtual_key=flow.virtual_key)),
         "identity_label": _identity_label(flow),
         "can_connect": can_connect,
@@ -172,6 +186,22 @@ def submit_consent(request: HttpRequest) -> HttpResponse:
         return redirect(identity_page_url(flow.flow_id, exc.message))
     # The flow cookie is left to expire on its own (15 minutes): a double-clicked Finish Setup
     # must still be recognised as this browser's and answered 409, not 403.
+    return no_store(ClientRedirect(location))
+
+
+@require_POST
+def deny(request: HttpRequest) -> HttpResponse:
+    """Deny access: 302 to the client's redirect URI with ``error=access_denied`` and ``state``.
+
+    The flow ends here; pressing it again (or finishing afterwards) is refused with a page
+    saying the request was cancelled.
+    """
+    form = FlowForm(request.POST)
+    try:
+        flow = _flow(request, form.value("flow_id"))
+        location = services.consent_flow_deny(flow=flow)
+    except FlowRejected as exc:
+        return _error_page(request, exc.status, exc.message)
     return no_store(ClientRedirect(location))
 
 

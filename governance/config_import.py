@@ -81,8 +81,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from governance import audit
 from governance.durations import CALENDAR_UNITS, validate_duration
-from governance.models import Customer, McpClient, Provider, ProviderKey, Team, VirtualKey
+from governance.models import Customer, McpClient, Provider, ProviderKey, Team, Via, VirtualKey
 from governance.models.limits import alert_thresholds_problem
 from governance.models.pricing_overrides import SCOPE_FIELDS, ScopeKind
 from governance.models.providers import extra_header_problem
@@ -244,7 +245,8 @@ def import_config(data: dict) -> ImportResult:
     """Validate ``data`` completely, then apply it in one transaction. Raises ConfigError."""
     plan = _validate(data)
     try:
-        with transaction.atomic():
+        # The audit trail names the import as the channel, and whoever runs it ("import" if unknown).
+        with transaction.atomic(), audit.acting_as(via=Via.IMPORT, user_when_unknown="import"):
             return _apply(plan)
     except ValidationError as exc:
         raise ConfigError(_validation_problems(exc, plan.current_path)) from None

@@ -151,6 +151,8 @@ class VirtualKeyAdminForm(forms.ModelForm):
         help_texts = {
             "team": "A key belongs to a team, or a customer, or neither — never both.",
             "customer": "A key belongs to a team, or a customer, or neither — never both.",
+            "allow_all_providers": "On: every provider, ones added later included; a provider config below then "
+            "decides only for its own provider (models, keys). Off: only the providers that have a config below.",
         }
 
 
@@ -182,29 +184,72 @@ class RateLimitInlineForm(forms.ModelForm):
         }
 
 
+class ProviderKeysWidget(forms.SelectMultiple):
+    """A key picker whose options carry their key's provider (``data-provider``), so that the
+    page's script (``governance/provider_keys.js``) can show only the keys of the row's provider."""
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs)
+        self.providers: dict[str, str] = {}  # key id → provider id
+
+    def create_option(
+        self,
+        name: str,
+        value: Any,
+        label: Any,
+        selected: bool,
+        index: int,
+        subindex: int | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        option = super().create_option(name, value, label, selected, index, subindex, attrs)
+        provider = self.providers.get(str(value))
+        if provider:
+            option["attrs"]["data-provider"] = provider
+        return option
+
+
 class ProviderConfigInlineForm(forms.ModelForm):
-    """One provider a key may use; ``keys`` must belong to that provider."""
+    """One provider a key may use; ``keys`` must belong to that provider.
+
+    A saved row offers only its provider's keys. A new row (and a row sent back with errors)
+    lists every key, each marked with its provider for the page's script; the form rejects a
+    key of another provider by name either way. "All keys" starts ticked on a new row: a config
+    with no key ticked and no key picked allows no key, so every request to its provider fails.
+    """
 
     allowed_models = NameListField(empty_means="no model", initial=["*"])
 
     class Meta:
         model = ProviderConfig
         fields = ["provider", "weight", "allowed_models", "allow_all_keys", "keys"]
+        labels = {"allow_all_keys": "All keys"}
+        widgets = {"keys": ProviderKeysWidget(attrs={"size": 4})}
         help_texts = {
             "weight": "Share in weighted routing; empty = used only when named explicitly.",
-            "allow_all_keys": "Use every key of the provider (otherwise only the keys selected).",
+            "allow_all_keys": "Every enabled key of the provider, keys added later included. Unticked: only the keys "
+            "picked; with none picked, this config allows no key and its provider refuses every request.",
+            "keys": "Only this provider's keys; leave empty when “all keys” is ticked.",
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if "keys" in self.fields:
-            keys = ProviderKey.objects.select_related("provider")
-            if "provider" not in self.fields and self.instance.provider_id:
-                keys = keys.filter(provider_id=self.instance.provider_id)
-            keys_field = self.fields["keys"]
-            assert isinstance(keys_field, forms.ModelMultipleChoiceField)  # the ``keys`` relation's field
-            keys_field.queryset = keys
-            self.fields["keys"].required = False
+        if self.instance._state.adding:
+            self.fields["allow_all_keys"].initial = True
+        if "keys" not in self.fields:
+            return
+        keys = ProviderKey.objects.select_related("provider")
+        provider_id = self.instance.provider_id
+        if provider_id and (not self.is_bound or "provider" not in self.fields):
+            keys = keys.filter(provider_id=provider_id)
+        keys_field = self.fields["keys"]
+        assert isinstance(keys_field, forms.ModelMultipleChoiceField)  # the ``keys`` relation's field
+        keys_field.queryset = keys
+        keys_field.required = False
+        # The admin wraps the widget in its add/change links wrapper; the options are drawn inside.
+        widget = getattr(keys_field.widget, "widget", keys_field.widget)
+        if isinstance(widget, ProviderKeysWidget):
+            widget.providers = {str(key.pk): str(key.provider_id) for key in keys}
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -215,9 +260,10 @@ class ProviderConfigInlineForm(forms.ModelForm):
         if provider is not None:
             foreign = [str(key) for key in keys if key.provider_id != provider.pk]
             if foreign:
-                self.add_error("keys", f"not keys of provider {provider.name!r}: {', '.join(foreign)}")
+                names = ", ".join(foreign)
+                self.add_error("keys", f"{names}: not a key of provider {provider.name!r}; pick its own keys")
         if cleaned.get("allow_all_keys") and keys:
-            self.add_error("keys", "leave empty when all keys are allowed")
+            self.add_error("keys", "Pick keys or tick “all keys”, not both.")
         return cleaned
 
 
@@ -364,20 +410,26 @@ class ProviderAdminForm(forms.ModelForm):
         help_text=PROVIDER_TYPE_HELP,
     )
     base_url = forms.URLField(
+        label="Base URL",
         max_length=500,
         required=False,
         assume_scheme="https",
         help_text=(
-            "The upstream API root without /v1, e.g. https://api.openai.com (a trailing /v1 is not doubled). "
-            f"Blank = the type's default URL; required for {', '.join(TYPES_NEEDING_BASE_URL)} and custom "
-            "OpenAI-compatible servers; unused for azure (each key has its endpoint)."
+            "The upstream API root without /v1, e.g. https://api.openai.com or http://localhost:11434 (ollama); "
+            "a base URL that already ends in /v1 is accepted and not doubled. Blank = the type's default URL; "
+            f"required for {', '.join(TYPES_NEEDING_BASE_URL)} and custom OpenAI-compatible servers; unused for "
+            "azure (each key has its endpoint)."
         ),
     )
 
     class Meta:
         model = Provider
         fields = ["name", "provider_type", "base_url", "timeout_seconds", "extra_headers"]
-        help_texts = {"extra_headers": 'Sent with every upstream request, e.g. {"OpenAI-Organization": "org-1"}.'}
+        help_texts = {
+            "extra_headers": 'Sent with every upstream request, e.g. {"OpenAI-Organization": "org-1"}.',
+            "timeout_seconds": "How long to wait for the upstream's answer (each read, streams included) before "
+            "answering 504.",
+        }
 
     def clean_provider_type(self) -> str:
         value = self.cleaned_data["provider_type"]

@@ -89,9 +89,9 @@ class UsageFilter:
             parts = Q()
             refusal = Q(error_type__in=REFUSAL_TYPES)
             if "success" in self.statuses:
-                parts |= Q(status_code__lt=400) & ~refusal
+                parts |= Q(status_code__gt=0, status_code__lt=400) & ~refusal
             if "error" in self.statuses:
-                parts |= Q(status_code__gte=400) & ~refusal
+                parts |= (Q(status_code__gte=400) | Q(status_code=0)) & ~refusal
             if "refused" in self.statuses:
                 parts |= refusal
             q &= parts
@@ -130,9 +130,9 @@ class UsageFilter:
         if self.statuses:
             parts = Q()
             if "success" in self.statuses:
-                parts |= Q(status_code__lt=400, refused=False)
+                parts |= Q(status_code__gt=0, status_code__lt=400, refused=False)
             if "error" in self.statuses:
-                parts |= Q(status_code__gte=400, refused=False)
+                parts |= (Q(status_code__gte=400) | Q(status_code=0)) & Q(refused=False)
             if "refused" in self.statuses:
                 parts |= Q(refused=True)
             q &= parts
@@ -316,7 +316,7 @@ def _classified(status: int, refused: bool, n: int) -> Figures:
     part = Figures(requests=n)
     if refused:
         part.refused = n
-    elif status < 400:
+    elif 0 < status < 400:  # 0: the worker died mid-request (settled by the lease reaper)
         part.successes = n
     else:
         part.errors = n

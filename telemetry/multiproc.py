@@ -3,7 +3,8 @@
 Every gunicorn worker writes its figures to memory-mapped files in ``PROMETHEUS_MULTIPROC_DIR``;
 ``/metrics``, whichever worker answers it, sums them (``telemetry.exposition``). The variable must
 be set before a worker imports ``prometheus_client``, so the master sets it when it starts
-(``gunicorn.conf.py`` ``on_starting``: :func:`prepare`) and every worker inherits it.
+(``gunicorn.conf.py`` ``on_starting``, or ``bifrost_site.serve_granian``'s startup hook: :func:`prepare`)
+and every worker inherits it.
 
 - The directory is ``BIFROST_DATA_DIR/metrics/<master pid>``, made empty at start; directories of
   masters that no longer run are removed then. An operator's own ``PROMETHEUS_MULTIPROC_DIR`` is

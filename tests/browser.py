@@ -53,14 +53,21 @@ def log_in(page, base_url: str, username: str = "root", password: str = "root-pa
 
 
 def overflow(page, selector: str) -> int:
-    """How many CSS pixels of ``selector`` stick out past the viewport's right edge (0 when it fits)."""
+    """How many CSS pixels of ``selector`` a person cannot see without scrolling sideways: past the
+    window's right edge, or hidden in its own or an enclosing scroll box (the admin wraps its
+    result table in one); 0 when it fits."""
     return page.evaluate(
         """(selector) => {
             const element = document.querySelector(selector);
             if (!element) { throw new Error('no element matches ' + selector); }
-            const right = Math.max(element.getBoundingClientRect().right, element.scrollWidth
-                + element.getBoundingClientRect().left);
-            return Math.max(0, Math.ceil(right - document.documentElement.clientWidth));
+            const box = element.getBoundingClientRect();
+            let worst = Math.max(box.right, box.left + element.scrollWidth) - document.documentElement.clientWidth;
+            for (let node = element; node && node !== document.body; node = node.parentElement) {
+                if (['auto', 'scroll', 'hidden'].includes(getComputedStyle(node).overflowX)) {
+                    worst = Math.max(worst, node.scrollWidth - node.clientWidth);
+                }
+            }
+            return Math.max(0, Math.ceil(worst));
         }""",
         selector,
     )

@@ -4,10 +4,9 @@ Split by model group; importing the modules registers their ``ModelAdmin`` class
 goes through ``governance.services``, the same functions the management API uses.
 """
 
-from django.contrib import admin
-
 from governance.admin import (  # noqa: F401
     alerts,
+    audit,
     entities,
     limits,
     mcp,
@@ -19,7 +18,3 @@ from governance.admin import (  # noqa: F401
     usage,
     virtual_keys,
 )
-
-admin.site.site_header = "Bifrost gateway"
-admin.site.site_title = "Bifrost gateway admin"
-admin.site.index_title = "Governance"

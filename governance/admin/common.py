@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
 
@@ -208,6 +209,13 @@ def adopt(target: Model, created: Model) -> None:
             target.__dict__[key] = value
     target._state.adding = False
     target._state.db = created._state.db
+
+
+def format_when(moment: datetime | None) -> str:
+    """The admin's one date format, ``2026-12-07 14:03 UTC``; an em dash for no date."""
+    if moment is None:
+        return "—"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 # --- one-time secrets ---------------------------------------------------------------------------

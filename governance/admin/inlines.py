@@ -9,26 +9,36 @@ into the same specs the API sends: ``budgets_reconcile`` (matched by duration, u
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from django import forms
 from django.contrib import admin
-from django.contrib.admin.utils import display_for_value
 from django.db.models import Model
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from governance.admin.common import (
+    LIVE_REQUESTS_ATTR,
+    LIVE_TOKENS_ATTR,
     LimitOwnerT,
     ServiceAdminMixin,
-    attach_live_usage,
-    budget_bars,
+    format_when,
     rate_limit_bars,
     related_rate_limit,
+    usage_bar,
 )
 from governance.forms import BudgetInlineForm, RateLimitInlineForm
+from governance.metering.live import live_usage
 from governance.models import Budget, RateLimit
 from governance.services import budgets_reconcile, rate_limit_apply
+
+LIVE_STATE_ATTR = "_live_state"  # a limit row's ``live_usage`` entry, kept for its other columns
+# What a calendar-aligned window starts on, by the unit of its duration (``governance.durations``).
+CALENDAR_PERIODS = {"d": "day", "w": "week", "M": "month", "Y": "year"}
 
 if TYPE_CHECKING:
     # An admin inline's formset: rows of some model under an owner row, one model form each
@@ -40,21 +50,67 @@ class BudgetInline(admin.TabularInline):
     model = Budget
     form = BudgetInlineForm
     extra = 0
-    fields = ["max_limit", "reset_duration", "calendar_aligned", "alert_thresholds", "usage", "window_start"]
-    readonly_fields = ["usage", "window_start"]
+    extra_on_add = 0  # blank rows on an owner's add page (a blank row left blank adds nothing)
+    fields = ["max_limit", "reset_duration", "calendar_aligned", "alert_thresholds", "usage", "window"]
+    readonly_fields = ["usage", "window"]
     verbose_name = "budget"
     verbose_name_plural = "budgets (one per reset duration; a changed duration starts a new budget)"
+
+    def get_extra(self, request: HttpRequest, obj: Model | None = None, **kwargs: Any) -> int:
+        return self.extra_on_add if obj is None else self.extra
 
     @admin.display(description="usage")
     def usage(self, budget: Budget) -> str:
         if budget._state.adding:
             return "—"
-        attach_live_usage([budget], [])
-        return budget_bars([budget])
+        state = _live_state(budget)
+        used = state["usage"] if state is not None else budget.current_usage
+        label = budget.reset_duration + (" cal." if budget.calendar_aligned else "")
+        return usage_bar(used, budget.max_limit, label, exact_money)
 
-    @admin.display(description="window started")
-    def window_start(self, budget: Budget) -> str:
-        return "—" if budget._state.adding else display_for_value(budget.last_reset, "—")
+    @admin.display(description="current window")
+    def window(self, budget: Budget) -> str:
+        """The window's start as the API reports it (``last_reset``: the calendar period's start
+        for a calendar-aligned budget, e.g. the 1st of the month) and when it resets."""
+        if budget._state.adding:
+            return "—"
+        state = _live_state(budget)
+        if state is None:
+            return format_when(budget.last_reset)
+        period = CALENDAR_PERIODS.get(budget.reset_duration[-1], "") if budget.calendar_aligned else ""
+        return window_text(state["window_start"], state["resets_at"], period=period)
+
+
+def _live_state(row: Budget | RateLimit) -> dict[str, Any] | None:
+    """The row's live state (``metering.live``), read once per row for the columns that show it."""
+    if not hasattr(row, LIVE_STATE_ATTR):
+        kind = "budget" if isinstance(row, Budget) else "rate_limit"
+        budgets, rate_limits = ([row], []) if isinstance(row, Budget) else ([], [row])
+        setattr(row, LIVE_STATE_ATTR, live_usage(budgets, rate_limits).get((kind, row.pk)))
+    state: dict[str, Any] | None = getattr(row, LIVE_STATE_ATTR)
+    return state
+
+
+def exact_money(value: Decimal | int) -> str:
+    """Every digit the amount has, cents at least (``$123.4567``, ``$46.00``): the one place a
+    key's budgets are shown does not round its spend (``money`` rounds from a dollar up)."""
+    amount = Decimal(value)
+    exponent = amount.normalize().as_tuple().exponent
+    places = max(2, -exponent) if isinstance(exponent, int) else 2
+    return f"${amount:,.{places}f}"
+
+
+def window_text(start: datetime, resets_at: datetime | None, *, period: str = "") -> str:
+    """``since <start>``, ``resets <end>`` and the calendar ``period`` on lines of their own, in
+    the one date format."""
+    lines = [format_html("since {}", format_when(start))]
+    if resets_at is not None:
+        lines.append(format_html("resets {}", format_when(resets_at)))
+    if period:
+        lines.append(format_html('<span class="gov-quiet">calendar {}</span>', period))
+    return format_html(
+        '<span class="gov-window">{}</span>', format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
+    )
 
 
 class RateLimitInline(admin.StackedInline):
@@ -67,9 +123,9 @@ class RateLimitInline(admin.StackedInline):
             None,
             {"fields": [("token_max_limit", "token_reset_duration"), ("request_max_limit", "request_reset_duration")]},
         ),
-        ("Current use", {"fields": ["usage", ("token_last_reset", "request_last_reset")]}),
+        ("Current use", {"fields": ["usage", ("token_window", "request_window")]}),
     ]
-    readonly_fields = ["usage", "token_last_reset", "request_last_reset"]
+    readonly_fields = ["usage", "token_window", "request_window"]
     verbose_name = "rate limit"
     verbose_name_plural = "rate limit"
 
@@ -77,8 +133,27 @@ class RateLimitInline(admin.StackedInline):
     def usage(self, rate_limit: RateLimit) -> str:
         if rate_limit._state.adding:
             return "—"
-        attach_live_usage([], [rate_limit])
+        state = _live_state(rate_limit) or {}
+        for key, attr in (("tokens", LIVE_TOKENS_ATTR), ("requests", LIVE_REQUESTS_ATTR)):
+            if key in state:
+                setattr(rate_limit, attr, state[key])
         return rate_limit_bars(rate_limit)
+
+    @admin.display(description="token window")
+    def token_window(self, rate_limit: RateLimit) -> str:
+        return self._window(rate_limit, "token")
+
+    @admin.display(description="request window")
+    def request_window(self, rate_limit: RateLimit) -> str:
+        return self._window(rate_limit, "request")
+
+    @staticmethod
+    def _window(rate_limit: RateLimit, kind: str) -> str:
+        if rate_limit._state.adding or not getattr(rate_limit, f"{kind}_max_limit"):
+            return "—"
+        state = _live_state(rate_limit) or {}
+        start = state.get(f"{kind}_window_start") or getattr(rate_limit, f"{kind}_last_reset")
+        return window_text(start, state.get(f"{kind}_resets_at"))
 
 
 def _marked_for_deletion(formset: InlineFormSet, form: forms.ModelForm[Model]) -> bool:

@@ -3,15 +3,19 @@ provider keys (values write-only and masked), VK provider configs, model prices.
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
-from django.http import HttpRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from governance.admin.common import (
     GovernanceModelAdmin,
@@ -24,6 +28,7 @@ from governance.admin.common import (
 from governance.admin.inlines import BudgetInline, LimitsOwnerAdminMixin, RateLimitInline
 from governance.forms import ProviderAdminForm, ProviderConfigInlineForm, ProviderKeyAdminForm
 from governance.models import ModelPrice, Provider, ProviderConfig, ProviderKey
+from governance.provider_check import check_key
 from governance.services import (
     provider_create,
     provider_delete,
@@ -88,6 +93,8 @@ class ProviderAdmin(LimitsOwnerAdminMixin[Provider], GovernanceModelAdmin[Provid
     def rate_limit_used(self, provider: Provider) -> str:
         return rate_limit_bars(related_rate_limit(provider))
 
+    fields = ["name", "provider_type", "base_url", "timeout_seconds", "extra_headers"]
+
     def get_readonly_fields(self, request: HttpRequest, obj: Provider | None = None) -> list[str]:
         # The name is how VKs, routing and the API refer to the provider: fixed after creation.
         return ["name"] if obj else []
@@ -105,6 +112,45 @@ class ProviderAdmin(LimitsOwnerAdminMixin[Provider], GovernanceModelAdmin[Provid
         url = reverse("admin:governance_providerkey_changelist") + f"?provider__id__exact={provider.pk}"
         return format_html('<a href="{}">{}</a>', url, provider.key_count)
 
+    # --- the provider's keys on its page, each with a connection test ------------------------
+
+    change_form_template = "admin/governance/provider/change_form.html"
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        provider = self.get_object(request, object_id)
+        extra_context = dict(extra_context or {})
+        if provider is not None:
+            extra_context["provider_keys"] = [
+                {
+                    "key": key,
+                    "models": ", ".join(key.models) if key.models else "any",
+                    "change_url": reverse("admin:governance_providerkey_change", args=[key.pk]),
+                    "test_url": reverse("admin:governance_provider_test_key", args=[provider.pk, key.pk]),
+                }
+                for key in provider.keys.order_by("name")
+            ]
+            extra_context["add_key_url"] = reverse("admin:governance_providerkey_add") + f"?provider={provider.pk}"
+            extra_context["can_test_keys"] = _can_test(request)
+            extra_context["can_add_key"] = request.user.has_perm("governance.add_providerkey")
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self) -> list[URLPattern]:
+        test = self.admin_site.admin_view(require_POST(self.test_key_view))
+        return [
+            path("<uuid:provider_id>/keys/<uuid:key_id>/test/", test, name="governance_provider_test_key"),
+            *super().get_urls(),
+        ]
+
+    def test_key_view(self, request: HttpRequest, provider_id: uuid.UUID, key_id: uuid.UUID) -> HttpResponse:
+        """POST: test one key's connection, say how it went, back to the provider's page."""
+        if not _can_test(request):
+            raise PermissionDenied
+        key = get_object_or_404(ProviderKey.objects.select_related("provider"), pk=key_id, provider_id=provider_id)
+        report_check(request, key)
+        return HttpResponseRedirect(reverse("admin:governance_provider_change", args=[provider_id]))
+
 
 @admin.register(ProviderKey)
 class ProviderKeyAdmin(ServiceAdminMixin[ProviderKey], GovernanceModelAdmin[ProviderKey]):
@@ -118,6 +164,7 @@ class ProviderKeyAdmin(ServiceAdminMixin[ProviderKey], GovernanceModelAdmin[Prov
     )
     service_fields = ("name", "models", "weight", "enabled", "azure_key_config")
     create_fields = ("provider",)  # read-only once created
+    actions = ["test_connection"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: ProviderKey | None = None) -> list[str]:
         return ["provider", "masked"] if obj else []
@@ -137,6 +184,29 @@ class ProviderKeyAdmin(ServiceAdminMixin[ProviderKey], GovernanceModelAdmin[Prov
     def service_data(self, form: forms.ModelForm[ProviderKey], change: bool) -> dict[str, Any]:
         # The value is write-only: left blank on a change, the stored one is kept.
         return super().service_data(form, change) | {"value": form.cleaned_data.get("value") or None}
+
+    @admin.action(description="Test connection (list the upstream's models with each key)", permissions=["change"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[ProviderKey]) -> None:
+        for key in queryset.select_related("provider").order_by("provider__name", "name")[:MAX_TESTED]:
+            report_check(request, key)
+        if queryset.count() > MAX_TESTED:
+            self.message_user(request, f"Only the first {MAX_TESTED} keys were tested.", messages.WARNING)
+
+
+# Each test may wait up to its timeout: one page of keys at most, so the page answers in time.
+MAX_TESTED = 10
+
+
+def _can_test(request: HttpRequest) -> bool:
+    # The test sends the stored key upstream: for those who may change keys, not only view them.
+    return request.user.has_perm("governance.change_providerkey")
+
+
+def report_check(request: HttpRequest, key: ProviderKey) -> None:
+    """Run the connection test of ``key`` and show its result as an admin message."""
+    result = check_key(key=key)
+    text = f"Connection test of {key.provider.name} / {key.name}: {result.message}"
+    messages.add_message(request, messages.SUCCESS if result.ok else messages.ERROR, text)
 
 
 def _provider_config_delete(config: ProviderConfig) -> None:

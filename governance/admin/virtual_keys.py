@@ -1,5 +1,6 @@
-"""Virtual keys: list with budget and rate-limit bars, inline limits and provider configs,
-activate / deactivate / rotate / reset-usage actions, and the one-time value page."""
+"""Virtual keys: the list (budget and rate-limit bars, budget use, last use, whether the key can
+call a provider), inline limits and provider configs, activate / deactivate / rotate /
+reset-usage actions, and the one-time value page."""
 
 from __future__ import annotations
 
@@ -10,22 +11,24 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, DecimalField, IntegerField, Model, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import Count, DecimalField, IntegerField, Model, OuterRef, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
 from governance import mcp_upstream
+from governance.admin import virtual_key_list as columns
 from governance.admin.common import (
     GovernanceModelAdmin,
     Services,
     budget_bars,
+    format_when,
     hold_secret,
     rate_limit_bars,
     related_rate_limit,
@@ -34,10 +37,11 @@ from governance.admin.common import (
 from governance.admin.inlines import BudgetInline, LimitsOwnerAdminMixin, RateLimitInline, live_forms, record_changes
 from governance.admin.mcp import tools_summary
 from governance.admin.secrets import one_time_secret_view
-from governance.dashboard.entity import UsagePanelMixin
+from governance.admin.virtual_key_activity import activity, spend_panel
 from governance.forms import McpConfigInlineForm, ProviderConfigInlineForm, VirtualKeyAdminForm
 from governance.mcp_upstream import Discovery
-from governance.models import Budget, McpClient, ProviderConfig, VirtualKey, VirtualKeyMcpConfig
+from governance.models import Budget, McpClient, ProviderConfig, ProviderKey, VirtualKey, VirtualKeyMcpConfig
+from governance.selectors import highest_budget_use, last_used
 from governance.services import (
     budget_reset_usage,
     virtual_key_create,
@@ -52,22 +56,7 @@ if TYPE_CHECKING:
     from governance.admin.inlines import InlineFormSet
 
 VK_FORM_FIELDS = tuple(VirtualKeyAdminForm.Meta.fields)  # what the form edits is what the service is given
-
-
-class ExpiredFilter(admin.SimpleListFilter):
-    title = "expired"
-    parameter_name = "expired"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]) -> list[tuple[str, str]]:
-        return [("yes", "Expired"), ("no", "Not expired")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[VirtualKey]) -> QuerySet[VirtualKey]:
-        now = timezone.now()
-        if self.value() == "yes":
-            return queryset.filter(expires_at__lte=now)
-        if self.value() == "no":
-            return queryset.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
-        return queryset
+ADD_HIDDEN = ("provider_reach",)
 
 
 class ProviderConfigInline(admin.TabularInline):
@@ -76,8 +65,12 @@ class ProviderConfigInline(admin.TabularInline):
     extra = 0
     fields = ["provider", "weight", "allowed_models", "allow_all_keys", "keys", "limits"]
     readonly_fields = ["limits"]
-    autocomplete_fields = ["provider"]
+    # A plain select, not an autocomplete: providers are few, and the key picker's script
+    # (``provider_keys.js``) follows the select's own change events.
     verbose_name_plural = "provider configs (which providers, models and keys this key may use)"
+
+    class Media:
+        js = ("governance/provider_keys.js",)
 
     @admin.display(description="own budgets & rate limit")
     def limits(self, config: ProviderConfig) -> str:
@@ -85,6 +78,11 @@ class ProviderConfigInline(admin.TabularInline):
             return "Save first, then edit its budgets and rate limit."
         url = reverse("admin:governance_providerconfig_change", args=[config.pk])
         return format_html('{}<a href="{}">edit limits</a>', budget_bars(config.budgets.all()), url)
+
+
+class VirtualKeyBudgetInline(BudgetInline):
+    extra_on_add = 1  # a new key starts with one budget row; left blank, the key has no budget
+    verbose_name_plural = "budgets (one per reset duration; a row left blank adds none)"
 
 
 class McpConfigInline(admin.TabularInline):
@@ -109,33 +107,42 @@ class McpConfigInline(admin.TabularInline):
 
 
 @admin.register(VirtualKey)
-class VirtualKeyAdmin(UsagePanelMixin[VirtualKey], LimitsOwnerAdminMixin[VirtualKey], GovernanceModelAdmin[VirtualKey]):
-    usage_field = "virtual_key"
+class VirtualKeyAdmin(LimitsOwnerAdminMixin[VirtualKey], GovernanceModelAdmin[VirtualKey]):
     form = VirtualKeyAdminForm
     change_form_template = "admin/governance/virtualkey/change_form.html"
     list_display = [
-        "name",
-        "masked",
+        "name_and_value",
         "status",
         "attached_to",
         "budgets_used",
+        "budget_use",
         "rate_limit_used",
         "providers",
-        "expires_at",
+        "last_used_at",
+        "expiry",
     ]
-    list_filter = ["is_active", ExpiredFilter, "team", "customer", "allow_all_providers"]
+    list_filter = [
+        "is_active",
+        columns.BudgetUseFilter,
+        columns.RateLimitedFilter,
+        columns.ExpiredFilter,
+        "team",
+        "customer",
+        "allow_all_providers",
+    ]
     search_fields = ["name", "description", "team__name", "customer__name", "value_last4"]
     list_select_related = ["team", "customer", "rate_limit"]
     autocomplete_fields = ["team", "customer"]
-    readonly_fields = ["masked", "created_at", "updated_at"]
+    readonly_fields = ["masked", "provider_reach", "activity", "created_when", "updated_when"]
     fieldsets = [
         (None, {"fields": ["name", "description", "masked", "is_active", "expires_at"]}),
         ("Attachment", {"fields": ["team", "customer"]}),
-        ("Providers", {"fields": ["allow_all_providers"]}),
+        ("Providers", {"fields": ["allow_all_providers", "provider_reach"]}),
+        ("Activity", {"fields": ["activity"]}),
         ("Content logging", {"fields": ["log_content"]}),
-        ("History", {"fields": ["created_at", "updated_at"], "classes": ["collapse"]}),
+        ("History", {"fields": ["created_when", "updated_when"], "classes": ["collapse"]}),
     ]
-    inlines = [BudgetInline, RateLimitInline, ProviderConfigInline, McpConfigInline]
+    inlines = [VirtualKeyBudgetInline, RateLimitInline, ProviderConfigInline, McpConfigInline]
     actions = ["activate", "deactivate", "rotate", "reset_budget_usage"]
     services = Services(create=virtual_key_create, update=virtual_key_update, delete=virtual_key_delete, instance="vk")
     service_fields = VK_FORM_FIELDS
@@ -161,12 +168,22 @@ class VirtualKeyAdmin(UsagePanelMixin[VirtualKey], LimitsOwnerAdminMixin[Virtual
         return (
             super()
             .get_queryset(request)
-            .prefetch_related("budgets")
+            .prefetch_related("budgets", "provider_configs__provider")
             .annotate(
                 budget_spent=Coalesce(Subquery(spent, output_field=money_field), Value(0), output_field=money_field),
+                budget_use=highest_budget_use(),
+                last_used_at=last_used(),
                 provider_count=Coalesce(Subquery(configs, output_field=IntegerField()), Value(0)),
             )
         )
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return columns.VirtualKeyChangeList
+
+    # One column for both: the list must fit a 1400 px window beside the navigation and filters.
+    @admin.display(description="name / value", ordering="name")
+    def name_and_value(self, vk: VirtualKey) -> str:
+        return format_html('{}<code class="gov-masked gov-sub-value">{}</code>', vk.name, vk.masked_value)
 
     @admin.display(description="value")
     def masked(self, vk: VirtualKey) -> str:
@@ -176,11 +193,7 @@ class VirtualKeyAdmin(UsagePanelMixin[VirtualKey], LimitsOwnerAdminMixin[Virtual
 
     @admin.display(description="status", ordering="is_active")
     def status(self, vk: VirtualKey) -> str:
-        if not vk.is_active:
-            return format_html('<span class="gov-badge gov-badge-{}">{}</span>', "off", "inactive")
-        if vk.is_expired:
-            return format_html('<span class="gov-badge gov-badge-{}">{}</span>', "over", "expired")
-        return format_html('<span class="gov-badge gov-badge-{}">{}</span>', "ok", "active")
+        return columns.status_badge(vk)
 
     @admin.display(description="attached to")
     def attached_to(self, vk: VirtualKey) -> str:
@@ -196,16 +209,100 @@ class VirtualKeyAdmin(UsagePanelMixin[VirtualKey], LimitsOwnerAdminMixin[Virtual
     def budgets_used(self, vk: VirtualKey) -> str:
         return budget_bars(vk.budgets.all())
 
+    # Shown live (as the bars beside it); sorted by the settled counters in SQL, which differ
+    # only for a window that ended without traffic since.
+    @admin.display(description="% of budget", ordering="budget_use")
+    def budget_use(self, vk: VirtualKey) -> str:
+        return columns.budget_use(vk)
+
     @admin.display(description="rate limit")
     def rate_limit_used(self, vk: VirtualKey) -> str:
         return rate_limit_bars(related_rate_limit(vk))
 
-    @admin.display(description="provider configs", ordering="provider_count")
+    @admin.display(description="providers", ordering="provider_count")
     def providers(self, vk: VirtualKey) -> str:
-        count = getattr(vk, "provider_count", None)
-        if count:
-            return str(count)
-        return "all" if vk.allow_all_providers else "none"
+        return columns.provider_names(vk)
+
+    @admin.display(description="last used", ordering="last_used_at")
+    def last_used_at(self, vk: VirtualKey) -> str:
+        return columns.when_cell(getattr(vk, "last_used_at", None), "never")
+
+    @admin.display(description="expiry", ordering="expires_at")
+    def expiry(self, vk: VirtualKey) -> str:
+        return columns.expiry_cell(vk)
+
+    # --- add and change pages ----------------------------------------------------------------
+
+    def get_fieldsets(self, request: HttpRequest, obj: VirtualKey | None = None) -> Any:
+        if obj is not None:
+            return self.fieldsets
+        # A key not yet saved has no use to show and nothing to check its providers against.
+        return [
+            (name, {**options, "fields": [f for f in options["fields"] if f not in ADD_HIDDEN]})
+            for name, options in self.fieldsets
+            if name not in ("Activity", "History")
+        ]
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        """A new key may call every provider when at least one provider has an enabled key.
+
+        Chosen over a pre-filled provider config for the first provider: with several providers
+        the first one would be an arbitrary pick, and a config that leaves its keys unticked
+        allows none of them. "Allow all providers" is one visible checkbox that makes the new
+        key work at once with any configured provider (as a LiteLLM key without model limits
+        does), and unticking it, or adding configs, narrows it.
+        """
+        initial: dict[str, Any] = dict(super().get_changeform_initial_data(request))
+        initial.setdefault("allow_all_providers", ProviderKey.objects.filter(enabled=True).exists())
+        return initial
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        extra_context = dict(extra_context or {})
+        if object_id is None and not ProviderKey.objects.filter(enabled=True).exists():
+            extra_context["no_provider_notice"] = True
+            extra_context["provider_add_url"] = reverse("admin:governance_provider_add")
+            extra_context["provider_key_add_url"] = reverse("admin:governance_providerkey_add")
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = dict(extra_context or {})
+        vk = self.get_object(request, unquote(object_id))
+        if vk is not None:
+            extra_context["spend_panel"] = spend_panel(vk)
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="can call")
+    def provider_reach(self, vk: VirtualKey) -> str:
+        if vk._state.adding:
+            return "Checked when you save: the key's status then says whether it can call a provider."
+        reach = columns.reach_of(vk)
+        if not reach.providers:
+            return format_html(
+                '{} <span class="gov-reach-problem">{}</span>', columns.badge("warn", "no provider"), reach.problem
+            )
+        return ", ".join(provider.name for provider in reach.providers)
+
+    @admin.display(description="usage")
+    def activity(self, vk: VirtualKey) -> str:
+        if vk._state.adding:
+            return "—"
+        return activity(vk)
+
+    @admin.display(description="created")
+    def created_when(self, vk: VirtualKey) -> str:
+        return format_when(vk.created_at)
+
+    @admin.display(description="last changed")
+    def updated_when(self, vk: VirtualKey) -> str:
+        return format_when(vk.updated_at)
 
     # --- saving through the services ---------------------------------------------------------
 

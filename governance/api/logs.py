@@ -194,7 +194,8 @@ def _iso(moment: datetime | None) -> str | None:
 def status_of(row: UsageRecord) -> str:
     if row.error_type in REFUSAL_TYPES:
         return "refused"
-    return "success" if row.status_code < 400 else "error"
+    # 0: the worker died mid-request (its reservation settled by the lease reaper): not a success.
+    return "success" if 0 < row.status_code < 400 else "error"
 
 
 def _refused_by(words: str) -> list[dict[str, str]]:

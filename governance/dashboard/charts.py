@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from html import escape
@@ -9,7 +10,11 @@ from html import escape
 from django.utils.safestring import SafeString, mark_safe
 
 WIDTH, HEIGHT = 720, 200
-LEFT, BOTTOM, TOP = 64, 28, 12
+LEFT, RIGHT, BOTTOM, TOP = 64, 18, 28, 12
+# A bar never gets wider than this (viewBox units): a selection of one or two buckets draws
+# narrow bars on an empty axis instead of one block across the chart.
+MAX_BAR = 26
+LABEL_CHAR = 6.2  # the width of one axis-label character at the axis font size, for spacing labels
 
 
 def bar_chart(
@@ -19,36 +24,61 @@ def bar_chart(
     title: str,
     fmt: Callable[[Decimal | int], str],
     color: str = "#417690",
+    tips: Sequence[str] | None = None,
+    stacks: Sequence[tuple[str, str, Sequence[int]]] = (),
+    width: int = WIDTH,
+    height: int = HEIGHT,
 ) -> SafeString:
-    """A bar chart with a y axis (0, half, max), a label every few bars, and a tooltip per bar."""
+    """A bar chart with a y axis (0, half, max), as many x labels as fit without overlapping, and a
+    tooltip per bar (``tips``, else ``label: value``).
+
+    ``stacks`` are ``(name, colour, values)`` parts of each bar drawn over it from its top down
+    (e.g. the errors and refusals among a bucket's requests); the rest of the bar is ``color``.
+    """
     count = max(len(values), 1)
     peak = max([v for v in values if v] or [1])
-    plot_w, plot_h = WIDTH - LEFT - 8, HEIGHT - BOTTOM - TOP
+    plot_w, plot_h = width - LEFT - RIGHT, height - BOTTOM - TOP
     step = plot_w / count
-    bar_w = max(step * 0.7, 1)
+    bar_w = min(max(step * 0.7, 1), MAX_BAR)
     parts = [
-        f'<svg class="bf-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}" '
+        f'<svg class="bf-chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}" '
         f'xmlns="http://www.w3.org/2000/svg"><title>{escape(title)}</title>'
     ]
-    for fraction in (0, 0.5, 1):
+    shown: set[str] = set()
+    # All zero: only the zero line is labelled (a made-up peak would read as a figure).
+    for fraction in (0, 0.5, 1) if any(values) else (0,):
         y = TOP + plot_h * (1 - fraction)
-        parts.append(f'<line x1="{LEFT}" x2="{WIDTH - 8}" y1="{y:.1f}" y2="{y:.1f}" class="bf-grid"/>')
+        parts.append(f'<line x1="{LEFT}" x2="{width - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" class="bf-grid"/>')
         value = peak * Decimal(str(fraction)) if isinstance(peak, Decimal) else int(peak * fraction)
-        parts.append(
-            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" class="bf-axis">{escape(fmt(value))}</text>'
-        )
-    label_every = max(1, count // 10)
+        text = fmt(value)
+        if text not in shown:  # a peak of 1 request: no second "0" half way up
+            shown.add(text)
+            parts.append(
+                f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" class="bf-axis">{escape(text)}</text>'
+            )
+    widest = max((len(label) for label in labels), default=1) * LABEL_CHAR + 10
+    label_every = max(1, math.ceil(count / max(plot_w // widest, 1)))
     for index, (label, value) in enumerate(zip(labels, values, strict=True)):
-        height = float(value) / float(peak) * plot_h if value else 0
+        height_px = float(value) / float(peak) * plot_h if value else 0
         x = LEFT + index * step + (step - bar_w) / 2
-        y = TOP + plot_h - height
+        y = TOP + plot_h - height_px
+        tip = tips[index] if tips is not None else f"{label}: {fmt(value)}"
         parts.append(
-            f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{height:.1f}" fill="{color}">'
-            f"<title>{escape(label)}: {escape(fmt(value))}</title></rect>"
+            f'<g class="bf-bar-group"><title>{escape(tip)}</title>'
+            f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{height_px:.1f}" fill="{color}"/>'
         )
+        top = y
+        for _name, stack_color, stack_values in stacks:
+            part = float(stack_values[index]) / float(peak) * plot_h if stack_values[index] else 0
+            if part:
+                parts.append(
+                    f'<rect x="{x:.1f}" y="{top:.1f}" width="{bar_w:.1f}" height="{part:.1f}" fill="{stack_color}"/>'
+                )
+                top += part
+        parts.append("</g>")
         if index % label_every == 0:
             parts.append(
-                f'<text x="{x + bar_w / 2:.1f}" y="{HEIGHT - 10}" text-anchor="middle" class="bf-axis">'
+                f'<text x="{x + bar_w / 2:.1f}" y="{height - 10}" text-anchor="middle" class="bf-axis">'
                 f"{escape(label)}</text>"
             )
     parts.append("</svg>")

@@ -4,7 +4,7 @@ scanning the ledger: a dashboard over millions of usage records costs a few smal
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from governance import usage_stats
@@ -19,7 +19,14 @@ NAMES: dict[str, type[VirtualKey] | type[Team] | type[Customer]] = {
 
 
 def _row(part: Figures) -> dict[str, Any]:
-    return {"cost": part.cost, "tokens": part.total_tokens, "requests": part.requests}
+    return {
+        "cost": part.cost,
+        "tokens": part.total_tokens,
+        "requests": part.requests,
+        "errors": part.errors,
+        "refused": part.refused,
+        "error_rate": part.error_rate,
+    }
 
 
 def totals(f: UsageFilter) -> dict[str, Any]:
@@ -44,6 +51,17 @@ def daily(f: UsageFilter, days: list[date]) -> list[dict[str, Any]]:
     return [{"day": day, **_row(found.get(day, empty))} for day in days]
 
 
+def over_time(f: UsageFilter, days: list[date]) -> tuple[str, list[dict[str, Any]]]:
+    """``("hour", rows)`` for a range of two days or less (24 or 48 bars), else ``("day", rows)``:
+    each row the bucket's ``start`` and its figures, zero-filled."""
+    if len(days) > 2:
+        return "day", [{"start": datetime.combine(row["day"], time.min, tzinfo=UTC), **row} for row in daily(f, days)]
+    found = {when: part for (when, _), part in usage_stats.figures(f, bucket=usage_stats.HOUR_SECONDS).items()}
+    first = datetime.combine(days[0], time.min, tzinfo=UTC)
+    hours = [first + timedelta(hours=n) for n in range(24 * len(days))]
+    return "hour", [{"start": hour, **_row(found.get(hour, Figures()))} for hour in hours]
+
+
 def top(f: UsageFilter, field: str, limit: int = 10) -> list[dict[str, Any]]:
     """Top entities by spend: ``field`` is ``virtual_key``, ``team`` or ``customer``. An entity
     deleted since is named ``(deleted)``: its usage stays."""
@@ -56,16 +74,18 @@ def top(f: UsageFilter, field: str, limit: int = 10) -> list[dict[str, Any]]:
 
 
 def by_model(f: UsageFilter, limit: int = 20) -> list[dict[str, Any]]:
-    """Spend, tokens, requests, errors and average latency per provider and model."""
+    """Spend, tokens, requests, errors, refusals and average latency per provider and model."""
     return [
-        {
-            "provider": provider,
-            "model": model,
-            **_row(part),
-            "error_rate": part.error_rate,
-            "average_latency": part.average_latency,
-        }
+        {"provider": provider, "model": model, **_row(part), "average_latency": part.average_latency}
         for (provider, model), part in usage_stats.breakdown(f, ("provider", "model"))[:limit]
+    ]
+
+
+def by_provider(f: UsageFilter, limit: int = 10) -> list[dict[str, Any]]:
+    """The same per provider."""
+    return [
+        {"provider": provider, **_row(part), "average_latency": part.average_latency}
+        for provider, part in usage_stats.breakdown(f, "provider")[:limit]
     ]
 
 

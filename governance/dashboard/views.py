@@ -16,10 +16,14 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from governance import selectors
-from governance.dashboard import charts, reports
+from governance.dashboard import charts, links, reports
 from governance.dashboard.filters import UsageFilterForm
 from governance.metering.live import live_usage
 from governance.models import Budget, RateLimit
+
+# Three charts side by side on a wide screen: drawn near the size they are shown at, so the
+# axis labels stay readable.
+CHART_WIDTH, CHART_HEIGHT = 360, 170
 
 CSV_COLUMNS = [
     "created_at",
@@ -134,23 +138,76 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if not request.GET:
         form = UsageFilterForm({})
         form.is_valid()
-        context["form"] = form
+    # Shown with the dates in force (the defaults filled in), so the range is never a guess.
+    dates = {"start": form.cleaned_data["start"].isoformat(), "end": form.cleaned_data["end"].isoformat()}
+    context["form"] = shown = UsageFilterForm(request.GET.dict() | dates)
+    shown.is_valid()
     usage = form.usage_filter()
-    days = reports.daily(usage, form.days)
-    labels = [day["day"].strftime("%m-%d") for day in days]
+    data = form.cleaned_data
+    step, series = reports.over_time(usage, form.days)
+    labels = [_bucket_label(row["start"], step, index) for index, row in enumerate(series)]
+    tips = [_tip(row, step) for row in series]
+    top = {field: _linked(data, reports.top(usage, field), field) for field in ("virtual_key", "team", "customer")}
     context.update(
         {
             "totals": reports.totals(usage),
+            "step": step,
+            "requests_chart": charts.bar_chart(
+                labels,
+                [row["requests"] for row in series],
+                title=f"Requests per {step}",
+                fmt=lambda v: f"{int(v):,}",
+                tips=tips,
+                stacks=[
+                    ("refused", "#e0a100", [row["refused"] for row in series]),
+                    ("errors", "#c83232", [row["errors"] for row in series]),
+                ],
+                width=CHART_WIDTH,
+                height=CHART_HEIGHT,
+            ),
             "spend_chart": charts.bar_chart(
-                labels, [d["cost"] for d in days], title="Spend per day (USD)", fmt=charts.money
+                labels,
+                [row["cost"] for row in series],
+                title=f"Spend per {step} (USD)",
+                fmt=charts.money,
+                tips=tips,
+                width=CHART_WIDTH,
+                height=CHART_HEIGHT,
             ),
             "token_chart": charts.bar_chart(
-                labels, [d["tokens"] for d in days], title="Tokens per day", fmt=charts.tokens, color="#79aec8"
+                labels,
+                [row["tokens"] for row in series],
+                title=f"Tokens per {step}",
+                fmt=charts.tokens,
+                color="#79aec8",
+                tips=tips,
+                width=CHART_WIDTH,
+                height=CHART_HEIGHT,
             ),
-            "top_virtual_keys": reports.top(usage, "virtual_key"),
-            "top_teams": reports.top(usage, "team"),
-            "top_customers": reports.top(usage, "customer"),
-            "by_model": reports.by_model(usage),
+            "top_virtual_keys": top["virtual_key"],
+            "top_teams": top["team"],
+            "top_customers": top["customer"],
+            "by_model": [
+                row
+                | {
+                    "url": links.dashboard_url(data, provider=row["provider"], model=row["model"]),
+                    "provider_url": links.dashboard_url(data, provider=row["provider"]),
+                    "logs_url": links.logs_url(data, provider=row["provider"], model=row["model"]),
+                }
+                for row in reports.by_model(usage)
+            ],
+            "by_provider": [
+                row
+                | {
+                    "url": links.dashboard_url(data, provider=row["provider"]),
+                    "logs_url": links.logs_url(data, provider=row["provider"]),
+                }
+                for row in reports.by_provider(usage)
+            ],
+            "logs_url": links.logs_url(data),
+            "errors_url": links.logs_url(data, outcome="error"),
+            "refused_url": links.logs_url(data, outcome="refused"),
+            "narrowed_to": _narrowed_to(data),
             "unpriced": reports.unpriced(usage),
             "budget_bars": budget_bars(),
             "rate_limit_bars": rate_limit_bars(),
@@ -158,6 +215,48 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         }
     )
     return render(request, "governance/dashboard.html", context)
+
+
+def _tip(row: dict[str, Any], step: str) -> str:
+    when = f"{row['start']:%Y-%m-%d %H:00 UTC}" if step == "hour" else f"{row['start']:%Y-%m-%d}"
+    return (
+        f"{when}: {row['requests']:,} requests ({row['errors']:,} errors, {row['refused']:,} refused), "
+        f"{charts.money(row['cost'])}, {row['tokens']:,} tokens"
+    )
+
+
+def _bucket_label(start: datetime, step: str, index: int) -> str:
+    if step == "day":
+        return start.strftime("%m-%d")
+    return start.strftime("%m-%d") if start.hour == 0 and index else start.strftime("%H:%M")
+
+
+def _linked(data: dict[str, Any], rows: list[dict[str, Any]], field: str) -> list[dict[str, Any]]:
+    """Top rows with their links: the dashboard narrowed to the entity, its logs, its admin page."""
+    out = []
+    for row in rows:
+        pk = row[f"{field}__id"]
+        out.append(
+            row
+            | {
+                "url": links.dashboard_url(data, **{field: pk}),
+                "logs_url": links.logs_url(data, **{field: pk}),
+                "admin_url": links.admin_url(field, pk) if row[f"{field}__name"] != "(deleted)" else "",
+            }
+        )
+    return out
+
+
+def _narrowed_to(data: dict[str, Any]) -> list[dict[str, str]]:
+    """The active filters other than dates, each with its own admin page where it has one."""
+    out = []
+    for field, label in (("virtual_key", "VK"), ("team", "team"), ("customer", "customer")):
+        if data.get(field):
+            out.append({"label": f"{label} {data[field].name}", "url": links.admin_url(field, data[field].pk)})
+    for field in ("provider", "model"):
+        if data.get(field):
+            out.append({"label": f"{field} {data[field]}", "url": ""})
+    return out
 
 
 class _Echo:

@@ -1,6 +1,7 @@
 """Governance data model: who may call what, and how much."""
 
 from governance.models.alerts import AlertDelivery, AlertWebhook, BudgetAlert, DeliveryStatus
+from governance.models.audit import AuditAction, AuditEntry, Via
 from governance.models.content import RequestContent
 from governance.models.entities import ApiToken, Customer, Team, VirtualKey
 from governance.models.generation import ConfigGeneration
@@ -19,6 +20,8 @@ __all__ = [
     "AlertDelivery",
     "AlertWebhook",
     "ApiToken",
+    "AuditAction",
+    "AuditEntry",
     "Budget",
     "BudgetAlert",
     "ConfigGeneration",
@@ -44,6 +47,7 @@ __all__ = [
     "Team",
     "UsageRecord",
     "UsageRollup",
+    "Via",
     "VirtualKey",
     "VirtualKeyMcpConfig",
 ]

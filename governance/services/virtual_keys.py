@@ -218,4 +218,5 @@ def mcp_configs_replace(*, vk: VirtualKey, configs: list[dict[str, Any]]) -> Non
             raise field_error(f"mcp_configs[{index}].tools_to_execute", "must be a list of tool names")
         rows.append(VirtualKeyMcpConfig(virtual_key=vk, mcp_client=client, tools_to_execute=tools))
     VirtualKeyMcpConfig.objects.filter(virtual_key=vk).delete()
-    VirtualKeyMcpConfig.objects.bulk_create(rows)
+    for row in rows:  # one save each (a few rows): bulk_create sends no signal, the audit trail needs one
+        row.save()

@@ -1,8 +1,9 @@
 """The consent flow in a real browser: Debian's Chromium driven by Playwright against a live server.
 
 The MCP client's redirect URI is a loopback address served by a tiny HTTP server in this
-module, so "Finish Setup" really lands on the client with a code, which is then exchanged.
-Screenshots of every step go to ``test-artifacts/consent/``.
+module, so "Finish Setup" really lands on the client with a code, which is then exchanged, and
+"Deny access" lands there with ``error=access_denied``. Screenshots of every step go to
+``test-artifacts/consent/``.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ import pytest  # noqa: E402
 import requests  # noqa: E402
 from playwright.sync_api import Browser, Page, expect  # noqa: E402
 
-from consent.models import ConsentFlow, FlowStatus  # noqa: E402
+from consent.models import ConsentFlow, FlowStatus, OAuthClient  # noqa: E402
 from consent.services import oauth_client_register  # noqa: E402
 from governance.models import McpClient  # noqa: E402
 from governance.services import virtual_key_create  # noqa: E402
 from tests.browser import ARTIFACTS as ALL_ARTIFACTS  # noqa: E402
-from tests.browser import chromium_browser  # noqa: E402
+from tests.browser import chromium_browser, screenshots  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = ALL_ARTIFACTS / "consent"
@@ -182,3 +183,70 @@ def test_change_identity_and_continue_with_a_user_id_on_a_phone(live_server, chr
         expect(page.get_by_role("heading", name="Connect to Bifrost")).to_be_visible()
     finally:
         context.close()
+
+
+def _landed_denied(page: Page, setup) -> None:
+    """The browser is on the client's redirect URI with ``error=access_denied`` and the state."""
+    expect(page.get_by_role("heading", name="Connected to the client")).to_be_visible()
+    landed = urlsplit(page.url)
+    assert f"{landed.scheme}://{landed.netloc}{landed.path}" == setup["redirect_uri"]
+    params = parse_qs(landed.query)
+    assert params["error"] == ["access_denied"]
+    assert params["state"] == ["browser-state"]
+    assert "code" not in params
+    assert ConsentFlow.objects.get().status == FlowStatus.DENIED
+    assert [path for path in _Callback.received if path.startswith("/callback")] == [f"{landed.path}?{landed.query}"]
+
+
+def test_deny_on_the_identity_page_returns_access_denied_to_the_client(live_server, page, setup):
+    page.goto(authorize_url(live_server, setup))
+    host = urlsplit(setup["redirect_uri"]).netloc
+    expect(page.locator("#client-badge")).to_have_text("Unverified")
+    expect(page.locator("#client-warning")).to_contain_text("This app registered itself with the gateway")
+    expect(page.locator("#redirect-host")).to_have_text(f"After you approve, you will be sent back to {host}.")
+    expect(page.locator("#user-id-meaning")).to_contain_text("A User ID is not checked: it names you to the gateway.")
+    screenshots(page, ARTIFACTS, "07-identity-unverified", fits=".card")
+
+    page.get_by_role("button", name="Deny access").click()
+    _landed_denied(page, setup)
+
+    # Back to the consent page: the flow is over, and says so.
+    page.go_back()
+    expect(page.get_by_role("heading", name="This setup link can't be used")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("This connection request was cancelled")
+
+
+def test_deny_on_the_mcps_page_returns_access_denied_and_a_second_deny_is_a_400_page(live_server, page, setup):
+    page.goto(authorize_url(live_server, setup))
+    page.get_by_placeholder("sk-bf-...").fill(setup["vk_value"])
+    page.get_by_role("button", name="Continue with Virtual Key").click()
+    expect(page.get_by_role("heading", name="Connect Your Apps")).to_be_visible()
+    host = urlsplit(setup["redirect_uri"]).netloc
+    expect(page.locator("#client-badge")).to_have_text("Unverified")
+    expect(page.locator("#redirect-host")).to_have_text(f"After you approve, you will be sent back to {host}.")
+    screenshots(page, ARTIFACTS, "08-mcps-deny", fits=".card")
+
+    # Keep the page's form to submit it again after the flow has ended.
+    flow_id = page.locator("form.deny input[name=flow_id]").input_value()
+    token = page.locator("form.deny input[name=csrfmiddlewaretoken]").input_value()
+    page.get_by_role("button", name="Deny access").click()
+    _landed_denied(page, setup)
+
+    again = page.request.post(
+        f"{live_server.url}/oauth/consent/deny",
+        form={"flow_id": flow_id, "csrfmiddlewaretoken": token},
+        headers={"Referer": f"{live_server.url}/oauth/consent/mcps"},
+        max_redirects=0,
+    )
+    assert again.status == 400
+    assert "This connection request was cancelled, so it can&#x27;t be finished." in again.text()
+    assert ConsentFlow.objects.get().status == FlowStatus.DENIED
+
+
+def test_a_pre_registered_client_is_shown_as_such(live_server, page, setup):
+    OAuthClient.objects.update(self_registered=False)
+    page.goto(authorize_url(live_server, setup))
+    expect(page.locator("#client-badge")).to_have_text("Pre-registered")
+    expect(page.get_by_text("This app was registered by the gateway's administrators.")).to_be_visible()
+    expect(page.locator("#client-warning")).to_have_count(0)
+    screenshots(page, ARTIFACTS, "09-identity-pre-registered", fits=".card")

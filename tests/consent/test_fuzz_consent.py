@@ -4,9 +4,10 @@ cookies and token requests.
 Each property keeps a model of what the flow must look like and compares the database with it
 after every request:
 
-- the form POSTs answer a usable flow with a 302 to our own pages (or, for a finished consent,
-  to the client's registered redirect URI) and anything else with 400/403/409 JSON; CSRF
-  failures are 403; a refused input changes no flow, session or code;
+- the form POSTs answer a usable flow with a 302 to our own pages (or, for a finished or denied
+  consent, to the client's registered redirect URI) and anything else with 400/403/409 JSON
+  ("Deny access": the same statuses as a page); CSRF failures are 403; a refused input changes
+  no flow, session or code, and a denied flow takes nothing more;
 - ``authorize`` opens exactly one flow for a valid request and answers every other one 400 with
   the first message that applies;
 - the identity and apps pages answer any query string with the page, a redirect to the identity
@@ -33,6 +34,7 @@ from consent import services
 from consent.exceptions import (
     MSG_CHOOSE_IDENTITY,
     MSG_CLIENT_AND_REDIRECT_REQUIRED,
+    MSG_FLOW_DENIED,
     MSG_FLOW_FOREIGN,
     MSG_FLOW_ID_REQUIRED,
     MSG_FLOW_INVALID,
@@ -71,6 +73,7 @@ PATHS = {
     "user-id": "/api/oauth/per-user/consent/user-id",
     "skip": "/api/oauth/per-user/consent/skip",
     "submit": "/api/oauth/per-user/consent/submit",
+    "deny": "/oauth/consent/deny",
 }
 ERROR_KEYS = {"is_bifrost_error", "status_code", "error", "extra_fields"}
 FORM_FIELDS = {"flow_id", "vk", "user_id", "csrfmiddlewaretoken"}
@@ -92,6 +95,17 @@ def assert_json_error(response, status: int, message: str | None = None) -> None
         assert payload["error"]["message"] == message
 
 
+def assert_refused(response, kind: str, status: int, message: str | None = None) -> None:
+    """The JSON error of the identity and submit POSTs; "Deny access" answers with a page."""
+    if kind != "deny":
+        assert_json_error(response, status, message)
+        return
+    assert response.status_code == status, (response.status_code, response.content[:300])
+    assert response["Content-Type"].startswith("text/html")
+    if message is not None:
+        assert escape(message) in response.content.decode()
+
+
 def query_of(location: str) -> dict[str, list[str]]:
     return parse_qs(urlsplit(location).query, keep_blank_values=True)
 
@@ -107,6 +121,7 @@ class Model:
     user_id: str = ""
     virtual_key_id: object = None
     submitted: bool = False
+    denied: bool = False
 
 
 @st.composite
@@ -165,6 +180,8 @@ def _expected_identity_outcome(action: dict, model: Model, vk, enforce: bool) ->
         return "mcps", None
     if action["kind"] == "skip":
         return ("back", MSG_SKIP_NOT_ALLOWED) if enforce else ("mcps", None)
+    if action["kind"] == "deny":
+        return "denied", None
     # submit
     if model.identity == Identity.NONE:
         return "back", MSG_CHOOSE_IDENTITY
@@ -180,6 +197,8 @@ def _apply(action: dict, model: Model, vk) -> None:
         model.identity, model.user_id, model.virtual_key_id = Identity.USER_ID, action["user_id"].strip(), None
     elif action["kind"] == "skip":
         model.identity, model.user_id, model.virtual_key_id = Identity.ANONYMOUS, "", None
+    elif action["kind"] == "deny":
+        model.denied = True
     else:
         model.submitted = True
 
@@ -213,7 +232,7 @@ def _post(client: Client, own: str, other: str, token: str, action: dict, vk_val
 
 def flow_row(flow_id: str) -> Model:
     row = ConsentFlow.objects.get(flow_id=flow_id)
-    return Model(row.identity, row.user_id, row.virtual_key_id, row.status == "submitted")
+    return Model(row.identity, row.user_id, row.virtual_key_id, row.status == "submitted", row.status == "denied")
 
 
 def _step(kind: str, **fields: object) -> dict:
@@ -227,6 +246,7 @@ def _step(kind: str, **fields: object) -> dict:
 @example(steps=[_step("vk", vk="real-padded"), _step("submit"), _step("submit"), _step("vk", vk="real")], enforce=True)
 @example(steps=[_step("skip"), _step("submit"), _step("user-id", user_id="late")], enforce=False)
 @example(steps=[_step("skip"), _step("submit", flow_id="padded"), _step("vk", vk="\x00")], enforce=True)
+@example(steps=[_step("vk", vk="real"), _step("deny"), _step("deny"), _step("submit"), _step("skip")], enforce=False)
 def test_random_consent_posts_answer_as_documented_and_change_only_what_they_accept(
     oauth_client, pkce, vk, steps, enforce
 ):
@@ -241,18 +261,20 @@ def test_random_consent_posts_answer_as_documented_and_change_only_what_they_acc
             counts = (ConsentSession.objects.count(), AuthorizationCode.objects.count())
             response = _post(client, own, other_id, token, action, vk.value)
             assert response.status_code < 500
-            variant = action["flow_id"]
+            variant, kind = action["flow_id"], action["kind"]
             names_own = variant in ("own", "padded")
             if action["csrf"] != "ok":
-                assert_json_error(response, 403)
+                assert_refused(response, kind, 403)
             elif variant in ("missing", "empty"):
-                assert_json_error(response, 400, MSG_FLOW_ID_REQUIRED)
+                assert_refused(response, kind, 400, MSG_FLOW_ID_REQUIRED)
             elif variant in ("random", "own+junk", "nul"):
-                assert_json_error(response, 400, MSG_FLOW_INVALID)
+                assert_refused(response, kind, 400, MSG_FLOW_INVALID)
             elif variant == "other" or (names_own and action["cookie"] != "ok"):
-                assert_json_error(response, 403, MSG_FLOW_FOREIGN)
+                assert_refused(response, kind, 403, MSG_FLOW_FOREIGN)
             elif model.submitted:
-                assert_json_error(response, 409, MSG_FLOW_SUBMITTED)
+                assert_refused(response, kind, 409, MSG_FLOW_SUBMITTED)
+            elif model.denied:
+                assert_refused(response, kind, 400, MSG_FLOW_DENIED)
             else:
                 outcome, message = _expected_identity_outcome(action, model, vk, enforce)
                 assert response.status_code == 302, (action, response.content[:300])
@@ -265,6 +287,12 @@ def test_random_consent_posts_answer_as_documented_and_change_only_what_they_acc
                         counts[0] + 1,
                         counts[1] + 1,
                     )
+                    _apply(action, model, vk)
+                elif outcome == "denied":
+                    assert location.startswith(REDIRECT_URI + "?")
+                    params = query_of(location)
+                    assert params["error"] == ["access_denied"] and params["state"] == ["xyz-state"]
+                    assert "code" not in params
                     _apply(action, model, vk)
                 else:
                     parts = urlsplit(location)

@@ -44,7 +44,8 @@ def test_identity_page_shows_the_three_options_and_expiry_notice(flow, settings)
     assert 'type="password" id="vk" name="vk" placeholder="sk-bf-..."' in html
     assert ">Skip for now</button>" in html
     assert "This setup page expires in 15 minutes." in html
-    assert html.count('name="csrfmiddlewaretoken"') == 3
+    assert ">Deny access</button>" in html
+    assert html.count('name="csrfmiddlewaretoken"') == 4  # three identities and "Deny access"
     assert 'role="alert"' not in html
 
 

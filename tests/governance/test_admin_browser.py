@@ -47,7 +47,7 @@ def test_superuser_creates_a_key_and_sees_its_value_once(page, live_server, djan
 
     page.goto(f"{live_server.url}/admin/governance/virtualkey/add/")
     page.fill("#id_name", "browser-key")
-    page.click("#budgets-group .add-row a")
+    # The add page starts with one budget row.
     page.fill("#id_budgets-0-max_limit", "25")
     page.fill("#id_budgets-0-reset_duration", "1M")
     page.screenshot(path=str(ARTIFACTS / "vk-add.png"), full_page=True)
@@ -76,7 +76,8 @@ def test_superuser_creates_a_key_and_sees_its_value_once(page, live_server, djan
         created_at=timezone.now(), virtual_key=vk, provider="openai", model="gpt-4o", status_code=200, total_tokens=30
     )
     page.goto(f"{live_server.url}/admin/governance/usagerecord/")
-    assert page.locator("svg.gov-chart").count() == 2
+    assert page.locator("#usage-charts svg.bf-chart").count() == 2  # requests and spend
+    assert "browser-key" in page.inner_text("#result_list")
     page.screenshot(path=str(ARTIFACTS / "usage-list.png"), full_page=True)
     page.goto(f"{live_server.url}/admin/governance/virtualkey/{vk.pk}/change/")
     page.screenshot(path=str(ARTIFACTS / "vk-change.png"), full_page=True)

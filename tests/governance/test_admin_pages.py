@@ -173,8 +173,10 @@ def test_usage_list_flags_unpriced_rows_and_charts_spend(client, alice, world):
     response = client.get(_url(UsageRecord, "changelist"))
     html = response.content.decode()
     assert html.count(">unpriced</span>") == 1
-    assert html.count('class="gov-chart"') == 2
-    assert html.count('class="gov-chart-bar"') == 4  # two days, two charts
+    assert html.count('class="bf-chart"') == 2  # requests and spend
+    # Two days of traffic: a bar per hour, not two bars across the chart.
+    assert response.context["chart_step"] == "hour" and 24 < response.context["chart_bars"] <= 49
+    assert html.count('class="bf-bar-group"') == 2 * response.context["chart_bars"]
 
     only_unpriced = client.get(_url(UsageRecord, "changelist"), {"priced__exact": "0"})
     assert [r.model for r in only_unpriced.context["cl"].result_list] == ["mystery-model"]

@@ -56,7 +56,7 @@ def test_dashboard_renders_charts_bars_and_filters_in_chromium(live_server, traf
         page.click("text=Usage dashboard")
         assert page.locator("#total-spend").inner_text() == "$13.75"
         assert page.locator("#total-requests").inner_text() == "10"
-        assert page.locator("svg.bf-chart").count() == 2
+        assert page.locator("svg.bf-chart").count() == 3  # requests, spend, tokens
         assert page.locator("svg.bf-chart rect").count() >= 30
         bar = page.locator("#budget-bars .bf-bar span")
         assert "bf-warn" in bar.get_attribute("class")  # 4.20 of 5.00: amber between 70 % and 90 %

@@ -98,3 +98,22 @@ def test_rebuild_of_recent_days_leaves_older_rollups_alone():
     call_command("rebuild_rollups", "--days", "2")
     assert UsageRollup.objects.filter(bucket__lt=AT).count() == 2
     assert UsageRollup.objects.filter(bucket__gte=AT).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_request_whose_worker_died_is_an_error_in_every_figure():
+    from django.utils import timezone
+
+    from governance.api.logs import status_of
+    from governance.usage_stats import UsageFilter, total
+
+    now = timezone.now()
+    died = UsageRecord.objects.create(created_at=now, provider="openai", model="gpt-4o", status_code=0)
+    UsageRecord.objects.create(created_at=now, provider="openai", model="gpt-4o", status_code=200)
+    window = UsageFilter(start=now - timedelta(hours=3), end=now + timedelta(hours=1))
+
+    figures = total(window)  # the edges come from the ledger, whole hours from the rollups
+    assert (figures.requests, figures.successes, figures.errors) == (2, 1, 1)
+    errors = UsageFilter(start=window.start, end=window.end, statuses=["error"])
+    assert list(UsageRecord.objects.filter(errors.ledger_q())) == [died]
+    assert status_of(died) == "error"

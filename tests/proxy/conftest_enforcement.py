@@ -239,7 +239,14 @@ def database_url() -> str:
 
 
 class GatewayProcess:
-    """A gunicorn master serving the gateway on the test database; see ``gateways``."""
+    """A gunicorn master serving the gateway on the test database; see ``gateways``. A subclass
+    may serve it with another command (``tests/proxy/test_granian_server.py``)."""
+
+    start_timeout = 30.0  # seconds until the port answers
+
+    def command(self) -> list[str]:
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        return [gunicorn, "-c", "gunicorn.conf.py", "bifrost_site.wsgi:application"]
 
     def __init__(self, log: Path, env: dict[str, str | None], workers: int) -> None:
         self.port = free_port()
@@ -263,16 +270,15 @@ class GatewayProcess:
                 full.pop(name, None)
             else:
                 full[name] = value
-        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
-                [gunicorn, "-c", "gunicorn.conf.py", "bifrost_site.wsgi:application"],
+                self.command(),
                 cwd=ROOT,
                 env=full,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        wait_port(self.port, self.proc)
+        wait_port(self.port, self.proc, self.start_timeout)
 
     def terminate(self) -> None:
         """SIGTERM to the master: gunicorn stops accepting and lets requests in flight finish."""

@@ -4,7 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from governance import audit
 from governance.config_import import ConfigError, import_config, load_file
+from governance.models import Via
 
 
 class Command(BaseCommand):
@@ -15,7 +17,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, path: str, **options: Any) -> None:
         try:
-            result = import_config(load_file(path))
+            # The audit trail names this command; the import marks its entries as an import.
+            with audit.acting_as(via=Via.COMMAND, user="manage.py import_bifrost_config"):
+                result = import_config(load_file(path))
         except ConfigError as exc:
             lines = "\n".join(f"  {where}: {message}" for where, message in exc.problems)
             raise CommandError(f"config not imported, nothing was changed:\n{lines}") from None

@@ -1,0 +1,54 @@
+"""What the gateway's two servers (gunicorn: ``gunicorn.conf.py``; granian: ``serve_granian``) read
+from the environment, so that switching ``BIFROST_SERVER`` keeps the address and the sizes.
+
+- ``BIFROST_BIND`` sets the whole address (``host:port``, ``[v6]:port`` or ``unix:/path``); else
+  ``PORT`` (8080) on 127.0.0.1 in embedded mode and on all interfaces in production mode;
+- ``BIFROST_WORKERS`` processes (one per core by default), each running requests on
+  ``BIFROST_THREADS`` threads (16); the older ``GUNICORN_WORKERS`` / ``GUNICORN_THREADS`` still work;
+- ``BIFROST_GRACEFUL_TIMEOUT`` (or ``GUNICORN_GRACEFUL_TIMEOUT``, 30 s): after SIGTERM, how long a
+  worker may finish its requests in flight and drain its usage queue before it is killed.
+
+Imports nothing of the gateway: the servers' master processes never load Django's settings.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+from bifrost_site.env import env_int
+
+# An idle keep-alive connection is closed after this long (gunicorn's ``keepalive``); under granian
+# it also bounds the time a client may take to send a request's headers (a slow client).
+KEEPALIVE_SECONDS = 5
+
+
+def production_mode() -> bool:
+    """DATABASE_URL or REDIS_URL set: the gateway is meant to be reached by other machines."""
+    return bool(os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL"))
+
+
+def bind() -> str:
+    # A laptop's gateway (embedded mode) answers only this machine; production mode is reached by
+    # others, so it listens on all interfaces. PORT moves either; BIFROST_BIND sets the whole address.
+    host = "0.0.0.0" if production_mode() else "127.0.0.1"  # noqa: S104 - production is reached by others
+    return os.environ.get("BIFROST_BIND") or f"{host}:{os.environ.get('PORT') or '8080'}"
+
+
+def _first_int(names: tuple[str, ...], default: int) -> int:
+    for name in names:
+        if (os.environ.get(name) or "").strip():
+            return env_int(name, default, minimum=1)
+    return default
+
+
+def workers() -> int:
+    return _first_int(("BIFROST_WORKERS", "GUNICORN_WORKERS"), multiprocessing.cpu_count())
+
+
+def threads() -> int:
+    return _first_int(("BIFROST_THREADS", "GUNICORN_THREADS"), 16)
+
+
+def graceful_timeout() -> int:
+    return _first_int(("BIFROST_GRACEFUL_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT"), 30)

@@ -1,0 +1,109 @@
+"""What both servers read from the environment (``bifrost_site.serving``) and how the granian
+launcher turns it into its options (``bifrost_site.serve_granian``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from granian.constants import HTTPModes
+
+from bifrost_site import serve_granian, serving
+
+SERVER_ENV = (
+    "BIFROST_BIND",
+    "PORT",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "BIFROST_WORKERS",
+    "GUNICORN_WORKERS",
+    "BIFROST_THREADS",
+    "GUNICORN_THREADS",
+    "BIFROST_GRACEFUL_TIMEOUT",
+    "GUNICORN_GRACEFUL_TIMEOUT",
+    "BIFROST_WORKER_CONNECTIONS",
+    "BIFROST_ACCESSLOG",
+    "GUNICORN_ACCESSLOG",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    for name in SERVER_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_embedded_mode_listens_on_this_machine_and_production_mode_on_all_interfaces(monkeypatch):
+    assert serving.bind() == "127.0.0.1:8080"
+    monkeypatch.setenv("PORT", "9000")
+    assert serving.bind() == "127.0.0.1:9000"
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/0")
+    assert serving.bind() == "0.0.0.0:9000"
+    monkeypatch.setenv("BIFROST_BIND", "10.0.0.5:7000")
+    assert serving.bind() == "10.0.0.5:7000"
+
+
+def test_bifrost_names_win_over_the_gunicorn_ones_which_still_work(monkeypatch):
+    monkeypatch.setenv("GUNICORN_WORKERS", "3")
+    monkeypatch.setenv("GUNICORN_THREADS", "4")
+    monkeypatch.setenv("GUNICORN_GRACEFUL_TIMEOUT", "12")
+    assert (serving.workers(), serving.threads(), serving.graceful_timeout()) == (3, 4, 12)
+    monkeypatch.setenv("BIFROST_WORKERS", "5")
+    monkeypatch.setenv("BIFROST_THREADS", "6")
+    monkeypatch.setenv("BIFROST_GRACEFUL_TIMEOUT", "7")
+    assert (serving.workers(), serving.threads(), serving.graceful_timeout()) == (5, 6, 7)
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-1"])
+def test_a_bad_size_stops_the_start_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("BIFROST_WORKERS", value)
+    with pytest.raises(ImproperlyConfigured, match="BIFROST_WORKERS"):
+        serving.workers()
+
+
+@pytest.mark.parametrize(
+    ("address", "parsed", "url"),
+    [
+        ("127.0.0.1:8080", ("127.0.0.1", 8080), "http://127.0.0.1:8080"),
+        ("0.0.0.0:80", ("0.0.0.0", 80), "http://0.0.0.0:80"),  # noqa: S104 - a bind address under test
+        ("[::1]:8080", ("::1", 8080), "http://[::1]:8080"),
+        ("unix:/run/bifrost.sock", Path("/run/bifrost.sock"), "unix:/run/bifrost.sock"),
+    ],
+)
+def test_bind_forms_as_granian_takes_them(address, parsed, url):
+    assert serve_granian.parse_bind(address) == parsed
+    assert serve_granian.listener_url(parsed) == url
+
+
+@pytest.mark.parametrize("address", ["8080", "localhost", "host:port", ":8080"])
+def test_a_bind_address_granian_cannot_take_is_refused_with_its_value(address):
+    with pytest.raises(SystemExit, match=address):
+        serve_granian.parse_bind(address)
+
+
+def test_granian_options_bound_what_a_client_may_hold(monkeypatch):
+    monkeypatch.setenv("BIFROST_BIND", "127.0.0.1:18080")
+    monkeypatch.setenv("GUNICORN_WORKERS", "2")
+    monkeypatch.setenv("BIFROST_THREADS", "8")
+    monkeypatch.setenv("BIFROST_GRACEFUL_TIMEOUT", "20")
+
+    server = serve_granian.build_server()
+
+    assert (server.bind_addr, server.bind_port, server.listener) == ("127.0.0.1", 18080, "http://127.0.0.1:18080")
+    assert (server.workers, server.blocking_threads, server.backpressure) == (2, 8, 512)
+    assert server.http == HTTPModes.http1
+    assert server.http1_settings is not None
+    assert server.http1_settings.header_read_timeout == serving.KEEPALIVE_SECONDS * 1000
+    assert server.http1_settings.max_buffer_size == 64 * 1024
+    assert (server.workers_kill_timeout, server.graceful_timeout) == (20, 20)
+    assert server.respawn_failed_workers and not server.log_access
+
+
+def test_granian_access_log_on_stdout_or_in_a_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("BIFROST_ACCESSLOG", "-")
+    assert serve_granian.build_server().log_access
+    monkeypatch.setenv("BIFROST_ACCESSLOG", str(tmp_path / "access.log"))
+    server = serve_granian.build_server()
+    assert server.log_access
+    assert server.log_config["handlers"]["access"]["filename"] == str(tmp_path / "access.log")
