@@ -338,3 +338,52 @@ def mock_served(mock, model: str) -> int:
 
 def elapsed(since: float) -> float:
     return time.monotonic() - since
+
+
+def sigterm_drains_requests_in_flight(mock, price, start: Callable[[], Any]) -> Any:
+    """SIGTERM to a gateway (``start()``: 2 workers) while 16 requests are in flight, half on a key
+    with limits and half on one without (whose rows go through the batched writer), half of them
+    streamed: every one is answered 200, and once the server has exited the ledger holds exactly
+    one row per answer and the counters equal it. Returns the stopped server for further checks."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from governance.services import virtual_key_create
+    from tests.proxy.conftest import make_setup
+
+    for model in ("slow-400", "slow-stream-100"):
+        price(model, input="0.000001", output="0.001")
+    limited = make_setup(
+        mock.url,
+        rate_limit={"request_max_limit": 100, "request_reset_duration": "1h"},
+        budgets=[{"max_limit": "1", "reset_duration": "1h"}],
+    )
+    free_vk, free = virtual_key_create(
+        name="free", provider_configs=[{"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]}]
+    )
+    server = start()
+    jobs = [(limited.value, chat("slow-400", max_tokens=3)), (free, chat("slow-400", max_tokens=3))] * 4
+    jobs += [(limited.value, chat("slow-stream-100", max_tokens=5, stream=True))] * 2
+    jobs += [(free, chat("slow-stream-100", max_tokens=5, stream=True))] * 2
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(post, server.url, body, vk=vk) for vk, body in jobs]
+        # Every request has reached the upstream (is in flight) before the master gets SIGTERM.
+        wait_until(
+            lambda: mock_served(mock, "slow-400") == 8 and mock.stats()["streams_started"] == 4,
+            what="all requests in flight",
+        )
+        server.terminate()
+        replies = [f.result(timeout=30) for f in futures]
+    assert server.wait(30) == 0
+
+    assert [r.status for r in replies] == [200] * len(jobs)
+    assert all(r.body.endswith(b"data: [DONE]\n\n") for r in replies[8:])
+    # The gateway has exited: whatever it wrote is all there will ever be.
+    limited_rows, free_rows = records(limited.vk), records(free_vk)
+    assert len(limited_rows) == len(free_rows) == 6
+    assert {r.status_code for r in limited_rows + free_rows} == {200}
+    assert len({r.request_id for r in limited_rows + free_rows}) == 12  # one row per answer
+    assert sorted(r.completion_tokens for r in limited_rows) == [3, 3, 3, 3, 5, 5]
+    assert budget_usage(limited.vk) == spend(limited.vk) == sum((r.cost for r in limited_rows), Decimal("0")) > 0
+    assert rate_limit_of(limited.vk).request_current_usage == 6
+    return server

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 
 from governance.metering.counters.base import UNAVAILABLE
 from governance.models import Budget, UsageRecord
-from governance.services import provider_create, provider_key_create, virtual_key_create
+from governance.services import provider_create, provider_key_create
 from tests.proxy.conftest import free_port, make_setup, wait_for
 from tests.proxy.conftest_enforcement import (
     budget_usage,
@@ -33,8 +32,8 @@ from tests.proxy.conftest_enforcement import (
     mock_served,
     post,
     rate_limit_of,
-    records,
     settled,
+    sigterm_drains_requests_in_flight,
     spend,
     wait_until,
 )
@@ -297,39 +296,4 @@ def test_redis_required_and_down_answers_503_never_200_unchecked(gateways, mock,
 
 
 def test_sigterm_lets_requests_in_flight_finish_and_keeps_their_usage(gateways, mock, price):
-    for model in ("slow-400", "slow-stream-100"):
-        price(model, input="0.000001", output="0.001")
-    limited = make_setup(
-        mock.url,
-        rate_limit={"request_max_limit": 100, "request_reset_duration": "1h"},
-        budgets=[{"max_limit": "1", "reset_duration": "1h"}],
-    )
-    # A key without limits: its usage rows go through the batched ledger writer, drained at exit.
-    free_vk, free = virtual_key_create(
-        name="free", provider_configs=[{"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]}]
-    )
-    server = gateways(workers=2)
-    jobs = [(limited.value, chat("slow-400", max_tokens=3)), (free, chat("slow-400", max_tokens=3))] * 4
-    jobs += [(limited.value, chat("slow-stream-100", max_tokens=5, stream=True))] * 2
-    jobs += [(free, chat("slow-stream-100", max_tokens=5, stream=True))] * 2
-
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        futures = [pool.submit(post, server.url, body, vk=vk) for vk, body in jobs]
-        # Every request has reached the upstream (is in flight) before the master gets SIGTERM.
-        wait_until(
-            lambda: mock_served(mock, "slow-400") == 8 and mock.stats()["streams_started"] == 4,
-            what="all requests in flight",
-        )
-        server.terminate()
-        replies = [f.result(timeout=30) for f in futures]
-    assert server.wait(30) == 0
-
-    assert [r.status for r in replies] == [200] * len(jobs)
-    assert all(r.body.endswith(b"data: [DONE]\n\n") for r in replies[8:])
-    # The gateway has exited: whatever it wrote is all there will ever be.
-    limited_rows, free_rows = records(limited.vk), records(free_vk)
-    assert len(limited_rows) == len(free_rows) == 6
-    assert {r.status_code for r in limited_rows + free_rows} == {200}
-    assert sorted(r.completion_tokens for r in limited_rows) == [3, 3, 3, 3, 5, 5]
-    assert budget_usage(limited.vk) == spend(limited.vk) == sum((r.cost for r in limited_rows), Decimal("0")) > 0
-    assert rate_limit_of(limited.vk).request_current_usage == 6
+    sigterm_drains_requests_in_flight(mock, price, lambda: gateways(workers=2))

@@ -23,8 +23,6 @@ import signal
 import socket
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
-from decimal import Decimal
 from pathlib import Path
 
 import openai
@@ -32,17 +30,14 @@ import pytest
 import urllib3
 from prometheus_client.mmap_dict import MmapedDict
 
-from governance.services import virtual_key_create
 from tests.proxy.conftest import make_setup
 from tests.proxy.conftest_enforcement import (
     GatewayProcess,
     budget_usage,
     chat,
-    mock_served,
     post,
-    rate_limit_of,
-    records,
     settled,
+    sigterm_drains_requests_in_flight,
     spend,
     vk_headers,
     wait_until,
@@ -255,42 +250,8 @@ def test_the_ready_line_is_printed_once_and_a_killed_worker_is_replaced(fresh_gr
 
 
 def test_sigterm_lets_requests_in_flight_finish_and_keeps_their_usage(fresh_granian, mock, price):
-    for model in ("slow-400", "slow-stream-100"):
-        price(model, input="0.000001", output="0.001")
-    limited = make_setup(
-        mock.url,
-        rate_limit={"request_max_limit": 100, "request_reset_duration": "1h"},
-        budgets=[{"max_limit": "1", "reset_duration": "1h"}],
+    server = sigterm_drains_requests_in_flight(
+        mock, price, lambda: fresh_granian(BIFROST_WORKERS="2", BIFROST_THREADS="8")
     )
-    # A key without limits: its usage rows go through the batched ledger writer, drained at exit.
-    free_vk, free = virtual_key_create(
-        name="free", provider_configs=[{"provider": "openai", "weight": 1.0, "allowed_models": ["*"], "key_ids": ["*"]}]
-    )
-    server = fresh_granian(BIFROST_WORKERS="2", BIFROST_THREADS="8")
-    jobs = [(limited.value, chat("slow-400", max_tokens=3)), (free, chat("slow-400", max_tokens=3))] * 4
-    jobs += [(limited.value, chat("slow-stream-100", max_tokens=5, stream=True))] * 2
-    jobs += [(free, chat("slow-stream-100", max_tokens=5, stream=True))] * 2
-
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        futures = [pool.submit(post, server.url, body, vk=vk) for vk, body in jobs]
-        # Every request has reached the upstream (is in flight) before the master gets SIGTERM.
-        wait_until(
-            lambda: mock_served(mock, "slow-400") == 8 and mock.stats()["streams_started"] == 4,
-            what="all requests in flight",
-        )
-        server.terminate()
-        replies = [f.result(timeout=30) for f in futures]
-    assert server.wait(30) == 0
-
-    assert [r.status for r in replies] == [200] * len(jobs)
-    assert all(r.body.endswith(b"data: [DONE]\n\n") for r in replies[8:])
-    # The gateway has exited: whatever it wrote is all there will ever be.
-    limited_rows, free_rows = records(limited.vk), records(free_vk)
-    assert len(limited_rows) == len(free_rows) == 6
-    assert {r.status_code for r in limited_rows + free_rows} == {200}
-    assert len({r.request_id for r in limited_rows + free_rows}) == 12  # one row per answer
-    assert sorted(r.completion_tokens for r in limited_rows) == [3, 3, 3, 3, 5, 5]
-    assert budget_usage(limited.vk) == spend(limited.vk) == sum((r.cost for r in limited_rows), Decimal("0")) > 0
-    assert rate_limit_of(limited.vk).request_current_usage == 6
     log = server.log.read_text()
     assert "Stopped worker-1" in log and "Stopped worker-2" in log and "Killing" not in log
