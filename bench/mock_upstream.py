@@ -93,6 +93,10 @@ Anthropic streams: ``message_start`` carries the input figures (and ``output_tok
 ``message_delta`` carries the final ``output_tokens`` AND repeats the input figures, as Anthropic
 does, so a gateway that adds the two counts double.
 
+A request header ``x-mock-answer-bytes: N`` makes a non-streamed OpenAI chat (or legacy
+completion) answer's text N bytes of ``m`` (its usage unchanged): memory checks send a large
+answer through the gateway with it (``bench/soak.py``).
+
 ``GET /_mock/stats`` reports what was served (requests by path and model, statuses, tokens,
 streams started/finished, ``last_headers`` and ``last_request``: ``{"method", "path", "query",
 "headers", "body"}`` of the last request other than ``/_mock/*``, the body as parsed JSON or
@@ -467,6 +471,12 @@ AZURE_FILTER_EVENT = _sse(
 )
 
 
+def _answer_bytes(req: Request | None) -> int:
+    """``x-mock-answer-bytes: N``: the size a non-streamed chat answer's text must have (0: as usual)."""
+    value = req.headers.get("x-mock-answer-bytes", "") if req is not None else ""
+    return int(value) if value.isdigit() else 0
+
+
 def answer_chat(req: Request | None, body: dict[str, Any], model: str, legacy: bool, azure: bool = False) -> Answer:
     if not legacy:
         messages = body.get("messages")
@@ -483,7 +493,8 @@ def answer_chat(req: Request | None, body: dict[str, Any], model: str, legacy: b
     rid, created = f"chatcmpl-mock{STATS.requests}", int(time.time())
     kind = "text_completion" if legacy else "chat.completion"
     if not body.get("stream"):
-        text = " ".join(["mock"] * completion)
+        size = _answer_bytes(req)
+        text = "m" * size if size else " ".join(["mock"] * completion)
         choice: dict[str, Any] = {"index": 0, "finish_reason": "length", "logprobs": None}
         if legacy:
             choice["text"] = text

@@ -1,6 +1,7 @@
 """Benchmark: direct to the mock upstream, the minimal forwarder, and the gateway.
 
-Usage: ``.venv/bin/python -m bench.run [--rounds 3] [--seconds 3] [--c1-seconds 2] [--concurrency 32]``
+Usage: ``.venv/bin/python -m bench.run [--rounds 3] [--seconds 3] [--c1-seconds 2] [--concurrency 32]
+[--peers litellm,portkey]``
 
 Starts the mock upstream, ``bench/forwarder.py`` and the gateway (both under the project's
 ``gunicorn.conf.py``; the gateway on a fresh embedded SQLite database in a temporary directory,
@@ -10,7 +11,9 @@ the medians of the ratios. The
 gateway request carries a virtual key and goes through the full hot path: VK check, weighted
 routing, key choice, usage extraction, ``extra_fields``, the ledger write. The ``translated``
 target is the same OpenAI-format request for an Anthropic-type provider on the same mock: the
-request, the answer and every stream event cross formats (``proxy.translation``).
+request, the answer and every stream event cross formats (``proxy.translation``). ``--peers``
+adds other gateways, installed apart from the project (``bench/peers``), as targets of the same
+rounds, and the report gives the gateway's ratios to each.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import loadgen
+from bench import loadgen, peers
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -82,17 +85,38 @@ def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen:
     return proc
 
 
-def cpu_seconds(proc: subprocess.Popen) -> float:
-    """User+system CPU of a process and its children (gunicorn master + workers), from /proc."""
-    total = 0.0
-    pids = [proc.pid]
+def _tree(pid: int) -> list[int]:
+    """A process and all its descendants (gunicorn master + workers, a peer's server processes)."""
     try:
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
-    pids += [int(pid) for pid in children]
+    return [pid] + [descendant for child in children for descendant in _tree(int(child))]
+
+
+def prepare_gateway(upstream: str) -> tuple[dict[str, str], str, str]:
+    """The gateway's environment on a fresh embedded SQLite database (or ``DATABASE_URL`` /
+    ``REDIS_URL`` when set), migrated, priced and set up with ``SETUP``'s providers and keys in
+    front of ``upstream``; returns (environment, plain VK, governed VK)."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env |= {
+        "BIFROST_DATA_DIR": tempfile.mkdtemp(prefix="bifrost-bench-"),
+        "BENCH_UPSTREAM": upstream,
+        "DJANGO_SETTINGS_MODULE": "bifrost_site.settings",
+        "BIFROST_LOG_LEVEL": "WARNING",
+    }
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    subprocess.run([PYTHON, "manage.py", "seed_prices"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    keys = subprocess.run([PYTHON, "-c", SETUP], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    vk, governed_vk = keys.stdout.strip().splitlines()[-1].split()
+    return env, vk, governed_vk
+
+
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """User+system CPU of a process and its descendants, from /proc."""
+    total = 0.0
     tick = os.sysconf("SC_CLK_TCK")
-    for pid in pids:
+    for pid in _tree(proc.pid):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -125,7 +149,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def report(rounds: dict[tuple[str, str, int], list[loadgen.Result]], c: int) -> None:
+def report(rounds: dict[tuple[str, str, int], list[loadgen.Result]], c: int, peer_names: list[str]) -> None:
     """Medians over the rounds; every ratio is taken within a round, then the median of those."""
 
     def p(name: str, kind: str, q: float) -> list[float]:
@@ -137,8 +161,14 @@ def report(rounds: dict[tuple[str, str, int], list[loadgen.Result]], c: int) -> 
     def added(name: str, base: str, kind: str, q: float) -> float:
         return median([a - b for a, b in zip(p(name, kind, q), p(base, kind, q), strict=True)])
 
+    def div(a: float, b: float) -> float:
+        return a / b if b else float("nan")  # a target too slow to finish a request in the window
+
     def ratio(name: str, base: str, kind: str) -> float:
-        return median([a / b for a, b in zip(rps(name, kind), rps(base, kind), strict=True)])
+        return median([div(a, b) for a, b in zip(rps(name, kind), rps(base, kind), strict=True)])
+
+    def p50_ratio(name: str, base: str, kind: str) -> float:
+        return median([div(a, b) for a, b in zip(p(name, kind, 0.5), p(base, kind, 0.5), strict=True)])
 
     def cpu(name: str, kind: str) -> float:
         return median([r.cpu_us for r in rounds[(name, kind, c)]])
@@ -171,6 +201,14 @@ def report(rounds: dict[tuple[str, str, int], list[loadgen.Result]], c: int) -> 
             f"{median(rps('governed', kind)):.0f} req/s = {ratio('governed', 'gateway', kind):.2f}x the plain gateway, "
             f"{ratio('governed', 'forwarder', kind):.2f}x the forwarder; server CPU {cpu('governed', kind):.0f} µs/req"
         )
+        for peer in peer_names:
+            print(
+                f"{k}: vs {peer}: c={c} gateway/{peer} throughput = {ratio('gateway', peer, kind):.2f}x "
+                f"({peer} {median(rps(peer, kind)):.0f} req/s); c=1 p50 gateway/{peer} = "
+                f"{p50_ratio('gateway', peer, kind):.2f}x ({peer} {median(p(peer, kind, 0.5)):.3f} ms, "
+                f"added over direct {added(peer, 'direct', kind, 0.5):.3f} ms); server CPU per request "
+                f"{peer} {cpu(peer, kind):.0f} µs, gateway {cpu('gateway', kind):.0f} µs"
+            )
 
 
 def main() -> None:
@@ -179,32 +217,18 @@ def main() -> None:
     parser.add_argument("--c1-seconds", type=float, default=2.0, help="measuring time at c=1")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
+    parser.add_argument("--peers", default="", help="other gateways to measure too: litellm,portkey (bench/peers)")
     args = parser.parse_args()
+    peer_names = peers.parse(args.peers)  # before anything starts: a missing peer says how to install it
 
     mock_port, fwd_port, gw_port = free_port(), free_port(), free_port()
     upstream = f"http://{HOST}:{mock_port}"
-    data_dir = tempfile.mkdtemp(prefix="bifrost-bench-")
     base_env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    gw_env = {
-        **base_env,
-        "BIFROST_DATA_DIR": data_dir,
-        "BENCH_UPSTREAM": upstream,
-        "DJANGO_SETTINGS_MODULE": "bifrost_site.settings",
-        "BIFROST_LOG_LEVEL": "WARNING",
-    }
     procs = []
+    running_peers: list[peers.Peer] = []
     try:
         procs.append(start([PYTHON, "-m", "bench.mock_upstream", "--port", str(mock_port)], base_env, mock_port))
-        subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=gw_env, check=True)
-        subprocess.run(
-            [PYTHON, "manage.py", "seed_prices"], cwd=ROOT, env=gw_env, check=True, stdout=subprocess.DEVNULL
-        )
-        vk, governed_vk = (
-            subprocess.run([PYTHON, "-c", SETUP], cwd=ROOT, env=gw_env, check=True, capture_output=True, text=True)
-            .stdout.strip()
-            .splitlines()[-1]
-            .split()
-        )
+        gw_env, vk, governed_vk = prepare_gateway(upstream)
         procs.append(
             start(
                 [GUNICORN, "-c", "gunicorn.conf.py", "bench.forwarder:application"],
@@ -227,6 +251,11 @@ def main() -> None:
             "translated": (gw_port, {"Authorization": f"Bearer {vk}"}, procs[2], "anthropic/claude-3-5-haiku-latest"),
             "governed": (gw_port, {"Authorization": f"Bearer {governed_vk}"}, procs[2], plain),
         }
+        for name in peer_names:
+            peer = peers.start(name, free_port(), mock_port)
+            running_peers.append(peer)
+            print(f"{name}: {peers.check(peer.port, peer.headers)}", flush=True)
+            targets[name] = (peer.port, peer.headers, peer.proc, plain)
         rounds: dict[tuple[str, str, int], list[loadgen.Result]] = {}
         for round_number in range(1, args.rounds + 1):
             # Rounds interleave the targets, so a slow spell on this shared machine hits all of
@@ -247,8 +276,10 @@ def main() -> None:
                             f"server CPU {result.cpu_us:6.0f} µs/req",
                             flush=True,
                         )
-        report(rounds, args.concurrency)
+        report(rounds, args.concurrency, peer_names)
     finally:
+        for peer in running_peers:
+            peers.stop(peer)
         for proc in reversed(procs):
             proc.terminate()
         for proc in procs:

@@ -14,7 +14,18 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.db.models import Count, DecimalField, IntegerField, Model, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import (
+    Count,
+    DecimalField,
+    F,
+    IntegerField,
+    Model,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
@@ -211,7 +222,10 @@ class VirtualKeyAdmin(LimitsOwnerAdminMixin[VirtualKey], GovernanceModelAdmin[Vi
 
     # Shown live (as the bars beside it); sorted by the settled counters in SQL, which differ
     # only for a window that ended without traffic since.
-    @admin.display(description="% of budget", ordering="budget_use")
+    # Keys without a figure (no budget, never used, no expiry) sort at the same end on every
+    # database: PostgreSQL puts NULLs first in descending order, SQLite last. Descending (the
+    # admin reverses these) puts the fullest and the latest first, keys without one last.
+    @admin.display(description="% of budget", ordering=F("budget_use").asc(nulls_first=True))
     def budget_use(self, vk: VirtualKey) -> str:
         return columns.budget_use(vk)
 
@@ -223,11 +237,11 @@ class VirtualKeyAdmin(LimitsOwnerAdminMixin[VirtualKey], GovernanceModelAdmin[Vi
     def providers(self, vk: VirtualKey) -> str:
         return columns.provider_names(vk)
 
-    @admin.display(description="last used", ordering="last_used_at")
+    @admin.display(description="last used", ordering=F("last_used_at").asc(nulls_first=True))
     def last_used_at(self, vk: VirtualKey) -> str:
         return columns.when_cell(getattr(vk, "last_used_at", None), "never")
 
-    @admin.display(description="expiry", ordering="expires_at")
+    @admin.display(description="expiry", ordering=F("expires_at").asc(nulls_last=True))
     def expiry(self, vk: VirtualKey) -> str:
         return columns.expiry_cell(vk)
 

@@ -62,7 +62,7 @@ def tiles(now: datetime | None = None) -> list[Tile]:
             "spend-today",
             "Spend today",
             money(day.cost),
-            f"{day.requests:,} requests since 00:00 UTC",
+            f"{day.requests:,} request{'' if day.requests == 1 else 's'} since 00:00 UTC",
             _dashboard(today, now),
         ),
         Tile(
