@@ -7,8 +7,7 @@ reset); the spend panel here has no budget table of its own.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -17,11 +16,9 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from governance.admin.common import format_when
-from governance.dashboard import charts, reports
+from governance.dashboard.entity import spend_context
 from governance.models import UsageRecord, VirtualKey
-from governance.usage_stats import UsageFilter
 
-PANEL_DAYS = 30
 REFUSAL_DAYS = 30
 
 
@@ -69,18 +66,4 @@ def activity(vk: VirtualKey) -> str:
 
 def spend_panel(vk: VirtualKey) -> str:
     """The key's spend per day over the last 30 days, with its totals."""
-    today = timezone.now().date()
-    days = [today - timedelta(days=n) for n in range(PANEL_DAYS - 1, -1, -1)]
-    mine = UsageFilter(start=datetime.combine(days[0], time.min, tzinfo=UTC), virtual_key_ids=[vk.pk])
-    series = reports.daily(mine, days)
-    context: dict[str, Any] = {
-        "totals": reports.totals(mine),
-        "chart": charts.bar_chart(
-            [d["day"].strftime("%m-%d") for d in series],
-            [d["cost"] for d in series],
-            title=f"Spend per day, last {PANEL_DAYS} days",
-            fmt=charts.money,
-        ),
-        "days": PANEL_DAYS,
-    }
-    return render_to_string("admin/governance/virtualkey/spend_panel.html", context)
+    return render_to_string("admin/governance/virtualkey/spend_panel.html", spend_context(vk, "virtual_key"))

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from governance import selectors
 from governance.dashboard.charts import money
+from governance.dashboard.links import dashboard_url
 from governance.usage_stats import UsageFilter, total
 
 
@@ -41,8 +42,7 @@ def _key_list(**params: str) -> str:
 
 
 def _dashboard(start: datetime, end: datetime) -> str:
-    query = urlencode({"start": start.date().isoformat(), "end": end.date().isoformat()})
-    return reverse("governance-usage-dashboard") + "?" + query
+    return dashboard_url({"start": start.date(), "end": end.date()})
 
 
 def tiles(now: datetime | None = None) -> list[Tile]:

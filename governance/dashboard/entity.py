@@ -28,31 +28,32 @@ else:
     _PanelMixinBase = Generic  # at runtime a plain mixin; ``Generic`` only makes it subscriptable
 
 
-def usage_panel(obj: PanelOwner, field: str) -> str:
-    """HTML for the last 30 days of ``obj``'s spend and its budgets' current windows."""
+def spend_context(obj: PanelOwner, field: str) -> dict[str, Any]:
+    """``obj``'s spend over the last ``DAYS`` days: totals and a chart per day (``field`` names
+    its ledger column); what both change-page panels show."""
     today = timezone.now().date()
     days = [today - timedelta(days=n) for n in range(DAYS - 1, -1, -1)]
-    start = datetime.combine(days[0], time.min, tzinfo=UTC)
-    mine = UsageFilter(start=start)
+    mine = UsageFilter(start=datetime.combine(days[0], time.min, tzinfo=UTC))
     {"virtual_key": mine.virtual_key_ids, "team": mine.team_ids, "customer": mine.customer_ids}[field].append(obj.pk)
     series = reports.daily(mine, days)
+    return {
+        "totals": reports.totals(mine),
+        "chart": charts.bar_chart(
+            [d["day"].strftime("%m-%d") for d in series],
+            [d["cost"] for d in series],
+            title=f"Spend per day, last {DAYS} days",
+            fmt=charts.money,
+        ),
+        "days": DAYS,
+    }
+
+
+def usage_panel(obj: PanelOwner, field: str) -> str:
+    """HTML for the last 30 days of ``obj``'s spend and its budgets' current windows."""
     budgets = list(obj.budgets.all())
     live = live_usage(budgets, [])
     bars = [budget_bar(budget, live[("budget", budget.pk)]) for budget in budgets]
-    return render_to_string(
-        "governance/usage_panel.html",
-        {
-            "totals": reports.totals(mine),
-            "chart": charts.bar_chart(
-                [d["day"].strftime("%m-%d") for d in series],
-                [d["cost"] for d in series],
-                title=f"Spend per day, last {DAYS} days",
-                fmt=charts.money,
-            ),
-            "budget_bars": bars,
-            "days": DAYS,
-        },
-    )
+    return render_to_string("governance/usage_panel.html", {**spend_context(obj, field), "budget_bars": bars})
 
 
 class UsagePanelMixin(_PanelMixinBase[PanelOwnerT]):
