@@ -193,6 +193,8 @@ def test_observability_screens_in_chromium(live_server, traffic):
         screenshots(page, folder, "dashboard-vk", fits="#by-model")
         page.set_viewport_size({"width": 1400, "height": 1000})
         page.click("#total-refused a")
+        page.wait_for_url("**outcome=refused**")  # count() below does not wait for a navigation
+        page.wait_for_load_state()
         assert "outcome=refused" in page.url
         assert page.locator("#result_list tbody tr").count() == 1  # the VK's own refusal
 

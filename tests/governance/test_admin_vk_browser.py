@@ -135,6 +135,8 @@ def test_list_shows_every_column_and_filters(live_server, keys, page):
         assert not scrolls_sideways(page), f"columns hidden behind the filters at {width} px"
 
     page.click("#changelist-filter a[href*='budget_use=90']")
+    page.wait_for_url("**budget_use=90")  # all_inner_texts() below does not wait for a navigation
+    page.wait_for_load_state()
     names = [text.splitlines()[0] for text in page.locator("#result_list .field-name_and_value").all_inner_texts()]
     assert sorted(names) == ["billing-assistant-production-long-name", "search-recommendations-production-eu-west"]
     page.goto(f"{live_server.url}/admin/governance/virtualkey/?rate_limited=now")
