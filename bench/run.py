@@ -1,15 +1,15 @@
 """Benchmark: direct to the mock upstream, the minimal forwarder, and the gateway.
 
 Usage: ``.venv/bin/python -m bench.run [--rounds 3] [--seconds 3] [--c1-seconds 2] [--concurrency 32]
-[--peers litellm,portkey]``
+[--peers litellm,portkey] [--server granian|gunicorn]``
 
-Starts the mock upstream, ``bench/forwarder.py`` and the gateway (both under the project's
-``gunicorn.conf.py``; the gateway on a fresh embedded SQLite database in a temporary directory,
-or on ``DATABASE_URL``/``REDIS_URL`` when set), then measures JSON and SSE chat completions at
-c=1 (added p50/p99 latency over direct) and c=N (requests/s), in interleaved rounds, and prints
-the medians of the ratios. The
-gateway request carries a virtual key and goes through the full hot path: VK check, weighted
-routing, key choice, usage extraction, ``extra_fields``, the ledger write. The ``translated``
+Starts the mock upstream, ``bench/forwarder.py`` (always under the project's ``gunicorn.conf.py``:
+the yardstick) and the gateway (under the server ``--server`` names, as ``bin/run`` starts it; on
+a fresh embedded SQLite database in a temporary directory, or on ``DATABASE_URL``/``REDIS_URL``
+when set), then measures JSON and SSE chat completions at c=1 (added p50/p99 latency over direct)
+and c=N (requests/s), in interleaved rounds, and prints the medians of the ratios. The gateway
+request carries a virtual key and goes through the full hot path: VK check, weighted routing, key
+choice, usage extraction, ``extra_fields``, the ledger write. The ``translated``
 target is the same OpenAI-format request for an Anthropic-type provider on the same mock: the
 request, the answer and every stream event cross formats (``proxy.translation``). ``--peers``
 adds other gateways, installed apart from the project (``bench/peers``), as targets of the same
@@ -30,11 +30,13 @@ import time
 from pathlib import Path
 
 from bench import loadgen, peers
+from bifrost_site import serving
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
 HOST = "127.0.0.1"
+
 
 SETUP = """
 import django, os
@@ -218,6 +220,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     parser.add_argument("--peers", default="", help="other gateways to measure too: litellm,portkey (bench/peers)")
+    parser.add_argument(
+        "--server",
+        choices=serving.SERVERS,
+        default=serving.DEFAULT_SERVER,
+        help="the gateway's server (the forwarder stays on gunicorn)",
+    )
     args = parser.parse_args()
     peer_names = peers.parse(args.peers)  # before anything starts: a missing peer says how to install it
 
@@ -238,7 +246,7 @@ def main() -> None:
         )
         procs.append(
             start(
-                [GUNICORN, "-c", "gunicorn.conf.py", "bifrost_site.wsgi:application"],
+                serving.command(args.server),
                 {**gw_env, "BIFROST_BIND": f"{HOST}:{gw_port}"},
                 gw_port,
             )

@@ -1,6 +1,6 @@
 """Slow clients: does normal traffic still get through while many connections trickle requests?
 
-Usage: ``.venv/bin/python -m bench.slow_clients [--server gunicorn|granian] [--server-cmd CMD]
+Usage: ``.venv/bin/python -m bench.slow_clients [--server granian|gunicorn] [--server-cmd CMD]
 [--slow 200] [--interval 2] [--seconds 10] [--ramp 5] [--concurrency 8] [--timeout 5]``
 
 A threaded server gives each connection whose request it is reading a thread, for as long as the
@@ -24,10 +24,9 @@ failures (refused, reset, timed out), and what the server did to the slow connec
 when the p99 during a variant is more than twice the baseline's, or normal traffic saw a 5xx or a
 connection failure.
 
-``--server gunicorn`` runs the project's ``gunicorn.conf.py``; ``--server granian`` runs
-``granian --interface wsgi --workers 2 --blocking-threads 16`` from ``.venv/bin/granian``, or from
-``--granian`` (e.g. a separate virtualenv's, which then imports the project's packages from
-``.venv``); ``--server-cmd`` takes any command, ``{port}`` standing for the port to listen on.
+``--server gunicorn`` runs the project's ``gunicorn.conf.py``, ``--server granian`` its granian
+launcher (``bifrost_site.serve_granian``), each as ``bin/run`` starts it; ``--server-cmd`` takes any
+command, ``{port}`` standing for the port to listen on.
 """
 
 from __future__ import annotations
@@ -42,10 +41,10 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bench import loadgen
-from bench.run import GUNICORN, HOST, PYTHON, ROOT, body, free_port, prepare_gateway, start, wait_port
+from bench.run import HOST, PYTHON, ROOT, body, free_port, prepare_gateway, start, wait_port
+from bifrost_site import serving
 
 VARIANTS = ("headers", "body")
 
@@ -178,16 +177,7 @@ def server_command(args: argparse.Namespace, port: int, env: dict[str, str]) -> 
     env = {**env, "BIFROST_BIND": f"{HOST}:{port}"}
     if args.server_cmd:
         return shlex.split(args.server_cmd.format(port=port)), env
-    if args.server == "gunicorn":
-        return [GUNICORN, "-c", "gunicorn.conf.py", "bifrost_site.wsgi:application"], env
-    granian = Path(args.granian) if args.granian else Path(PYTHON).with_name("granian")
-    if not granian.exists():
-        raise SystemExit(f"{granian} does not exist: install granian there, or name one with --granian PATH")
-    if granian.parent != Path(PYTHON).parent:  # another virtualenv: it imports the project from .venv
-        site = next(Path(PYTHON).parent.parent.glob("lib/python3*/site-packages"))
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(site)])
-    cmd = [str(granian), "--interface", "wsgi", "--workers", "2", "--blocking-threads", "16"]
-    return cmd + ["--host", HOST, "--port", str(port), "bifrost_site.wsgi:application"], env
+    return serving.command(args.server), env
 
 
 def _line(name: str, traffic: Traffic, baseline: Traffic | None) -> str:
@@ -201,9 +191,8 @@ def _line(name: str, traffic: Traffic, baseline: Traffic | None) -> str:
 
 def main() -> None:  # noqa: C901 - a script: set up, measure each phase, report, judge
     parser = argparse.ArgumentParser()
-    parser.add_argument("--server", choices=("gunicorn", "granian"), default="gunicorn")
+    parser.add_argument("--server", choices=serving.SERVERS, default=serving.DEFAULT_SERVER)
     parser.add_argument("--server-cmd", help="any server command; {port} is the port it must listen on")
-    parser.add_argument("--granian", help="the granian executable (default: .venv/bin/granian)")
     parser.add_argument("--slow", type=int, default=200, help="slow connections")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between two bytes of a slow client")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="headers,body")

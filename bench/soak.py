@@ -1,10 +1,10 @@
 """Soak: a bounded run under load in production mode, then exactness and steadiness checks.
 
 Usage: ``.venv/bin/python -m bench.soak [--seconds 600] [--concurrency 32] [--workers 4]
-[--big-answer-mib 256]``
+[--big-answer-mib 256] [--server granian|gunicorn]``
 
-Starts the mock upstream and the gateway (gunicorn, ``--workers`` workers) on PostgreSQL and
-Redis (``DATABASE_URL``/``REDIS_URL``, or a fresh database on 127.0.0.1:5432 and Redis db 12).
+Starts the mock upstream and the gateway (``--server``, granian by default; ``--workers`` workers)
+on PostgreSQL and Redis (``DATABASE_URL``/``REDIS_URL``, or a fresh database on 127.0.0.1:5432 and Redis db 12).
 
 First a **large answer**: one non-streamed chat completion whose answer is ``--big-answer-mib``
 MiB (the mock's ``x-mock-answer-bytes``; 256 MiB is the gateway's default
@@ -48,7 +48,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from bench import loadgen
-from bench.run import GUNICORN, HOST, PYTHON, ROOT, SETUP, body, free_port, start
+from bench.run import HOST, PYTHON, ROOT, SETUP, body, free_port, start
+from bifrost_site import serving
 
 MIB = 1024 * 1024
 ENVELOPE = 4096  # room for the answer's JSON around its text, within PROXY_MAX_RESPONSE_BYTES
@@ -70,12 +71,12 @@ def _memory_kb(pid: int) -> dict[str, int]:
 
 
 def warm_up(master: int, port: int, vk: str, workers: int) -> None:
-    """Waits for every worker (gunicorn starts them one after another, the port answers as soon as
+    """Waits for every worker (the server starts them one after another, the port answers as soon as
     the first is up) and gives each its first requests, so the large answer meets warm workers."""
     deadline = time.monotonic() + 120
     while len(_workers(master)) < workers:
         if time.monotonic() > deadline:
-            raise SystemExit(f"gunicorn did not start {workers} workers")
+            raise SystemExit(f"the server did not start {workers} workers")
         time.sleep(0.2)
     # gpt-4o on the plain key: apart from the soak's figures (gpt-4o-mini on the governed key).
     request = loadgen.build_request(
@@ -243,6 +244,7 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--sample-seconds", type=float, default=5.0)
     parser.add_argument("--big-answer-mib", type=int, default=256, help="the large answer's size; 0 skips it")
+    parser.add_argument("--server", choices=serving.SERVERS, default=serving.DEFAULT_SERVER)
     args = parser.parse_args()
 
     database_url = os.environ.get("DATABASE_URL")
@@ -282,7 +284,7 @@ def main() -> None:  # noqa: C901 - a script: set up, run, sample, check, report
         keys = subprocess.run([PYTHON, "-c", SETUP], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
         plain_vk, vk = keys.stdout.strip().splitlines()[-1].split()  # the soak uses the governed key
         gateway = start(
-            [GUNICORN, "-c", "gunicorn.conf.py", "bifrost_site.wsgi:application"],
+            serving.command(args.server),
             {**env, "BIFROST_BIND": f"{HOST}:{gw_port}"},
             gw_port,
         )

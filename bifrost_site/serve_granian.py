@@ -17,6 +17,12 @@ keep-alive requests, holds no Python thread, so slow or idle clients do not stop
   loop and ends through ``multiprocessing``'s exit path, which runs ``util.Finalize`` callbacks but
   not ``atexit``'s: the drain is registered as a finalizer. A worker still busy after the graceful
   timeout is killed (SIGKILL: the lease reaper settles what it held).
+- **Sockets**: each worker listens on its own socket on the same port (``SO_REUSEPORT``, granian's
+  way on Linux), so the kernel spreads connections evenly over the workers. One shared socket
+  (gunicorn's way) was measured: long-lived keep-alive clients then piled onto one worker in some
+  runs, halving throughput. The cost: connections queued on a worker that dies are reset with
+  it, and while a lone worker (``BIFROST_WORKERS=1``) is replaced the port refuses connections
+  until its successor has loaded the app (a few seconds); clients retry, SDKs do by default.
 - **Limits**: HTTP/1.1 only (as gunicorn; HTTP/2 would bring its own, much larger, header limit);
   a request's headers must arrive within ``KEEPALIVE_SECONDS``, which also closes idle keep-alive
   connections; hyper's 64 KiB read buffer bounds the headers (431 past about 110 KiB in all; gunicorn

@@ -1,5 +1,6 @@
-"""What the gateway's two servers (gunicorn: ``gunicorn.conf.py``; granian: ``serve_granian``) read
-from the environment, so that switching ``BIFROST_SERVER`` keeps the address and the sizes.
+"""What the gateway's two servers (granian: ``serve_granian``, the default; gunicorn:
+``gunicorn.conf.py``) read from the environment, so that switching ``BIFROST_SERVER`` keeps the
+address and the sizes, and the command that starts each (``bin/run``, the tests and ``bench/``).
 
 - ``BIFROST_BIND`` sets the whole address (``host:port``, ``[v6]:port`` or ``unix:/path``); else
   ``PORT`` (8080) on 127.0.0.1 in embedded mode and on all interfaces in production mode;
@@ -15,8 +16,15 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
+from pathlib import Path
 
 from bifrost_site.env import env_int
+
+# granian by default: HTTP parsing in Rust costs a request less CPU than gunicorn's in Python, and
+# a client slow to send its headers holds no Python thread (README, "Server: granian or gunicorn").
+DEFAULT_SERVER = "granian"
+SERVERS = ("granian", "gunicorn")
 
 # An idle keep-alive connection is closed after this long (gunicorn's ``keepalive``); under granian
 # it also bounds the time a client may take to send a request's headers (a slow client).
@@ -52,3 +60,20 @@ def threads() -> int:
 
 def graceful_timeout() -> int:
     return _first_int(("BIFROST_GRACEFUL_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT"), 30)
+
+
+def server() -> str:
+    """``BIFROST_SERVER`` (granian or gunicorn), checked."""
+    name = (os.environ.get("BIFROST_SERVER") or DEFAULT_SERVER).strip()
+    if name not in SERVERS:
+        raise SystemExit(f"BIFROST_SERVER must be granian or gunicorn, got {name!r}")
+    return name
+
+
+def command(name: str | None = None) -> list[str]:
+    """The command that serves the gateway with ``name`` (default: ``server()``), run from the
+    project's directory with this virtualenv's interpreter."""
+    if (name or server()) == "gunicorn":
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        return [gunicorn, "-c", "gunicorn.conf.py", "bifrost_site.wsgi:application"]
+    return [sys.executable, "-m", "bifrost_site.serve_granian"]

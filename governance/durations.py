@@ -20,13 +20,21 @@ MAX_DURATION_SECONDS = 100 * UNIT_SECONDS["Y"]
 
 def parse_duration(text: str) -> tuple[int, str]:
     """``(count, unit)``; the whole text must match (no stray whitespace or newline)."""
+    found = _parsed.get(text) if isinstance(text, str) else None
+    if found is not None:
+        return found
     match = DURATION_RE.fullmatch(text) if isinstance(text, str) else None
     if not match:
         raise ValidationError(
             f"invalid duration {text!r}: use <number><unit> with unit s, m, h, d, w, M or Y (e.g. 30s, 1h, 1M)",
             code="invalid_duration",
         )
+    if len(_parsed) < 10_000:  # every request's window reads its duration: parse each text once
+        _parsed[text] = (int(match.group(1)), match.group(2))
     return int(match.group(1)), match.group(2)
+
+
+_parsed: dict[str, tuple[int, str]] = {}
 
 
 def validate_duration(text: str) -> None:

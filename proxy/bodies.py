@@ -19,6 +19,7 @@ from proxy.usage import MAX_TOKENS, SseScanner, Usage, estimate_prompt_tokens
 from telemetry import metrics
 
 logger = logging.getLogger("bifrost.proxy")
+SLICE_BYTES = 1024 * 1024  # a body larger than this is handed to the server in slices of this size
 
 
 def request_done() -> None:
@@ -50,15 +51,28 @@ class Body:
         latency_ms: int = 0,
         *,
         delivered: bool = False,
+        send: int | None = None,
+        tail: bytes = b"",
     ) -> None:
         self.data, self.ticket, self.usage, self.status, self.latency_ms = data, ticket, usage, status, latency_ms
         self.delivered = delivered  # an upstream answer the client did not get as such (see accounting.finish)
+        # What is sent: the first ``send`` bytes of ``data`` (all by default), then ``tail``.
+        self.send = len(data) if send is None else send
+        self.tail = tail
 
     def __iter__(self) -> Iterator[bytes]:
-        yield self.data
+        data, send = self.data, self.send
+        if send == len(data) and send <= SLICE_BYTES and not self.tail:
+            yield data
+            return
+        # A large answer goes out in slices: each is a copy, alive only while it is written.
+        for start in range(0, send, SLICE_BYTES):
+            yield data[start : min(start + SLICE_BYTES, send)]
+        if self.tail:
+            yield self.tail
 
     def __len__(self) -> int:
-        return 1
+        return -(-self.send // SLICE_BYTES) + (1 if self.tail else 0) or 1
 
     def close(self) -> None:
         try:

@@ -32,13 +32,16 @@ from proxy.bodies import Body, Reply, StreamBody
 from proxy.errors import ProxyError
 from proxy.routing import InferenceRequest, Resolved, Route
 from proxy.translated_stream import TranslatedStreamBody
-from proxy.usage import MAX_TOKENS, Usage, estimate_prompt_tokens, usage_from_body
+from proxy.usage import MAX_TOKENS, Usage, estimate_prompt_tokens, usage_from_body, usage_from_tail
 
 logger = logging.getLogger("bifrost.proxy")
 
 # One encoder for the hot path: ``json.dumps`` with ``separators`` builds a new one every call.
 compact_json = json.JSONEncoder(separators=(",", ":")).encode
 MAX_ERROR_BODY = 1024 * 1024  # an upstream error answer is read this far for its message
+# A JSON answer larger than this is not parsed whole: its usage is read from its end and
+# ``extra_fields`` is sent after it (``_extra_fields_tail``), so the answer is held once.
+LARGE_ANSWER_BYTES = 4 * 1024 * 1024
 JSON_HEADERS = [("Content-Type", "application/json")]
 SSE_HEADERS = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"), ("X-Accel-Buffering", "no")]
 
@@ -382,21 +385,28 @@ def _json_reply(answer: http1.Response, resolved: Resolved, ticket: accounting.T
     assert data is not None  # upstream.send(stream=False) has read the body
     latency = _ms(resolved.request.started)
     usage = Usage()
-    try:
-        payload = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        payload = None
-    if isinstance(payload, dict):
-        usage = usage_from_body(payload)
-        if resolved.route.api_format != "gemini":  # the Gemini SDK refuses members it does not know
-            data = _with_extra_fields(data, payload, _extra_fields(resolved, latency))
+    send, tail = None, b""
+    if len(data) > LARGE_ANSWER_BYTES:
+        usage = usage_from_tail(data) or usage
+        if resolved.route.api_format != "gemini":
+            send, tail = _extra_fields_tail(data, _extra_fields(resolved, latency))
+    else:
+        try:
+            payload = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            payload = None
+        if isinstance(payload, dict):
+            usage = usage_from_body(payload)
+            if resolved.route.api_format != "gemini":  # the Gemini SDK refuses members it does not know
+                data = _with_extra_fields(data, payload, _extra_fields(resolved, latency))
     if not usage.prompt_tokens and not usage.completion_tokens and usage.upstream_cost is None:
         usage = estimated_usage(resolved, data)
     headers = [("Content-Type", answer.header("content-type", "application/json"))]
     headers += upstream.response_headers(answer)
     if resolved.request.log_content:
         ticket.response_capture = data[: settings.CONTENT_MAX_BYTES + 1]
-    return Reply(answer.status, headers, Body(data, ticket, usage, answer.status, _ms(ticket.started)))
+    body = Body(data, ticket, usage, answer.status, _ms(ticket.started), send=send, tail=tail)
+    return Reply(answer.status, headers, body)
 
 
 def _translated_reply(answer: http1.Response, resolved: Resolved, ticket: accounting.Ticket) -> Reply:
@@ -441,6 +451,26 @@ def estimated_usage(resolved: Resolved, answer: bytes) -> Usage:
     completion = min(-(-len(answer) // 4), accounting.output_cap(resolved.body, resolved.route))
     total = min(prompt + completion, MAX_TOKENS)
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total, estimated=True)
+
+
+def _extra_fields_tail(data: bytes, extra: dict[str, Any]) -> tuple[int, bytes]:
+    """How much of a large answer to send, and the tail to send after it, that add ``extra_fields``
+    as its last member without copying the answer: ``(up to its closing brace, ',"extra_fields":
+    {...}}')``. An answer that is not a JSON object, or that has an ``extra_fields`` member
+    already, is sent as it came: ``(len(data), b"")``."""
+    end = len(data)
+    while end and data[end - 1] in b" \t\r\n":
+        end -= 1
+    if data[end - 1 : end] != b"}" or data[:1] != b"{":
+        return len(data), b""
+    found = data.find(b'"extra_fields"')
+    if found >= 0 and _EXTRA_FIELDS_MEMBER.search(data, max(found - 64, 0), found + 64):
+        return len(data), b""
+    # Megabytes of answer: the object has members, so the new one follows a comma.
+    return end - 1, b',"extra_fields":' + compact_json(extra).encode() + b"}"
+
+
+_EXTRA_FIELDS_MEMBER = re.compile(rb'[{,]\s*"extra_fields"\s*:')
 
 
 def _with_extra_fields(data: bytes, payload: dict[str, Any], extra: dict[str, Any]) -> bytes:

@@ -25,6 +25,7 @@ Connections are per process: pools are emptied in a forked child.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -334,16 +335,19 @@ class Response:
             yield rest
 
     def read(self, limit: int) -> bytes:
-        """The whole body (at most ``limit`` bytes, else UpstreamError)."""
-        parts: list[bytes] = []
+        """The whole body (at most ``limit`` bytes, else UpstreamError).
+
+        Gathered in a ``BytesIO``, whose buffer grows in place and becomes the returned ``bytes``
+        without a copy: a large answer is held once, not once in pieces and once joined."""
+        gathered = io.BytesIO()
         size = 0
         for piece in self.stream():
             size += len(piece)
             if size > limit:
                 self.close()
                 raise UpstreamError(f"answer larger than {limit} bytes")
-            parts.append(piece)
-        self.data = b"".join(parts)
+            gathered.write(piece)
+        self.data = gathered.getvalue()
         return self.data
 
     def _raw(self) -> Iterator[bytes]:

@@ -119,7 +119,28 @@ def usage_from_body(body: Any) -> Usage:
     return read_usage(body.get("usage"))
 
 
+_DECODER = json.JSONDecoder()
 _USAGE_OBJECT = re.compile(rb'"usage(?:Metadata)?"\s*:\s*\{')
+# A member named usage or usageMetadata whose value is an object. Preceded by ``{`` or ``,``, so
+# never inside a JSON string (a quote there is always escaped: ``\"``).
+_USAGE_MEMBER = re.compile(rb'[{,]\s*"(usage|usageMetadata)"\s*:\s*(?=\{)')
+TAIL_BYTES = 64 * 1024
+
+
+def usage_from_tail(data: bytes) -> Usage | None:
+    """The usage of a JSON answer read from its last ``TAIL_BYTES`` without parsing the whole: every
+    format puts it after the content (OpenAI and Anthropic ``usage``, Gemini ``usageMetadata``),
+    so a large answer is not decoded a second time. The last such member wins; None when there is
+    none there (the caller estimates)."""
+    tail = data[-TAIL_BYTES:]
+    for match in reversed(list(_USAGE_MEMBER.finditer(tail))):
+        try:
+            value, _ = _DECODER.raw_decode(tail[match.end() :].decode("utf-8"))
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return read_gemini_usage(value) if match.group(1) == b"usageMetadata" else read_usage(value)
+    return None
 
 
 class SseScanner:

@@ -2,7 +2,8 @@
 
 - ``mock``: ``bench.mock_upstream`` in a subprocess for the whole session (``mock.stats()``,
   reset before every test that uses it).
-- ``gateway``: the real thing, gunicorn with ``gunicorn.conf.py`` on a free port, sharing the
+- ``gateway``: the real thing, served as ``bin/run`` serves it (``BIFROST_SERVER``: granian by
+  default, or gunicorn with ``gunicorn.conf.py``) on a free port, sharing the
   test database (a SQLite file or PostgreSQL's ``test_`` database) and Redis. Tests that use it
   need committed rows: they use ``transactional_db``. Its config cache TTL is 0, because the
   test database is emptied between tests without signals.
@@ -29,6 +30,7 @@ import urllib3
 from django.conf import settings
 from django.db import connection
 
+from bifrost_site import serving
 from governance.metering import snapshot
 from governance.services import provider_create, provider_key_create, virtual_key_create
 
@@ -113,7 +115,7 @@ def gateway(django_db_setup, django_db_blocker, mock_server, tmp_path_factory):
         user, host, port = db["USER"] or "postgres", db["HOST"] or HOST, db["PORT"] or 5432
         database_url = f"postgres://{user}@{host}:{port}/{db['NAME']}"
     port = free_port()
-    log = tmp_path_factory.mktemp("gateway") / "gunicorn.log"
+    log = tmp_path_factory.mktemp("gateway") / "server.log"
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -127,17 +129,16 @@ def gateway(django_db_setup, django_db_blocker, mock_server, tmp_path_factory):
     }
     if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [gunicorn, "-c", "gunicorn.conf.py", "bifrost_site.wsgi:application"],
+            serving.command(),
             cwd=ROOT,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_port(port, proc)
+        wait_port(port, proc, 90.0)  # granian listens once a worker has loaded the app
         yield Gateway(f"http://{HOST}:{port}", log)
     finally:
         proc.terminate()

@@ -4,9 +4,9 @@
 A pytest plugin (``pytest_plugins`` in ``tests/conftest.py``): its fixtures are available to
 every test module by name; test modules import only its helpers (``chat``, ``post``, ``settled``...).
 
-- ``gateways``: starts extra gateway processes (gunicorn masters) on the test database with a
-  chosen environment (``GOVERNANCE_COUNTERS``, ``REDIS_URL``, workers); each is stopped after the
-  test. ``GatewayProcess.terminate()`` sends SIGTERM to the master (graceful shutdown).
+- ``gateways``: starts extra gateway processes (the ``BIFROST_SERVER`` server, as ``bin/run``) on
+  the test database with a chosen environment (``GOVERNANCE_COUNTERS``, ``REDIS_URL``, workers);
+  each is stopped after the test. ``GatewayProcess.terminate()`` sends SIGTERM to the master (graceful shutdown).
 - ``fault_redis``: a private ``redis-server`` (no persistence, free port) that a test may stop and
   start again; the shared Redis is never touched.
 - ``price``: a ``ModelPrice`` row with known per-token prices, so costs are exact and predictable.
@@ -24,7 +24,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Sum
 
+from bifrost_site import serving
 from governance.metering import live
 from governance.models import Budget, ModelPrice, RateLimit, UsageRecord
 from tests.proxy.conftest import HOST, ROOT, free_port, wait_for, wait_port
@@ -239,14 +239,18 @@ def database_url() -> str:
 
 
 class GatewayProcess:
-    """A gunicorn master serving the gateway on the test database; see ``gateways``. A subclass
-    may serve it with another command (``tests/proxy/test_granian_server.py``)."""
+    """The gateway served on the test database by ``server`` (``BIFROST_SERVER``, as ``bin/run``;
+    ``bifrost_site.serving``), with ``workers`` workers; see ``gateways``."""
 
-    start_timeout = 30.0  # seconds until the port answers
+    server = serving.server()
 
     def command(self) -> list[str]:
-        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        return [gunicorn, "-c", "gunicorn.conf.py", "bifrost_site.wsgi:application"]
+        return serving.command(self.server)
+
+    @property
+    def start_timeout(self) -> float:
+        # granian listens once a worker has loaded the app (gunicorn's master listens at once).
+        return 90.0 if self.server == "granian" else 30.0
 
     def __init__(self, log: Path, env: dict[str, str | None], workers: int) -> None:
         self.port = free_port()
@@ -270,18 +274,41 @@ class GatewayProcess:
                 full.pop(name, None)
             else:
                 full[name] = value
-        with open(log, "wb") as out:
-            self.proc = subprocess.Popen(
-                self.command(),
-                cwd=ROOT,
-                env=full,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_port(self.port, self.proc, self.start_timeout)
+        self.proc: subprocess.Popen | None = None
+        try:
+            with open(log, "wb") as out:
+                self.proc = subprocess.Popen(
+                    self.command(),
+                    cwd=ROOT,
+                    env=full,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            wait_port(self.port, self.proc, self.start_timeout)
+            if self.server == "granian":
+                # The port answers once one worker listens (each binds its own socket): wait for them all.
+                wait_until(lambda: self.started() == workers, timeout=60, what=f"{workers} granian workers")
+        except BaseException:
+            if self.proc is not None:
+                self.stop()
+            raise
+
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        """Until the port takes connections again after a worker was replaced: under granian a
+        lone worker's successor opens it once it has loaded the app (``serve_granian``'s
+        docstring, "Sockets"); gunicorn's master keeps it open throughout."""
+        wait_port(self.port, self.proc, timeout)
+
+    def started(self) -> int:
+        """granian: the workers started so far (its log says each)."""
+        return self.log.read_bytes().count(b"Started worker-")
+
+    def worker_pids(self) -> set[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return {int(pid) for pid in path.read_text().split()}
 
     def terminate(self) -> None:
-        """SIGTERM to the master: gunicorn stops accepting and lets requests in flight finish."""
+        """SIGTERM to the master: the server stops accepting and lets requests in flight finish."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
 
@@ -289,6 +316,8 @@ class GatewayProcess:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
+        if self.proc is None:
+            return
         self.terminate()
         try:
             self.proc.wait(20)

@@ -331,6 +331,7 @@ def test_sigkill_of_a_worker_mid_stream_settles_its_reservation_and_admits_nothi
     assert b"data: [DONE]" not in data and stream.error is not None, (data, stream.error)
     respawned = wait_until(lambda: worker_pids(server.proc.pid) - {worker}, what="a new worker")
     assert worker not in respawned
+    server.wait_serving()
     replies = [post(server.url, chat("gpt-4o-mini", max_tokens=5), vk=live.value) for _ in range(4)]
 
     assert [r.status for r in replies] == [200, 200, 200, 402], [r.body for r in replies]
@@ -411,6 +412,7 @@ def test_a_request_whose_worker_was_killed_is_settled_within_the_lease_bound(
     assert (budget_usage(live.vk), rate_limit_of(live.vk).request_current_usage) == (Decimal("0.005"), 1)
 
     # The killed request reached the upstream, so it keeps its one request of the two.
+    server.wait_serving()
     replies = [post(server.url, chat("gpt-4o-mini", max_tokens=5), vk=live.value) for _ in range(2)]
     assert [r.status for r in replies] == [200, 429], [r.body for r in replies]
     settled(2, vk=live.vk)
@@ -445,6 +447,7 @@ def test_sigterm_of_a_worker_mid_stream_finishes_the_stream_records_it_and_is_re
     assert data.count(b'"content":"mock "') == 5
     respawned = wait_until(lambda: worker_pids(server.proc.pid) - {worker}, what="a new worker")
     assert worker not in respawned
+    server.wait_serving()
     after = post(server.url, chat("slow-stream", max_tokens=2), vk=live.value)
     assert after.status == 200, after.body
 

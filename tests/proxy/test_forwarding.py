@@ -9,6 +9,7 @@ import pytest
 
 from governance.models import ModelPrice, UsageRecord
 from governance.services import provider_create, provider_key_create, virtual_key_update
+from proxy import bodies, handler
 from tests.proxy.conftest import make_setup
 
 pytestmark = pytest.mark.django_db
@@ -45,6 +46,41 @@ def test_json_answer_carries_extra_fields_and_writes_one_priced_usage_row(call, 
     assert (row.prompt_tokens, row.completion_tokens, row.total_tokens) == (10, 3, 13)
     assert row.provider_key_id == setup.openai_key.pk
     assert row.cost == Decimal("0.016") and row.priced and not row.streamed
+
+
+def test_a_large_json_answer_is_sent_in_slices_with_extra_fields_and_its_usage_read_from_its_end(
+    call, setup, monkeypatch
+):
+    """Past ``LARGE_ANSWER_BYTES`` the answer is not parsed whole: its usage comes from its end and
+    ``extra_fields`` follows it as a tail, so the bytes are held once (here with small limits)."""
+    monkeypatch.setattr(handler, "LARGE_ANSWER_BYTES", 64 * 1024)
+    monkeypatch.setattr(bodies, "SLICE_BYTES", 50_000)
+    headers = {"x-bf-vk": setup.value, "x-mock-answer-bytes": "300000"}
+    answer = call(CHAT, chat("gpt-4o-mini"), headers)
+    assert answer.status == 200
+    body = answer.json()
+    assert body["choices"][0]["message"]["content"] == "m" * 300_000
+    assert body["usage"]["total_tokens"] == 13
+    assert body["extra_fields"]["provider"] == "openai" and list(body)[-1] == "extra_fields"
+    row = UsageRecord.objects.get()
+    assert (row.prompt_tokens, row.completion_tokens, row.total_tokens, row.estimated) == (10, 3, 13, False)
+
+    # No usage at its end: estimated (never free), and the answer still reaches the client whole.
+    answer = call(CHAT, chat("gpt-4o-mini-no-usage"), headers)
+    assert answer.status == 200 and "usage" not in answer.json()
+    assert answer.json()["choices"][0]["message"]["content"] == "m" * 300_000
+    row = UsageRecord.objects.get(model="gpt-4o-mini-no-usage")
+    assert row.estimated and row.completion_tokens == 3  # capped at max_tokens
+
+
+def test_extra_fields_tail_leaves_what_is_not_an_object_or_has_the_member_already():
+    extra = {"provider": "openai"}
+    assert handler._extra_fields_tail(b'{"a": 1}  \n', extra) == (7, b',"extra_fields":{"provider":"openai"}}')
+    assert handler._extra_fields_tail(b"[1, 2]", extra) == (6, b"")
+    held = b'{"a": 1, "extra_fields": {"x": 1}}'
+    assert handler._extra_fields_tail(held, extra) == (len(held), b"")
+    quoted = b'{"a": "say \\"extra_fields\\": no"}'
+    assert handler._extra_fields_tail(quoted, extra)[1].startswith(b',"extra_fields"')
 
 
 def test_unpriced_model_is_recorded_with_priced_false(call, setup):

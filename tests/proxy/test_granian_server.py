@@ -21,7 +21,6 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -51,31 +50,10 @@ LEAKED = "from-the-process-environment"
 
 
 class GranianProcess(GatewayProcess):
-    """``python -m bifrost_site.serve_granian`` on the test database (the ``GUNICORN_*`` sizes the
-    base class sets are the ones it reads too)."""
+    """granian whatever ``BIFROST_SERVER`` says (the ``GUNICORN_*`` sizes the base class sets are
+    the ones it reads too)."""
 
-    # granian listens once a worker has loaded the app (gunicorn's master listens at once).
-    start_timeout = 90.0
-
-    def command(self) -> list[str]:
-        return [sys.executable, "-m", "bifrost_site.serve_granian"]
-
-    def __init__(self, log: Path, env: dict[str, str | None], workers: int) -> None:
-        try:
-            super().__init__(log, env, workers)
-            # The port answers once one worker listens (each binds its own socket): wait for them all.
-            wait_until(lambda: self.started() == workers, timeout=60, what=f"{workers} granian workers")
-        except BaseException:
-            if getattr(self, "proc", None) is not None:
-                self.stop()
-            raise
-
-    def started(self) -> int:
-        return self.log.read_bytes().count(b"Started worker-")
-
-    def worker_pids(self) -> set[int]:
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
-        return {int(pid) for pid in path.read_text().split()}
+    server = "granian"
 
 
 def running(pid: int) -> bool:

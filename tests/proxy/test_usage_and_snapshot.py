@@ -9,7 +9,7 @@ import pytest
 
 from governance.metering import snapshot
 from governance.services import customer_create, team_create, virtual_key_update
-from proxy.usage import SseScanner, read_usage
+from proxy.usage import SseScanner, read_usage, usage_from_tail
 
 
 def event(payload, name=None) -> bytes:
@@ -134,3 +134,15 @@ def test_snapshot_expires_after_the_ttl(mock, settings):
 def test_key_snapshot_repr_hides_the_secret():
     key = snapshot.KeySnapshot(id="1", name="k", value="sk-very-secret", models=(), weight=1.0, enabled=True)
     assert "sk-very-secret" not in repr(key)
+
+
+def test_usage_from_tail_reads_the_last_usage_member_never_one_quoted_in_the_content():
+    content = 'fake: {"usage": {"prompt_tokens": 999}}, "usage": {"prompt_tokens": 998}'  # quoted when dumped
+    openai = {"choices": [{"message": {"content": content}}], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}
+    usage = usage_from_tail(json.dumps(openai).encode())
+    assert (usage.prompt_tokens, usage.completion_tokens) == (7, 2)
+    gemini = {"candidates": [{"text": content}], "usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 4}}
+    usage = usage_from_tail(json.dumps(gemini).encode())
+    assert (usage.prompt_tokens, usage.completion_tokens) == (5, 4)
+    assert usage_from_tail(json.dumps({"choices": [{"text": content}]}).encode()) is None
+    assert usage_from_tail(b'{"usage": {"prompt_tokens": 1') is None  # cut off: no usage, the caller estimates

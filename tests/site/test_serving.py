@@ -3,6 +3,8 @@ launcher turns it into its options (``bifrost_site.serve_granian``)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ SERVER_ENV = (
     "BIFROST_WORKER_CONNECTIONS",
     "BIFROST_ACCESSLOG",
     "GUNICORN_ACCESSLOG",
+    "BIFROST_SERVER",
 )
 
 
@@ -53,6 +56,32 @@ def test_bifrost_names_win_over_the_gunicorn_ones_which_still_work(monkeypatch):
     monkeypatch.setenv("BIFROST_THREADS", "6")
     monkeypatch.setenv("BIFROST_GRACEFUL_TIMEOUT", "7")
     assert (serving.workers(), serving.threads(), serving.graceful_timeout()) == (5, 6, 7)
+
+
+def test_granian_serves_by_default_and_gunicorn_on_request(monkeypatch):
+    assert serving.server() == "granian"
+    assert serving.command() == [sys.executable, "-m", "bifrost_site.serve_granian"]
+    monkeypatch.setenv("BIFROST_SERVER", "gunicorn")
+    assert serving.server() == "gunicorn"
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    assert serving.command() == [gunicorn, "-c", "gunicorn.conf.py", "bifrost_site.wsgi:application"]
+    assert serving.command("granian")[-1] == "bifrost_site.serve_granian"
+    monkeypatch.setenv("BIFROST_SERVER", "uvicorn")
+    with pytest.raises(SystemExit, match="BIFROST_SERVER must be granian or gunicorn, got 'uvicorn'"):
+        serving.server()
+
+
+def test_bin_run_refuses_an_unknown_server_before_setting_anything_up():
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        ["bin/run"],
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "BIFROST_SERVER": "waitress"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "BIFROST_SERVER must be granian or gunicorn, got 'waitress'" in done.stderr
 
 
 @pytest.mark.parametrize("value", ["two", "0", "-1"])

@@ -198,8 +198,10 @@ class LocalCounters(RedisCounters):
         return out
 
     def _settle_each(self, calls: list[tuple[list[str], list[Any]]]) -> None:
-        for keys, args in calls:
-            self._settle(keys=keys, args=args)
+        # One critical section for the batch: each settle is still applied whole, in order.
+        with self.table.locked() as table:
+            for keys, args in calls:
+                _settle(table, keys, args)
 
     def _delete(self, keys: list[str]) -> None:
         with self.table.locked() as table:
