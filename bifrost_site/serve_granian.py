@@ -197,7 +197,9 @@ def build_server() -> GatewayServer:
         **where,
         interface=Interfaces.WSGI,
         workers=serving.workers(),
-        blocking_threads=serving.threads(),
+        # Requests run BIFROST_THREADS at once (the slots of bifrost_site.wsgi); the other threads
+        # let requests wait for their bodies without holding a slot (slow clients).
+        blocking_threads=serving.threads() + serving.waiting_threads(),
         blocking_threads_idle_timeout=IDLE_THREAD_SECONDS,
         # Connections a worker holds open (idle keep-alive ones included); past it the kernel's
         # backlog queues new ones. Cheap (no Python thread each), so far above the threads.

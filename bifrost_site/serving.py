@@ -4,8 +4,10 @@ address and the sizes, and the command that starts each (``bin/run``, the tests 
 
 - ``BIFROST_BIND`` sets the whole address (``host:port``, ``[v6]:port`` or ``unix:/path``); else
   ``PORT`` (8080) on 127.0.0.1 in embedded mode and on all interfaces in production mode;
-- ``BIFROST_WORKERS`` processes (one per core by default), each running requests on
-  ``BIFROST_THREADS`` threads (16); the older ``GUNICORN_WORKERS`` / ``GUNICORN_THREADS`` still work;
+- ``BIFROST_WORKERS`` processes (one per core by default), each running ``BIFROST_THREADS`` requests
+  at once (16); the older ``GUNICORN_WORKERS`` / ``GUNICORN_THREADS`` still work; under granian a
+  worker has ``BIFROST_WAITING_THREADS`` (240) more threads, on which requests wait for their
+  bodies before they take one of those slots;
 - ``BIFROST_GRACEFUL_TIMEOUT`` (or ``GUNICORN_GRACEFUL_TIMEOUT``, 30 s): after SIGTERM, how long a
   worker may finish its requests in flight and drain its usage queue before it is killed.
 
@@ -55,7 +57,15 @@ def workers() -> int:
 
 
 def threads() -> int:
+    """Requests a worker runs at once (gunicorn's threads; under granian the request slots of
+    ``bifrost_site.wsgi``)."""
     return _first_int(("BIFROST_THREADS", "GUNICORN_THREADS"), 16)
+
+
+def waiting_threads() -> int:
+    """granian: threads a worker has on top of ``threads()`` to wait for request bodies that arrive
+    slowly, so that a few hundred slow clients do not hold every thread that runs requests."""
+    return _first_int(("BIFROST_WAITING_THREADS",), 240)
 
 
 def graceful_timeout() -> int:

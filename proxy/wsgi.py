@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
@@ -58,7 +59,14 @@ def _read_body(environ: WSGIEnvironment) -> bytes:
     return data
 
 
-def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+_NO_SLOTS: AbstractContextManager[Any] = nullcontext()
+
+
+def application(
+    environ: WSGIEnvironment, start_response: StartResponse, slots: AbstractContextManager[Any] = _NO_SLOTS
+) -> Iterable[bytes]:
+    """``slots``: taken once the body is in, given back when the answer is ready to be relayed
+    (``bifrost_site.wsgi``, "Request slots")."""
     path = environ.get("PATH_INFO", "")
     found = find_route(path)
     client_format = found[0].api_format if found else ("gemini" if path.startswith("/genai/") else "openai")
@@ -70,7 +78,8 @@ def application(environ: WSGIEnvironment, start_response: StartResponse) -> Iter
         if environ.get("REQUEST_METHOD") != route.method:
             raise ProxyError(405, f"Method not allowed: use {route.method} {path}", headers={"Allow": route.method})
         raw = _read_body(environ) if route.method == "POST" else b""
-        reply = handler.handle(route, environ, raw, path_model, request_id)
+        with slots:
+            reply = handler.handle(route, environ, raw, path_model, request_id)
     except ProxyError as exc:
         reply = handler.error_reply(exc, client_format, request_id)
     except (OperationalError, InterfaceError) as exc:

@@ -11,7 +11,9 @@ Two workers on the test database, as the gunicorn gateways of ``conftest_enforce
 - SIGTERM with requests in flight: each finishes with 200, each has exactly one usage row, and the
   budget counter equals the ledger once the server has exited (the usage queue drained at exit);
 - the process environment is not part of the requests' WSGI environ (a ``HTTP_*`` variable would
-  otherwise pass for a client header and go upstream).
+  otherwise pass for a client header and go upstream);
+- clients sending their bodies a byte at a time wait on threads of their own: normal requests are
+  still answered; and no more than ``BIFROST_THREADS`` requests of a worker run at once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import signal
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -233,3 +236,34 @@ def test_sigterm_lets_requests_in_flight_finish_and_keeps_their_usage(fresh_gran
     )
     log = server.log.read_text()
     assert "Stopped worker-1" in log and "Stopped worker-2" in log and "Killing" not in log
+
+
+def test_slow_bodies_wait_on_threads_of_their_own_and_requests_run_at_most_threads_at_once(fresh_granian, mock):
+    server = fresh_granian(BIFROST_THREADS="2", BIFROST_WAITING_THREADS="16")
+    live = make_setup(mock.url)
+    port = int(server.url.rsplit(":", 1)[1])
+    slow = []
+    for _ in range(10):  # more than the 2 x 2 threads that run requests
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Authorization: Bearer {live.value}\r\nContent-Length: 500\r\n\r\n{{".encode()
+        )
+        slow.append(sock)
+    try:
+        time.sleep(0.5)  # every one of them is in a thread, waiting for the rest of its body
+        started = time.monotonic()
+        replies = [post(server.url, chat(), vk=live.value) for _ in range(4)]
+        assert [reply.status for reply in replies] == [200] * 4
+        assert time.monotonic() - started < 5
+
+        # Eight requests whose upstream takes 500 ms: at most 2 per worker run at once, so the
+        # busier worker (4 or more of them) needs two rounds at least.
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: post(server.url, chat("slow-500"), vk=live.value).status, range(8)))
+        assert statuses == [200] * 8
+        assert time.monotonic() - started >= 0.95
+    finally:
+        for sock in slow:
+            sock.close()
