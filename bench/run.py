@@ -201,16 +201,49 @@ def report(rounds: dict[tuple[str, str, int], list[loadgen.Result]], c: int, pee
             f"{k}: governance (budget + rate limit) adds p50 {added('governed', 'gateway', kind, 0.5):.3f} ms, "
             f"p99 {added('governed', 'gateway', kind, 0.99):.3f} ms over the plain gateway; c={c} "
             f"{median(rps('governed', kind)):.0f} req/s = {ratio('governed', 'gateway', kind):.2f}x the plain gateway, "
-            f"{ratio('governed', 'forwarder', kind):.2f}x the forwarder; server CPU {cpu('governed', kind):.0f} µs/req"
+            f"{ratio('governed', 'forwarder', kind):.2f}x the forwarder; "
+            f"server CPU {cpu('governed', kind):.0f} µs/req; "
+            f"governed adds p50 {added('governed', 'direct', kind, 0.5):.3f} ms over direct"
         )
         for peer in peer_names:
             print(
-                f"{k}: vs {peer}: c={c} gateway/{peer} throughput = {ratio('gateway', peer, kind):.2f}x "
+                f"{k}: vs {peer}: c={c} gateway/{peer} throughput = {ratio('gateway', peer, kind):.2f}x, "
+                f"governed/{peer} = {ratio('governed', peer, kind):.2f}x "
                 f"({peer} {median(rps(peer, kind)):.0f} req/s); c=1 p50 gateway/{peer} = "
                 f"{p50_ratio('gateway', peer, kind):.2f}x ({peer} {median(p(peer, kind, 0.5)):.3f} ms, "
                 f"added over direct {added(peer, 'direct', kind, 0.5):.3f} ms); server CPU per request "
                 f"{peer} {cpu(peer, kind):.0f} µs, gateway {cpu('gateway', kind):.0f} µs"
             )
+
+
+def print_targets(rounds: dict[tuple[str, str, int], list[loadgen.Result]], c: int, peer_names: list[str]) -> None:
+    """The performance targets, each with its median figure and whether it holds."""
+
+    def ratio(name: str, base: str, kind: str) -> float:
+        pairs = zip(rounds[(name, kind, c)], rounds[(base, kind, c)], strict=True)
+        return median([a.rps / b.rps if b.rps else float("nan") for a, b in pairs])
+
+    def added(kind: str) -> float:
+        pairs = zip(rounds[("governed", kind, 1)], rounds[("direct", kind, 1)], strict=True)
+        return median([a.pct(0.5) - b.pct(0.5) for a, b in pairs])
+
+    checks = [
+        ("governed JSON / forwarder", ratio("governed", "forwarder", "json"), 1.0),
+        ("governed SSE / forwarder", ratio("governed", "forwarder", "sse"), 0.9),
+        ("translated JSON / passthrough", ratio("translated", "gateway", "json"), 0.9),
+        ("translated SSE / passthrough", ratio("translated", "gateway", "sse"), 0.9),
+    ]
+    checks += [
+        (f"governed JSON / {peer}", ratio("governed", peer, "json"), {"litellm": 15.0}.get(peer, 3.0))
+        for peer in peer_names
+    ]
+    print("\ntargets (medians):")
+    for name, value, floor in checks:
+        print(f"  {name:32} {value:6.2f}x  (>= {floor:g}x: {'holds' if value >= floor else 'short'})")
+    ceiling = 0.5 if os.environ.get("DATABASE_URL") or os.environ.get("REDIS_URL") else 0.35
+    value = added("json")
+    verdict = "holds" if value <= ceiling else "short"
+    print(f"  {'governed JSON added p50, c=1':32} {value:6.3f} ms (<= {ceiling} ms: {verdict})")
 
 
 def main() -> None:
@@ -285,6 +318,7 @@ def main() -> None:
                             flush=True,
                         )
         report(rounds, args.concurrency, peer_names)
+        print_targets(rounds, args.concurrency, peer_names)
     finally:
         for peer in running_peers:
             peers.stop(peer)
