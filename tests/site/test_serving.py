@@ -28,6 +28,7 @@ SERVER_ENV = (
     "BIFROST_ACCESSLOG",
     "GUNICORN_ACCESSLOG",
     "BIFROST_SERVER",
+    "BIFROST_WAITING_THREADS",
 )
 
 
@@ -120,13 +121,16 @@ def test_granian_options_bound_what_a_client_may_hold(monkeypatch):
     server = serve_granian.build_server()
 
     assert (server.bind_addr, server.bind_port, server.listener) == ("127.0.0.1", 18080, "http://127.0.0.1:18080")
-    assert (server.workers, server.blocking_threads, server.backpressure) == (2, 8, 512)
+    # 8 request slots, and 240 threads more on which requests wait for their bodies.
+    assert (server.workers, server.blocking_threads, server.backpressure) == (2, 248, 512)
     assert server.http == HTTPModes.http1
     assert server.http1_settings is not None
     assert server.http1_settings.header_read_timeout == serving.KEEPALIVE_SECONDS * 1000
     assert server.http1_settings.max_buffer_size == 64 * 1024
     assert (server.workers_kill_timeout, server.graceful_timeout) == (20, 20)
     assert server.respawn_failed_workers and not server.log_access
+    monkeypatch.setenv("BIFROST_WAITING_THREADS", "10")
+    assert serve_granian.build_server().blocking_threads == 18
 
 
 def test_granian_access_log_on_stdout_or_in_a_file(monkeypatch, tmp_path):
