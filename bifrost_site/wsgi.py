@@ -5,19 +5,18 @@ function in ``proxy.wsgi``, which skips Django's per-request machinery on the ho
 else (admin, management API, consent flow, the MCP gateway's ``/mcp`` and ``/v1/mcp/*``) goes to
 Django's handler.
 
-**Request slots**: at most ``BIFROST_THREADS`` requests of a worker run at once, whatever the
-server's thread count. Under granian a worker has ``BIFROST_WAITING_THREADS`` more threads: a
-request's body is read first (a client sending it a byte at a time holds a thread, nothing else),
-then the request takes a slot, and gives it back when the app returns (a stream then relayed
-holds none). The slots bound what runs at once: CPU, and the database connections Django opens
-per thread. Under gunicorn the threads are the slots, so taking one never waits.
+**Request slots** (``bifrost_site.slots``): at most ``BIFROST_THREADS`` requests of a worker run at
+once, whatever the server's thread count. Under granian a worker has ``BIFROST_WAITING_THREADS``
+more threads: a request's body is read first (a client sending it a byte at a time holds a thread,
+nothing else), then the request takes a slot, and gives it back when the app returns (a stream
+then relayed holds none). The slots bound what runs at once, and how many threads keep a database
+connection. Under gunicorn the threads are the slots, so taking one never waits.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -33,10 +32,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bifrost_site.settings")
 
 django_application = get_wsgi_application()
 
+from bifrost_site.slots import Slots  # noqa: E402
 from proxy.wsgi import PREFIXES  # noqa: E402  (needs the settings configured above)
 from proxy.wsgi import application as proxy_application  # noqa: E402
 
-slots = threading.BoundedSemaphore(serving.threads())
+slots = Slots(serving.threads())
 
 # Under /v1/ but not inference: the MCP gateway's tool execution is a Django view.
 DJANGO_UNDER_V1 = "/v1/mcp/"
