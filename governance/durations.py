@@ -29,9 +29,10 @@ def parse_duration(text: str) -> tuple[int, str]:
             f"invalid duration {text!r}: use <number><unit> with unit s, m, h, d, w, M or Y (e.g. 30s, 1h, 1M)",
             code="invalid_duration",
         )
+    parsed = int(match.group(1)), match.group(2)
     if len(_parsed) < 10_000:  # every request's window reads its duration: parse each text once
-        _parsed[text] = (int(match.group(1)), match.group(2))
-    return int(match.group(1)), match.group(2)
+        _parsed[text] = parsed
+    return parsed
 
 
 _parsed: dict[str, tuple[int, str]] = {}

@@ -458,19 +458,35 @@ def _extra_fields_tail(data: bytes, extra: dict[str, Any]) -> tuple[int, bytes]:
     as its last member without copying the answer: ``(up to its closing brace, ',"extra_fields":
     {...}}')``. An answer that is not a JSON object, or that has an ``extra_fields`` member
     already, is sent as it came: ``(len(data), b"")``."""
-    end = len(data)
-    while end and data[end - 1] in b" \t\r\n":
-        end -= 1
-    if data[end - 1 : end] != b"}" or data[:1] != b"{":
+    brace = _closing_brace(data)
+    if brace < 0:
         return len(data), b""
     found = data.find(b'"extra_fields"')
     if found >= 0 and _EXTRA_FIELDS_MEMBER.search(data, max(found - 64, 0), found + 64):
         return len(data), b""
     # Megabytes of answer: the object has members, so the new one follows a comma.
-    return end - 1, b',"extra_fields":' + compact_json(extra).encode() + b"}"
+    return brace, _extra_member(extra)
 
 
 _EXTRA_FIELDS_MEMBER = re.compile(rb'[{,]\s*"extra_fields"\s*:')
+_JSON_SPACE = b" \t\r\n"
+
+
+def _closing_brace(data: bytes) -> int:
+    """The offset of the closing brace of an answer that reads as one JSON object (``{`` first and
+    ``}`` last, JSON whitespace aside), found without copying it; -1 for any other answer. UTF-8
+    only (json.loads also reads UTF-16/32, whose braces are not single bytes)."""
+    start, end = 0, len(data)
+    while start < end and data[start] in _JSON_SPACE:
+        start += 1
+    while end > start and data[end - 1] in _JSON_SPACE:
+        end -= 1
+    return end - 1 if end - start >= 2 and data[start] == 0x7B and data[end - 1] == 0x7D else -1
+
+
+def _extra_member(extra: dict[str, Any]) -> bytes:
+    """``extra_fields`` as the last member of an object that has others, with the closing brace."""
+    return b',"extra_fields":' + compact_json(extra).encode() + b"}"
 
 
 def _with_extra_fields(data: bytes, payload: dict[str, Any], extra: dict[str, Any]) -> bytes:
@@ -481,9 +497,8 @@ def _with_extra_fields(data: bytes, payload: dict[str, Any], extra: dict[str, An
     embedding is thousands of floats) costs no re-encoding.
     """
     if payload and "extra_fields" not in payload:
-        end = data.rstrip()
-        # UTF-8 only (json.loads also reads UTF-16/32, whose braces are not single bytes).
-        if end.endswith(b"}") and data.lstrip()[:1] == b"{":
-            return end[:-1] + b',"extra_fields":' + compact_json(extra).encode() + b"}"
+        brace = _closing_brace(data)
+        if brace >= 0:
+            return data[:brace] + _extra_member(extra)
     payload["extra_fields"] = extra
     return compact_json(payload).encode()

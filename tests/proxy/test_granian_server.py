@@ -241,10 +241,9 @@ def test_sigterm_lets_requests_in_flight_finish_and_keeps_their_usage(fresh_gran
 def test_slow_bodies_wait_on_threads_of_their_own_and_requests_run_at_most_threads_at_once(fresh_granian, mock):
     server = fresh_granian(BIFROST_THREADS="2", BIFROST_WAITING_THREADS="16")
     live = make_setup(mock.url)
-    port = int(server.url.rsplit(":", 1)[1])
     slow = []
     for _ in range(10):  # more than the 2 x 2 threads that run requests
-        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         sock.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             + f"Authorization: Bearer {live.value}\r\nContent-Length: 500\r\n\r\n{{".encode()

@@ -101,15 +101,18 @@ class Table:
             offset = HEADER_SIZE + ((start + step) % self.slots) * SLOT.size
             slot = SLOT.unpack_from(self.buf, offset)
             if slot[0] == key:
-                if len(self.where) > WHERE_MAX:
-                    self.where.clear()
-                self.where[key] = offset
+                self._remember(key, offset)
                 return offset, slot
             if free < 0 and (slot[0] == EMPTY or slot[6] <= now_ms):
                 free = offset
             if slot[0] == EMPTY:
                 break
         return free, None
+
+    def _remember(self, key: bytes, offset: int) -> None:
+        if len(self.where) >= WHERE_MAX:
+            self.where.clear()
+        self.where[key] = offset
 
     def get(self, key: bytes, now_ms: int) -> Record | None:
         _, slot = self._find(key, now_ms)
@@ -130,7 +133,7 @@ class Table:
             record.watermark,
             record.expiry,
         )
-        self.where[key] = offset
+        self._remember(key, offset)
 
     def delete(self, key: bytes) -> None:
         offset, slot = self._find(key, 0)
