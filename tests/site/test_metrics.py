@@ -334,11 +334,18 @@ def test_two_workers_summed_after_openai_sdk_traffic(gateways, mock, providers, 
         limited_client.chat.completions.create(model="openai/gpt-4o-mini", messages=MESSAGES, max_tokens=4)
 
     mine = {"virtual_key_name": "metrics-live", "model": "gpt-4o-mini"}
+    limited_labels = {"virtual_key_id": str(limited.pk), "virtual_key_name": "metrics-live-limited"}
+    refusal = {"type": "request_limited", "level": "virtual_key", **limited_labels}
 
     def scraped() -> dict | None:
         text = urllib3.request("GET", f"{gateway.url}/metrics", timeout=10).data.decode()
         samples = parse(text)
-        done = total(samples, "bifrost_success_requests_total", virtual_key_name="metrics-live") == count + 8
+        # Each worker drains its figures once a second: wait for the last request's (the refusal,
+        # perhaps in the other worker) as well as the rest.
+        done = (
+            total(samples, "bifrost_success_requests_total", virtual_key_name="metrics-live") == count + 8
+            and total(samples, "bifrost_governance_refusals_total", **refusal) >= 1
+        )
         return samples if done else None
 
     samples = wait_for(scraped, timeout=15, interval=0.3)
@@ -352,8 +359,6 @@ def test_two_workers_summed_after_openai_sdk_traffic(gateways, mock, providers, 
     assert total(samples, "bifrost_input_tokens_total", **mine) == count * PROMPT_TOKENS
     assert total(samples, "bifrost_output_tokens_total", **mine) == count * 4
     assert total(samples, "bifrost_stream_first_token_latency_seconds_count", **mine) == count // 3
-    limited_labels = {"virtual_key_id": str(limited.pk), "virtual_key_name": "metrics-live-limited"}
-    refusal = {"type": "request_limited", "level": "virtual_key", **limited_labels}
     assert total(samples, "bifrost_governance_refusals_total", **refusal) == 1
     assert total(samples, "bifrost_governance_limit_refusals_total", level="virtual_key", kind="rate_limit") == 1
     backend = primary_counters().name
