@@ -158,13 +158,12 @@ def _init(table: Table, keys: list[str], args: list[Any]) -> int:
 
 
 class _Script:
-    """Callable like a registered Lua script: ``script(keys=..., args=...)`` (no pipelines here:
-    ``client`` is accepted for the same signature and never given)."""
+    """Callable like a registered Lua script: ``script(keys=..., args=...)``."""
 
     def __init__(self, table: SharedTable, operation: Callable[[Table, list[str], list[Any]], Any]) -> None:
         self.table, self.operation = table, operation
 
-    def __call__(self, *, keys: list[str], args: list[Any], client: Any = None) -> Any:
+    def __call__(self, *, keys: list[str], args: list[Any]) -> Any:
         with self.table.locked() as table:
             return self.operation(table, keys, args)
 
@@ -179,7 +178,6 @@ class LocalCounters(RedisCounters):
         # Not RedisCounters.__init__: it would build a Redis client. The scripts are local calls.
         self.table = SharedTable(path)
         self._admit = _Script(self.table, _admit)
-        self._settle = _Script(self.table, _settle)
         self._init = _Script(self.table, _init)
         self._lock = threading.Lock()
         self._down_until = None

@@ -56,6 +56,7 @@ from governance.metering.counters.base import (
     units_to_dollars,
 )
 from governance.metering.counters.database import database_reservations
+from governance.metering.counters.redis_calls import RedisCalls
 from governance.metering.counters.rows import FIELDS, counter_state, lock_rows, row_key
 from governance.models import UsageRecord
 
@@ -81,6 +82,24 @@ def counter_key(counter: Counter) -> str:
     )
 
 
+_fixed: dict[tuple, tuple[str, str, int, int]] = {}
+
+
+def fixed_parts(counter: Counter) -> tuple[str, str, int, int]:
+    """``(key, kind code, limit in units, window length ms)``: the parts of a counter's script
+    arguments that do not depend on the request, worked out once per configured limit (every
+    governed request needs them, for the few limits there are)."""
+    ident = (counter.kind, counter.spec_id, counter.duration, counter.calendar_aligned, counter.limit)
+    found = _fixed.get(ident)
+    if found is None:
+        if len(_fixed) > 65536:
+            _fixed.clear()
+        limit = limit_units(counter.limit) if counter.kind == BUDGET else int(counter.limit)
+        length = duration_seconds(counter.duration) * 1000
+        found = _fixed[ident] = (counter_key(counter), _KIND_CODE[counter.kind], limit, length)
+    return found
+
+
 def lease_key(owner: str) -> str:
     return LEASE_PREFIX + owner
 
@@ -94,7 +113,7 @@ def from_ms(ms: int | str) -> datetime:
 
 
 def units(counter: Counter, amount: Decimal | int) -> int:
-    return dollars_to_units(Decimal(amount)) if counter.kind == BUDGET else int(amount)
+    return dollars_to_units(amount) if counter.kind == BUDGET else int(amount)
 
 
 def from_units(counter: Counter, value: int | str) -> Decimal | int:
@@ -103,7 +122,7 @@ def from_units(counter: Counter, value: int | str) -> Decimal | int:
 
 def window_args(counter: Counter, now: datetime) -> list[int]:
     """Window length ms, calendar start ms, calendar end ms (0, 0 when not calendar-aligned)."""
-    length = duration_seconds(counter.duration) * 1000
+    length = fixed_parts(counter)[3]
     if not counter.calendar_aligned:
         return [length, 0, 0]
     start = calendar_window_start(counter.duration, now)
@@ -111,10 +130,9 @@ def window_args(counter: Counter, now: datetime) -> list[int]:
 
 
 class Script(Protocol):
-    """A registered Lua script (or the local backend's stand-in): ``script(keys=..., args=...)``,
-    run in a pipeline with ``client=pipe``."""
+    """A registered Lua script (or the local backend's stand-in): ``script(keys=..., args=...)``."""
 
-    def __call__(self, *, keys: list[str], args: list[Any], client: Any = None) -> Any: ...
+    def __call__(self, *, keys: list[str], args: list[Any]) -> Any: ...
 
 
 class RedisCounters:
@@ -127,10 +145,11 @@ class RedisCounters:
         self.client = redis.Redis.from_url(
             url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=SOCKET_TIMEOUT, decode_responses=True
         )
-        self._admit: Script = self.client.register_script(lua.ADMIT)
-        self._settle: Script = self.client.register_script(lua.SETTLE)
+        self._admit_lua = self.client.register_script(lua.ADMIT)
+        self._settle_lua = self.client.register_script(lua.SETTLE)
         self._init: Script = self.client.register_script(lua.INIT)
         self._drop_owner = self.client.register_script(lua.DROP_OWNER)
+        self._calls = RedisCalls(self.client)  # the admit and settle calls, on every governed request
         self._lock = threading.Lock()
         self._down_until: float | None = None  # monotonic time before which we do not retry
 
@@ -175,15 +194,17 @@ class RedisCounters:
         now: datetime,
         lease: leases.PendingLease | None = None,
     ) -> Admission | list[Violation]:
-        keys = [EPOCH_KEY, lease_key(lease.owner if lease else ""), OWNERS_KEY] + [counter_key(c) for c in counters]
+        keys = [EPOCH_KEY, lease_key(lease.owner if lease else ""), OWNERS_KEY]
         args: list[Any] = [to_ms(now), KEEP_MS]
         if lease is None:
             args += ["", "", 0, -1]
         else:
             args += [lease.key, lease.payload, lease.until_ms, lease.slot]
         for counter in counters:
-            limit = limit_units(counter.limit) if counter.kind == BUDGET else int(counter.limit)
-            args += [_KIND_CODE[counter.kind], limit, units(counter, counter.reserve), *window_args(counter, now)]
+            key, code, limit, length = fixed_parts(counter)
+            keys.append(key)
+            window = window_args(counter, now) if counter.calendar_aligned else (length, 0, 0)
+            args += [code, limit, units(counter, counter.reserve), *window]
         for _ in range(3):
             config, (tag, payload) = self._call(lambda: self._admit_and_config(keys, args))
             if tag == "missing":
@@ -217,7 +238,7 @@ class RedisCounters:
     def _admit_and_config(self, keys: list[str], args: list[Any]) -> tuple[str | None, Any]:
         """The admit script's reply and the configuration generation (``governance.metering.freshness``),
         which the script reads in the one round trip the admit makes anyway (``KEYS[4]``)."""
-        tag, payload, config = self._admit(keys=[*keys[:3], freshness.REDIS_KEY, *keys[3:]], args=args)
+        tag, payload, config = self._calls.script(self._admit_lua, [*keys[:3], freshness.REDIS_KEY, *keys[3:]], args)
         return config, (tag, payload)
 
     def _rebuild(self, counters: list[Counter], now: datetime) -> None:
@@ -303,8 +324,10 @@ class RedisCounters:
                 # hot copy (a rebuild leaves it out), so the script treats the counter as rebuilt
                 # and lets the watermark decide whether the actual amount is already in it.
                 generation, anchor, reserved = "", 0, 0
-            keys.append(counter_key(counter))
-            args += [generation, anchor, reserved, units(counter, actual), *window_args(counter, now)]
+            key, _, _, length = fixed_parts(counter)
+            keys.append(key)
+            window = window_args(counter, now) if counter.calendar_aligned else (length, 0, 0)
+            args += [generation, anchor, reserved, units(counter, actual), *window]
         return keys, args
 
     # --- reads and maintenance ---------------------------------------------------------------------
@@ -363,10 +386,7 @@ class RedisCounters:
     def _settle_each(self, calls: list[tuple[list[str], list[Any]]]) -> None:
         # One pipeline: a batch of settles costs one round trip (and one reply parse) instead of
         # one per request. Each script still runs atomically on its own counters.
-        pipe = self.client.pipeline(transaction=False)
-        for keys, args in calls:
-            self._settle(keys=keys, args=args, client=pipe)
-        pipe.execute()
+        self._calls.scripts(self._settle_lua, calls)
 
     def _delete(self, keys: list[str]) -> None:
         self.client.delete(*keys)
