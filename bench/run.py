@@ -3,11 +3,12 @@
 Usage: ``.venv/bin/python -m bench.run [--rounds 3] [--seconds 3] [--c1-seconds 2] [--concurrency 32]
 [--peers litellm,portkey] [--server granian|gunicorn]``
 
-Starts the mock upstream, ``bench/forwarder.py`` (always under the project's ``gunicorn.conf.py``:
-the yardstick) and the gateway (under the server ``--server`` names, as ``bin/run`` starts it; on
-a fresh embedded SQLite database in a temporary directory, or on ``DATABASE_URL``/``REDIS_URL``
-when set), then measures JSON and SSE chat completions at c=1 (added p50/p99 latency over direct)
-and c=N (requests/s), in interleaved rounds, and prints the medians of the ratios. The gateway
+Starts the mock upstream, ``bench/forwarder.py`` (always under the project's ``gunicorn.conf.py``
+with one worker per core and 16 threads: the yardstick) and the gateway (under the server
+``--server`` names, as ``bin/run`` starts it; on a fresh embedded SQLite database in a temporary
+directory, or on ``DATABASE_URL``/``REDIS_URL`` when set), then measures JSON and SSE chat
+completions at c=1 (added p50/p99 latency over direct) and c=N (requests/s), in interleaved
+rounds, and prints the medians of the ratios. The gateway
 request carries a virtual key and goes through the full hot path: VK check, weighted routing, key
 choice, usage extraction, ``extra_fields``, the ledger write. The ``translated``
 target is the same OpenAI-format request for an Anthropic-type provider on the same mock: the
@@ -37,6 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 GUNICORN = str(Path(PYTHON).with_name("gunicorn"))
 HOST = "127.0.0.1"
+# The yardstick's server settings stay those it was first measured with (one worker per core, 16
+# threads each), whatever the gateway's own defaults become.
+FORWARDER_SIZES = {"BIFROST_WORKERS": str(os.cpu_count() or 1), "BIFROST_THREADS": "16"}
 
 
 SETUP = """
@@ -266,7 +270,7 @@ def main() -> None:
         procs.append(
             start(
                 [GUNICORN, "-c", "gunicorn.conf.py", "bench.forwarder:application"],
-                {**base_env, "BIFROST_BIND": f"{HOST}:{fwd_port}", "BENCH_UPSTREAM": upstream},
+                {**base_env, **FORWARDER_SIZES, "BIFROST_BIND": f"{HOST}:{fwd_port}", "BENCH_UPSTREAM": upstream},
                 fwd_port,
             )
         )

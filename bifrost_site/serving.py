@@ -4,7 +4,7 @@ address and the sizes, and the command that starts each (``bin/run``, the tests 
 
 - ``BIFROST_BIND`` sets the whole address (``host:port``, ``[v6]:port`` or ``unix:/path``); else
   ``PORT`` (8080) on 127.0.0.1 in embedded mode and on all interfaces in production mode;
-- ``BIFROST_WORKERS`` processes (one per core by default), each running ``BIFROST_THREADS`` requests
+- ``BIFROST_WORKERS`` processes (one per core, plus one, by default), each running ``BIFROST_THREADS`` requests
   at once (16); the older ``GUNICORN_WORKERS`` / ``GUNICORN_THREADS`` still work; under granian a
   worker has ``BIFROST_WAITING_THREADS`` (240) more threads, on which requests wait for their
   bodies before they take one of those slots;
@@ -53,7 +53,10 @@ def _first_int(names: tuple[str, ...], default: int) -> int:
 
 
 def workers() -> int:
-    return _first_int(("BIFROST_WORKERS", "GUNICORN_WORKERS"), multiprocessing.cpu_count())
+    # One more than the cores: a worker's threads share one GIL, and while they pass it between
+    # them (after every socket wait) its core would otherwise idle. Measured on 2 cores, 3
+    # workers against 2: +13 % governed and +9 % plain req/s embedded, +6 % / +2 % production.
+    return _first_int(("BIFROST_WORKERS", "GUNICORN_WORKERS"), multiprocessing.cpu_count() + 1)
 
 
 def threads() -> int:

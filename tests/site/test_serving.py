@@ -48,6 +48,11 @@ def test_embedded_mode_listens_on_this_machine_and_production_mode_on_all_interf
     assert serving.bind() == "10.0.0.5:7000"
 
 
+def test_by_default_a_worker_per_core_and_one_more_each_running_16_requests(monkeypatch):
+    monkeypatch.setattr(serving.multiprocessing, "cpu_count", lambda: 2)
+    assert (serving.workers(), serving.threads(), serving.waiting_threads()) == (3, 16, 240)
+
+
 def test_bifrost_names_win_over_the_gunicorn_ones_which_still_work(monkeypatch):
     monkeypatch.setenv("GUNICORN_WORKERS", "3")
     monkeypatch.setenv("GUNICORN_THREADS", "4")
