@@ -187,8 +187,10 @@ def _record_batch(
             for index, charge in enumerate(charges)
             if _holds_db_lease(charge.admission) and charge.admission.lease.db_id not in owned
         }
+        # Parsed once: the insert, its RETURNING and the lookup below all take the UUID.
+        request_ids = [uuid.UUID(str(charge.admission.request_id)) for charge in charges]
         records = [
-            _row(charge, charge.entry, now)
+            _row(charge, charge.entry, now, request_ids[index])
             for index, charge in enumerate(charges)
             if charge.entry is not None and index not in gone
         ]
@@ -202,7 +204,7 @@ def _record_batch(
             release = admission.backend == "database"
             charged, record_id = index not in gone, None
             if charged and charge.entry is not None:
-                record_id = inserted.get(uuid.UUID(str(admission.request_id)))
+                record_id = inserted.get(request_ids[index])
                 charged = record_id is not None
             if charged:
                 if apply:
@@ -263,12 +265,12 @@ def _settled_elsewhere(charge: Charge, found: tuple | None, lease_gone: bool) ->
     return Recorded(False, record_id, None) if lease_gone else None
 
 
-def _row(charge: Charge, entry: LedgerEntry, now: datetime) -> dict[str, Any]:
+def _row(charge: Charge, entry: LedgerEntry, now: datetime, request_id: uuid.UUID) -> dict[str, Any]:
     """The UsageRecord's field values (``entry`` is the charge's)."""
     fields = {name: getattr(entry, name) for name in entry.__slots__}  # asdict deep-copies: slow
     fields["created_at"] = fields["created_at"] or now
     fields.update(
-        request_id=charge.admission.request_id,
+        request_id=request_id,
         cost=charge.cost,
         total_tokens=charge.total_tokens,
         upstream_reached=charge.upstream_reached,

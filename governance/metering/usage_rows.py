@@ -138,7 +138,7 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
         )
         with cursor:
             cursor.execute(sql, params)
-            inserted = {uuid.UUID(str(rid)): pk for pk, rid in cursor.fetchall()}
+            inserted = {_uuid(rid): pk for pk, rid in cursor.fetchall()}
     else:
         # SQLite: multi-row statements, so that RETURNING says which rows were new (executemany
         # cannot return rows), of at most SQLITE_ROWS rows (SQLite binds at most 32,766 values).
@@ -148,7 +148,7 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
                 part = rows[at : at + SQLITE_ROWS]
                 sql = f"{st.head} VALUES {', '.join([st.one] * len(part))} {st.suffix} {st.returning}"
                 cursor.execute(sql, [value for row in part for value in st.adapt(row)])
-                inserted.update((uuid.UUID(str(request_id)), pk) for pk, request_id in cursor.fetchall())
+                inserted.update((_uuid(request_id), pk) for pk, request_id in cursor.fetchall())
     new = rows if len(inserted) == len(rows) else [row for row in rows if _uuid(row["request_id"]) in inserted]
     rollups.add(new)
     return inserted if returning else {}
