@@ -27,9 +27,7 @@ import mmap
 import os
 import struct
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from governance.metering.sqlite_lock import thread_descriptor
 
@@ -56,6 +54,8 @@ class Record:
     epoch: int
     watermark: int
     expiry: int
+    # Where ``Table.get`` found it, so ``put`` writes it back there without a search; not its value.
+    offset: int = field(default=-1, compare=False, repr=False)
 
 
 def key_digest(name: str) -> bytes:
@@ -115,11 +115,15 @@ class Table:
         self.where[key] = offset
 
     def get(self, key: bytes, now_ms: int) -> Record | None:
-        _, slot = self._find(key, now_ms)
-        return Record(*slot[1:]) if slot is not None and slot[6] > now_ms else None
+        offset, slot = self._find(key, now_ms)
+        if slot is None or slot[6] <= now_ms:
+            return None
+        return Record(slot[1], slot[2], slot[3], slot[4], slot[5], slot[6], offset)
 
     def put(self, key: bytes, record: Record, now_ms: int) -> None:
-        offset, _ = self._find(key, now_ms)
+        offset = record.offset
+        if offset < 0 or self.buf[offset : offset + len(key)] != key:
+            offset, _ = self._find(key, now_ms)
         if offset < 0:
             raise StoreError("the counter table is full")
         SLOT.pack_into(
@@ -193,34 +197,45 @@ class SharedTable:
     def _lock_fd(self, path: str) -> int:
         return thread_descriptor(self._local, path, os.O_RDWR)
 
-    @contextmanager
-    def locked(self) -> Iterator[Table]:
-        """Exclusive use of the table for one operation."""
+    def locked(self) -> Locked:
+        """Exclusive use of the table for one operation: ``with shared.locked() as table:``."""
+        return Locked(self)
+
+
+class Locked:
+    """``SharedTable.locked``: a class rather than a ``contextmanager`` generator, whose own
+    machinery cost more than the lock on a path that takes it for every governed request."""
+
+    __slots__ = ("shared", "lock", "fd")
+
+    def __init__(self, shared: SharedTable) -> None:
+        self.shared = shared
+        self.fd = -1
+
+    def __enter__(self) -> Table:
+        shared = self.shared
         try:
-            buf = self._map()
-            if self.path is None:
-                lock = self._private_lock
-                lock.acquire()
-            else:
-                fd = self._lock_fd(self.path)
-                # The process's threads queue on a lock of their own first: a released flock
-                # wakes every waiter in the kernel, and with dozens of threads waiting each
-                # release cost them all a wake-up and a lost race (governed req/s +15-25 %).
-                self._private_lock.acquire()
+            buf = shared._map()
+            # The process's threads queue on a lock of their own first: a released flock wakes
+            # every waiter in the kernel, and with dozens of threads waiting each release cost
+            # them all a wake-up and a lost race (governed req/s +15-25 %).
+            self.lock = lock = shared._private_lock
+            lock.acquire()
+            if shared.path is not None:
                 try:
+                    fd = shared._lock_fd(shared.path)
                     fcntl.flock(fd, fcntl.LOCK_EX)
                 except BaseException:
-                    self._private_lock.release()
+                    lock.release()
                     raise
+                self.fd = fd
         except (OSError, ValueError) as exc:
             raise StoreError(f"counter table unusable: {type(exc).__name__}") from exc
+        return Table(buf, shared.slots, shared._where)
+
+    def __exit__(self, *exc_info: object) -> None:
         try:
-            yield Table(buf, self.slots, self._where)
+            if self.fd >= 0:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
-            if self.path is None:
-                lock.release()
-            else:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                finally:
-                    self._private_lock.release()
+            self.lock.release()
