@@ -36,6 +36,7 @@ keep-alive requests, holds no Python thread, so slow or idle clients do not stop
 from __future__ import annotations
 
 import copy
+import logging
 import multiprocessing
 import os
 import signal
@@ -216,11 +217,36 @@ def build_server() -> GatewayServer:
     )
 
 
+# granian's advice at start when a worker count is above the cores, or a worker may run more than
+# 2 x cores + 1 Python threads. Both hold for this gateway's defaults, which were measured
+# (serving.workers: one worker more than the cores; serving.waiting_threads: threads on which slow
+# bodies wait, README "Server: granian or gunicorn"), so a new user is not told to undo them.
+DEFAULT_SIZE_ADVICE = {
+    "Configured number of workers appears to be higher": serving.WORKERS_VARIABLES,
+    "Configuration allows spawning up to": serving.THREADS_VARIABLES,
+}
+
+
+class DefaultSizeAdvice(logging.Filter):
+    """Drops granian's advice about a size the operator left at the gateway's measured default;
+    sizes the operator set still get it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        for start, variables in DEFAULT_SIZE_ADVICE.items():
+            if message.startswith(start):
+                return serving.set_by_operator(variables)
+        return True
+
+
 def main() -> None:
     # The workers inherit the master's state by fork (the metric directory's variable, their
     # number); granian would use "spawn" where fork is not the default (Python 3.14).
     multiprocessing.set_start_method("fork", force=True)
-    server = build_server()
+    server = build_server()  # granian's logging is configured here; its advice comes in serve()
+    from granian.log import logger
+
+    logger.addFilter(DefaultSizeAdvice())
     server.serve(target_loader=server.load_gateway)
 
 

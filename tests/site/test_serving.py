@@ -3,6 +3,7 @@ launcher turns it into its options (``bifrost_site.serve_granian``)."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,22 @@ def test_embedded_mode_listens_on_this_machine_and_production_mode_on_all_interf
 def test_by_default_a_worker_per_core_and_one_more_each_running_16_requests(monkeypatch):
     monkeypatch.setattr(serving.multiprocessing, "cpu_count", lambda: 2)
     assert (serving.workers(), serving.threads(), serving.waiting_threads()) == (3, 16, 240)
+
+
+def test_granian_advice_against_the_default_sizes_is_dropped_and_kept_for_sizes_set(monkeypatch):
+    advice = serve_granian.DefaultSizeAdvice()
+
+    def shown(message: str) -> bool:
+        return advice.filter(logging.LogRecord("_granian", logging.WARNING, __file__, 1, message, None, None))
+
+    workers = "Configured number of workers appears to be higher than the amount of CPU cores available."
+    threads = "Configuration allows spawning up to 256 Python threads, which seems quite high"
+    assert not shown(workers) and not shown(threads)
+    assert shown("Workers respawn is configured, but the net.ipv4.tcp_migrate_req sysctl is not enabled")
+    monkeypatch.setenv("BIFROST_WORKERS", "8")
+    assert shown(workers) and not shown(threads)
+    monkeypatch.setenv("BIFROST_WAITING_THREADS", "500")
+    assert shown(threads)
 
 
 def test_bifrost_names_win_over_the_gunicorn_ones_which_still_work(monkeypatch):
