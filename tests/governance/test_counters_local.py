@@ -31,7 +31,7 @@ from governance.metering.counters.base import REQUESTS, Counter
 from governance.metering.counters.local_backend import _admit as admit_script
 from governance.metering.counters.local_backend import _Script
 from governance.metering.counters.local_store import MAGIC, Record, SharedTable, StoreError, key_digest
-from governance.metering.counters.redis_backend import counter_key, window_args
+from governance.metering.counters.redis_backend import counter_key, fixed_parts, window_args
 from governance.metering.enforcement import Admission
 from governance.models import Budget
 from tests.governance.conftest_counters import T0, admit, anchor_windows, ledger_total, path_specs, settle
@@ -92,7 +92,7 @@ def test_processes_sharing_the_file_admit_exactly_the_limit(tmp_path):
     key = counter_key(counter)
     now = 1_900_000_000_000
     # now, keep, no lease (request id, payload, registration, slot), then the counter.
-    args = [now, 1000, "", "", 0, -1, "r", 50, 1, *window_args(counter, T0)]
+    args = [now, 1000, "", "", 0, -1, "r", 50, 1, *window_args(counter, fixed_parts(counter)[3], T0)]
     with SharedTable(path).locked() as t:
         t.put(key_digest(key), Record(0, now, 1, 0, 0, expiry=now + 10**7), now_ms=0)
     children = []

@@ -120,9 +120,9 @@ def from_units(counter: Counter, value: int | str) -> Decimal | int:
     return units_to_dollars(int(value)) if counter.kind == BUDGET else int(value)
 
 
-def window_args(counter: Counter, now: datetime) -> list[int]:
-    """Window length ms, calendar start ms, calendar end ms (0, 0 when not calendar-aligned)."""
-    length = fixed_parts(counter)[3]
+def window_args(counter: Counter, length: int, now: datetime) -> list[int]:
+    """Window length ms (``length``, from ``fixed_parts``), calendar start ms, calendar end ms (0, 0
+    when not calendar-aligned)."""
     if not counter.calendar_aligned:
         return [length, 0, 0]
     start = calendar_window_start(counter.duration, now)
@@ -203,8 +203,7 @@ class RedisCounters:
         for counter in counters:
             key, code, limit, length = fixed_parts(counter)
             keys.append(key)
-            window = window_args(counter, now) if counter.calendar_aligned else (length, 0, 0)
-            args += [code, limit, units(counter, counter.reserve), *window]
+            args += [code, limit, units(counter, counter.reserve), *window_args(counter, length, now)]
         for _ in range(3):
             config, (tag, payload) = self._call(lambda: self._admit_and_config(keys, args))
             if tag == "missing":
@@ -326,8 +325,7 @@ class RedisCounters:
                 generation, anchor, reserved = "", 0, 0
             key, _, _, length = fixed_parts(counter)
             keys.append(key)
-            window = window_args(counter, now) if counter.calendar_aligned else (length, 0, 0)
-            args += [generation, anchor, reserved, units(counter, actual), *window]
+            args += [generation, anchor, reserved, units(counter, actual), *window_args(counter, length, now)]
         return keys, args
 
     # --- reads and maintenance ---------------------------------------------------------------------
