@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from governance.admin.common import format_when
-from governance.dashboard.entity import spend_context
 from governance.models import UsageRecord, VirtualKey
 
 REFUSAL_DAYS = 30
@@ -62,8 +60,3 @@ def activity(vk: VirtualKey) -> str:
         records=usage_records_url(vk),
         dashboard=dashboard_url(vk),
     )
-
-
-def spend_panel(vk: VirtualKey) -> str:
-    """The key's spend per day over the last 30 days, with its totals."""
-    return render_to_string("admin/governance/virtualkey/spend_panel.html", spend_context(vk, "virtual_key"))

@@ -48,7 +48,8 @@ from governance.admin.common import (
 from governance.admin.inlines import BudgetInline, LimitsOwnerAdminMixin, RateLimitInline, live_forms, record_changes
 from governance.admin.mcp import tools_summary
 from governance.admin.secrets import one_time_secret_view
-from governance.admin.virtual_key_activity import activity, spend_panel
+from governance.admin.virtual_key_activity import activity
+from governance.dashboard.entity import UsagePanelMixin
 from governance.forms import McpConfigInlineForm, ProviderConfigInlineForm, VirtualKeyAdminForm
 from governance.mcp_upstream import Discovery
 from governance.models import Budget, McpClient, ProviderConfig, ProviderKey, VirtualKey, VirtualKeyMcpConfig
@@ -118,7 +119,8 @@ class McpConfigInline(admin.TabularInline):
 
 
 @admin.register(VirtualKey)
-class VirtualKeyAdmin(LimitsOwnerAdminMixin[VirtualKey], GovernanceModelAdmin[VirtualKey]):
+class VirtualKeyAdmin(UsagePanelMixin[VirtualKey], LimitsOwnerAdminMixin[VirtualKey], GovernanceModelAdmin[VirtualKey]):
+    usage_field = "virtual_key"
     form = VirtualKeyAdminForm
     change_form_template = "admin/governance/virtualkey/change_form.html"
     list_display = [
@@ -283,15 +285,6 @@ class VirtualKeyAdmin(LimitsOwnerAdminMixin[VirtualKey], GovernanceModelAdmin[Vi
             extra_context["provider_add_url"] = reverse("admin:governance_provider_add")
             extra_context["provider_key_add_url"] = reverse("admin:governance_providerkey_add")
         return super().changeform_view(request, object_id, form_url, extra_context)
-
-    def change_view(
-        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
-    ) -> HttpResponse:
-        extra_context = dict(extra_context or {})
-        vk = self.get_object(request, unquote(object_id))
-        if vk is not None:
-            extra_context["spend_panel"] = spend_panel(vk)
-        return super().change_view(request, object_id, form_url, extra_context)
 
     @admin.display(description="can call")
     def provider_reach(self, vk: VirtualKey) -> str:

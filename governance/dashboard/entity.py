@@ -1,17 +1,17 @@
-"""Spend chart and live budget state on the admin change pages of VKs, teams and customers."""
+"""The spend panel on the admin change pages of VKs, teams and customers: totals and a chart of
+the last 30 days. Budgets are not repeated here: each page's budget rows show their live use."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
+from django.contrib.admin.utils import unquote
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from governance.dashboard import charts, reports
-from governance.dashboard.views import budget_bar
-from governance.metering.live import live_usage
 from governance.models import Customer, Team, VirtualKey
 from governance.usage_stats import UsageFilter
 
@@ -30,7 +30,7 @@ else:
 
 def spend_context(obj: PanelOwner, field: str) -> dict[str, Any]:
     """``obj``'s spend over the last ``DAYS`` days: totals and a chart per day (``field`` names
-    its ledger column); what both change-page panels show."""
+    its ledger column)."""
     today = timezone.now().date()
     days = [today - timedelta(days=n) for n in range(DAYS - 1, -1, -1)]
     mine = UsageFilter(start=datetime.combine(days[0], time.min, tzinfo=UTC))
@@ -48,16 +48,14 @@ def spend_context(obj: PanelOwner, field: str) -> dict[str, Any]:
     }
 
 
-def usage_panel(obj: PanelOwner, field: str) -> str:
-    """HTML for the last 30 days of ``obj``'s spend and its budgets' current windows."""
-    budgets = list(obj.budgets.all())
-    live = live_usage(budgets, [])
-    bars = [budget_bar(budget, live[("budget", budget.pk)]) for budget in budgets]
-    return render_to_string("governance/usage_panel.html", {**spend_context(obj, field), "budget_bars": bars})
+def spend_panel(obj: PanelOwner, field: str) -> str:
+    """HTML for the last ``DAYS`` days of ``obj``'s spend (``field`` names its ledger column)."""
+    noun = {"virtual_key": "key", "team": "team", "customer": "customer"}[field]
+    return render_to_string("admin/governance/spend_panel.html", {**spend_context(obj, field), "noun": noun})
 
 
 class UsagePanelMixin(_PanelMixinBase[PanelOwnerT]):
-    """Adds ``usage_panel`` to the change page context; ``usage_field`` names the ledger column."""
+    """Adds ``spend_panel`` to the change page context; ``usage_field`` names the ledger column."""
 
     usage_field: str
 
@@ -65,7 +63,7 @@ class UsagePanelMixin(_PanelMixinBase[PanelOwnerT]):
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         extra_context = dict(extra_context or {})
-        obj = self.get_object(request, object_id) if object_id else None
+        obj = self.get_object(request, unquote(object_id)) if object_id else None
         if obj is not None:
-            extra_context["usage_panel"] = usage_panel(obj, self.usage_field)
+            extra_context["spend_panel"] = spend_panel(obj, self.usage_field)
         return super().change_view(request, object_id, form_url, extra_context)

@@ -142,17 +142,21 @@ def test_admin_index_links_to_the_dashboard(client, alice):
 
 
 @pytest.mark.parametrize("model", ["virtualkey", "team", "customer"])
-def test_change_pages_show_own_spend_chart_and_live_budgets(client, alice, ledger, model):
+def test_change_pages_show_own_spend_chart_and_each_budget_once(client, alice, ledger, model):
     vk, _ = ledger
     obj = {"virtualkey": vk, "team": vk.team, "customer": vk.team.customer}[model]
+    if model != "virtualkey":
+        Budget.objects.create(**{model: obj}, max_limit=Decimal("10"), reset_duration="1d", current_usage=Decimal("9.5"))
     client.force_login(alice)
     html = client.get(f"/admin/governance/{model}/{obj.pk}/change/").content.decode()
     panel = html.split('id="usage-panel"')[1]
     assert 'id="panel-spend">$2.00<' in panel and 'id="panel-requests">2<' in panel
     assert "<svg" in panel
-    if model == "virtualkey":
-        # The key's budget is shown once, live, in its budget inline (not again in the panel).
-        assert html.count("$9.50 / $10.00") == 1 and "gov-bar-fill gov-over" in html
+    noun = {"virtualkey": "key", "team": "team", "customer": "customer"}[model]
+    assert f"The {noun}'s budgets are above" in panel.replace("&#x27;", "'")
+    # The budget is shown once, live, in its budget row (not again in the panel below it).
+    assert html.count("$9.50 / $10.00") == 1 and "gov-bar-fill gov-over" in html
+    assert html.index('id="usage-panel"') > html.index("$9.50 / $10.00")
 
 
 @pytest.mark.parametrize(
