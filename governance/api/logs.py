@@ -254,17 +254,21 @@ def entry(row: UsageRecord, vk_names: dict, key_names: dict, contents: dict | No
 
 
 def _cost_details(row: UsageRecord) -> dict[str, Any]:
-    """Bifrost's cost breakdown, each part exact as a string; the parts are null when the cost
-    came from the upstream or nothing was priced here."""
+    """Bifrost's cost breakdown, each part exact as a fixed-point string (never ``1.5E-7``); the
+    parts are null when the cost came from the upstream or nothing was priced here."""
     parts = row.input_cost is not None and row.output_cost is not None
     return {
-        "input_tokens_cost": str(row.input_cost) if parts else None,
-        "output_tokens_cost": str(row.output_cost) if parts else None,
-        "request_cost": str(row.cost - row.input_cost - row.output_cost) if parts else None,  # type: ignore[operator]
-        "total_cost": str(row.cost),
+        "input_tokens_cost": _fixed(row.input_cost) if parts else None,
+        "output_tokens_cost": _fixed(row.output_cost) if parts else None,
+        "request_cost": _fixed(row.cost - row.input_cost - row.output_cost) if parts else None,  # type: ignore[operator]
+        "total_cost": _fixed(row.cost),
         "priced": row.priced,
         "price_source": row.price_source,
     }
+
+
+def _fixed(amount: Decimal) -> str:
+    return format(amount, "f")
 
 
 def _content(found: RequestContent | None) -> dict[str, Any] | None:
@@ -287,7 +291,7 @@ def stats_json(figures: usage_stats.Figures) -> dict[str, Any]:
         "cached_tokens": figures.cached_tokens,
         "reasoning_tokens": figures.reasoning_tokens,
         "total_cost": float(figures.cost),
-        "total_cost_exact": str(figures.cost),
+        "total_cost_exact": _fixed(figures.cost),
         "unpriced_requests": figures.unpriced,
     }
 

@@ -146,7 +146,9 @@ def test_change_pages_show_own_spend_chart_and_each_budget_once(client, alice, l
     vk, _ = ledger
     obj = {"virtualkey": vk, "team": vk.team, "customer": vk.team.customer}[model]
     if model != "virtualkey":
-        Budget.objects.create(**{model: obj}, max_limit=Decimal("10"), reset_duration="1d", current_usage=Decimal("9.5"))
+        Budget.objects.create(
+            **{model: obj}, max_limit=Decimal("10"), reset_duration="1d", current_usage=Decimal("9.5")
+        )
     client.force_login(alice)
     html = client.get(f"/admin/governance/{model}/{obj.pk}/change/").content.decode()
     panel = html.split('id="usage-panel"')[1]

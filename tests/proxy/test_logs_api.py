@@ -283,3 +283,7 @@ def test_each_entry_breaks_its_cost_down_exactly(call, world, alice_api):
     details = log["cost_details"]
     assert Decimal(details["input_tokens_cost"]) + Decimal(details["output_tokens_cost"]) == row.cost
     assert Decimal(details["request_cost"]) == 0 and details["price_source"] == "catalog:openai/gpt-4o-mini"
+    # Exact and fixed-point, as a person reads money: never ``1.500E-7`` or ``0E-10``.
+    assert all(
+        "E" not in details[part] for part in ("input_tokens_cost", "output_tokens_cost", "request_cost", "total_cost")
+    )
