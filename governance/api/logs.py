@@ -256,15 +256,16 @@ def entry(row: UsageRecord, vk_names: dict, key_names: dict, contents: dict | No
 def _cost_details(row: UsageRecord) -> dict[str, Any]:
     """Bifrost's cost breakdown, each part exact as a fixed-point string (never ``1.5E-7``); the
     parts are null when the cost came from the upstream or nothing was priced here."""
-    parts = row.input_cost is not None and row.output_cost is not None
-    return {
-        "input_tokens_cost": _fixed(row.input_cost) if parts else None,
-        "output_tokens_cost": _fixed(row.output_cost) if parts else None,
-        "request_cost": _fixed(row.cost - row.input_cost - row.output_cost) if parts else None,  # type: ignore[operator]
-        "total_cost": _fixed(row.cost),
-        "priced": row.priced,
-        "price_source": row.price_source,
-    }
+    input_cost, output_cost = row.input_cost, row.output_cost
+    if input_cost is None or output_cost is None:
+        parts: dict[str, str | None] = {"input_tokens_cost": None, "output_tokens_cost": None, "request_cost": None}
+    else:
+        parts = {
+            "input_tokens_cost": _fixed(input_cost),
+            "output_tokens_cost": _fixed(output_cost),
+            "request_cost": _fixed(row.cost - input_cost - output_cost),
+        }
+    return {**parts, "total_cost": _fixed(row.cost), "priced": row.priced, "price_source": row.price_source}
 
 
 def _fixed(amount: Decimal) -> str:
