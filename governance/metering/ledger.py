@@ -56,6 +56,7 @@ from governance.metering.counters.rows import (
     set_state,
     unique_rows,
 )
+from governance.metering.db_pipeline import pipelined
 from governance.metering.sqlite_lock import write_transaction
 from governance.metering.usage_rows import clear_missing_references, insert_usage_rows
 from governance.models import UsageRecord
@@ -172,7 +173,7 @@ def _record_batch(
     charges: list[Charge], now: datetime, check_references: bool
 ) -> tuple[list[Recorded], list[CounterRow]]:
     """Answers a ``Recorded`` per charge and the counter rows the batch moved."""
-    with write_transaction():
+    with write_transaction(), pipelined():
         # Lock the counter rows *before* inserting: the record ids are then allocated while the
         # rows are held, which orders them against a Redis rebuild's snapshot of the same rows.
         counters = [

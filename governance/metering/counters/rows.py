@@ -18,6 +18,7 @@ adapters are Django's own, so values read and written are exactly what the ORM w
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -122,22 +123,28 @@ def _statements(model: type[Model], vendor: str, alias: str) -> _Statements:
 
 
 def lock_rows(counters: list[Counter] | tuple[Counter, ...], *, lock: bool = True) -> dict[tuple[str, str], CounterRow]:
-    """Fetch (and lock, in the fixed order) the rows behind ``counters``; deleted rows are absent."""
+    """Fetch (and lock, in the fixed order) the rows behind ``counters``; deleted rows are absent.
+
+    Every table's SELECT is sent before any result is read: in a pipeline (``db_pipeline``) they
+    travel together."""
     conn = connections[DEFAULT_DB_ALIAS]
     rows: dict[tuple[str, str], CounterRow] = {}
-    for label, model in _LABELS:
-        ids = sorted({c.spec_id for c in counters if row_key(c)[0] == label})
-        if not ids:
-            continue
-        statements = _statements(model, conn.vendor, DEFAULT_DB_ALIAS)
-        params = [statements.pk.get_db_prep_value(pk, conn) for pk in ids]
-        with conn.cursor() as cursor:
+    with ExitStack() as cursors:
+        sent = []
+        for label, model in _LABELS:
+            ids = sorted({c.spec_id for c in counters if row_key(c)[0] == label})
+            if not ids:
+                continue
+            statements = _statements(model, conn.vendor, DEFAULT_DB_ALIAS)
+            params = [statements.pk.get_db_prep_value(pk, conn) for pk in ids]
+            cursor = cursors.enter_context(conn.cursor())
             cursor.execute(statements.select(len(ids), lock), params)
-            fetched = cursor.fetchall()
-        for raw in fetched:
-            values = statements.convert(raw, conn)
-            pk = values.pop(statements.pk.attname)
-            rows[(label, str(pk))] = CounterRow(model, pk, values)
+            sent.append((label, model, statements, cursor))
+        for label, model, statements, cursor in sent:
+            for raw in cursor.fetchall():
+                values = statements.convert(raw, conn)
+                pk = values.pop(statements.pk.attname)
+                rows[(label, str(pk))] = CounterRow(model, pk, values)
     return rows
 
 
