@@ -117,3 +117,37 @@ def test_a_request_whose_worker_died_is_an_error_in_every_figure():
     errors = UsageFilter(start=window.start, end=window.end, statuses=["error"])
     assert list(UsageRecord.objects.filter(errors.ledger_q())) == [died]
     assert status_of(died) == "error"
+
+
+def test_every_value_is_stored_exactly_and_text_a_column_cannot_hold_does_not_fail_the_batch():
+    vk_less = row(
+        request_id=uuid.uuid4(),
+        model="gpt-4o\x00evil",  # a client's model name: PostgreSQL text cannot hold NUL
+        error_message="upstream said \ud800 then \x00",  # a lone surrogate from a client's JSON
+        http_request_id="req-é-1",
+        cost=Decimal("0.0000000001"),
+        input_cost=Decimal("1E-10"),
+        output_cost=Decimal("0"),
+        created_at=datetime(2026, 3, 4, 10, 30, 59, 999999, tzinfo=UTC),
+        upstream_reached=None,
+        price_source=None,
+    )
+    plain = row(request_id=uuid.uuid4(), model="gpt-😀", cost=Decimal("12345.6789012345"), streamed=True, priced=False)
+    insert([vk_less, plain])
+
+    stored = UsageRecord.objects.get(request_id=vk_less["request_id"])
+    assert stored.model == "gpt-4o\ufffdevil"
+    assert stored.error_message == "upstream said ? then \ufffd" and stored.http_request_id == "req-é-1"
+    assert (stored.cost, stored.input_cost, stored.output_cost) == (Decimal("1E-10"), Decimal("1E-10"), Decimal("0"))
+    assert stored.created_at == datetime(2026, 3, 4, 10, 30, 59, 999999, tzinfo=UTC)
+    assert stored.upstream_reached is None and stored.price_source is None
+    other = UsageRecord.objects.get(request_id=plain["request_id"])
+    assert (other.cost, other.streamed, other.priced, other.model) == (
+        Decimal("12345.6789012345"),
+        True,
+        False,
+        "gpt-😀",
+    )
+    # The rollups key on the same stored text.
+    assert UsageRollup.objects.filter(granularity=DAY, model="gpt-4o\ufffdevil").get().requests == 1
+    assert rollups.differences() == []
