@@ -84,8 +84,6 @@ def _build(conn: BaseDatabaseWrapper, *, native_uuid: bool) -> Statements:
             convert = ops.adapt_datetimefield_value
         elif f.attname in MONEY_COLUMNS:
             convert = as_money
-        elif f.get_internal_type() in ("CharField", "TextField"):
-            convert = _storable
         else:
             convert = None
         # The default is computed only when the row lacks the field (request_id's makes an id).
@@ -124,7 +122,7 @@ def insert_usage_rows(rows: list[dict], *, returning: bool = False) -> dict[uuid
             row["request_id"] = new_request_id()
         for name in TEXT_COLUMNS:  # before the rollups read them too
             text = row.get(name)
-            if text and (not text.isascii() or "\x00" in text):
+            if isinstance(text, str) and (not text.isascii() or "\x00" in text):
                 row[name] = _storable(text)
     # Bodies first (content logging; idempotent on request_id): the tables are then written in
     # the order PostgreSQL's table locks (a TRUNCATE, a migration) take them, which never deadlocks.
