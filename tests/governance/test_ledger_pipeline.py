@@ -87,7 +87,7 @@ def test_a_batch_waits_on_the_server_four_times_before_commit_and_writes_what_it
     assert sum(r.requests for r in UsageRollup.objects.filter(granularity=HOUR)) == 12
 
 
-def test_an_error_in_the_pipeline_is_djangos_and_the_batch_is_written_once_after_it(settings, make_vk, waits):
+def test_an_error_in_the_pipeline_is_djangos_and_the_batch_is_written_once_after_it(settings, make_vk):
     settings.GOVERNANCE_COUNTERS = "local"
     vk, gone = make_vk(**LIMITS), make_vk(**LIMITS)
     anchor_windows()
