@@ -18,6 +18,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from bifrost_site import json_text
 from bifrost_site.errors import error_response
 from governance.metering import freshness
 from mcp_gateway import access, tools
@@ -53,7 +54,9 @@ def _call_of(body: Any, responses: bool) -> tuple[str, str, Any]:
         arguments: Any = {}
     elif isinstance(raw, str):
         try:
-            arguments = json.loads(raw)
+            arguments = json_text.loads(raw)
+        except json_text.LoneSurrogate as exc:
+            raise ValueError(f"{where}arguments: {exc}") from None
         except ValueError:
             raise ValueError(f"{where}arguments must be a JSON object (as a string)") from None
     else:
@@ -73,7 +76,7 @@ def execute(request: HttpRequest) -> HttpResponse:
     if form not in ("chat", "responses"):
         return error_response(400, "format must be 'chat' or 'responses'")
     try:
-        body = json.loads(request.body or b"null")
+        body = json_text.loads(request.body or b"null")
         call_id, name, arguments = _call_of(body, form == "responses")
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         message = (

@@ -18,12 +18,12 @@ blocks and ``isError``) is returned unchanged (``mcp_gateway.tools``).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from bifrost_site import json_text
 from consent.http import public_base_url
 from governance.metering import freshness
 from mcp_gateway import access, tools
@@ -62,7 +62,9 @@ def endpoint(request: HttpRequest) -> HttpResponse:
         response["Allow"] = "POST"
         return response
     try:
-        message = json.loads(request.body or b"")
+        message = json_text.loads(request.body or b"")
+    except json_text.LoneSurrogate as exc:
+        return _rpc_error(None, PARSE_ERROR, f"Parse error: {exc}", status=400)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return _rpc_error(None, PARSE_ERROR, "Parse error: the body is not JSON", status=400)
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or not isinstance(message.get("method"), str):

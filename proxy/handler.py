@@ -22,6 +22,7 @@ from typing import Any
 
 from django.conf import settings
 
+from bifrost_site import json_text
 from bifrost_site import logging as site_logging
 from governance.metering import freshness, snapshot
 from governance.metering.snapshot import ProviderSnapshot, VirtualKeySnapshot
@@ -208,9 +209,12 @@ def check_gemini_fields(body: dict[str, Any]) -> None:
             raise errors.bad_request(f"generationConfig.{name} must be a positive integer")
 
 
+# A \\uD800-\\uDFFF escape, or such a code point's bytes (json.loads decodes with surrogatepass).
 def _parse_body(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw) if raw else None
+        body = json_text.loads(raw) if raw else None
+    except json_text.LoneSurrogate as exc:
+        raise errors.bad_request(str(exc)) from None
     except (ValueError, UnicodeDecodeError):
         raise errors.bad_request("Invalid JSON") from None
     except RecursionError:  # the C decoder's depth guard: no model API nests anywhere near this deep

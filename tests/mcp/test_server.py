@@ -123,6 +123,9 @@ def test_notifications_are_202_and_other_methods_minus_32601(client, clients, fa
         (b"[]", -32600),
         (b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]', -32600),
         (b'{"id":1}', -32600),
+        # A lone UTF-16 surrogate, escaped or as its bytes: no character, so no JSON text.
+        (b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\\ud800"}}', -32700),
+        (b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"\xed\xa0\x80"}}', -32700),
     ],
 )
 def test_malformed_messages_are_json_rpc_errors_with_400(client, clients, fake, body, code):
@@ -358,3 +361,22 @@ def test_the_metadata_and_the_challenge_name_the_same_public_url(client, db, set
     assert metadata["authorization_servers"] == ["https://gw.example.com"]
     server = client.get("/.well-known/oauth-authorization-server").json()
     assert server["token_endpoint"].startswith("https://gw.example.com/")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            b'{"id": "c1", "function": {"name": "a_b", "arguments": "{\\"q\\": \\"\\\\ud800\\"}"}}',
+            "function.arguments: ",
+        ),
+        (b'{"id": "c1", "function": {"name": "a\\udfff", "arguments": "{}"}}', ""),
+    ],
+)
+def test_execute_refuses_a_lone_surrogate_in_the_call_or_its_arguments_string(client, db, body, message):
+    answer = client.post("/v1/mcp/tool/execute", body, content_type="application/json")
+    assert answer.status_code == 400
+    assert (
+        answer.json()["error"]["message"]
+        == message + "Invalid JSON: a \\u escape names a lone UTF-16 surrogate, not a character"
+    )

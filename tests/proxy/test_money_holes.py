@@ -78,6 +78,38 @@ def test_an_unpriced_model_on_a_budgeted_path_is_refused_naming_the_model(call, 
     assert mock.stats()["by_model"] == {} and UsageRecord.objects.attempts().count() == 0
 
 
+def test_a_model_name_with_nul_is_refused_and_its_refusal_still_recorded(call, governed, mock):
+    # PostgreSQL's text cannot hold NUL: the refusal's ledger row keeps the name with it replaced.
+    raw = json.dumps(chat("openai/MODEL")).replace("MODEL", "ev\\u0000il").encode()
+    answer = call(CHAT, raw, {"x-bf-vk": governed.value, "x-request-id": "odd-model"})
+
+    assert answer.status == 400 and answer.json()["type"] == "model_unpriced"
+    assert mock.stats()["by_model"] == {}
+    refusal = UsageRecord.objects.refusals().get(http_request_id="odd-model")
+    assert refusal.model == "ev\ufffdil" and refusal.error_type == "model_unpriced"
+
+
+@pytest.mark.parametrize(
+    "escaped",
+    [
+        '{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "a \\ud800 b"}]}',
+        '{"model": "openai/x\\uDFFF", "messages": [{"role": "user", "content": "hi"}]}',
+    ],
+)
+def test_a_lone_surrogate_anywhere_in_the_body_is_a_400_not_a_500(call, governed, mock, escaped):
+    answer = call(CHAT, escaped.encode(), {"x-bf-vk": governed.value})
+    assert answer.status == 400
+    assert "lone UTF-16 surrogate" in answer.json()["error"]["message"]
+    assert mock.stats()["by_model"] == {}
+
+
+def test_an_escaped_surrogate_pair_is_a_character_and_is_served(call, governed, mock):
+    price("gpt-4o-mini")
+    body = json.dumps(chat("openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi \U0001f600"}]))
+    assert "\\ud83d\\ude00" in body  # json.dumps escapes it as a pair
+    assert call(CHAT, body.encode(), {"x-bf-vk": governed.value}).status == 200
+
+
 def test_allow_lets_an_unpriced_model_through_at_zero_flagged(call, governed, mock, settings):
     settings.GOVERNANCE_UNPRICED_MODELS = "allow"
     answer = call(CHAT, chat("openai/mystery-model"), {"x-bf-vk": governed.value})
