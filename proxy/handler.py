@@ -209,7 +209,6 @@ def check_gemini_fields(body: dict[str, Any]) -> None:
             raise errors.bad_request(f"generationConfig.{name} must be a positive integer")
 
 
-# A \\uD800-\\uDFFF escape, or such a code point's bytes (json.loads decodes with surrogatepass).
 def _parse_body(raw: bytes) -> dict[str, Any]:
     try:
         body = json_text.loads(raw) if raw else None
