@@ -1,5 +1,6 @@
 """The body iterables the proxy hands to the WSGI server: their ``close()`` (called by the server
-after the last byte) runs the attempt's accounting, exactly once however the answer ended."""
+after the last byte) runs the attempt's accounting, exactly once however the answer ended. A
+finished answer of one piece is accounted as it is handed over instead (``Body.handed_over``)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,19 @@ class Body:
 
     def __len__(self) -> int:
         return -(-self.send // SLICE_BYTES) + (1 if self.tail else 0) or 1
+
+    def handed_over(self) -> list[bytes] | Body:
+        """What the WSGI server is given: a body that goes out in one piece is accounted now and
+        handed over as a one-item list, which granian writes in one call (``response_bytes``); an
+        iterable costs it a hand-over between its threads for each item and one more for
+        ``close()`` (about 8 % of a plain request's server CPU, measured side by side). Accounting
+        before the bytes are written records the same: the upstream answered and was paid, whether
+        or not the client stays to read it, and the attempt's latency was taken when it answered.
+        A body sent in slices (over ``SLICE_BYTES``, or with a ``tail``) is handed over as is."""
+        if self.tail or self.send != len(self.data) or self.send > SLICE_BYTES:
+            return self
+        self.close()
+        return [self.data]
 
     def close(self) -> None:
         try:

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError
 
 from proxy import errors, handler
+from proxy.bodies import Body
 from proxy.errors import ProxyError
 from proxy.routing import find as find_route
 
@@ -93,4 +94,5 @@ def application(
         logger.exception("unhandled proxy error", extra={"path": path})
         reply = handler.error_reply(ProxyError(500, "Internal server error"), client_format, request_id)
     start_response(status_line(reply.status), reply.headers)
-    return reply.body
+    body = reply.body
+    return body.handed_over() if isinstance(body, Body) else body

@@ -164,14 +164,16 @@ def send(
     headers: dict[str, str] | None = None,
     method: str = "POST",
     content_length: str | None = None,
+    query: str = "",
 ) -> Answer:
     """One request through ``proxy.wsgi`` in this process, environ built by hand (any method,
-    path or Content-Length a server could hand over; header values as WSGI gives them)."""
+    path, query or Content-Length a server could hand over; header values as WSGI gives them)."""
     from proxy.wsgi import application
 
     environ = {
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
+        "QUERY_STRING": query,
         "CONTENT_LENGTH": str(len(raw)) if content_length is None else content_length,
         "CONTENT_TYPE": "application/json",
         "wsgi.input": io.BytesIO(raw),
@@ -191,7 +193,8 @@ def send(
         try:
             data = b"".join(body_iter)
         finally:
-            body_iter.close()
+            if hasattr(body_iter, "close"):  # a one-piece answer is a list, accounted already
+                body_iter.close()
     return Answer(captured["status"], captured["headers"], data)
 
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from decimal import Decimal
+from unittest.mock import patch
 
 import pytest
 
 from governance.models import ModelPrice, UsageRecord
 from governance.services import provider_create, provider_key_create, virtual_key_update
 from proxy import bodies, handler
+from proxy.wsgi import application
 from tests.proxy.conftest import make_setup
 
 pytestmark = pytest.mark.django_db
@@ -71,6 +75,44 @@ def test_a_large_json_answer_is_sent_in_slices_with_extra_fields_and_its_usage_r
     assert answer.json()["choices"][0]["message"]["content"] == "m" * 300_000
     row = UsageRecord.objects.get(model="gpt-4o-mini-no-usage")
     assert row.estimated and row.completion_tokens == 3  # capped at max_tokens
+
+
+def _served(setup, model: str, extra_headers: dict[str, str] | None = None):
+    """``proxy.wsgi.application`` called as a server calls it: (what it returned, its status)."""
+    raw = json.dumps(chat(model)).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": CHAT,
+        "CONTENT_LENGTH": str(len(raw)),
+        "wsgi.input": io.BytesIO(raw),
+        "HTTP_X_BF_VK": setup.value,
+    }
+    for name, value in (extra_headers or {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    status = []
+    with patch("proxy.bodies.db.close_old_connections"):
+        returned = application(environ, lambda line, headers: status.append(line))
+    return returned, status[0]
+
+
+def test_a_one_piece_answer_is_handed_over_as_a_list_already_accounted(setup, monkeypatch):
+    """A JSON answer the server writes in one call (granian: ``response_bytes``) is a one-item list
+    whose usage row is written before the server sends a byte; one sent in slices stays a body that
+    accounts when the server closes it."""
+    returned, status = _served(setup, "gpt-4o-mini")
+    assert status == "200 OK" and isinstance(returned, list) and len(returned) == 1
+    assert json.loads(returned[0])["usage"]["total_tokens"] == 13
+    row = UsageRecord.objects.get()
+    assert (row.status_code, row.total_tokens) == (200, 13)
+
+    monkeypatch.setattr(bodies, "SLICE_BYTES", 50_000)
+    returned, status = _served(setup, "gpt-4o-mini", {"x-mock-answer-bytes": "120000"})
+    assert status == "200 OK" and isinstance(returned, bodies.Body)
+    assert UsageRecord.objects.count() == 1  # not yet: the server has not closed it
+    with patch("proxy.bodies.db.close_old_connections"):
+        assert len(b"".join(returned)) > 120_000
+        returned.close()
+    assert UsageRecord.objects.count() == 2
 
 
 def test_extra_fields_tail_leaves_what_is_not_an_object_or_has_the_member_already():

@@ -5,7 +5,6 @@ and the Azure-style inbound route. What reached the upstream is read from the mo
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 import socket
@@ -13,7 +12,6 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import count
-from unittest.mock import patch
 from urllib.parse import unquote
 
 import pytest
@@ -26,7 +24,7 @@ from proxy.routing import ROUTES, find
 from proxy.translate import anthropic as anthropic_format
 from proxy.translate import gemini as gemini_format
 from proxy.usage import estimate_prompt_tokens
-from tests.proxy.conftest import Answer, Mock
+from tests.proxy.conftest import Answer, Mock, send
 from tests.proxy.test_http1 import Scripted
 
 pytestmark = pytest.mark.django_db
@@ -140,33 +138,9 @@ def as_server(url: str, body=None, headers: dict[str, str] | None = None, method
     """A request as a real WSGI server hands it over (gunicorn, waitress):
     the query in ``QUERY_STRING`` and ``PATH_INFO`` percent-decoded. (The ``call`` fixture passes its
     path verbatim as ``PATH_INFO``, so a query or ``%2F`` there would reach the router as is.)"""
-    from proxy.wsgi import application
-
     path, _, query = url.partition("?")
     raw = json.dumps(body).encode() if body is not None else b""
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": unquote(path),
-        "QUERY_STRING": query,
-        "CONTENT_LENGTH": str(len(raw)),
-        "CONTENT_TYPE": "application/json",
-        "wsgi.input": io.BytesIO(raw),
-    }
-    for name, value in (headers or {}).items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
-    captured: dict = {}
-
-    def start_response(status, response_headers):
-        captured["status"] = int(status.split()[0])
-        captured["headers"] = {k.lower(): v for k, v in response_headers}
-
-    with patch("proxy.bodies.db.close_old_connections"):
-        body_iter = application(environ, start_response)
-        try:
-            data = b"".join(body_iter)
-        finally:
-            body_iter.close()
-    return Answer(captured["status"], captured["headers"], data)
+    return send(unquote(path), raw, headers, method, query=query)
 
 
 @pytest.fixture
