@@ -85,7 +85,11 @@ class Body:
         A body sent in slices (over ``SLICE_BYTES``, or with a ``tail``) is handed over as is."""
         if self.tail or self.send != len(self.data) or self.send > SLICE_BYTES:
             return self
-        self.close()
+        try:
+            self.close()
+        except Exception:
+            # As when ``close()`` failed after the last byte: the client still gets its answer.
+            logger.exception("accounting failed after the upstream answered")
         return [self.data]
 
     def close(self) -> None:

@@ -115,6 +115,17 @@ def test_a_one_piece_answer_is_handed_over_as_a_list_already_accounted(setup, mo
     assert UsageRecord.objects.count() == 2
 
 
+def test_accounting_that_fails_as_the_answer_is_handed_over_still_answers(setup, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("accounting broke")
+
+    monkeypatch.setattr(bodies.accounting, "finish", broken)
+    returned, status = _served(setup, "gpt-4o-mini")
+    assert status == "200 OK" and json.loads(returned[0])["usage"]["total_tokens"] == 13
+    assert "accounting failed after the upstream answered" in caplog.text
+    assert not UsageRecord.objects.exists()
+
+
 def test_extra_fields_tail_leaves_what_is_not_an_object_or_has_the_member_already():
     extra = {"provider": "openai"}
     assert handler._extra_fields_tail(b'{"a": 1}  \n', extra) == (7, b',"extra_fields":{"provider":"openai"}}')
