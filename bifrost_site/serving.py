@@ -7,7 +7,7 @@ address and the sizes, and the command that starts each (``bin/run``, the tests 
 - ``BIFROST_WORKERS`` processes (one per core, plus one, by default), each running ``BIFROST_THREADS`` requests
   at once (16); the older ``GUNICORN_WORKERS`` / ``GUNICORN_THREADS`` still work; under granian a
   worker has ``BIFROST_WAITING_THREADS`` (240) more threads, on which requests wait for their
-  bodies before they take one of those slots;
+  bodies before they take one of those slots, and for their upstreams after lending theirs;
 - ``BIFROST_GRACEFUL_TIMEOUT`` (or ``GUNICORN_GRACEFUL_TIMEOUT``, 30 s): after SIGTERM, how long a
   worker may finish its requests in flight and drain its usage queue before it is killed.
 
@@ -76,7 +76,8 @@ def threads() -> int:
 
 def waiting_threads() -> int:
     """granian: threads a worker has on top of ``threads()`` to wait for request bodies that arrive
-    slowly, so that a few hundred slow clients do not hold every thread that runs requests."""
+    slowly, so that a few hundred slow clients do not hold every thread that runs requests, and
+    for slow upstreams (a waiting request lends its slot: ``bifrost_site.slots``)."""
     return _first_int(("BIFROST_WAITING_THREADS",), 240)
 
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from bifrost_site.slots import lent
 from governance.metering.snapshot import KeySnapshot, ProviderSnapshot
 from governance.models.providers import RESERVED_EXTRA_HEADERS
 from proxy import http1
@@ -181,20 +182,21 @@ def send(
     try:
         pool, request_path = target(upstream_url(provider, key, path, model))
         headers = request_headers(provider, key, client_headers)
-        answer = http1.request(
-            pool,
-            method,
-            request_path,
-            headers.items(),
-            body,
-            connect_timeout=settings.PROXY_CONNECT_TIMEOUT_SECONDS,
-            read_timeout=provider.timeout_seconds,
-        )
-        if not stream:
-            try:
-                answer.read(settings.PROXY_MAX_RESPONSE_BYTES)
-            finally:
-                answer.release()
+        with lent():  # the request's slot runs another request while this one waits (bifrost_site.slots)
+            answer = http1.request(
+                pool,
+                method,
+                request_path,
+                headers.items(),
+                body,
+                connect_timeout=settings.PROXY_CONNECT_TIMEOUT_SECONDS,
+                read_timeout=provider.timeout_seconds,
+            )
+            if not stream:
+                try:
+                    answer.read(settings.PROXY_MAX_RESPONSE_BYTES)
+                finally:
+                    answer.release()
         return answer
     except ValueError as exc:
         raise ProxyError(400, f"cannot forward the request: {exc}") from None
