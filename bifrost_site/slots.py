@@ -55,9 +55,13 @@ class Slots:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
+        self._give_back(connections.all(initialized_only=True))
+
+    def _give_back(self, opened: Sequence[BaseDatabaseWrapper]) -> None:
+        """This thread's slot, its connections (``opened``) bounded first."""
         _held.slots = None
         try:
-            self._bound_connections(connections.all(initialized_only=True))
+            self._bound_connections(opened)
         finally:
             self._free.release()
 
@@ -100,11 +104,7 @@ class lent:  # noqa: N801 (used as a function: ``with lent():``)
         opened = connections.all(initialized_only=True)
         if any(conn.in_atomic_block for conn in opened):
             return
-        _held.slots = None
-        try:
-            slots._bound_connections(opened)
-        finally:
-            slots._free.release()
+        slots._give_back(opened)
         self.slots = slots
 
     def __exit__(

@@ -61,9 +61,13 @@ class Body:
         self.send = len(data) if send is None else send
         self.tail = tail
 
+    def _one_piece(self) -> bool:
+        """Whether the answer goes out as ``data`` whole (else in slices, then ``tail``)."""
+        return self.send == len(self.data) and self.send <= SLICE_BYTES and not self.tail
+
     def __iter__(self) -> Iterator[bytes]:
         data, send = self.data, self.send
-        if send == len(data) and send <= SLICE_BYTES and not self.tail:
+        if self._one_piece():
             yield data
             return
         # A large answer goes out in slices: each is a copy, alive only while it is written.
@@ -83,7 +87,7 @@ class Body:
         before the bytes are written records the same: the upstream answered and was paid, whether
         or not the client stays to read it, and the attempt's latency was taken when it answered.
         A body sent in slices (over ``SLICE_BYTES``, or with a ``tail``) is handed over as is."""
-        if self.tail or self.send != len(self.data) or self.send > SLICE_BYTES:
+        if not self._one_piece():
             return self
         try:
             self.close()

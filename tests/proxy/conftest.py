@@ -158,6 +158,28 @@ class Answer:
         return json.loads(self.body)
 
 
+def wsgi_environ(
+    path: str,
+    raw: bytes = b"",
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
+    content_length: str | None = None,
+    query: str = "",
+) -> dict:
+    """The environ a WSGI server hands over for this request."""
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": query,
+        "CONTENT_LENGTH": str(len(raw)) if content_length is None else content_length,
+        "CONTENT_TYPE": "application/json",
+        "wsgi.input": io.BytesIO(raw),
+    }
+    for name, value in (headers or {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    return environ
+
+
 def send(
     path: str,
     raw: bytes = b"",
@@ -170,16 +192,7 @@ def send(
     path, query or Content-Length a server could hand over; header values as WSGI gives them)."""
     from proxy.wsgi import application
 
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": query,
-        "CONTENT_LENGTH": str(len(raw)) if content_length is None else content_length,
-        "CONTENT_TYPE": "application/json",
-        "wsgi.input": io.BytesIO(raw),
-    }
-    for name, value in (headers or {}).items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    environ = wsgi_environ(path, raw, headers, method, content_length, query)
     captured = {}
 
     def start_response(status, response_headers):

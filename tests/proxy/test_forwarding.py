@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from decimal import Decimal
@@ -14,7 +13,7 @@ from governance.models import ModelPrice, UsageRecord
 from governance.services import provider_create, provider_key_create, virtual_key_update
 from proxy import bodies, handler
 from proxy.wsgi import application
-from tests.proxy.conftest import make_setup
+from tests.proxy.conftest import make_setup, wsgi_environ
 
 pytestmark = pytest.mark.django_db
 
@@ -79,16 +78,7 @@ def test_a_large_json_answer_is_sent_in_slices_with_extra_fields_and_its_usage_r
 
 def _served(setup, model: str, extra_headers: dict[str, str] | None = None):
     """``proxy.wsgi.application`` called as a server calls it: (what it returned, its status)."""
-    raw = json.dumps(chat(model)).encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": CHAT,
-        "CONTENT_LENGTH": str(len(raw)),
-        "wsgi.input": io.BytesIO(raw),
-        "HTTP_X_BF_VK": setup.value,
-    }
-    for name, value in (extra_headers or {}).items():
-        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    environ = wsgi_environ(CHAT, json.dumps(chat(model)).encode(), {"x-bf-vk": setup.value, **(extra_headers or {})})
     status = []
     with patch("proxy.bodies.db.close_old_connections"):
         returned = application(environ, lambda line, headers: status.append(line))
