@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 from django.db import IntegrityError, OperationalError
 
 from governance.metering import alerts
-from governance.metering.counters.base import BUDGET, HOT_BACKENDS, TOKENS, Admission
+from governance.metering.counters.base import BUDGET, HOT_BACKENDS, TOKENS, Admission, Counter
 from governance.metering.counters.database import delete_leases
 from governance.metering.counters.rows import (
     FIELDS,
@@ -198,7 +198,8 @@ def _record_batch(
         if check_references:
             clear_missing_references(records)
         inserted = insert_usage_rows(records, returning=True)
-        results, changed = [], []
+        results: list[Recorded] = []
+        moves = _Moves(rows, now, batched=not any(c.admission.backend == "database" for c in charges))
         for index, charge in enumerate(charges):
             admission, actuals = charge.admission, charge.actuals
             apply = _applies(admission, actuals)
@@ -209,7 +210,7 @@ def _record_batch(
                 charged = record_id is not None
             if charged:
                 if apply:
-                    changed += _apply(admission, rows, actuals, now, release=release)
+                    moves.apply(admission, actuals, release=release)
                 results.append(Recorded(True, record_id, actuals))
                 continue
             elsewhere = _settled_elsewhere(charge, _existing(admission.request_id), index in gone)
@@ -220,9 +221,9 @@ def _record_batch(
             # gives its own reservation back.
             zeros = [Decimal("0") if c.kind == BUDGET else 0 for c in admission.counters]
             if apply:
-                changed += _apply(admission, rows, zeros, now, release=release)
+                moves.apply(admission, zeros, release=release)
             results.append(Recorded(False, None, zeros))
-        moved = unique_rows(changed)
+        moved = unique_rows(moves.done())
         save_rows(moved)
     return results, moved
 
@@ -279,28 +280,54 @@ def _row(charge: Charge, entry: LedgerEntry, now: datetime, request_id: uuid.UUI
     return fields
 
 
-def _apply(
-    admission: Admission,
-    rows: dict[tuple[str, str], CounterRow],
-    actuals: list[Decimal | int],
-    now: datetime,
-    *,
-    release: bool,
-) -> list[CounterRow]:
-    """Move the in-memory rows of ``admission``'s counters; returns them (the caller saves)."""
-    changed = []
-    for counter, mark, actual in zip(admission.counters, admission.marks, actuals, strict=True):
-        row = rows.get(row_key(counter))
-        if row is None:
-            continue
-        usage, start, _ = counter_state(counter, row, now)
+class _Moves:
+    """The counter rows' moves of one batch, applied to the locked rows in memory (the caller saves).
+
+    Admissions settle in charge order. When none of the batch's holds a database reservation
+    (``batched``: every move is ``usage + actual``, amounts never negative), a row's moves are
+    summed first and its window worked out once per row instead of once per request: the same
+    result, as each addition after the first finds the window the first one opened. A counter
+    met with other window settings than the sum it joins (its limit edited while the batch's
+    requests ran) applies that sum first and starts another, so moves keep their order."""
+
+    def __init__(self, rows: dict[tuple[str, str], CounterRow], now: datetime, *, batched: bool) -> None:
+        self.rows, self.now, self.batched = rows, now, batched
+        self.changed: list[CounterRow] = []
+        self.sums: dict[tuple[str, str, str], list[Any]] = {}  # row, kind -> [counter, amount]
+
+    def apply(self, admission: Admission, actuals: list[Decimal | int], *, release: bool) -> None:
+        for counter, mark, actual in zip(admission.counters, admission.marks, actuals, strict=True):
+            key = row_key(counter)
+            row = self.rows.get(key)
+            if row is None:
+                continue
+            if not (self.batched and not release):
+                self._move(counter, row, actual, mark if release else None)
+                continue
+            summed = self.sums.get((*key, counter.kind))
+            if summed is None:
+                self.sums[(*key, counter.kind)] = [counter, actual]
+            elif (summed[0].duration, summed[0].calendar_aligned) == (counter.duration, counter.calendar_aligned):
+                summed[1] += actual
+            else:
+                self._move(summed[0], row, summed[1], None)
+                summed[0], summed[1] = counter, actual
+
+    def done(self) -> list[CounterRow]:
+        for (label, spec_id, _), (counter, amount) in self.sums.items():
+            self._move(counter, self.rows[(label, spec_id)], amount, None)
+        self.sums = {}
+        return self.changed
+
+    def _move(self, counter: Counter, row: CounterRow, actual: Decimal | int, mark: Any) -> None:
+        """``actual`` onto the row's usage in its current window, less the admission's
+        reservation when ``mark`` says it is still there (a database admission released)."""
+        usage, start, _ = counter_state(counter, row, self.now)
         last_reset = getattr(row, FIELDS[counter.kind][1])
         # The reservation is still in the row only if the row is in the window it was made in.
-        reserved = release and mark is not None and last_reset == mark and last_reset >= start
-        new_usage = usage - (counter.reserve if reserved else 0) + actual
-        set_state(counter, row, new_usage, start)
-        changed.append(row)
-    return changed
+        reserved = mark is not None and last_reset == mark and last_reset >= start
+        set_state(counter, row, usage - (counter.reserve if reserved else 0) + actual, start)
+        self.changed.append(row)
 
 
 def _log_lost(entry: LedgerEntry | None, admission: Admission, cost: Decimal, tokens: int, exc: BaseException) -> None:

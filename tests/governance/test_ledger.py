@@ -209,3 +209,39 @@ def test_a_batch_keeps_the_usage_of_a_key_deleted_while_its_request_was_in_fligh
     assert set(records) == {None, other.pk}
     assert records[None].cost == records[other.pk].cost == Decimal("0.05")
     assert Budget.objects.get().current_usage == Decimal("0.05")
+
+
+def test_a_batch_moves_each_counter_row_by_the_sum_of_its_requests_in_their_current_window(counter_mode, make_vk):
+    vk = make_vk(
+        budgets=[{"max_limit": "10", "reset_duration": "1d"}],
+        rate_limit={
+            "request_max_limit": 100,
+            "request_reset_duration": "1h",
+            "token_max_limit": 100_000,
+            "token_reset_duration": "1h",
+        },
+    )
+    anchor_windows(T0 - timedelta(hours=2))  # by T0 the hourly windows have ended, the daily one has not
+    Budget.objects.update(current_usage=Decimal("1.5"))
+    RateLimit.objects.update(token_current_usage=500, request_current_usage=7)
+    admissions = [admit(path_specs(vk), cost="0.2", tokens=50) for _ in range(3)]
+    # The token limit's window is edited while these requests run: the last one carries a daily window.
+    RateLimit.objects.update(token_reset_duration="1d")
+    admissions.append(admit(path_specs(vk), cost="0.2", tokens=50))
+    entry = LedgerEntry("openai", "gpt-4o", 200, virtual_key_id=vk.pk)
+    amounts = [("0.01", 10, True), ("0.02", 20, True), ("0.03", 30, True), ("0.04", 40, False)]
+
+    settled = enforcement.settle_many(
+        [
+            enforcement.Settlement(admission, Decimal(cost), tokens, called, entry)
+            for admission, (cost, tokens, called) in zip(admissions, amounts, strict=True)
+        ],
+        now=T0,
+    )
+
+    assert settled == [True] * 4
+    assert Budget.objects.get().current_usage == Decimal("1.56")  # the last one never reached the upstream
+    rate_limit = RateLimit.objects.get()
+    assert (rate_limit.token_current_usage, rate_limit.request_current_usage) == (60, 3)
+    assert (rate_limit.token_last_reset, rate_limit.request_last_reset) == (T0, T0)
+    assert UsageRecord.objects.count() == 4 and ledger_total() == Decimal("0.06")
