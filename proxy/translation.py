@@ -24,7 +24,6 @@ FORMATS: dict[str, ModuleType] = {"openai": openai_format, "anthropic": anthropi
 # The upstream path of a translated chat request, by the upstream's wire format (Gemini's
 # carries the model: ``gemini_path``). A translated token count is answered by the gateway.
 _TRANSLATED_PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
-_compact = hub.compact
 # A field the upstream's format cannot take is named as the client wrote it, not by its OpenAI
 # (hub) name: the first segment of the hub's path, by client format.
 CLIENT_FIELDS: dict[str, dict[str, str]] = {
@@ -101,7 +100,7 @@ def outgoing(resolved: Resolved) -> Outgoing:
     except hub.TranslationError as exc:
         raise errors.bad_request(_client_message(exc, request.route.api_format)) from None
     path = gemini_path(model, "generateContent", stream) if wire == "gemini" else _TRANSLATED_PATHS[wire]
-    return Outgoing(_compact(body).encode(), path, False, True)
+    return Outgoing(hub.compact_bytes(body), path, False, True)
 
 
 def _client_message(exc: hub.TranslationError, client: str) -> str:
@@ -134,7 +133,7 @@ def _passthrough(resolved: Resolved) -> Outgoing:
             out["stream_options"] = options
     if route.api_format == "openai":
         quirks.apply(provider.provider_type, out)
-    return Outgoing(_compact(out).encode(), route.upstream_path, strip_usage, False)
+    return Outgoing(hub.compact_bytes(out), route.upstream_path, strip_usage, False)
 
 
 def answer(resolved: Resolved, payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -151,4 +150,4 @@ def error_bytes(exc: errors.ProxyError, client_format: str) -> bytes:
         return exc.body()
     payload = json.loads(FORMATS[client_format].error_body(exc.status, exc.message, exc.type_))
     payload.update(is_bifrost_error=False, status_code=exc.status, extra_fields=exc.extra_fields)
-    return _compact(payload).encode()
+    return hub.compact_bytes(payload)

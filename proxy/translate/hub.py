@@ -11,6 +11,21 @@ from typing import Any
 
 compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
+
+def utf8(json_text: str) -> bytes:
+    """JSON text as UTF-8 bytes. An upstream's JSON may escape a lone UTF-16 surrogate
+    (``\\ud800``): no character, so UTF-8 cannot carry it, and ``compact`` (which leaves
+    characters unescaped) hands it on raw. It goes back out as that same escape: in JSON a
+    surrogate can only stand inside a string, where the escape is valid, so the client reads what
+    the upstream sent (as a passed-through answer would) instead of the request failing."""
+    return json_text.encode("utf-8", "backslashreplace")
+
+
+def compact_bytes(payload: Any) -> bytes:
+    """``compact(payload)`` as UTF-8 (``utf8``)."""
+    return utf8(compact(payload))
+
+
 # A Gemini thought signature travels inside the tool-call id, so any client carries it to the
 # next turn without knowing about it: ``<id>__sig__<signature>``.
 SIGNATURE_SEPARATOR = "__sig__"
@@ -32,7 +47,7 @@ def tool_id(original: str, *, pattern: str = r"[A-Za-z0-9_-]{1,64}", prefix: str
     so the id a client sends back on the next turn maps to the same value again."""
     if re.fullmatch(pattern, original):
         return original
-    digest = hashlib.sha256(original.encode()).hexdigest()
+    digest = hashlib.sha256(original.encode("utf-8", "surrogatepass")).hexdigest()  # an upstream's id may hold one
     return prefix + digest[: max(1, length - len(prefix))]
 
 
@@ -92,7 +107,7 @@ def now() -> int:
 
 def sse(payload: Any, event: str | None = None) -> bytes:
     data = payload if isinstance(payload, str) else compact(payload)
-    return (f"event: {event}\n" if event else "").encode() + b"data: " + data.encode() + b"\n\n"
+    return (f"event: {event}\n" if event else "").encode() + b"data: " + utf8(data) + b"\n\n"
 
 
 def text_of(content: Any) -> str:

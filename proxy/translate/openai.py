@@ -64,7 +64,7 @@ class StreamFromOpenAI:
     def feed(self, chunk: dict[str, Any]) -> bytes:
         if not chunk.get("choices") and not self.include_usage:
             return b""
-        return b"data: " + hub.compact(chunk).encode() + b"\n\n"
+        return b"data: " + hub.compact_bytes(chunk) + b"\n\n"
 
     def finish(self) -> bytes:
         return b"data: [DONE]\n\n"
@@ -72,7 +72,7 @@ class StreamFromOpenAI:
     def error(self, status: int, message: str) -> bytes:
         return (
             b"data: "
-            + hub.compact({"error": {"message": message, "type": "upstream_error", "code": status}}).encode()
+            + hub.compact_bytes({"error": {"message": message, "type": "upstream_error", "code": status}})
             + b"\n\n"
         )
 

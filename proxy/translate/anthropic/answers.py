@@ -8,7 +8,7 @@ import uuid
 from proxy.translate import hub
 from proxy.translate.anthropic.requests import _assistant_to_openai, _text_block
 from proxy.translate.anthropic.tables import ERROR_TYPES, FINISH_TO_STOP, STOP_TO_FINISH, Body
-from proxy.translate.hub import TranslationError, compact
+from proxy.translate.hub import TranslationError
 
 # -- shared with the streams -----------------------------------------------------------------------------
 
@@ -131,7 +131,7 @@ def _tool_use_answer(call: Body, k: int) -> Body:
 
 def error_body(status: int, message: str, type_: str | None = None) -> bytes:
     """An Anthropic error answer; the type follows the status unless given."""
-    return compact(_error_payload(status, message, type_)).encode()
+    return hub.compact_bytes(_error_payload(status, message, type_))
 
 
 def models_page(ids: list[str]) -> Body:

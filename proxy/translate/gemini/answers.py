@@ -153,7 +153,7 @@ def response_from_openai(payload: dict[str, Any], model: str) -> dict[str, Any]:
 
 def error_body(status: int, message: str, type_: str | None = None) -> bytes:
     """A Gemini error answer: ``{"error": {"code", "message", "status"}}``."""
-    return hub.compact(_error_object(status, message, type_)).encode()
+    return hub.compact_bytes(_error_object(status, message, type_))
 
 
 def model_entry(model_id: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from proxy.translate import hub
 
 
 def _digest(text: str, length: int = 16) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:length]
 
 
 def _call_id(scope: str, position: int, name: str) -> str:

@@ -13,7 +13,7 @@ from proxy.translate.gemini.tables import _BLOCKED, _NO_FINISH, FINISH_FROM_OPEN
 
 def _event(payload: dict[str, Any]) -> bytes:
     # Gemini ends its SSE events with CRLF pairs; the SDK splits on any blank line.
-    return b"data: " + hub.compact(payload).encode() + b"\r\n\r\n"
+    return b"data: " + hub.compact_bytes(payload) + b"\r\n\r\n"
 
 
 # -- streams ----------------------------------------------------------------------------------
