@@ -301,7 +301,7 @@ class _Moves:
             row = self.rows.get(key)
             if row is None:
                 continue
-            if not (self.batched and not release):
+            if release or not self.batched:
                 self._move(counter, row, actual, mark if release else None)
                 continue
             summed = self.sums.get((*key, counter.kind))

@@ -7,13 +7,12 @@ sent: ``test_money_holes``.)"""
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from governance.models import UsageRecord
 from tests.proxy.conftest import make_setup, send, wait_for
-from tests.proxy.test_http1 import Scripted
+from tests.proxy.test_http1 import Scripted, reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -85,12 +84,8 @@ def request(client: str, model: str, stream: bool, key: str) -> tuple[str, bytes
 
 
 def answering(status: int, content_type: str, body: bytes):
-    def script(sock: socket.socket, _request: bytes) -> bool:
-        head = f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
-        sock.sendall(head.encode() + body)
-        return True
-
-    return script
+    head = f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    return reply(head.encode() + body)
 
 
 # (client format, upstream provider): three translations and one passthrough.
